@@ -1,0 +1,130 @@
+"""Tasks: the data a model is trained and judged on.
+
+A `Task` holds train/test arrays with one-hot targets for classification. The
+built-in `blobs` task is the tutorial's `make_blobs` problem, row for row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.datasets import make_blobs
+
+
+class TaskError(ValueError):
+    """Task data that cannot be trained on; the message says what to fix."""
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """Train/test arrays of one problem.
+
+    `x_*` is `(rows, features)` float32; `y_*` is `(rows, classes)` one-hot float32.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    kind: str = "classification"
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_task_arrays(self)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.y_train.shape[1])
+
+    @property
+    def labels_train(self) -> np.ndarray:
+        return np.argmax(self.y_train, axis=1)
+
+    @property
+    def labels_test(self) -> np.ndarray:
+        return np.argmax(self.y_test, axis=1)
+
+
+def check_task_arrays(task: Task) -> None:
+    """Shapes, dtypes and finiteness, named by task and array, so the engine never sees bad data."""
+    for split in ("train", "test"):
+        x, y = getattr(task, f"x_{split}"), getattr(task, f"y_{split}")
+        if x.ndim != 2 or y.ndim != 2:
+            raise TaskError(
+                f"task {task.name!r}: x_{split} and y_{split} must be 2-D (rows, columns); "
+                f"got shapes {x.shape} and {y.shape}"
+            )
+        if x.shape[0] != y.shape[0]:
+            raise TaskError(
+                f"task {task.name!r}: x_{split} has {x.shape[0]} rows but y_{split} has "
+                f"{y.shape[0]}; give one target per row"
+            )
+        if x.shape[0] == 0:
+            raise TaskError(f"task {task.name!r}: the {split} split is empty")
+        for label, array in ((f"x_{split}", x), (f"y_{split}", y)):
+            bad = ~np.isfinite(array)
+            if bad.any():
+                row = int(np.argwhere(bad)[0][0])
+                raise TaskError(
+                    f"task {task.name!r}: {label} has a NaN or infinite value in row {row}; "
+                    "clean or impute the data first"
+                )
+    if task.x_train.shape[1] != task.x_test.shape[1]:
+        raise TaskError(
+            f"task {task.name!r}: train has {task.x_train.shape[1]} features, test has "
+            f"{task.x_test.shape[1]}"
+        )
+    if task.y_train.shape[1] != task.y_test.shape[1]:
+        raise TaskError(
+            f"task {task.name!r}: train has {task.y_train.shape[1]} outputs, test has "
+            f"{task.y_test.shape[1]}"
+        )
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Keras' `to_categorical`: integer labels → float32 one-hot rows."""
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
+
+def blobs(
+    seed: int,
+    n_samples: int = 1000,
+    centers: int = 3,
+    n_features: int = 2,
+    cluster_std: float = 2.0,
+    n_train: int = 500,
+    name: str | None = None,
+) -> Task:
+    """The tutorial's problem: `make_blobs(...)`, first `n_train` rows train, the rest test."""
+    if not 0 < n_train < n_samples:
+        raise TaskError(f"blobs: n_train must be between 1 and n_samples-1 ({n_samples - 1})")
+    x, labels = make_blobs(
+        n_samples=n_samples,
+        centers=centers,
+        n_features=n_features,
+        cluster_std=cluster_std,
+        random_state=seed,
+    )
+    y = one_hot(labels, centers)
+    x = x.astype(np.float32)
+    return Task(
+        name=name or f"blobs(seed={seed})",
+        x_train=x[:n_train],
+        y_train=y[:n_train],
+        x_test=x[n_train:],
+        y_test=y[n_train:],
+        params=dict(
+            seed=seed,
+            n_samples=n_samples,
+            centers=centers,
+            n_features=n_features,
+            cluster_std=cluster_std,
+            n_train=n_train,
+        ),
+    )
