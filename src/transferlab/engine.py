@@ -78,6 +78,7 @@ def train_models(
     config: SGDConfig = SGDConfig(),
     anchors: list[np.ndarray] | None = None,
     penalties: np.ndarray | None = None,
+    pad_to: int = 1,
 ) -> ShardResult:
     """Train `models` dense stacks at once.
 
@@ -89,6 +90,8 @@ def train_models(
     - `anchors`, `penalties`: optional L2 pull of each kernel toward `anchors[l]`
       `(models, in, out)` with strength `penalties (models, layers)`: the loss gains
       `penalty/2 · ‖kernel − anchor‖²` (L2-SP when the anchor is the source kernel).
+    - `pad_to`: train at least this many model slots (padding is dropped), so shards of
+      different sizes share one compiled program.
     """
     n_models = multipliers.shape[0]
     n_layers = len(weights)
@@ -103,8 +106,8 @@ def train_models(
             f"{x_train.shape[0]}); got {orders.shape}"
         )
     devices = jax.local_devices()
-    n_devices = min(len(devices), n_models)
-    padded = -(-n_models // n_devices) * n_devices
+    n_devices = min(len(devices), max(n_models, pad_to))
+    padded = -(-max(n_models, pad_to) // n_devices) * n_devices
 
     def models_last(array: np.ndarray, axis_order: tuple[int, ...]) -> np.ndarray:
         array = np.asarray(array)
@@ -152,7 +155,7 @@ def _compiled_program(activations: tuple[str, ...], config: SGDConfig, n_devices
     if n_devices == 1:
         return jax.jit(body)
     mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("models",))
-    per_model = PartitionSpec(*([None] * 0), "models")
+    per_model = PartitionSpec("models")
 
     def last_axis(ndim: int) -> PartitionSpec:
         return PartitionSpec(*([None] * (ndim - 1)), "models")
