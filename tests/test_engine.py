@@ -1,0 +1,150 @@
+"""The engine against independent references: a real keras.Model.fit, hand-computed SGD
+updates, and single-model runs of itself."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import keras_fit_in_order
+
+from transferlab import engine, models, tasks
+
+ACTIVATIONS = ("relu", "relu", "softmax")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return tasks.blobs(2)
+
+
+def _stack(weights_list):
+    return [(np.stack([w[l][0] for w in weights_list]), np.stack([w[l][1] for w in weights_list]))
+            for l in range(len(weights_list[0]))]
+
+
+def _train(problem, weights_list, seeds, epochs, multipliers=None, config=None, **kwargs):
+    config = config or engine.SGDConfig(epochs=epochs)
+    n_layers = len(weights_list[0])
+    if multipliers is None:
+        multipliers = np.ones((len(weights_list), epochs, n_layers), np.float32)
+    orders = engine.shuffle_orders(seeds, epochs, len(problem.x_train))
+    result = engine.train_models(
+        ACTIVATIONS, _stack(weights_list), multipliers, orders,
+        problem.x_train, problem.y_train, problem.x_test, problem.y_test, config, **kwargs,
+    )
+    return result, orders
+
+
+@pytest.mark.parametrize("epochs", [1, 100])
+def test_engine_equals_keras_fit(problem, epochs):
+    arch = models.mlp(2, (5, 5), 3)
+    initial = models.fresh_weights(arch, np.random.default_rng(11))
+    result, orders = _train(problem, [initial], [5], epochs)
+
+    model = models.build_keras_model(arch, initial)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
+    history = keras_fit_in_order(model, problem.x_train, problem.y_train, orders[0], problem.x_test, problem.y_test)
+
+    for (k_ref, b_ref), (k, b) in zip(models.keras_weights(model), result.weights):
+        np.testing.assert_allclose(k[0], k_ref, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(b[0], b_ref, atol=1e-5, rtol=0)
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(result.curves[name][0], history[name], atol=1e-5, rtol=0)
+    evaluated = model.evaluate(problem.x_test, problem.y_test, verbose=0, return_dict=True)
+    assert result.final["test_accuracy"][0] == pytest.approx(evaluated["accuracy"], abs=1e-6)
+    assert result.final["test_loss"][0] == pytest.approx(evaluated["loss"], abs=1e-5)
+
+
+def test_engine_equals_keras_fit_with_momentum_and_partial_batches(problem):
+    arch = models.mlp(2, (4, 6), 3, activation="tanh", kernel_initializer="glorot_uniform")
+    initial = models.fresh_weights(arch, np.random.default_rng(3))
+    config = engine.SGDConfig(epochs=5, batch_size=24, learning_rate=0.01, momentum=0.9, nesterov=True)
+    orders = engine.shuffle_orders([9], 5, 500)
+    result = engine.train_models(("tanh", "tanh", "softmax"), _stack([initial]), np.ones((1, 5, 3), np.float32),
+                                 orders, problem.x_train, problem.y_train, problem.x_test, problem.y_test, config)
+    model = models.build_keras_model(arch, initial)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    keras_fit_in_order(model, problem.x_train, problem.y_train, orders[0], problem.x_test, problem.y_test, batch_size=24)
+    for (k_ref, _), (k, _) in zip(models.keras_weights(model), result.weights):
+        np.testing.assert_allclose(k[0], k_ref, atol=1e-5, rtol=0)
+
+
+def test_frozen_layers_stay_bit_identical_and_others_move(problem):
+    arch = models.mlp(2, (5, 5), 3)
+    source = models.fresh_weights(arch, np.random.default_rng(0))
+    multipliers = np.ones((3, 20, 3), np.float32)
+    multipliers[0, :, :1] = 0  # freeze=1
+    multipliers[1, :, :2] = 0  # freeze=2
+    result, _ = _train(problem, [source] * 3, [1, 2, 3], 20, multipliers)
+    for model, frozen in enumerate([1, 2, 0]):
+        for layer, (kernel, bias) in enumerate(result.weights):
+            if layer < frozen:
+                assert np.array_equal(kernel[model], source[layer][0])
+                assert np.array_equal(bias[model], source[layer][1])
+            else:
+                assert not np.array_equal(kernel[model], source[layer][0])
+
+
+def test_a_layer_with_multiplier_moves_like_sgd_at_that_rate(problem):
+    """One step, multiplier 0.1 on the first layer: equals a hand-computed SGD update
+    with learning rate 0.001 on that layer (gradient from Keras' own loss via jax.grad)."""
+    import jax
+    import jax.numpy as jnp
+
+    arch = models.mlp(2, (5, 5), 3)
+    initial = models.fresh_weights(arch, np.random.default_rng(4))
+    small = tasks.Task("one-batch", problem.x_train[:32], problem.y_train[:32], problem.x_test, problem.y_test)
+    multipliers = np.array([[[0.1, 1.0, 1.0]]], np.float32)
+    orders = np.arange(32)[None, None, :]
+    result = engine.train_models(ACTIVATIONS, _stack([initial]), multipliers, orders, small.x_train, small.y_train,
+                                 small.x_test, small.y_test, engine.SGDConfig(epochs=1))
+
+    def loss(params):
+        model = models.build_keras_model(arch)
+        trainable = [v for pair in params for v in pair]
+        predictions, _ = model.stateless_call(trainable, [], jnp.asarray(small.x_train))
+        return jnp.mean(keras.losses.categorical_crossentropy(small.y_train, predictions))
+
+    grads = jax.grad(loss)([(jnp.asarray(k), jnp.asarray(b)) for k, b in initial])
+    for layer, rate in enumerate([0.001, 0.01, 0.01]):
+        expected = initial[layer][0] - np.float32(rate) * np.asarray(grads[layer][0])
+        np.testing.assert_allclose(result.weights[layer][0][0], expected, atol=1e-7, rtol=0)
+
+
+def test_l2_penalty_adds_the_analytic_gradient(problem):
+    """loss + α/2‖w − a‖²: one step moves the kernel by an extra −lr·α·(w − a)."""
+    arch = models.mlp(2, (5, 5), 3)
+    initial = models.fresh_weights(arch, np.random.default_rng(5))
+    anchor = models.fresh_weights(arch, np.random.default_rng(6))
+    multipliers = np.ones((1, 1, 3), np.float32)
+    orders = np.arange(32)[None, None, :]
+    args = (ACTIVATIONS, _stack([initial]), multipliers, orders, problem.x_train[:32], problem.y_train[:32],
+            problem.x_test, problem.y_test, engine.SGDConfig(epochs=1))
+    plain = engine.train_models(*args)
+    alpha = np.array([[0.5, 0.0, 2.0]], np.float32)
+    pulled = engine.train_models(*args, anchors=[np.stack([a[0]]) for a in anchor], penalties=alpha)
+    for layer in range(3):
+        extra = -0.01 * alpha[0, layer] * (initial[layer][0] - anchor[layer][0])
+        np.testing.assert_allclose(pulled.weights[layer][0][0] - plain.weights[layer][0][0], extra, atol=1e-7)
+
+
+def test_a_shard_equals_its_models_trained_one_by_one(problem):
+    arch = models.mlp(2, (5, 5), 3)
+    initial = [models.fresh_weights(arch, np.random.default_rng(s)) for s in range(5)]
+    seeds = [10, 11, 12, 13, 14]
+    multipliers = np.ones((5, 10, 3), np.float32)
+    multipliers[2, :, 0] = 0
+    shard, _ = _train(problem, initial, seeds, 10, multipliers)
+    for i in range(5):
+        alone, _ = _train(problem, [initial[i]], [seeds[i]], 10, multipliers[i : i + 1])
+        np.testing.assert_allclose(alone.final["test_accuracy"][0], shard.final["test_accuracy"][i], atol=1e-6)
+        for (k_alone, _), (k_shard, _) in zip(alone.weights, shard.weights):
+            np.testing.assert_allclose(k_alone[0], k_shard[i], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(alone.curves["val_loss"][0], shard.curves["val_loss"][i], atol=1e-6)
+
+
+def test_each_seed_gives_its_own_shuffle_and_the_same_seed_the_same():
+    a = engine.shuffle_orders([1, 2, 1], 3, 50)
+    assert np.array_equal(a[0], a[2]) and not np.array_equal(a[0], a[1])
+    assert all(sorted(order) == list(range(50)) for order in a.reshape(-1, 50))
+    assert not np.array_equal(a[0, 0], a[0, 1])  # reshuffled every epoch

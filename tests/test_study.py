@@ -1,0 +1,191 @@
+"""Whole studies: determinism, resume after an interruption or kill -9, single-run
+reproducibility, user model files, and the CLI's outputs."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from transferlab import models, study
+from transferlab.config import study_from_dict
+from transferlab.executors import LocalExecutor
+from transferlab.store import Store
+
+VOLATILE = {"created_at", "finished_at", "file", "file_sha256"}  # clock time and paths; a .keras file holds its save date
+
+
+def _contents(folder):
+    db = sqlite3.connect(folder / "results.sqlite")
+    dump = {}
+    for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+        cursor = db.execute(f"SELECT * FROM {table}")
+        names = [c[0] for c in cursor.description]
+        keep = [i for i, n in enumerate(names) if n not in VOLATILE]
+        dump[table] = sorted(tuple(row[i] for i in keep) for row in cursor)
+    return dump
+
+
+def test_same_study_twice_gives_identical_database(tmp_path, small_study_dict):
+    config = study_from_dict(small_study_dict)
+    study.run_study(config, tmp_path / "a")
+    study.run_study(config, tmp_path / "b")
+    a, b = _contents(tmp_path / "a"), _contents(tmp_path / "b")
+    assert len(a["runs"]) == 2 + 3 + 2 * 3 * 2 and len(a["curves"]) == len(a["runs"]) * 4
+    assert a == b
+    weights_hashes = [row for row in a["source_models"]]
+    assert len(weights_hashes) == 2
+
+
+class _InterruptAfter(LocalExecutor):
+    def __init__(self, shards):
+        self.left = shards
+
+    def map(self, jobs):
+        for job, result in super().map(jobs):
+            if self.left == 0:
+                raise KeyboardInterrupt
+            self.left -= 1
+            yield job, result
+
+
+def test_resume_after_interruption_loses_and_duplicates_nothing(tmp_path, small_study_dict):
+    small_study_dict["execution"] = {"shard_size": 4}
+    config = study_from_dict(small_study_dict)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(config, tmp_path / "cut", executor=_InterruptAfter(2))
+    with Store.in_folder(tmp_path / "cut") as store:
+        statuses = [r.status for r in store.runs(1)]
+    assert 0 < statuses.count("done") < len(statuses)
+    outcome = study.run_study(config, tmp_path / "cut")
+    assert outcome.skipped_runs == statuses.count("done")
+    assert outcome.trained_runs == statuses.count("planned")
+    study.run_study(config, tmp_path / "whole")
+    assert _contents(tmp_path / "cut") == _contents(tmp_path / "whole")
+    again = study.run_study(config, tmp_path / "cut")
+    assert again.trained_runs == 0
+
+
+def test_kill_9_mid_study_then_resume(tmp_path, small_study_dict):
+    small_study_dict.update(repeats=12, execution={"shard_size": 6})
+    small_study_dict["training"]["epochs"] = 30
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(_to_toml(small_study_dict))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = 0
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+        try:
+            done = sqlite3.connect(out / "results.sqlite").execute(
+                "SELECT count(*) FROM runs WHERE status='done' AND role='target'").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if done > 0:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    assert done > 0
+    total = 2 + 12 + 2 * 2 * 12
+    db = sqlite3.connect(out / "results.sqlite")
+    done_after_kill = db.execute("SELECT count(*) FROM runs WHERE status='done'").fetchone()[0]
+    assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == total
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert db.execute("SELECT count(*) FROM runs WHERE status='done'").fetchone()[0] == total
+    assert db.execute("SELECT count(*) FROM curves").fetchone()[0] == total * 30
+    if done_after_kill < total:
+        assert "resumed" in finished.stdout
+
+
+def test_a_run_retrained_alone_equals_its_stored_result(tmp_path, small_study_dict):
+    config = study_from_dict(small_study_dict)
+    study.run_study(config, tmp_path)
+    with Store.in_folder(tmp_path) as store:
+        runs = store.runs_frame(1).set_index(["role", "strategy", "source_index", "repeat"])
+    for key in [("target", "transfer freeze=2", 1, 2), ("target", "standalone", -1, 0), ("source", "standalone", 0, 0)]:
+        alone = study.retrain_run(tmp_path, *key)
+        assert alone.final["test_accuracy"][0] == pytest.approx(runs.loc[key, "test_accuracy"], abs=1e-6)
+        assert alone.final["train_loss"][0] == pytest.approx(runs.loc[key, "train_loss"], abs=1e-6)
+
+
+def test_transfer_runs_start_from_the_saved_source_file(tmp_path, small_study_dict):
+    small_study_dict["training"]["epochs"] = 1
+    config = study_from_dict(small_study_dict)
+    study.run_study(config, tmp_path)
+    with Store.in_folder(tmp_path) as store:
+        record = store.source_models(1)[1]
+        source = study.load_source_weights(store, 1, config.architecture(2, 3), config.target.make("t"))[1]
+    assert models.weights_sha256(source) == record["weights_sha256"]
+    run = next(r for r in study.plan_runs(config, config.parsed_strategies(), True)
+               if r.key == ("target", "transfer freeze=2", 1, 0))
+    job = study.ShardJob(config.architecture(2, 3), config.target.make("t"), config.training.sgd(), [run], {1: source})
+    result = job.execute()
+    for layer in range(2):  # frozen layers still equal the file's weights after training
+        np.testing.assert_array_equal(result.weights[layer][0][0], source[layer][0])
+    assert not np.array_equal(result.weights[2][0][0], source[2][0])
+
+
+def test_a_user_model_file_as_source(tmp_path, small_study_dict):
+    arch = models.mlp(2, (5, 5), 3)
+    path = tmp_path / "mine.keras"
+    sha = models.save_model_file(models.build_keras_model(arch, models.fresh_weights(arch, np.random.default_rng(0))), path)
+    raw = dict(small_study_dict, source_repeats=1, source={"model_file": str(path)})
+    raw.pop("model", None)
+    config = study_from_dict(raw)
+    study.run_study(config, tmp_path / "out")
+    with Store.in_folder(tmp_path / "out") as store:
+        (record,) = store.source_models(1)
+        assert record["file_sha256"] == sha and record["trained_here"] == 0
+        assert all(r.status == "done" for r in store.runs(1))
+    path.write_bytes(path.read_bytes() + b"x")  # the file changes: reuse is refused
+    raw["repeats"] = 4
+    with pytest.raises(Exception, match="different configuration|SHA-256"):
+        study.run_study(study_from_dict(raw), tmp_path / "out")
+
+
+def test_a_source_model_that_does_not_fit_is_named(tmp_path, small_study_dict):
+    arch = models.mlp(4, (5, 5), 3)
+    path = tmp_path / "wide.keras"
+    models.save_model_file(models.build_keras_model(arch), path)
+    raw = dict(small_study_dict, source_repeats=1, source={"model_file": str(path)})
+    with pytest.raises(models.ModelFileError, match="wide.keras: the model takes 4 input features but the target task has 2"):
+        study.run_study(study_from_dict(raw), tmp_path / "out")
+
+
+def test_cli_run_writes_table_csv_plots_and_report(tmp_path, small_study_dict):
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(_to_toml(small_study_dict))
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for label in ("standalone", "transfer freeze=0", "transfer freeze=2", "95% CI", "mean (std)"):
+        assert label in result.stdout
+    for name in ("summary.csv", "per_source.csv", "runs.csv", "curves_mean.csv", "tasks.png",
+                 "learning_curves.png", "boxplot.png", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "tasks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.html").read_text()
+    assert "data:image/png;base64," in report and "transfer freeze=2" in report
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.strategy) == ["standalone", "transfer freeze=0", "transfer freeze=2"]
+    assert list(summary.n) == [3, 6, 6]
+    (out / "report.html").unlink()
+    rebuilt = subprocess.run([sys.executable, "-m", "transferlab.cli", "report", str(out)],
+                             capture_output=True, text=True, timeout=300)
+    assert rebuilt.returncode == 0 and (out / "report.html").exists()
+
+
+def _to_toml(raw: dict) -> str:
+    from transferlab.report import _as_toml
+
+    return _as_toml(raw)
