@@ -194,16 +194,8 @@ def check_strategies(config: StudyConfig, arch: models.Architecture) -> list:
         try:
             strategy.recipe(arch, 1)
         except strategies.StrategyError as error:
-            message = str(error)
-            if message.startswith("freeze="):
-                value = getattr(strategy, "freeze")
-                message = (
-                    f"{value} is larger than the number of hidden layers ({arch.n_hidden})"
-                    if value > arch.n_hidden
-                    else message
-                )
-                raise ValueError(f"{where}.freeze: {message}") from None
-            raise ValueError(f"{where}: {message}") from None
+            field = f"{where}.{error.parameter}" if error.parameter else where
+            raise ValueError(f"{field}: {error}") from None
         if strategy.label in labels:
             raise ValueError(f"{where}: {strategy.label!r} repeats {labels[strategy.label]}; list it once")
         labels[strategy.label] = where

@@ -105,11 +105,12 @@ def render_html(outputs: Outputs, config) -> str:
         }
         for s in outputs.source_models
     ]
+    table = stats.display_table(outputs.summary)
     return template.render(
         study=outputs.study,
         config=config,
-        table=stats.display_table(outputs.summary).to_dict("records"),
-        summary_columns=list(stats.display_table(outputs.summary).columns),
+        table=table.to_dict("records"),
+        summary_columns=list(table.columns),
         per_source=per_source.to_dict("records"),
         sources=sources,
         figures=figures,

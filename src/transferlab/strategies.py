@@ -18,7 +18,11 @@ from transferlab.models import Architecture
 
 
 class StrategyError(ValueError):
-    """A strategy that cannot apply to the given architecture; the message says why."""
+    """A strategy that cannot apply to the given architecture; `parameter` names the culprit."""
+
+    def __init__(self, message: str, parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,12 @@ class Transfer:
         return f"transfer freeze={self.freeze}"
 
     def recipe(self, arch: Architecture, epochs: int) -> Recipe:
-        if not 0 <= self.freeze <= arch.n_hidden:
+        if self.freeze > arch.n_hidden:
             raise StrategyError(
-                f"freeze={self.freeze} must be between 0 and the number of hidden layers "
-                f"({arch.n_hidden})"
+                f"{self.freeze} is larger than the number of hidden layers ({arch.n_hidden})", "freeze"
             )
+        if self.freeze < 0:
+            raise StrategyError(f"{self.freeze} must be 0 or more", "freeze")
         n_layers = len(arch.layers)
         multipliers = np.ones((epochs, n_layers), np.float32)
         multipliers[:, : self.freeze] = 0.0
