@@ -17,18 +17,18 @@ def problem():
 
 
 def _stack(weights_list):
-    return [(np.stack([w[l][0] for w in weights_list]), np.stack([w[l][1] for w in weights_list]))
+    return [tuple(np.stack([w[l][i] for w in weights_list]) for i in range(len(weights_list[0][l])))
             for l in range(len(weights_list[0]))]
 
 
-def _train(problem, weights_list, seeds, epochs, multipliers=None, config=None, **kwargs):
+def _train(problem, weights_list, seeds, epochs, multipliers=None, config=None, layers=ACTIVATIONS, **kwargs):
     config = config or engine.SGDConfig(epochs=epochs)
     n_layers = len(weights_list[0])
     if multipliers is None:
         multipliers = np.ones((len(weights_list), epochs, n_layers), np.float32)
     orders = engine.shuffle_orders(seeds, epochs, len(problem.x_train))
     result = engine.train_models(
-        ACTIVATIONS, _stack(weights_list), multipliers, orders,
+        layers, _stack(weights_list), multipliers, orders,
         problem.x_train, problem.y_train, problem.x_test, problem.y_test, config, **kwargs,
     )
     return result, orders
@@ -148,3 +148,78 @@ def test_each_seed_gives_its_own_shuffle_and_the_same_seed_the_same():
     assert np.array_equal(a[0], a[2]) and not np.array_equal(a[0], a[1])
     assert all(sorted(order) == list(range(50)) for order in a.reshape(-1, 50))
     assert not np.array_equal(a[0, 0], a[0, 1])  # reshuffled every epoch
+
+
+def _compare_with_keras(arch, initial, problem, orders, result, metrics, loss, frozen=()):
+    model = models.build_keras_model(arch, initial)
+    for index in frozen:
+        model.layers[index].trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss, metrics=metrics)
+    history = keras_fit_in_order(model, problem.x_train, problem.y_train, orders[0], problem.x_test, problem.y_test)
+    for layer, (reference, trained) in enumerate(zip(models.keras_weights(model), result.weights)):
+        for ref, got in zip(reference, trained):
+            np.testing.assert_allclose(got[0], ref, atol=2e-5, rtol=0, err_msg=f"layer {layer}")
+    for name, values in history.items():
+        np.testing.assert_allclose(result.curves[name][0], values, atol=2e-5, rtol=1e-5, err_msg=name)
+    return model
+
+
+def test_batch_normalization_equals_keras_fit(problem):
+    arch = models.mlp(2, (5, 5), 3, batch_norm=True)
+    assert [type(s).__name__ for s in arch.layers] == ["DenseSpec", "BatchNormSpec"] * 2 + ["DenseSpec"]
+    initial = models.fresh_weights(arch, np.random.default_rng(8))
+    result, orders = _train(problem, [initial], [4], 5, layers=arch.layers)
+    _compare_with_keras(arch, initial, problem, orders, result, ["accuracy"], "categorical_crossentropy")
+    assert not np.array_equal(result.weights[1][2][0], initial[1][2])  # moving mean moved
+
+
+def test_a_frozen_batch_normalization_layer_runs_in_inference_mode_like_keras(problem):
+    arch = models.mlp(2, (5, 5), 3, batch_norm=True)
+    initial = models.fresh_weights(arch, np.random.default_rng(9))
+    initial[1] = (initial[1][0] * 1.5, initial[1][1] + 0.2, initial[1][2] + 0.3, initial[1][3] * 2.0)
+    multipliers = np.ones((1, 4, 5), np.float32)
+    multipliers[0, :, :2] = 0  # the first Dense and its BatchNormalization frozen
+    result, orders = _train(problem, [initial], [6], 4, multipliers, layers=arch.layers)
+    _compare_with_keras(arch, initial, problem, orders, result, ["accuracy"], "categorical_crossentropy",
+                        frozen=(0, 1))
+    for array, start in zip(result.weights[1], initial[1]):
+        assert np.array_equal(array[0], start)  # gamma, beta and moving statistics untouched
+
+
+def test_bn_frozen_train_uses_batch_statistics_but_keeps_gamma_and_beta(problem):
+    arch = models.mlp(2, (5, 5), 3, batch_norm=True)
+    initial = models.fresh_weights(arch, np.random.default_rng(9))
+    multipliers = np.ones((1, 3, 5), np.float32)
+    multipliers[0, :, :2] = 0
+    inference, _ = _train(problem, [initial], [6], 3, multipliers, layers=arch.layers)
+    train, _ = _train(problem, [initial], [6], 3, multipliers, layers=arch.layers, bn_frozen="train")
+    gamma, beta, moving_mean, _ = train.weights[1]
+    assert np.array_equal(gamma[0], initial[1][0]) and np.array_equal(beta[0], initial[1][1])
+    assert not np.array_equal(moving_mean[0], initial[1][2])  # the statistics kept moving
+    assert not np.allclose(train.weights[2][0], inference.weights[2][0])  # and training differs
+
+
+@pytest.fixture(scope="module")
+def regression_problem():
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(n_samples=300, n_features=3, noise=5.0, random_state=4)
+    y = ((y - y[:200].mean()) / y[:200].std())[:, None]
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    return tasks.Task("regression", x[:200], y[:200], x[200:], y[200:], kind="regression")
+
+
+def test_regression_equals_keras_fit_with_mse_mae_and_r2(regression_problem):
+    from sklearn.metrics import r2_score
+
+    problem = regression_problem
+    arch = models.mlp(3, (5, 5), 1, output_activation="linear")
+    initial = models.fresh_weights(arch, np.random.default_rng(2))
+    result, orders = _train(problem, [initial], [3], 6, layers=arch.layers, loss="mean_squared_error")
+    assert set(result.curves) == {"loss", "mae", "r2", "val_loss", "val_mae", "val_r2"}
+    model = _compare_with_keras(arch, initial, problem, orders, result, ["mae", keras.metrics.R2Score()],
+                                "mean_squared_error")
+    predictions = np.asarray(model.predict(problem.x_test, verbose=0))
+    assert result.final["test_r2"][0] == pytest.approx(r2_score(problem.y_test, predictions), abs=1e-5)
+    assert result.final["test_mae"][0] == pytest.approx(np.abs(problem.y_test - predictions).mean(), abs=1e-5)
+    assert result.final["test_loss"][0] == pytest.approx(np.square(problem.y_test - predictions).mean(), abs=1e-5)

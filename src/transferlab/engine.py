@@ -66,9 +66,47 @@ def shuffle_orders(seeds: list[int] | np.ndarray, epochs: int, n_rows: int) -> n
     return orders
 
 
+LOSSES = ("categorical_crossentropy", "mean_squared_error")
+BN_FROZEN_MODES = ("inference", "train")
+_METRICS = {"categorical_crossentropy": ("accuracy",), "mean_squared_error": ("mae", "r2")}
+
+
+def metric_names(loss: str) -> tuple[str, ...]:
+    """Metrics tracked beside the loss: accuracy for classification, MAE and R² for regression."""
+    return _METRICS[loss]
+
+
+def curve_names(loss: str) -> tuple[str, ...]:
+    """Per-epoch curves, named as Keras' `History` names them."""
+    names = ("loss",) + metric_names(loss)
+    return names + tuple(f"val_{name}" for name in names)
+
+
+def final_names(loss: str) -> tuple[str, ...]:
+    names = ("loss",) + metric_names(loss)
+    return tuple(f"{split}_{name}" for split in ("train", "test") for name in names)
+
+
+def layer_plan(layers) -> tuple[tuple, ...]:
+    """The engine's static view of a layer list: `("dense", activation)` or
+    `("batchnorm", momentum, epsilon)`. Accepts activation names (a chain of Dense layers)
+    or `models.DenseSpec` / `models.BatchNormSpec` values."""
+    plan = []
+    for layer in layers:
+        if isinstance(layer, str):
+            plan.append(("dense", layer))
+        elif isinstance(layer, tuple):
+            plan.append(layer)
+        elif hasattr(layer, "activation"):
+            plan.append(("dense", layer.activation))
+        else:
+            plan.append(("batchnorm", float(layer.momentum), float(layer.epsilon)))
+    return tuple(plan)
+
+
 def train_models(
-    activations: tuple[str, ...],
-    weights: list[tuple[np.ndarray, np.ndarray]],
+    layers,
+    weights: list[tuple[np.ndarray, ...]],
     multipliers: np.ndarray,
     orders: np.ndarray,
     x_train: np.ndarray,
@@ -76,25 +114,41 @@ def train_models(
     x_test: np.ndarray,
     y_test: np.ndarray,
     config: SGDConfig = SGDConfig(),
-    anchors: list[np.ndarray] | None = None,
+    anchors: list[np.ndarray | None] | None = None,
     penalties: np.ndarray | None = None,
     pad_to: int = 1,
+    loss: str = "categorical_crossentropy",
+    bn_frozen: str = "inference",
 ) -> ShardResult:
-    """Train `models` dense stacks at once.
+    """Train `models` layer stacks of one architecture at once.
 
-    - `activations`: one name per layer (`models.ACTIVATIONS`).
-    - `weights`: initial `(kernel (models, in, out), bias (models, out))` per layer.
+    - `layers`: one entry per layer (see `layer_plan`).
+    - `weights`: initial arrays per layer, stacked model-first, in Keras' `get_weights()`
+      order: Dense `(kernel (models, in, out), bias (models, out))`, BatchNormalization
+      `(gamma, beta, moving_mean, moving_variance)`, each `(models, width)`.
     - `multipliers`: learning-rate multiplier `(models, epochs, layers)`; 0 freezes a layer
       (its weights stay bit-identical).
     - `orders`: row order of every epoch `(models, epochs, rows)` (see `shuffle_orders`).
-    - `anchors`, `penalties`: optional L2 pull of each kernel toward `anchors[l]`
+    - `anchors`, `penalties`: optional L2 pull of each Dense kernel toward `anchors[l]`
       `(models, in, out)` with strength `penalties (models, layers)`: the loss gains
       `penalty/2 · ‖kernel − anchor‖²` (L2-SP when the anchor is the source kernel).
     - `pad_to`: train at least this many model slots (padding is dropped), so shards of
       different sizes share one compiled program.
+    - `loss`: `"categorical_crossentropy"` (metric accuracy) or `"mean_squared_error"`
+      (metrics MAE and R², as Keras' `MeanAbsoluteError` and `R2Score` compute them).
+    - `bn_frozen`: how a frozen BatchNormalization layer runs: `"inference"` (Keras'
+      convention: moving statistics, not updated) or `"train"` (batch statistics, moving
+      statistics keep updating; only gamma and beta stay fixed).
     """
+    plan = layer_plan(layers)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
+    if bn_frozen not in BN_FROZEN_MODES:
+        raise ValueError(f"bn_frozen must be one of {BN_FROZEN_MODES}; got {bn_frozen!r}")
     n_models = multipliers.shape[0]
     n_layers = len(weights)
+    if len(plan) != n_layers:
+        raise ValueError(f"{len(plan)} layers described but weights for {n_layers} given")
     if multipliers.shape != (n_models, config.epochs, n_layers):
         raise ValueError(
             f"multipliers must be (models, epochs, layers) = ({n_models}, {config.epochs}, "
@@ -109,40 +163,50 @@ def train_models(
     n_devices = min(len(devices), max(n_models, pad_to))
     padded = -(-max(n_models, pad_to) // n_devices) * n_devices
 
-    def models_last(array: np.ndarray, axis_order: tuple[int, ...]) -> np.ndarray:
+    def models_last(array: np.ndarray) -> np.ndarray:
         array = np.asarray(array)
         if padded != n_models:  # fill with copies of model 0; their results are dropped
             filler = np.repeat(array[:1], padded - n_models, axis=0)
             array = np.concatenate([array, filler], axis=0)
-        return np.ascontiguousarray(np.transpose(array, axis_order))
+        return np.ascontiguousarray(np.moveaxis(array, 0, -1))
 
-    params = [
-        (models_last(np.asarray(k, np.float32), (1, 2, 0)), models_last(np.asarray(b, np.float32), (1, 0)))
-        for k, b in weights
-    ]
+    params, state = [], []
+    for kind, arrays in zip(plan, weights):
+        arrays = [models_last(np.asarray(a, np.float32)) for a in arrays]
+        params.append(tuple(arrays[:2]))
+        state.append(tuple(arrays[2:]) if kind[0] == "batchnorm" else ())
     inputs = dict(
         params=params,
-        multipliers=models_last(np.asarray(multipliers, np.float32), (1, 2, 0)),  # (E, L, M)
-        orders=models_last(orders, (1, 2, 0)),  # (E, N, M)
+        state=state,
+        multipliers=models_last(np.asarray(multipliers, np.float32)),  # (E, L, M)
+        orders=models_last(orders),  # (E, N, M)
         x_train=np.asarray(x_train, np.float32),
         y_train=np.asarray(y_train, np.float32),
         x_test=np.asarray(x_test, np.float32),
         y_test=np.asarray(y_test, np.float32),
     )
-    if penalties is not None:
-        inputs["anchors"] = [models_last(np.asarray(a, np.float32), (1, 2, 0)) for a in anchors]
-        inputs["penalties"] = models_last(np.asarray(penalties, np.float32), (1, 0))  # (L, M)
+    penalised = penalties is not None
+    if penalised:
+        inputs["anchors"] = {
+            str(layer): models_last(np.asarray(anchors[layer], np.float32))
+            for layer, kind in enumerate(plan)
+            if kind[0] == "dense"
+        }
+        inputs["penalties"] = models_last(np.asarray(penalties, np.float32))  # (L, M)
 
-    program = _compiled_program(tuple(activations), config, n_devices, penalties is not None)
-    trained, curves, final = jax.device_get(program(inputs))
+    program = _compiled_program(plan, config, n_devices, penalised, loss, bn_frozen)
+    trained, trained_state, curves, final = jax.device_get(program(inputs))
+
+    def models_first(array: np.ndarray) -> np.ndarray:
+        return np.moveaxis(array, -1, 0)[:n_models].copy()
+
     weights_out = [
-        (np.transpose(k, (2, 0, 1))[:n_models].copy(), np.transpose(b, (1, 0))[:n_models].copy())
-        for k, b in trained
+        tuple(models_first(a) for a in pair + moving) for pair, moving in zip(trained, trained_state)
     ]
     return ShardResult(
         weights=weights_out,
-        curves={name: np.transpose(v)[:n_models].copy() for name, v in curves.items()},
-        final={name: v[:n_models].copy() for name, v in final.items()},
+        curves={name: models_first(v) for name, v in curves.items()},
+        final={name: models_first(v) for name, v in final.items()},
     )
 
 
@@ -150,50 +214,42 @@ def train_models(
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_program(activations: tuple[str, ...], config: SGDConfig, n_devices: int, penalised: bool):
-    body = functools.partial(_train_shard, activations=activations, config=config, penalised=penalised)
+def _compiled_program(
+    plan: tuple[tuple, ...], config: SGDConfig, n_devices: int, penalised: bool, loss: str, bn_frozen: str
+):
+    body = functools.partial(
+        _train_shard, plan=plan, config=config, penalised=penalised, loss=loss, bn_frozen=bn_frozen
+    )
     if n_devices == 1:
         return jax.jit(body)
     mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("models",))
-    per_model = PartitionSpec("models")
 
     def last_axis(ndim: int) -> PartitionSpec:
         return PartitionSpec(*([None] * (ndim - 1)), "models")
 
-    def specs_for(inputs: dict) -> dict:
-        return {
-            "params": [(last_axis(3), last_axis(2)) for _ in inputs["params"]],
-            "multipliers": last_axis(3),
-            "orders": last_axis(3),
-            "x_train": PartitionSpec(),
-            "y_train": PartitionSpec(),
-            "x_test": PartitionSpec(),
-            "y_test": PartitionSpec(),
-            **({"anchors": [last_axis(3) for _ in inputs["anchors"]]} if penalised else {}),
-            **({"penalties": last_axis(2)} if penalised else {}),
-        }
+    def specs_like(tree):
+        return jax.tree.map(lambda leaf: last_axis(np.ndim(leaf)), tree)
 
-    n_layers = len(activations)
-    out_specs = (
-        [(last_axis(3), last_axis(2)) for _ in range(n_layers)],
-        {name: last_axis(2) for name in _CURVE_NAMES},
-        {name: per_model for name in _FINAL_NAMES},
-    )
+    shared = PartitionSpec()
 
     def run(inputs: dict):
-        sharded = jax.shard_map(
-            body, mesh=mesh, in_specs=(specs_for(inputs),), out_specs=out_specs, check_vma=False
+        in_specs = {
+            name: (shared if name.startswith(("x_", "y_")) else specs_like(value))
+            for name, value in inputs.items()
+        }
+        out_specs = (
+            [(last_axis(3), last_axis(2)) if kind[0] == "dense" else (last_axis(2),) * 2 for kind in plan],
+            [() if kind[0] == "dense" else (last_axis(2),) * 2 for kind in plan],
+            {name: last_axis(2) for name in curve_names(loss)},
+            {name: last_axis(1) for name in final_names(loss)},
         )
+        sharded = jax.shard_map(body, mesh=mesh, in_specs=(in_specs,), out_specs=out_specs, check_vma=False)
         return sharded(inputs)
 
     return jax.jit(run)
 
 
-_CURVE_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
-_FINAL_NAMES = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
-
-
-def _train_shard(inputs: dict, activations: tuple[str, ...], config: SGDConfig, penalised: bool):
+def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: str, bn_frozen: str):
     """Runs inside jit (and shard_map): all per-model arrays have the model axis last."""
     x_train, y_train = inputs["x_train"], inputs["y_train"]
     x_test, y_test = inputs["x_test"], inputs["y_test"]
@@ -202,96 +258,88 @@ def _train_shard(inputs: dict, activations: tuple[str, ...], config: SGDConfig, 
     bounds = [(start, min(start + batch, n_rows)) for start in range(0, n_rows, batch)]
     anchors = inputs.get("anchors")
     penalties = inputs.get("penalties")
+    loss_function = _LOSS_FUNCTIONS[loss]
 
-    def objective(params, xb, yb):
-        probabilities = _forward(params, xb, activations)
-        per_sample = _categorical_crossentropy(probabilities, yb)  # (B, M)
-        batch_loss = jnp.mean(per_sample, axis=0)  # Keras "sum_over_batch_size"
+    def objective(params, state, xb, yb, use_moving):
+        outputs, new_state = _forward(params, state, xb, plan, use_moving)
+        batch_loss = jnp.mean(loss_function(outputs, yb), axis=0)  # Keras "sum_over_batch_size"
         if penalised:
-            for layer, ((kernel, _), anchor) in enumerate(zip(params, anchors)):
+            for layer, anchor in anchors.items():
+                kernel = params[int(layer)][0]
                 pull = jnp.sum(jnp.square(kernel - anchor), axis=(0, 1))
-                batch_loss = batch_loss + 0.5 * penalties[layer] * pull
-        return jnp.sum(batch_loss), (batch_loss, probabilities)
+                batch_loss = batch_loss + 0.5 * penalties[int(layer)] * pull
+        return jnp.sum(batch_loss), (batch_loss, outputs, new_state)
 
     gradient = jax.grad(objective, has_aux=True)
 
-    def sgd_step(state, xb, yb, multipliers):
-        params, velocity = state
-        grads, (batch_loss, probabilities) = gradient(params, xb, yb)
+    def sgd_step(carry, xb, yb, multipliers):
+        params, state, velocity = carry
+        frozen = [multipliers[layer] == 0 for layer in range(len(plan))]  # (M,) each
+        use_moving = [f if bn_frozen == "inference" else jnp.zeros_like(f) for f in frozen]
+        grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, use_moving)
         new_params, new_velocity = [], []
         for layer, (param_pair, grad_pair, velocity_pair) in enumerate(zip(params, grads, velocity)):
-            scale = multipliers[layer]  # (M,)
-            rate = jnp.float32(config.learning_rate) * scale
+            rate = jnp.float32(config.learning_rate) * multipliers[layer]  # (M,)
             updated, moved = [], []
             for value, grad, vel in zip(param_pair, grad_pair, velocity_pair):
-                frozen = scale == 0
                 step, vel_next = _sgd_update(value, grad, vel, rate, config)
-                updated.append(jnp.where(frozen, value, step))
-                moved.append(None if vel is None else jnp.where(frozen, vel, vel_next))
+                updated.append(jnp.where(frozen[layer], value, step))
+                moved.append(None if vel is None else jnp.where(frozen[layer], vel, vel_next))
             new_params.append(tuple(updated))
             new_velocity.append(tuple(moved))
-        correct = _correct(probabilities, yb)
-        return (new_params, new_velocity), batch_loss, correct
+        sums = _metric_sums(outputs, yb, loss)
+        return (new_params, new_state, new_velocity), batch_loss, sums
 
     def epoch(carry, per_epoch):
-        state, = carry
         order, multipliers = per_epoch["order"], per_epoch["multipliers"]  # (N, M), (L, M)
         xs = jnp.transpose(x_train[order], (0, 2, 1))  # (N, I, M): each model its own order
         ys = jnp.transpose(y_train[order], (0, 2, 1))
         loss_total = jnp.zeros(order.shape[1:], jnp.float32)
-        correct_total = jnp.zeros(order.shape[1:], jnp.float32)
+        sums = jax.tree.map(jnp.zeros_like, _metric_sums(_output_like(ys[:1], carry[0]), ys[:1], loss))
 
-        def run_batch(state, start, stop, loss_total, correct_total):
-            state, batch_loss, correct = sgd_step(state, xs[start:stop], ys[start:stop], multipliers)
+        def run_batch(carry, xb, yb, loss_total, sums):
+            carry, batch_loss, batch_sums = sgd_step(carry, xb, yb, multipliers)
             # Keras' loss tracker: mean of batch losses weighted by batch size
-            return state, loss_total + batch_loss * (stop - start), correct_total + correct
+            totals = jax.tree.map(jnp.add, sums, batch_sums)
+            return carry, loss_total + batch_loss * xb.shape[0], totals
 
         if len(bounds) <= UNROLL_BATCHES:
             for start, stop in bounds:
-                state, loss_total, correct_total = run_batch(state, start, stop, loss_total, correct_total)
+                carry, loss_total, sums = run_batch(carry, xs[start:stop], ys[start:stop], loss_total, sums)
         else:
             full = n_rows // batch
 
             def scan_batch(inner, index):
-                state, loss_total, correct_total = inner
                 xb = jax.lax.dynamic_slice_in_dim(xs, index * batch, batch)
                 yb = jax.lax.dynamic_slice_in_dim(ys, index * batch, batch)
-                state, batch_loss, correct = sgd_step(state, xb, yb, multipliers)
-                return (state, loss_total + batch_loss * batch, correct_total + correct), None
+                return run_batch(*inner[:1], xb, yb, *inner[1:]), None
 
-            (state, loss_total, correct_total), _ = jax.lax.scan(
-                scan_batch, (state, loss_total, correct_total), jnp.arange(full)
-            )
+            (carry, loss_total, sums), _ = jax.lax.scan(scan_batch, (carry, loss_total, sums), jnp.arange(full))
             if full * batch < n_rows:
-                state, loss_total, correct_total = run_batch(
-                    state, full * batch, n_rows, loss_total, correct_total
-                )
-        val_loss, val_accuracy = _evaluate(state[0], x_test, y_test, activations)
-        curves = {
-            "loss": loss_total / n_rows,
-            "accuracy": correct_total / n_rows,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-        }
-        return (state,), curves
+                carry, loss_total, sums = run_batch(carry, xs[full * batch :], ys[full * batch :], loss_total, sums)
+        validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, loss)
+        curves = {"loss": loss_total / n_rows, **_metrics_from_sums(sums, n_rows, loss)}
+        curves.update({f"val_{name}": value for name, value in validation.items()})
+        return carry, curves
 
     params = [tuple(pair) for pair in inputs["params"]]
+    state = [tuple(moving) for moving in inputs["state"]]
     if config.momentum:
-        velocity = [(jnp.zeros_like(k), jnp.zeros_like(b)) for k, b in params]
+        velocity = [tuple(jnp.zeros_like(p) for p in pair) for pair in params]
     else:
         velocity = [(None, None) for _ in params]
     per_epoch = {"order": inputs["orders"].astype(jnp.int32), "multipliers": inputs["multipliers"]}
-    (state,), curves = jax.lax.scan(epoch, ((params, velocity),), per_epoch)
-    trained = state[0]
-    train_loss, train_accuracy = _evaluate(trained, x_train, y_train, activations)
-    test_loss, test_accuracy = _evaluate(trained, x_test, y_test, activations)
-    final = {
-        "train_loss": train_loss,
-        "train_accuracy": train_accuracy,
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
-    }
-    return [tuple(pair) for pair in trained], curves, final
+    (trained, trained_state, _), curves = jax.lax.scan(epoch, (params, state, velocity), per_epoch)
+    final = {}
+    for split, (x, y) in (("train", (x_train, y_train)), ("test", (x_test, y_test))):
+        for name, value in _evaluate(trained, trained_state, x, y, plan, loss).items():
+            final[f"{split}_{name}"] = value
+    return [tuple(pair) for pair in trained], [tuple(s) for s in trained_state], curves, final
+
+
+def _output_like(ys, params):
+    """A zero output of the right shape, to initialise the metric sums."""
+    return jnp.zeros(ys.shape[:1] + params[-1][1].shape, jnp.float32)
 
 
 def _sgd_update(value, grad, velocity, rate, config: SGDConfig):
@@ -305,21 +353,42 @@ def _sgd_update(value, grad, velocity, rate, config: SGDConfig):
     return value + velocity, velocity
 
 
-def _evaluate(params, x, y, activations):
-    """Loss and accuracy of every model on a whole split `x (N, I)` shared by all models."""
-    n_models = params[0][1].shape[-1]
+def _evaluate(params, state, x, y, plan, loss: str) -> dict:
+    """Loss and metrics of every model on a whole split `x (N, I)` shared by all models, with
+    BatchNormalization in inference mode (as `model.evaluate`)."""
+    n_models = params[-1][1].shape[-1]
     inputs = jnp.broadcast_to(x[:, :, None], x.shape + (n_models,))
-    probabilities = _forward(params, inputs, activations)
+    outputs, _ = _forward(params, state, inputs, plan, use_moving=None)
     targets = y[:, :, None]
-    loss = jnp.mean(_categorical_crossentropy(probabilities, targets), axis=0)
-    accuracy = _correct(probabilities, targets) / x.shape[0]
-    return loss, accuracy
+    metrics = {"loss": jnp.mean(_LOSS_FUNCTIONS[loss](outputs, targets), axis=0)}
+    metrics.update(_metrics_from_sums(_metric_sums(outputs, targets, loss), x.shape[0], loss))
+    return metrics
 
 
-def _correct(probabilities, targets):
-    """Keras' categorical_accuracy summed over the batch: argmax(prediction) == argmax(target)."""
-    hits = jnp.argmax(probabilities, axis=1) == jnp.argmax(targets, axis=1)
-    return jnp.sum(hits.astype(jnp.float32), axis=0)
+def _metric_sums(outputs, targets, loss: str) -> dict:
+    """Additive per-model sums over a batch, from which epoch metrics follow (as Keras'
+    stateful metrics accumulate them)."""
+    targets = jnp.broadcast_to(targets, outputs.shape)
+    if loss == "categorical_crossentropy":
+        hits = jnp.argmax(outputs, axis=1) == jnp.argmax(targets, axis=1)
+        return {"correct": jnp.sum(hits.astype(jnp.float32), axis=0)}
+    residual = targets - outputs
+    return {
+        "absolute": jnp.sum(jnp.mean(jnp.abs(residual), axis=1), axis=0),
+        "sum_y": jnp.sum(targets, axis=0),
+        "sum_y2": jnp.sum(jnp.square(targets), axis=0),
+        "squared_error": jnp.sum(jnp.square(residual), axis=0),
+    }
+
+
+def _metrics_from_sums(sums: dict, n_rows: int, loss: str) -> dict:
+    if loss == "categorical_crossentropy":
+        return {"accuracy": sums["correct"] / n_rows}
+    mean_y = sums["sum_y"] / n_rows
+    total = sums["sum_y2"] - sums["sum_y"] * mean_y
+    scores = 1.0 - sums["squared_error"] / total
+    scores = jnp.where(jnp.isinf(scores), 0.0, scores)  # keras.metrics.R2Score's convention
+    return {"mae": sums["absolute"] / n_rows, "r2": jnp.mean(scores, axis=0)}
 
 
 def _categorical_crossentropy(probabilities, targets):
@@ -329,11 +398,62 @@ def _categorical_crossentropy(probabilities, targets):
     return -jnp.sum(targets * jnp.log(probabilities), axis=1)
 
 
-def _forward(params, x, activations):
+def _mean_squared_error(outputs, targets):
+    """keras.losses.mean_squared_error: the mean over the output axis 1."""
+    return jnp.mean(jnp.square(targets - outputs), axis=1)
+
+
+_LOSS_FUNCTIONS = {
+    "categorical_crossentropy": _categorical_crossentropy,
+    "mean_squared_error": _mean_squared_error,
+}
+
+
+def _forward(params, state, x, plan, use_moving):
+    """The model on `x (B, I, M)`. `use_moving` is `None` for inference, else one `(M,)` bool
+    per layer: a BatchNormalization layer uses batch statistics (and updates its moving
+    statistics) for the models where it is False. Returns the output and the new state."""
     hidden = x
-    for (kernel, bias), activation in zip(params, activations):
-        hidden = _ACTIVATION_FUNCTIONS[activation](_dense(hidden, kernel, bias))
-    return hidden
+    new_state = []
+    for layer, (kind, trainable, moving) in enumerate(zip(plan, params, state)):
+        if kind[0] == "dense":
+            hidden = _ACTIVATION_FUNCTIONS[kind[1]](_dense(hidden, *trainable))
+            new_state.append(moving)
+            continue
+        _, momentum, epsilon = kind
+        gamma, beta = trainable
+        moving_mean, moving_variance = moving
+        if use_moving is None:
+            hidden = _batch_normalization(hidden, moving_mean, moving_variance, gamma, beta, epsilon)
+            new_state.append(moving)
+            continue
+        mean = jnp.mean(hidden, axis=0)
+        variance = jnp.var(hidden, axis=0)
+        inference = use_moving[layer]
+        hidden = _batch_normalization(
+            hidden,
+            jnp.where(inference, moving_mean, mean),
+            jnp.where(inference, moving_variance, variance),
+            gamma,
+            beta,
+            epsilon,
+        )
+        keep = 1.0 - momentum
+        new_state.append(
+            (
+                jnp.where(inference, moving_mean, moving_mean * momentum + jax.lax.stop_gradient(mean) * keep),
+                jnp.where(
+                    inference, moving_variance, moving_variance * momentum + jax.lax.stop_gradient(variance) * keep
+                ),
+            )
+        )
+    return hidden, new_state
+
+
+def _batch_normalization(x, mean, variance, gamma, beta, epsilon):
+    """keras.ops.batch_normalization on `(B, O, M)` with per-model `(O, M)` statistics."""
+    inv = jax.lax.rsqrt(variance + epsilon) * gamma
+    return x * inv[None] + (beta - mean * inv)[None]
 
 
 def _softmax(z):

@@ -1,9 +1,11 @@
 """Model architectures, their Keras 3 form, safe model files and fresh weights.
 
-The engine trains *dense stacks* (a chain of `Dense` layers). An `Architecture`
-describes one; it converts to and from a `keras.Sequential`, which is also the
-file format (`.keras`, loaded with `safe_mode=True`). Weights travel as a list of
-`(kernel (in, out), bias (out,))` pairs, one per layer.
+The engine trains *dense stacks*: a chain of `Dense` layers, optionally with
+`BatchNormalization` layers between them. An `Architecture` describes one; it
+converts to and from a `keras.Sequential`, which is also the file format
+(`.keras`, loaded with `safe_mode=True`). Weights travel as one tuple per layer
+in Keras' `get_weights()` order: `(kernel, bias)` for Dense, `(gamma, beta,
+moving_mean, moving_variance)` for BatchNormalization.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-Weights = list[tuple[np.ndarray, np.ndarray]]
+Weights = list[tuple[np.ndarray, ...]]
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "silu", "gelu")
 INITIALIZERS = (
@@ -48,31 +50,105 @@ class DenseSpec:
 
 
 @dataclass(frozen=True)
+class BatchNormSpec:
+    """One `BatchNormalization` layer (Keras' defaults: momentum 0.99, epsilon 1e-3)."""
+
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+
+
+LayerSpec = DenseSpec | BatchNormSpec
+
+
+@dataclass(frozen=True)
 class Architecture:
-    """A chain of dense layers on `n_inputs` features; the last layer is the output."""
+    """A chain of layers on `n_inputs` features; the last layer is the Dense output layer."""
 
     n_inputs: int
-    layers: tuple[DenseSpec, ...]
+    layers: tuple[LayerSpec, ...]
+
+    def __post_init__(self) -> None:
+        if not self.layers or not isinstance(self.layers[-1], DenseSpec):
+            raise ModelFileError("the last layer of a model must be a Dense output layer")
+
+    @property
+    def dense_indices(self) -> list[int]:
+        return [i for i, spec in enumerate(self.layers) if isinstance(spec, DenseSpec)]
 
     @property
     def n_hidden(self) -> int:
-        return len(self.layers) - 1
+        """Hidden Dense layers (the output layer not counted)."""
+        return len(self.dense_indices) - 1
 
     @property
     def n_outputs(self) -> int:
         return self.layers[-1].units
 
     @property
+    def head(self) -> DenseSpec:
+        return self.layers[-1]
+
+    @property
+    def widths(self) -> list[int]:
+        """The input width, then the output width of every layer."""
+        widths = [self.n_inputs]
+        for spec in self.layers:
+            widths.append(spec.units if isinstance(spec, DenseSpec) else widths[-1])
+        return widths
+
+    @property
     def shapes(self) -> list[tuple[int, int]]:
-        """`(in, out)` of each layer's kernel."""
-        widths = [self.n_inputs] + [layer.units for layer in self.layers]
+        """`(in, out)` of each layer (a BatchNormalization layer keeps its width)."""
+        widths = self.widths
         return list(zip(widths[:-1], widths[1:]))
 
+    def weight_shapes(self, layer: int) -> list[tuple[int, ...]]:
+        """Shapes of one layer's arrays, in Keras' `get_weights()` order."""
+        n_in, n_out = self.shapes[layer]
+        if isinstance(self.layers[layer], DenseSpec):
+            return [(n_in, n_out), (n_out,)]
+        return [(n_out,)] * 4
+
+    @property
+    def blocks(self) -> list[list[int]]:
+        """Layer indices grouped by Dense layer: each Dense with the BatchNormalization
+        layers after it (a leading one joins the first block). Block `k < n_hidden` is the
+        k-th hidden layer as strategies count them; the last block is the output layer."""
+        blocks: list[list[int]] = []
+        pending: list[int] = []
+        for index, spec in enumerate(self.layers):
+            if isinstance(spec, DenseSpec):
+                blocks.append(pending + [index])
+                pending = []
+            elif blocks:
+                blocks[-1].append(index)
+            else:
+                pending.append(index)
+        return blocks
+
     def to_dict(self) -> dict:
-        return {"n_inputs": self.n_inputs, "layers": [asdict(layer) for layer in self.layers]}
+        return {
+            "n_inputs": self.n_inputs,
+            "layers": [
+                {"type": "dense" if isinstance(spec, DenseSpec) else "batchnorm", **asdict(spec)}
+                for spec in self.layers
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Architecture":
+        layers = []
+        for entry in data["layers"]:
+            entry = dict(entry)
+            kind = entry.pop("type", "dense")
+            layers.append(DenseSpec(**entry) if kind == "dense" else BatchNormSpec(**entry))
+        return cls(int(data["n_inputs"]), tuple(layers))
 
     def describe(self) -> str:
-        return " → ".join([str(self.n_inputs)] + [f"{s.units} {s.activation}" for s in self.layers])
+        parts = [str(self.n_inputs)]
+        for spec in self.layers:
+            parts.append(f"{spec.units} {spec.activation}" if isinstance(spec, DenseSpec) else "BN")
+        return " → ".join(parts)
 
 
 def mlp(
@@ -82,11 +158,23 @@ def mlp(
     activation: str = "relu",
     kernel_initializer: str = "he_uniform",
     output_activation: str = "softmax",
+    batch_norm: bool = False,
 ) -> Architecture:
-    """The tutorial's MLP: hidden `Dense(w, activation, kernel_initializer)` layers, then a
+    """The tutorial's MLP: hidden `Dense(w, activation, kernel_initializer)` layers (each
+    followed by `BatchNormalization()` when `batch_norm`), then a
     `Dense(n_outputs, output_activation)` with Keras' default (glorot_uniform) initializer."""
-    hidden_layers = tuple(DenseSpec(int(w), activation, kernel_initializer) for w in hidden)
-    return Architecture(int(n_inputs), hidden_layers + (DenseSpec(int(n_outputs), output_activation),))
+    hidden_layers: list[LayerSpec] = []
+    for width in hidden:
+        hidden_layers.append(DenseSpec(int(width), activation, kernel_initializer))
+        if batch_norm:
+            hidden_layers.append(BatchNormSpec())
+    output = DenseSpec(int(n_outputs), output_activation)
+    return Architecture(int(n_inputs), tuple(hidden_layers) + (output,))
+
+
+def output_layer(n_outputs: int, activation: str) -> DenseSpec:
+    """A fresh output layer as `mlp` makes it (Keras' default initializers)."""
+    return DenseSpec(int(n_outputs), activation)
 
 
 # --- Keras form -------------------------------------------------------------------------
@@ -96,18 +184,21 @@ def build_keras_model(arch: Architecture, weights: Weights | None = None):
     """A `keras.Sequential` of this architecture, with `weights` set when given."""
     import keras
 
-    model = keras.Sequential(
-        [keras.Input((arch.n_inputs,))]
-        + [
-            keras.layers.Dense(
-                spec.units,
-                activation=spec.activation,
-                kernel_initializer=spec.kernel_initializer,
-                bias_initializer=spec.bias_initializer,
-                name=f"dense_{index}",
+    def keras_layer(index: int, spec: LayerSpec):
+        if isinstance(spec, BatchNormSpec):
+            return keras.layers.BatchNormalization(
+                momentum=spec.momentum, epsilon=spec.epsilon, name=f"batch_normalization_{index}"
             )
-            for index, spec in enumerate(arch.layers)
-        ]
+        return keras.layers.Dense(
+            spec.units,
+            activation=spec.activation,
+            kernel_initializer=spec.kernel_initializer,
+            bias_initializer=spec.bias_initializer,
+            name=f"dense_{index}",
+        )
+
+    model = keras.Sequential(
+        [keras.Input((arch.n_inputs,))] + [keras_layer(i, spec) for i, spec in enumerate(arch.layers)]
     )
     if weights is not None:
         set_keras_weights(model, weights)
@@ -115,16 +206,16 @@ def build_keras_model(arch: Architecture, weights: Weights | None = None):
 
 
 def keras_weights(model) -> Weights:
-    """`(kernel, bias)` float32 pairs of a dense-stack Keras model, in layer order."""
+    """Each layer's float32 arrays in `get_weights()` order, in layer order."""
     return [
-        (np.asarray(layer.kernel, dtype=np.float32), np.asarray(layer.bias, dtype=np.float32))
-        for layer in _dense_layers(model)
+        tuple(np.asarray(array, dtype=np.float32) for array in layer.get_weights())
+        for layer in _weight_layers(model)
     ]
 
 
 def set_keras_weights(model, weights: Weights) -> None:
-    for layer, (kernel, bias) in zip(_dense_layers(model), weights, strict=True):
-        layer.set_weights([np.asarray(kernel), np.asarray(bias)])
+    for layer, arrays in zip(_weight_layers(model), weights, strict=True):
+        layer.set_weights([np.asarray(array) for array in arrays])
 
 
 def architecture_of(model, source: str = "model") -> Architecture:
@@ -134,12 +225,15 @@ def architecture_of(model, source: str = "model") -> Architecture:
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if not layers:
         raise ModelFileError(f"{source}: the model has no layers")
-    specs = []
+    specs: list[LayerSpec] = []
     for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            specs.append(_batch_norm_spec(layer, source))
+            continue
         if not isinstance(layer, keras.layers.Dense):
             raise ModelFileError(
                 f"{source}: layer {layer.name!r} is a {type(layer).__name__}; this version of "
-                "transferlab trains chains of Dense layers only"
+                "transferlab trains chains of Dense and BatchNormalization layers only"
             )
         if not layer.use_bias:
             raise ModelFileError(f"{source}: layer {layer.name!r} has use_bias=False; use a bias")
@@ -159,8 +253,23 @@ def architecture_of(model, source: str = "model") -> Architecture:
                 bias_initializer=_initializer_name(layer.bias_initializer),
             )
         )
-    n_inputs = int(layers[0].kernel.shape[0])
+    if not isinstance(specs[-1], DenseSpec):
+        raise ModelFileError(f"{source}: layer {layers[-1].name!r}: the last layer must be a Dense output layer")
+    first = layers[0]
+    n_inputs = int(first.kernel.shape[0] if isinstance(specs[0], DenseSpec) else first.gamma.shape[0])
     return Architecture(n_inputs, tuple(specs))
+
+
+def _batch_norm_spec(layer, source: str) -> BatchNormSpec:
+    axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
+    if axis not in (-1, 1, (-1,), (1,)) or not (layer.center and layer.scale):
+        raise ModelFileError(
+            f"{source}: layer {layer.name!r}: transferlab supports BatchNormalization over the "
+            "feature axis with center=True and scale=True (Keras' defaults)"
+        )
+    if getattr(layer, "renorm", False) or getattr(layer, "synchronized", False):
+        raise ModelFileError(f"{source}: layer {layer.name!r}: renorm and synchronized BatchNormalization are not supported")
+    return BatchNormSpec(momentum=float(layer.momentum), epsilon=float(layer.epsilon))
 
 
 def _initializer_name(initializer) -> str:
@@ -169,10 +278,11 @@ def _initializer_name(initializer) -> str:
     return snake if snake in INITIALIZERS else "glorot_uniform"
 
 
-def _dense_layers(model) -> list:
+def _weight_layers(model) -> list:
     import keras
 
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    kinds = (keras.layers.Dense, keras.layers.BatchNormalization)
+    return [layer for layer in model.layers if isinstance(layer, kinds)]
 
 
 # --- model files ------------------------------------------------------------------------
@@ -189,8 +299,8 @@ def file_sha256(path: str | Path) -> str:
 def weights_sha256(weights: Weights) -> str:
     """A content hash of the weights themselves (a `.keras` file also holds a save date)."""
     digest = hashlib.sha256()
-    for kernel, bias in weights:
-        for array in (kernel, bias):
+    for arrays in weights:
+        for array in arrays:
             array = np.ascontiguousarray(array, dtype=np.float32)
             digest.update(str(array.shape).encode())
             digest.update(array.tobytes())
@@ -241,8 +351,12 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None):
 # --- fresh weights ----------------------------------------------------------------------
 
 
-def fresh_layer(spec: DenseSpec, fan_in: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel and bias drawn as Keras' initializer of the same name draws them."""
+def fresh_layer(spec: LayerSpec, fan_in: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """A layer's arrays as Keras initialises them: Dense kernel and bias drawn by the named
+    initializers; BatchNormalization gamma=1, beta=0, moving mean 0, moving variance 1."""
+    if isinstance(spec, BatchNormSpec):
+        ones, zeros = np.ones(fan_in, np.float32), np.zeros(fan_in, np.float32)
+        return (ones, zeros, zeros.copy(), ones.copy())
     shape = (fan_in, spec.units)
     return (
         sample_initializer(spec.kernel_initializer, shape, rng),
