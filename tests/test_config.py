@@ -77,7 +77,7 @@ def test_wrong_type(tmp_path):
 
 def test_freeze_larger_than_hidden_layers(tmp_path):
     message = _error(tmp_path, TUTORIAL + '[[strategies]]\nname = "transfer"\nfreeze = 3\n')
-    assert "strategies[1].freeze: 3 is larger than the number of hidden layers (2)" in message
+    assert "strategies[1].freeze: 3 is outside 0..2 (the source has 2 hidden layers)" in message
 
 
 def test_unknown_field_and_parameter(tmp_path):
@@ -111,5 +111,5 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
-    assert lines == [f"error: {path}: strategies[1].freeze: 5 is larger than the number of hidden layers (2)"]
+    assert lines == [f"error: {path}: strategies[1].freeze: 5 is outside 0..2 (the source has 2 hidden layers)"]
     assert "Traceback" not in result.stderr + result.stdout

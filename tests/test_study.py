@@ -119,13 +119,15 @@ def test_transfer_runs_start_from_the_saved_source_file(tmp_path, small_study_di
     small_study_dict["training"]["epochs"] = 1
     config = study_from_dict(small_study_dict)
     study.run_study(config, tmp_path)
+    (forward,) = study.study_directions(config)
     with Store.in_folder(tmp_path) as store:
         record = store.source_models(1)[1]
-        source = study.load_source_weights(store, 1, config.architecture(2, 3), config.target.make("t"))[1]
+        source = study.load_source_weights(store, 1, forward)[1]
     assert models.weights_sha256(source) == record["weights_sha256"]
-    run = next(r for r in study.plan_runs(config, config.parsed_strategies(), True)
-               if r.key == ("target", "transfer freeze=2", 1, 0))
-    job = study.ShardJob(config.architecture(2, 3), config.target.make("t"), config.training.sgd(), [run], {1: source})
+    run = next(r for r in study.plan_runs(config, forward)
+               if r.key == ("forward", "target", "transfer freeze=2", 1, 0))
+    job = study.ShardJob(forward.source_arch, forward.target_task, config.training.sgd(), [run], forward.recipes,
+                         {1: source})
     result = job.execute()
     for layer in range(2):  # frozen layers still equal the file's weights after training
         np.testing.assert_array_equal(result.weights[layer][0][0], source[layer][0])
@@ -155,7 +157,8 @@ def test_a_source_model_that_does_not_fit_is_named(tmp_path, small_study_dict):
     path = tmp_path / "wide.keras"
     models.save_model_file(models.build_keras_model(arch), path)
     raw = dict(small_study_dict, source_repeats=1, source={"model_file": str(path)})
-    with pytest.raises(models.ModelFileError, match="wide.keras: the model takes 4 input features but the target task has 2"):
+    with pytest.raises(models.ModelFileError, match="wide.keras: the source model has 4 input features but the target task has 2; no reuse "
+                       "strategy adapts the input layer \\(only standalone fits\\)"):
         study.run_study(study_from_dict(raw), tmp_path / "out")
 
 

@@ -86,8 +86,11 @@ def _run_and_report(config, out: Path, quiet: bool) -> None:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
+        def notify(message: str) -> None:
+            bar.console.print(f"[cyan]note:[/] {message}", highlight=False)
+
         try:
-            outcome = _guard(lambda: run_study(config, out, progress=progress))
+            outcome = _guard(lambda: run_study(config, out, progress=progress, notify=notify))
         except KeyboardInterrupt:
             bar.stop()
             _fail(f"interrupted: finished shards are saved in {out}/results.sqlite; rerun the same command to resume")
@@ -103,33 +106,40 @@ def _describe(config) -> str:
     return (
         f"{n_strategies} strategies × {config.repeats} repeats, {config.source_repeats} source "
         f"model{'s' if config.source_repeats > 1 else ''}, {config.training.epochs} epochs"
+        + (", both directions" if config.reverse else "")
     )
 
 
 def _print_outputs(outputs) -> None:
     from transferlab import stats
 
-    table = Table(title=f"{outputs.study['name']}: test accuracy on the target task", title_justify="left")
-    shown = stats.display_table(outputs.summary)
-    for column in shown.columns:
-        table.add_column(column, justify="left" if column == "strategy" else "right")
-    for row in shown.itertuples(index=False):
-        table.add_row(*row)
-    console.print(table)
-    if not outputs.per_source.empty and outputs.per_source["source_index"].nunique() > 1:
-        wide = outputs.per_source.pivot(index="source_index", columns="strategy", values="mean")
-        wide = wide[list(dict.fromkeys(outputs.per_source["strategy"]))]
-        per = Table(title="mean test accuracy per source model", title_justify="left")
-        per.add_column("source")
-        for column in wide.columns:
-            per.add_column(column, justify="right")
-        for index, row in wide.iterrows():
-            per.add_row(str(index), *[f"{v:.3f}" for v in row])
-        console.print(per)
+    for direction in outputs.directions:
+        prefix = f"{outputs.study['name']}" + (f" ({direction.name})" if len(outputs.directions) > 1 else "")
+        _print_frame(stats.display_table(direction.summary), f"{prefix}: {direction.metric_label} on {direction.title}")
+        per_source = direction.per_source
+        if not per_source.empty and per_source["source_index"].nunique() > 1 and per_source["strategy"].nunique() <= 6:
+            wide = per_source.pivot(index="source_index", columns="strategy", values="mean")
+            wide = wide[list(dict.fromkeys(per_source["strategy"]))]
+            wide.insert(0, "source", wide.index.astype(str))
+            for column in wide.columns[1:]:
+                wide[column] = [f"{v:.3f}" for v in wide[column]]
+            _print_frame(wide, f"mean {direction.metric_label} per source model")
+    both = outputs.side_by_side()
+    if both is not None:
+        _print_frame(both, "both directions (* = Holm-corrected p < 0.05 against standalone)")
     if outputs.runs_done < outputs.runs_planned:
         console.print(f"[yellow]{outputs.runs_planned - outputs.runs_done} runs still to train[/]")
     names = ", ".join(sorted(path.name for path in outputs.files.values()))
     console.print(f"wrote {outputs.folder}/: {names}")
+
+
+def _print_frame(frame, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(frame.columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[str(value) for value in row])
+    console.print(table)
 
 
 def _guard(action):

@@ -13,10 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from transferlab import models, strategies, tasks
-from transferlab.engine import SGDConfig
+from transferlab.engine import BN_FROZEN_MODES, SGDConfig
 
 
 class StudyFileError(ValueError):
@@ -27,8 +27,8 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
-class TaskConfig(BaseModel):
-    """A `make_blobs` task: the tutorial's parameters are the defaults."""
+class BlobsTask(BaseModel):
+    """A `make_blobs` classification task: the tutorial's parameters are the defaults."""
 
     model_config = _STRICT
     kind: Literal["blobs"] = "blobs"
@@ -41,12 +41,7 @@ class TaskConfig(BaseModel):
 
     @model_validator(mode="after")
     def _train_split_fits(self):
-        if self.n_train >= self.n_samples:
-            raise ValueError(
-                f"n_train ({self.n_train}) must be smaller than n_samples ({self.n_samples}) "
-                "to leave rows for the test split"
-            )
-        return self
+        return _check_split(self)
 
     def make(self, name: str) -> tasks.Task:
         return tasks.blobs(
@@ -59,12 +54,59 @@ class TaskConfig(BaseModel):
             name=name,
         )
 
+    def describe(self) -> str:
+        return f"blobs(seed={self.seed})"
 
-class SourceConfig(TaskConfig):
-    """The source task; or `model_file`, an existing `.keras` source model (then `seed` is optional)."""
 
-    seed: int | None = None
-    model_file: str | None = None
+class RegressionTask(BaseModel):
+    """A `make_regression` task; different seeds give different coefficients."""
+
+    model_config = _STRICT
+    kind: Literal["regression"]
+    seed: int
+    n_samples: Annotated[int, Field(ge=2)] = 1000
+    n_features: PositiveInt = 2
+    n_informative: PositiveInt | None = None
+    n_targets: PositiveInt = 1
+    noise: Annotated[float, Field(ge=0)] = 10.0
+    n_train: PositiveInt = 500
+
+    @model_validator(mode="after")
+    def _train_split_fits(self):
+        if self.n_informative is not None and self.n_informative > self.n_features:
+            raise ValueError(
+                f"n_informative ({self.n_informative}) cannot exceed n_features ({self.n_features})"
+            )
+        return _check_split(self)
+
+    def make(self, name: str) -> tasks.Task:
+        return tasks.regression(
+            seed=self.seed,
+            n_samples=self.n_samples,
+            n_features=self.n_features,
+            n_informative=self.n_informative,
+            n_targets=self.n_targets,
+            noise=self.noise,
+            n_train=self.n_train,
+            name=name,
+        )
+
+    def describe(self) -> str:
+        return f"regression(seed={self.seed})"
+
+
+def _check_split(task):
+    if task.n_train >= task.n_samples:
+        raise ValueError(
+            f"n_train ({task.n_train}) must be smaller than n_samples ({task.n_samples}) "
+            "to leave rows for the test split"
+        )
+    return task
+
+
+class _ModelFileSource:
+    """A source is a task to train source models on, or `model_file`, an existing `.keras`
+    source model (then the task's `seed` is optional: give it to report the source task)."""
 
     @model_validator(mode="after")
     def _task_or_file(self):
@@ -73,14 +115,49 @@ class SourceConfig(TaskConfig):
         return self
 
 
+class BlobsSource(_ModelFileSource, BlobsTask):
+    seed: int | None = None
+    model_file: str | None = None
+
+
+class RegressionSource(_ModelFileSource, RegressionTask):
+    seed: int | None = None
+    model_file: str | None = None
+
+
+TASK_KINDS = ("blobs", "regression")
+
+
+def _task_kind(value) -> str:
+    return value.get("kind", "blobs") if isinstance(value, dict) else getattr(value, "kind", "blobs")
+
+
+def _task_union(blobs: type, regression: type):
+    return Annotated[
+        Annotated[blobs, Tag("blobs")] | Annotated[regression, Tag("regression")],
+        Discriminator(
+            _task_kind,
+            custom_error_type="unknown_kind",
+            custom_error_message="kind must be one of " + ", ".join(repr(k) for k in TASK_KINDS),
+        ),
+    ]
+
+
+TaskConfig = _task_union(BlobsTask, RegressionTask)
+SourceConfig = _task_union(BlobsSource, RegressionSource)
+
+
 class ModelConfig(BaseModel):
-    """The tutorial's MLP: hidden Dense layers, then a softmax output sized to the task."""
+    """The tutorial's MLP: hidden Dense layers (each optionally followed by
+    BatchNormalization), then an output layer sized to the task: `output_activation` for
+    classification, linear for regression."""
 
     model_config = _STRICT
     hidden: Annotated[list[PositiveInt], Field(min_length=1)] = [5, 5]
     activation: str = "relu"
     kernel_initializer: str = "he_uniform"
     output_activation: str = "softmax"
+    batch_norm: bool = False
 
     @model_validator(mode="after")
     def _known_names(self):
@@ -120,13 +197,19 @@ class ExecutionConfig(BaseModel):
 
 
 class StudyConfig(BaseModel):
-    """A whole study: tasks, model, training, strategies and repeats."""
+    """A whole study: tasks, model, training, strategies and repeats.
+
+    `reverse` also runs every strategy from the target task to the source task;
+    `bn_frozen` says how a frozen BatchNormalization layer runs ("inference", Keras'
+    convention, or "train")."""
 
     model_config = _STRICT
     name: str
     seed: Annotated[int, Field(ge=0)] = 1
     repeats: PositiveInt = 30
     source_repeats: PositiveInt = 1
+    reverse: bool = False
+    bn_frozen: Literal[BN_FROZEN_MODES] = "inference"
     source: SourceConfig
     target: TaskConfig
     model: ModelConfig = ModelConfig()
@@ -139,15 +222,23 @@ class StudyConfig(BaseModel):
         content = self.model_dump(mode="json", exclude={"execution"})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
-    def architecture(self, n_inputs: int, n_outputs: int) -> models.Architecture:
-        return models.mlp(
+    def architecture(self, n_inputs: int, head: models.DenseSpec) -> models.Architecture:
+        """The `[model]` MLP on `n_inputs` features under the output layer `head`."""
+        body = models.mlp(
             n_inputs,
             tuple(self.model.hidden),
-            n_outputs,
+            1,
             activation=self.model.activation,
             kernel_initializer=self.model.kernel_initializer,
-            output_activation=self.model.output_activation,
+            batch_norm=self.model.batch_norm,
         )
+        return models.Architecture(n_inputs, body.layers[:-1] + (head,))
+
+    def head_for(self, task: tasks.Task) -> models.DenseSpec:
+        """The output layer a task needs: softmax (or `output_activation`) over its classes,
+        or one linear unit per regression target."""
+        activation = self.model.output_activation if task.kind == "classification" else "linear"
+        return models.output_layer(task.n_outputs, activation)
 
     def parsed_strategies(self) -> list:
         return [parse_strategy(entry, f"strategies[{i}]") for i, entry in enumerate(self.strategies)]
@@ -182,17 +273,23 @@ def parse_strategy(entry: dict[str, Any], where: str = "strategy"):
                 f"{where}.{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
             )
         params[key] = value
-    return cls(**params)
+    try:
+        return cls(**params)
+    except strategies.StrategyError as error:
+        raise ValueError(f"{where}.{error.parameter}: {error}") from None
 
 
-def check_strategies(config: StudyConfig, arch: models.Architecture) -> list:
-    """Parse every strategy and check it fits the architecture; returns the strategy values."""
+def check_strategies(
+    config: StudyConfig, source_arch: models.Architecture, head: models.DenseSpec
+) -> list:
+    """Parse every strategy and check it applies to the source model and the target's output
+    layer over the study's epochs; returns the strategy values."""
     parsed, labels = [], {}
     for index, entry in enumerate(config.strategies):
         where = f"strategies[{index}]"
         strategy = parse_strategy(entry, where)
         try:
-            strategy.recipe(arch, 1)
+            strategy.recipe(source_arch, head, config.training.epochs)
         except strategies.StrategyError as error:
             field = f"{where}.{error.parameter}" if error.parameter else where
             raise ValueError(f"{field}: {error}") from None
@@ -223,7 +320,16 @@ def load_study(path: str | Path) -> StudyConfig:
 
 
 def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = None) -> StudyConfig:
-    """Validate a study given as a dict (the Python API's way in)."""
+    """Validate a study given as a dict (the Python API's way in); `strategies` may hold
+    strategy values (`Finetune(lr=0.1)`) as well as dicts."""
+    if isinstance(raw.get("strategies"), list):
+        raw = {
+            **raw,
+            "strategies": [
+                entry if isinstance(entry, dict) else strategies.strategy_to_dict(entry)
+                for entry in raw["strategies"]
+            ],
+        }
     try:
         config = StudyConfig.model_validate(raw)
     except ValidationError as error:
@@ -243,20 +349,32 @@ def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = No
                 f"{source}: model: the architecture comes from source.model_file; remove the "
                 "[model] table"
             )
-    else:
-        task = config.source
-        if (task.n_features, task.centers) != (config.target.n_features, config.target.centers):
+        if config.reverse:
             raise StudyFileError(
-                f"{source}: target: the source task has {task.n_features} features and "
-                f"{task.centers} classes but the target has {config.target.n_features} and "
-                f"{config.target.centers}; this version transfers between tasks of the same shape"
+                f"{source}: reverse: a reverse study trains source models on the target task; "
+                "it cannot reverse a given source.model_file — drop model_file or set reverse = false"
             )
-        arch = config.architecture(config.target.n_features, config.target.centers)
+    else:
+        source_task, target_task = config.source.make("source"), config.target.make("target")
         try:
-            check_strategies(config, arch)
+            check_input_width(source_task.n_features, target_task.n_features, "source task", "target task")
+            directions = [(source_task, target_task)] + ([(target_task, source_task)] if config.reverse else [])
+            for from_task, to_task in directions:
+                source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
+                check_strategies(config, source_arch, config.head_for(to_task))
         except ValueError as error:
             raise StudyFileError(f"{source}: {error}") from None
     return config
+
+
+def check_input_width(source_width: int, target_width: int, source_name: str, target_name: str) -> None:
+    """Reuse needs the same input features; only `standalone` fits another input width."""
+    if source_width != target_width:
+        raise ValueError(
+            f"target: the {source_name} has {source_width} input features but the {target_name} has "
+            f"{target_width}; no reuse strategy adapts the input layer (only standalone fits): use a "
+            f"source with {target_width} features"
+        )
 
 
 def _first_problem(error: ValidationError) -> str:
@@ -277,7 +395,9 @@ def _first_problem(error: ValidationError) -> str:
 
 def _dotted(loc: tuple) -> str:
     text = ""
-    for part in loc:
+    for index, part in enumerate(loc):
+        if index == 1 and loc[0] in ("source", "target") and part in TASK_KINDS:
+            continue  # the union's tag, not a field the user wrote
         if isinstance(part, int):
             text += f"[{part}]"
         else:

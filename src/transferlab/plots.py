@@ -24,6 +24,18 @@ def tasks_scatter(tasks: dict[str, Task], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4.2), squeeze=False)
     for ax, (title, task) in zip(axes[0], tasks.items()):
         x = np.concatenate([task.x_train, task.x_test])
+        if task.kind == "regression":
+            y = np.concatenate([task.y_train, task.y_test])[:, 0]
+            if x.shape[1] > 1:
+                points = ax.scatter(x[:, 0], x[:, 1], c=y, s=9, cmap="viridis")
+                fig.colorbar(points, ax=ax, label="target (standardised)")
+                ax.set_ylabel("x[1]")
+            else:
+                ax.scatter(x[:, 0], y, s=9)
+                ax.set_ylabel("target (standardised)")
+            ax.set_title(title)
+            ax.set_xlabel("x[0]")
+            continue
         labels = np.concatenate([task.labels_train, task.labels_test])
         for label in np.unique(labels):
             points = x[labels == label]
@@ -35,24 +47,32 @@ def tasks_scatter(tasks: dict[str, Task], path: Path) -> Path:
     return _save(fig, path)
 
 
-def learning_curves(mean_curves: pd.DataFrame, path: Path) -> Path:
-    """Loss and accuracy per epoch for each strategy: mean over runs with a ±1 std band."""
+def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accuracy") -> Path:
+    """Loss and `score` (accuracy, or r2 for regression) per epoch for each strategy: mean
+    over runs with a ±1 std band; four strategies per row of panels."""
     strategies = list(dict.fromkeys(mean_curves["strategy"]))
-    fig, axes = plt.subplots(2, len(strategies), figsize=(3.6 * len(strategies), 6), squeeze=False, sharey="row")
-    for column, strategy in enumerate(strategies):
+    per_row = min(4, len(strategies))
+    rows = -(-len(strategies) // per_row)
+    fig, axes = plt.subplots(2 * rows, per_row, figsize=(3.6 * per_row, 3 * 2 * rows), squeeze=False, sharey="row")
+    for ax in axes.flat[2 * rows * per_row :]:
+        ax.set_visible(False)
+    for index, strategy in enumerate(strategies):
         table = mean_curves[mean_curves["strategy"] == strategy]
-        for row, metric in enumerate(("loss", "accuracy")):
+        column, panel = index % per_row, 2 * (index // per_row)
+        for row, metric in enumerate(("loss", score), start=panel):
             ax = axes[row][column]
             for name, label in ((metric, "train"), (f"val_{metric}", "test")):
                 mean = table[f"{name}_mean"].to_numpy()
                 std = np.nan_to_num(table[f"{name}_std"].to_numpy())
                 ax.plot(table["epoch"], mean, label=label)
                 ax.fill_between(table["epoch"], mean - std, mean + std, alpha=0.25)
-            ax.set_title(strategy if row == 0 else "", fontsize=10)
-            ax.set_xlabel("epoch" if row == 1 else "")
+            ax.set_title(strategy if row == panel else "", fontsize=9)
+            ax.set_xlabel("epoch" if row == panel + 1 else "")
             ax.set_ylabel(metric if column == 0 else "")
             ax.grid(alpha=0.3)
-        axes[0][column].legend(fontsize=8)
+        axes[panel][column].legend(fontsize=8)
+    for ax in axes.flat:
+        ax.tick_params(labelleft=True)
     return _save(fig, path)
 
 
@@ -60,11 +80,17 @@ def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accurac
     """The tutorial's box-and-whisker plot; with several source models, each source model's
     mean is drawn as a dot over its strategy's box."""
     runs = runs[(runs["role"] == "target") & (runs["status"] == "done")]
+    if metric == "test_r2":  # a diverged run's R² can be hugely negative: keep the boxes readable
+        low = np.nanpercentile(runs[metric], 5) if len(runs) else 0.0
+        ax_floor = min(low, 0.0)
+    else:
+        ax_floor = None
     strategies = list(dict.fromkeys(runs["strategy"]))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.7 * len(strategies)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(strategies)), 4.8))
     data = [runs.loc[runs["strategy"] == s, metric].to_numpy() for s in strategies]
     ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(strategies) + 1), strategies, rotation=15)
+    ax.set_xticks(range(1, len(strategies) + 1), strategies, rotation=20 if len(strategies) < 6 else 35,
+                  ha="right", fontsize=8 if len(strategies) > 6 else 10)
     for position, strategy in enumerate(strategies, start=1):
         group = runs[runs["strategy"] == strategy]
         if group["source_index"].nunique() > 1:
@@ -76,6 +102,8 @@ def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accurac
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower left")
     ax.set_ylabel(metric.replace("_", " "))
+    if ax_floor is not None:
+        ax.set_ylim(bottom=max(ax.get_ylim()[0], ax_floor - 0.1))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 

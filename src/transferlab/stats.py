@@ -109,11 +109,16 @@ def per_source_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.Da
     )
 
 
+CURVES = ("loss", "accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2")
+
+
 def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy and epoch: mean and std over runs of every curve (for plots and CSV)."""
+    """Per direction, strategy and epoch: mean and std over runs of every curve the runs
+    recorded (accuracy for classification, MAE and R² for regression)."""
     curves = curves[curves["role"] == "target"]
-    metrics = ["loss", "accuracy", "val_loss", "val_accuracy"]
-    grouped = curves.groupby(["strategy", "epoch"], sort=False)[metrics]
+    keys = [k for k in ("direction", "strategy", "epoch") if k in curves.columns]
+    metrics = [name for name in CURVES if name in curves.columns and curves[name].notna().any()]
+    grouped = curves.groupby(keys, sort=False)[metrics]
     table = grouped.agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     return table.reset_index()
@@ -122,6 +127,27 @@ def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
 def format_mean_std(mean: float, std: float) -> str:
     """The tutorial's `mean (std)`."""
     return f"{mean:.3f} ({std:.3f})"
+
+
+def side_by_side(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per strategy, a `mean (std)` and a Δ-vs-baseline column per direction: the
+    tutorial's reverse experiment read at a glance."""
+    order = list(dict.fromkeys(s for table in summaries.values() for s in table["strategy"]))
+    rows = []
+    for strategy in order:
+        row = {"strategy": strategy}
+        for name, table in summaries.items():
+            match = table[table["strategy"] == strategy]
+            if match.empty:
+                row[f"{name} mean (std)"] = row[f"{name} Δ"] = ""
+                continue
+            found = match.iloc[0]
+            row[f"{name} mean (std)"] = format_mean_std(found["mean"], found["std"])
+            row[f"{name} Δ"] = "" if np.isnan(found["diff"]) else (
+                f"{found['diff']:+.3f}" + ("*" if found["p_holm"] < 0.05 else "")
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:

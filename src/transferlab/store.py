@@ -18,7 +18,15 @@ import pandas as pd
 
 DATABASE_NAME = "results.sqlite"
 
-SCHEMA = """
+SCHEMA_VERSION = 2
+FINAL_COLUMNS = (
+    "train_loss", "train_accuracy", "train_mae", "train_r2",
+    "test_loss", "test_accuracy", "test_mae", "test_r2",
+)
+CURVE_COLUMNS = ("loss", "accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2")
+_FINAL_SQL = ", ".join(f"{name} REAL" for name in FINAL_COLUMNS)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS studies (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -29,37 +37,41 @@ CREATE TABLE IF NOT EXISTS studies (
 );
 CREATE TABLE IF NOT EXISTS source_models (
     study_id INTEGER NOT NULL REFERENCES studies(id),
+    direction TEXT NOT NULL,         -- 'forward', or 'reverse' (trained on the target task)
     source_index INTEGER NOT NULL,
     file TEXT NOT NULL,
     file_sha256 TEXT NOT NULL,
     weights_sha256 TEXT NOT NULL,
     trained_here INTEGER NOT NULL,
     seed INTEGER,
-    train_loss REAL, train_accuracy REAL, test_loss REAL, test_accuracy REAL,
+    {_FINAL_SQL},
     created_at TEXT NOT NULL,
-    PRIMARY KEY (study_id, source_index)
+    PRIMARY KEY (study_id, direction, source_index)
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     study_id INTEGER NOT NULL REFERENCES studies(id),
+    direction TEXT NOT NULL CHECK (direction IN ('forward', 'reverse')),
     role TEXT NOT NULL CHECK (role IN ('source', 'target')),
     strategy TEXT NOT NULL,
     strategy_json TEXT NOT NULL,
     source_index INTEGER NOT NULL,   -- -1: the run uses no source model
     repeat INTEGER NOT NULL,
     seed INTEGER NOT NULL,
-    architecture_json TEXT NOT NULL,
+    architecture_json TEXT NOT NULL, -- the model this run trained
+    layers_json TEXT NOT NULL,       -- per layer: origin (source layer or fresh, and why), learning-rate schedule
     status TEXT NOT NULL CHECK (status IN ('planned', 'done')),
-    train_loss REAL, train_accuracy REAL, test_loss REAL, test_accuracy REAL,
+    {_FINAL_SQL},
     finished_at TEXT,
-    UNIQUE (study_id, role, strategy, source_index, repeat)
+    UNIQUE (study_id, direction, role, strategy, source_index, repeat)
 );
 CREATE TABLE IF NOT EXISTS curves (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     epoch INTEGER NOT NULL,
-    loss REAL NOT NULL, accuracy REAL NOT NULL, val_loss REAL NOT NULL, val_accuracy REAL NOT NULL,
+    {", ".join(f"{name} REAL" for name in CURVE_COLUMNS)},
     PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
+PRAGMA user_version = {SCHEMA_VERSION};
 """
 
 
@@ -72,6 +84,7 @@ class StoredRun:
     """A planned or finished run as the database knows it."""
 
     id: int
+    direction: str
     role: str
     strategy: str
     source_index: int
@@ -94,6 +107,15 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if tables and version != SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(
+                f"{self.path}: written by another version of transferlab (database schema "
+                f"{version}, this version uses {SCHEMA_VERSION}); choose a new --out folder "
+                "(nothing here was changed)"
+            )
         self._db.executescript(SCHEMA)
 
     @classmethod
@@ -151,11 +173,13 @@ class Store:
         """Insert planned runs; runs already known (finished or not) are left as they are."""
         with self._transaction():
             self._db.executemany(
-                "INSERT OR IGNORE INTO runs (study_id, role, strategy, strategy_json, source_index, "
-                "repeat, seed, architecture_json, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned')",
+                "INSERT OR IGNORE INTO runs (study_id, direction, role, strategy, strategy_json, "
+                "source_index, repeat, seed, architecture_json, layers_json, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned')",
                 [
                     (
                         study_id,
+                        run["direction"],
                         run["role"],
                         run["strategy"],
                         json.dumps(run["strategy_json"], sort_keys=True),
@@ -163,13 +187,17 @@ class Store:
                         run["repeat"],
                         run["seed"],
                         json.dumps(run["architecture"], sort_keys=True),
+                        json.dumps(run["layers"], ensure_ascii=False),
                     )
                     for run in runs
                 ],
             )
 
     def runs(self, study_id: int, role: str | None = None) -> list[StoredRun]:
-        query = "SELECT id, role, strategy, source_index, repeat, seed, status FROM runs WHERE study_id = ?"
+        query = (
+            "SELECT id, direction, role, strategy, source_index, repeat, seed, status FROM runs "
+            "WHERE study_id = ?"
+        )
         params: tuple = (study_id,)
         if role is not None:
             query += " AND role = ?"
@@ -186,34 +214,22 @@ class Store:
         """Record one finished shard: final metrics, per-epoch curves and source models, atomically."""
         finished = _now()
         epochs = curves["loss"].shape[1]
+        finals = [name for name in FINAL_COLUMNS if name in final]
+        curve_names = [name for name in CURVE_COLUMNS if name in curves]
         with self._transaction():
             self._db.executemany(
-                "UPDATE runs SET status = 'done', train_loss = ?, train_accuracy = ?, test_loss = ?, "
-                "test_accuracy = ?, finished_at = ? WHERE id = ? AND status = 'planned'",
+                f"UPDATE runs SET status = 'done', {', '.join(f'{n} = ?' for n in finals)}, finished_at = ? "
+                "WHERE id = ? AND status = 'planned'",
                 [
-                    (
-                        float(final["train_loss"][i]),
-                        float(final["train_accuracy"][i]),
-                        float(final["test_loss"][i]),
-                        float(final["test_accuracy"][i]),
-                        finished,
-                        run_id,
-                    )
+                    tuple(float(final[name][i]) for name in finals) + (finished, run_id)
                     for i, run_id in enumerate(run_ids)
                 ],
             )
             self._db.executemany(
-                "INSERT INTO curves (run_id, epoch, loss, accuracy, val_loss, val_accuracy) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO curves (run_id, epoch, {', '.join(curve_names)}) "
+                f"VALUES (?, ?, {', '.join('?' * len(curve_names))})",
                 [
-                    (
-                        run_id,
-                        epoch + 1,
-                        float(curves["loss"][i, epoch]),
-                        float(curves["accuracy"][i, epoch]),
-                        float(curves["val_loss"][i, epoch]),
-                        float(curves["val_accuracy"][i, epoch]),
-                    )
+                    (run_id, epoch + 1) + tuple(float(curves[name][i, epoch]) for name in curve_names)
                     for i, run_id in enumerate(run_ids)
                     for epoch in range(epochs)
                 ],
@@ -226,30 +242,23 @@ class Store:
             self._insert_source_model(source, _now())
 
     def _insert_source_model(self, source: dict, created_at: str) -> None:
+        columns = ("study_id", "direction", "source_index", "file", "file_sha256", "weights_sha256",
+                   "trained_here", "seed") + FINAL_COLUMNS
+        values = [source.get(name) for name in columns]
+        values[columns.index("trained_here")] = int(source["trained_here"])
         self._db.execute(
-            "INSERT OR REPLACE INTO source_models (study_id, source_index, file, file_sha256, "
-            "weights_sha256, trained_here, seed, train_loss, train_accuracy, test_loss, "
-            "test_accuracy, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                source["study_id"],
-                source["source_index"],
-                source["file"],
-                source["file_sha256"],
-                source["weights_sha256"],
-                int(source["trained_here"]),
-                source.get("seed"),
-                source.get("train_loss"),
-                source.get("train_accuracy"),
-                source.get("test_loss"),
-                source.get("test_accuracy"),
-                created_at,
-            ),
+            f"INSERT OR REPLACE INTO source_models ({', '.join(columns)}, created_at) "
+            f"VALUES ({', '.join('?' * len(columns))}, ?)",
+            (*values, created_at),
         )
 
-    def source_models(self, study_id: int) -> list[dict]:
-        cursor = self._db.execute(
-            "SELECT * FROM source_models WHERE study_id = ? ORDER BY source_index", (study_id,)
-        )
+    def source_models(self, study_id: int, direction: str | None = None) -> list[dict]:
+        query = "SELECT * FROM source_models WHERE study_id = ?"
+        params: tuple = (study_id,)
+        if direction is not None:
+            query += " AND direction = ?"
+            params += (direction,)
+        cursor = self._db.execute(query + " ORDER BY direction, source_index", params)
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
 
@@ -257,16 +266,25 @@ class Store:
 
     def runs_frame(self, study_id: int) -> pd.DataFrame:
         return pd.read_sql_query(
-            "SELECT id AS run_id, role, strategy, source_index, repeat, seed, status, train_loss, "
-            "train_accuracy, test_loss, test_accuracy FROM runs WHERE study_id = ? ORDER BY id",
+            "SELECT id AS run_id, direction, role, strategy, source_index, repeat, seed, status, "
+            f"{', '.join(FINAL_COLUMNS)} FROM runs WHERE study_id = ? ORDER BY id",
+            self._db,
+            params=(study_id,),
+        )
+
+    def layer_records(self, study_id: int) -> pd.DataFrame:
+        """Each strategy's target architecture and per-layer record (one row per direction and strategy)."""
+        return pd.read_sql_query(
+            "SELECT direction, strategy, architecture_json, layers_json FROM runs "
+            "WHERE study_id = ? AND role = 'target' GROUP BY direction, strategy ORDER BY min(id)",
             self._db,
             params=(study_id,),
         )
 
     def curves_frame(self, study_id: int) -> pd.DataFrame:
         return pd.read_sql_query(
-            "SELECT r.role, r.strategy, r.source_index, r.repeat, c.epoch, c.loss, c.accuracy, "
-            "c.val_loss, c.val_accuracy FROM curves c JOIN runs r ON r.id = c.run_id "
+            "SELECT r.direction, r.role, r.strategy, r.source_index, r.repeat, c.epoch, "
+            f"{', '.join('c.' + name for name in CURVE_COLUMNS)} FROM curves c JOIN runs r ON r.id = c.run_id "
             "WHERE r.study_id = ? ORDER BY r.id, c.epoch",
             self._db,
             params=(study_id,),

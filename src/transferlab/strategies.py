@@ -1,10 +1,20 @@
 """Strategies: how a target model is derived from a source model.
 
-A strategy is a small declarative value. Its `recipe` says, for each layer, where
-the initial weights come from (`"source"` or `"fresh"`), the learning-rate
-multiplier of every layer in every epoch (0 = frozen), and an optional L2 pull
-toward the source weights. The engine consumes recipes; it knows no strategy.
-New strategies are a dataclass and a `recipe` method.
+A strategy is a small declarative value. Its `recipe` takes the source model's
+architecture, the output layer the target task needs and the number of epochs,
+and says:
+
+- the target architecture (usually the source's; a new head or an inserted layer
+  changes it, and runs of one architecture form one cohort),
+- where each target layer's initial weights come from (a source layer, or fresh),
+- the learning-rate multiplier of every layer in every epoch (0 = frozen), and
+- an optional L2 pull toward the source weights.
+
+The engine consumes recipes; it knows no strategy. Strategies count *hidden layers*
+as the tutorial does: a hidden layer is a Dense layer with the BatchNormalization
+layers after it (`Architecture.blocks`). When the target needs a different output
+layer than the source has (another class count, or regression), every strategy that
+reuses the source gets a fresh output layer, as `new_head` does.
 """
 
 from __future__ import annotations
@@ -14,28 +24,174 @@ from typing import ClassVar
 
 import numpy as np
 
-from transferlab.models import Architecture
+from transferlab.models import Architecture, DenseSpec
+
+FRESH = None
 
 
 class StrategyError(ValueError):
-    """A strategy that cannot apply to the given architecture; `parameter` names the culprit."""
+    """A strategy that cannot apply; `parameter` names the culprit."""
 
     def __init__(self, message: str, parameter: str | None = None):
         super().__init__(message)
         self.parameter = parameter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Recipe:
     """What the engine needs to start and train one run.
 
-    `origins[l]` is `"source"` or `"fresh"`; `multipliers` is `(epochs, layers)`;
-    `penalties` is `None` or one L2-toward-source strength per layer.
+    `origins[l]` is the source layer whose weights target layer `l` starts from, or
+    `None` (fresh, drawn by the layer's initializer); `notes[l]` says why.
+    `multipliers` is `(epochs, layers)`; `penalties` is `None` or one L2 strength per
+    layer, pulling a Dense kernel toward its source kernel (or toward 0 if fresh).
     """
 
-    origins: tuple[str, ...]
+    arch: Architecture
+    origins: tuple[int | None, ...]
     multipliers: np.ndarray
     penalties: tuple[float, ...] | None = None
+    notes: tuple[str, ...] = ()
+
+    def record(self) -> list[dict]:
+        """Per layer: what it is, where it started and how it trained (stored with each run)."""
+        rows = []
+        for index, spec in enumerate(self.arch.layers):
+            kind = f"Dense({spec.units}, {spec.activation})" if isinstance(spec, DenseSpec) else "BatchNormalization"
+            row = {
+                "layer": index,
+                "kind": kind,
+                "origin": "fresh" if self.origins[index] is FRESH else f"source layer {self.origins[index]}",
+                "note": self.notes[index] if self.notes else "",
+                "learning_rate": schedule_text(self.multipliers[:, index]),
+            }
+            if self.penalties is not None and self.penalties[index]:
+                row["l2_toward"] = ("source" if self.origins[index] is not FRESH else "zero") + f" ×{self.penalties[index]:g}"
+            rows.append(row)
+        return rows
+
+
+def schedule_text(column: np.ndarray) -> str:
+    """`×0 for epochs 1–20, ×0.1 for 21–100` (or `×1` when constant)."""
+    parts, start = [], 0
+    for epoch in range(1, len(column) + 1):
+        if epoch == len(column) or column[epoch] != column[start]:
+            span = "" if (start, epoch) == (0, len(column)) else f" for epochs {start + 1}–{epoch}"
+            parts.append(f"×{float(column[start]):g}{span}")
+            start = epoch
+    return ", ".join(parts)
+
+
+# --- building blocks ----------------------------------------------------------------------
+
+
+@dataclass
+class _Layout:
+    """A target model under construction: layers, their origins and notes, block by block."""
+
+    n_inputs: int
+    layers: list = None
+    origins: list = None
+    notes: list = None
+    blocks: list = None
+
+    def __post_init__(self):
+        self.layers, self.origins, self.notes, self.blocks = [], [], [], []
+
+    def add_block(self, specs, origins, notes) -> None:
+        start = len(self.layers)
+        self.layers += list(specs)
+        self.origins += list(origins)
+        self.notes += list(notes)
+        self.blocks.append(list(range(start, len(self.layers))))
+
+    def arch(self) -> Architecture:
+        return Architecture(self.n_inputs, tuple(self.layers))
+
+
+def head_fits(source: Architecture, head: DenseSpec) -> bool:
+    """Can the source's output layer serve the target? Same width and activation."""
+    return source.head.units == head.units and source.head.activation == head.activation
+
+
+def _source_block(layout: _Layout, source: Architecture, block: list[int], fresh_note: str | None = None) -> None:
+    specs = [source.layers[i] for i in block]
+    if fresh_note is None:
+        layout.add_block(specs, block, [f"from source layer {i}" for i in block])
+    else:
+        layout.add_block(specs, [FRESH] * len(block), [fresh_note] * len(block))
+
+
+def _add_head(layout: _Layout, source: Architecture, head: DenseSpec, reuse: bool, fresh_reason: str = "fresh") -> None:
+    """The output layer: the source's when it fits and `reuse`, else a fresh one of the target's size."""
+    source_head = source.blocks[-1]
+    fits_input = _width(layout) == source.shapes[source_head[0]][0]
+    if reuse and head_fits(source, head) and fits_input:
+        _source_block(layout, source, source_head)
+    elif reuse and not head_fits(source, head):
+        layout.add_block(
+            [head], [FRESH],
+            [f"fresh output layer: the target needs {head.units} {head.activation} units, the source has "
+             f"{source.head.units} {source.head.activation} (new_head)"],
+        )
+    elif reuse and not fits_input:
+        layout.add_block([head], [FRESH], [f"fresh: its input width changed to {_width(layout)}"])
+    else:
+        layout.add_block([head], [FRESH], [fresh_reason])
+
+
+def _width(layout: _Layout) -> int:
+    """The output width of the layers placed so far."""
+    width = layout.n_inputs
+    for spec in layout.layers:
+        if isinstance(spec, DenseSpec):
+            width = spec.units
+    return width
+
+
+def _reuse_all(source: Architecture, head: DenseSpec, reuse_head: bool = True) -> _Layout:
+    """Every hidden layer from the source, and its output layer where it fits."""
+    layout = _Layout(source.n_inputs)
+    for block in source.blocks[:-1]:
+        _source_block(layout, source, block)
+    _add_head(layout, source, head, reuse=reuse_head, fresh_reason="fresh output layer (new_head)")
+    return layout
+
+
+def _block_multipliers(layout: _Layout, per_block: np.ndarray) -> np.ndarray:
+    """`(epochs, blocks)` → `(epochs, layers)`: every layer of a block gets its block's value."""
+    epochs = per_block.shape[0]
+    multipliers = np.ones((epochs, len(layout.layers)), np.float32)
+    for block, layers in enumerate(layout.blocks):
+        multipliers[:, layers] = per_block[:, block : block + 1]
+    return multipliers
+
+
+def _freeze_first(layout: _Layout, k: int, epochs: int) -> np.ndarray:
+    per_block = np.ones((epochs, len(layout.blocks)), np.float32)
+    per_block[:, :k] = 0.0
+    return _block_multipliers(layout, per_block)
+
+
+def _recipe(layout: _Layout, multipliers: np.ndarray, penalties=None) -> Recipe:
+    return Recipe(layout.arch(), tuple(layout.origins), multipliers, penalties, tuple(layout.notes))
+
+
+def _check_range(value: int, low: int, high: int, parameter: str, what: str) -> None:
+    if not low <= value <= high:
+        raise StrategyError(f"{value} is outside {low}..{high} ({what})", parameter)
+
+
+def _check_positive(value: float, parameter: str) -> None:
+    if not value > 0:
+        raise StrategyError(f"{value} must be greater than 0", parameter)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+# --- the strategies ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -44,15 +200,19 @@ class Standalone:
 
     name: ClassVar[str] = "standalone"
     uses_source: ClassVar[bool] = False
+    summary: ClassVar[str] = "train the target model from random weights; the baseline"
     reference: ClassVar[str] = "the tutorial's baseline"
 
     @property
     def label(self) -> str:
         return "standalone"
 
-    def recipe(self, arch: Architecture, epochs: int) -> Recipe:
-        n_layers = len(arch.layers)
-        return Recipe(("fresh",) * n_layers, np.ones((epochs, n_layers), np.float32))
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        layout = _Layout(source.n_inputs)
+        for block in source.blocks[:-1]:
+            _source_block(layout, source, block, fresh_note="fresh")
+        layout.add_block([head], [FRESH], ["fresh"])
+        return _recipe(layout, np.ones((epochs, len(layout.layers)), np.float32))
 
 
 @dataclass(frozen=True)
@@ -65,26 +225,282 @@ class Transfer:
     freeze: int = 0
     name: ClassVar[str] = "transfer"
     uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = "start from every source weight; freeze the first `freeze` hidden layers"
     reference: ClassVar[str] = "the tutorial's fixed=k (Yosinski et al. 2014)"
+
+    def __post_init__(self):
+        if self.freeze < 0:
+            raise StrategyError(f"{self.freeze} must be 0 or more", "freeze")
 
     @property
     def label(self) -> str:
         return f"transfer freeze={self.freeze}"
 
-    def recipe(self, arch: Architecture, epochs: int) -> Recipe:
-        if self.freeze > arch.n_hidden:
-            raise StrategyError(
-                f"{self.freeze} is larger than the number of hidden layers ({arch.n_hidden})", "freeze"
-            )
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        _check_range(self.freeze, 0, source.n_hidden, "freeze", f"the source has {source.n_hidden} hidden layers")
+        layout = _reuse_all(source, head)
+        return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
+
+
+@dataclass(frozen=True)
+class Reinit:
+    """Keep the first `keep` hidden layers of the source (frozen if `freeze`), re-initialise
+    every later layer at random: separates the value of features from that of initialisation."""
+
+    keep: int = 1
+    freeze: bool = False
+    name: ClassVar[str] = "reinit"
+    uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = "keep the first `keep` hidden layers (frozen if `freeze`), re-initialise all later layers"
+    reference: ClassVar[str] = "the tutorial's extension: re-initialise the later layers"
+
+    def __post_init__(self):
+        if self.keep < 1:
+            raise StrategyError(f"{self.keep} must be 1 or more (keep=0 is standalone)", "keep")
+
+    @property
+    def label(self) -> str:
+        return f"reinit keep={self.keep}" + (" frozen" if self.freeze else "")
+
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        _check_range(self.keep, 1, source.n_hidden, "keep", f"the source has {source.n_hidden} hidden layers")
+        layout = _Layout(source.n_inputs)
+        for index, block in enumerate(source.blocks[:-1]):
+            _source_block(layout, source, block, fresh_note=None if index < self.keep else "re-initialised")
+        _add_head(layout, source, head, reuse=False, fresh_reason="re-initialised")
+        return _recipe(layout, _freeze_first(layout, self.keep if self.freeze else 0, epochs))
+
+
+@dataclass(frozen=True)
+class InsertLayer:
+    """Keep the first `after` hidden layers (frozen if `freeze`), insert a new random
+    `Dense(units, activation)` after them, then the remaining source layers: each keeps
+    its weights where its input width still fits and is re-initialised where not."""
+
+    after: int = 1
+    units: int = 5
+    activation: str = "relu"
+    freeze: bool = True
+    name: ClassVar[str] = "insert_layer"
+    uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "keep the first `after` hidden layers (frozen if `freeze`), insert a fresh Dense(`units`, "
+        "`activation`), keep later layers whose input width still fits"
+    )
+    reference: ClassVar[str] = "the tutorial's extension: add a hidden layer"
+
+    def __post_init__(self):
+        from transferlab.models import ACTIVATIONS
+
+        if self.units < 1:
+            raise StrategyError(f"{self.units} must be 1 or more", "units")
+        if self.activation not in ACTIVATIONS:
+            raise StrategyError(f"{self.activation!r} is not one of {', '.join(ACTIVATIONS)}", "activation")
+
+    @property
+    def label(self) -> str:
+        frozen = "" if self.freeze or self.after == 0 else " unfrozen"
+        return f"insert_layer after={self.after} {self.units} {self.activation}{frozen}"
+
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        _check_range(self.after, 0, source.n_hidden, "after", f"the source has {source.n_hidden} hidden layers")
+        hidden = source.blocks[:-1]
+        layout = _Layout(source.n_inputs)
+        for block in hidden[: self.after]:
+            _source_block(layout, source, block)
+        initializer = source.layers[_first_dense(source, hidden[0])].kernel_initializer if hidden else "glorot_uniform"
+        layout.add_block([DenseSpec(self.units, self.activation, initializer)], [FRESH], ["fresh (inserted layer)"])
+        for block in hidden[self.after :]:
+            dense = _first_dense(source, block)
+            if source.shapes[dense][0] == _width(layout):
+                _source_block(layout, source, block)
+            else:
+                _source_block(layout, source, block,
+                              fresh_note=f"re-initialised: its input width changed from {source.shapes[dense][0]} to {_width(layout)}")
+        _add_head(layout, source, head, reuse=True)
+        return _recipe(layout, _freeze_first(layout, self.after if self.freeze else 0, epochs))
+
+
+def _first_dense(source: Architecture, block: list[int]) -> int:
+    return next(i for i in block if isinstance(source.layers[i], DenseSpec))
+
+
+@dataclass(frozen=True)
+class NewHead:
+    """Every hidden layer from the source (the first `freeze` frozen) under a fresh output
+    layer of the target's size and activation: another class count, or regression."""
+
+    freeze: int = 0
+    name: ClassVar[str] = "new_head"
+    uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "every hidden layer from the source (first `freeze` frozen), a fresh output layer sized to "
+        "the target (classes or regression); chosen automatically when the output does not fit"
+    )
+    reference: ClassVar[str] = "Keras transfer-learning guide; Yosinski et al. 2014"
+
+    def __post_init__(self):
         if self.freeze < 0:
             raise StrategyError(f"{self.freeze} must be 0 or more", "freeze")
-        n_layers = len(arch.layers)
-        multipliers = np.ones((epochs, n_layers), np.float32)
-        multipliers[:, : self.freeze] = 0.0
-        return Recipe(("source",) * n_layers, multipliers)
+
+    @property
+    def label(self) -> str:
+        return "new_head" + (f" freeze={self.freeze}" if self.freeze else "")
+
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        _check_range(self.freeze, 0, source.n_hidden, "freeze", f"the source has {source.n_hidden} hidden layers")
+        layout = _reuse_all(source, head, reuse_head=False)
+        return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
 
 
-STRATEGIES: dict[str, type] = {cls.name: cls for cls in (Standalone, Transfer)}
+@dataclass(frozen=True)
+class Finetune:
+    """Start from the source; reused layers learn at `lr` × the learning rate, new layers at
+    1×. With `layer_factor` < 1 the rates are discriminative: each reused layer below the
+    top one learns `layer_factor` times slower than the one above it (a geometric spread)."""
+
+    lr: float = 0.1
+    layer_factor: float = 1.0
+    name: ClassVar[str] = "finetune"
+    uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "start from the source; reused layers learn at `lr`× the rate, fresh ones at 1×; "
+        "`layer_factor` spreads the rates geometrically down the layers"
+    )
+    reference: ClassVar[str] = "fine-tuning; discriminative rates from ULMFiT (Howard & Ruder 2018)"
+
+    def __post_init__(self):
+        _check_positive(self.lr, "lr")
+        _check_positive(self.layer_factor, "layer_factor")
+
+    @property
+    def label(self) -> str:
+        spread = "" if self.layer_factor == 1 else f" layer×{_fmt(self.layer_factor)}"
+        return f"finetune lr×{_fmt(self.lr)}{spread}"
+
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        layout = _reuse_all(source, head)
+        reused = [b for b, layers in enumerate(layout.blocks) if layout.origins[layers[0]] is not FRESH]
+        per_block = np.ones((epochs, len(layout.blocks)), np.float32)
+        top = max(reused)
+        for block in reused:
+            per_block[:, block] = self.lr * self.layer_factor ** (top - block)
+        return _recipe(layout, _block_multipliers(layout, per_block))
+
+
+@dataclass(frozen=True)
+class TwoStage:
+    """The Keras guide's recipe: train only the top (a fresh output layer, or the source's
+    if `fresh_head` is false) with the body frozen for `head_epochs`, then unfreeze
+    everything at `lr` × the learning rate for the remaining epochs."""
+
+    head_epochs: int = 20
+    lr: float = 0.1
+    fresh_head: bool = True
+    name: ClassVar[str] = "two_stage"
+    uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "train only the output layer (fresh unless `fresh_head = false`) for `head_epochs`, then "
+        "every layer at `lr`×"
+    )
+    reference: ClassVar[str] = "Keras guide 'Transfer learning & fine-tuning' (Chollet)"
+
+    def __post_init__(self):
+        if self.head_epochs < 1:
+            raise StrategyError(f"{self.head_epochs} must be 1 or more", "head_epochs")
+        _check_positive(self.lr, "lr")
+
+    @property
+    def label(self) -> str:
+        head = "" if self.fresh_head else " source head"
+        return f"two_stage head={self.head_epochs} lr×{_fmt(self.lr)}{head}"
+
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        if self.head_epochs >= epochs:
+            raise StrategyError(
+                f"{self.head_epochs} leaves no epochs for the second stage (the study trains {epochs})",
+                "head_epochs",
+            )
+        layout = _reuse_all(source, head, reuse_head=not self.fresh_head)
+        per_block = np.full((epochs, len(layout.blocks)), self.lr, np.float32)
+        per_block[: self.head_epochs, :-1] = 0.0
+        per_block[: self.head_epochs, -1] = 1.0
+        return _recipe(layout, _block_multipliers(layout, per_block))
+
+
+@dataclass(frozen=True)
+class GradualUnfreeze:
+    """Start with only the output layer training and unfreeze one more layer from the top
+    every `every` epochs, until all train."""
+
+    every: int = 10
+    name: ClassVar[str] = "gradual_unfreeze"
+    uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = "only the output layer trains at first; one more layer from the top every `every` epochs"
+    reference: ClassVar[str] = "gradual unfreezing, ULMFiT (Howard & Ruder 2018)"
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise StrategyError(f"{self.every} must be 1 or more", "every")
+
+    @property
+    def label(self) -> str:
+        return f"gradual_unfreeze every={self.every}"
+
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        layout = _reuse_all(source, head)
+        n_blocks = len(layout.blocks)
+        last_start = self.every * (n_blocks - 1)
+        if last_start >= epochs:
+            raise StrategyError(
+                f"{self.every} would leave the first layer frozen for all {epochs} epochs; use every "
+                f"≤ {max(1, (epochs - 1) // (n_blocks - 1))}",
+                "every",
+            )
+        per_block = np.zeros((epochs, n_blocks), np.float32)
+        for epoch in range(epochs):
+            training = min(n_blocks, 1 + epoch // self.every)
+            per_block[epoch, n_blocks - training :] = 1.0
+        return _recipe(layout, _block_multipliers(layout, per_block))
+
+
+@dataclass(frozen=True)
+class L2SP:
+    """Start from the source, every layer trains, and the loss adds α/2·‖w − w_source‖² over
+    reused kernels and β/2·‖w‖² over fresh ones: the L2-SP regulariser."""
+
+    alpha: float = 0.01
+    beta: float = 0.01
+    name: ClassVar[str] = "l2sp"
+    uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "start from the source, all layers train; loss + `alpha`/2·‖w − w_source‖² (reused kernels) "
+        "+ `beta`/2·‖w‖² (fresh kernels)"
+    )
+    reference: ClassVar[str] = "L2-SP, Li, Grandvalet & Davoine 2018"
+
+    def __post_init__(self):
+        for parameter in ("alpha", "beta"):
+            if getattr(self, parameter) < 0:
+                raise StrategyError(f"{getattr(self, parameter)} must be 0 or more", parameter)
+
+    @property
+    def label(self) -> str:
+        return f"l2sp α={_fmt(self.alpha)} β={_fmt(self.beta)}"
+
+    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+        layout = _reuse_all(source, head)
+        penalties = tuple(
+            0.0 if not isinstance(spec, DenseSpec) else (self.alpha if origin is not FRESH else self.beta)
+            for spec, origin in zip(layout.layers, layout.origins)
+        )
+        return _recipe(layout, np.ones((epochs, len(layout.layers)), np.float32), penalties)
+
+
+STRATEGIES: dict[str, type] = {
+    cls.name: cls
+    for cls in (Standalone, Transfer, Reinit, InsertLayer, NewHead, Finetune, TwoStage, GradualUnfreeze, L2SP)
+}
 
 
 def strategy_parameters(cls: type) -> dict[str, object]:

@@ -1,9 +1,11 @@
-"""Plan and run a study: strategies × source models × repeats → runs → shards → store.
+"""Plan and run a study: directions × strategies × source models × repeats → runs →
+cohorts → shards → store.
 
-Source models are trained first (one cohort on the source task), saved as `.keras`
-files and loaded back, as the tutorial does; then every target run (one cohort per
-architecture) is trained in shards by an executor, each shard stored in one
-transaction. Rerunning into the same folder resumes.
+Source models are trained first (on the source task), saved as `.keras` files and
+loaded back, as the tutorial does. Each strategy's recipe fixes its target
+architecture; target runs of one architecture form a cohort, trained in shards by an
+executor, each shard stored in one transaction. A `reverse` study does the same the
+other way round. Rerunning into the same folder resumes.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import engine, models
-from transferlab.config import StudyConfig, StudyFileError, check_strategies
+from transferlab.config import StudyConfig, StudyFileError, check_input_width, check_strategies
 from transferlab.executors import LocalExecutor
 from transferlab.store import Store
-from transferlab.strategies import Standalone
+from transferlab.strategies import Recipe, Standalone, head_fits
 from transferlab.tasks import Task
 
 SOURCE_DIR = "sources"
@@ -30,44 +32,114 @@ NO_SOURCE = -1
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: what it trains, from which source model, and its seed."""
+    """One training run: which way round, what it trains, from which source model, its seed."""
 
     role: str
     strategy: object
     source_index: int
     repeat: int
     seed: int
+    direction: str = "forward"
 
     @property
-    def key(self) -> tuple[str, str, int, int]:
-        return (self.role, self.strategy.label, self.source_index, self.repeat)
+    def key(self) -> tuple[str, str, str, int, int]:
+        return (self.direction, self.role, self.strategy.label, self.source_index, self.repeat)
 
 
-def run_seed(study_seed: int, role: str, label: str, source_index: int, repeat: int) -> int:
+def run_seed(study_seed: int, role: str, label: str, source_index: int, repeat: int, direction: str = "forward") -> int:
     """Every run's seed derives from the study seed and the run's identity alone, so adding a
-    strategy or changing shards never changes another run's numbers."""
-    sequence = np.random.SeedSequence(
-        study_seed,
-        spawn_key=(_ROLE_CODES[role], zlib.crc32(label.encode()), source_index + 1, repeat),
-    )
+    strategy, a direction or changing shards never changes another run's numbers."""
+    key = (_ROLE_CODES[role], zlib.crc32(label.encode()), source_index + 1, repeat)
+    if direction == "reverse":
+        key += (1,)
+    sequence = np.random.SeedSequence(study_seed, spawn_key=key)
     return int(sequence.generate_state(1, np.uint32)[0])
 
 
-def plan_runs(config: StudyConfig, target_strategies: list, trains_sources: bool) -> list[RunSpec]:
+@dataclass
+class Direction:
+    """One way round: source models (trained on `source_task`, or given) reused on `target_task`.
+
+    `recipes` holds each target strategy's recipe by label, and `source_recipe` the
+    recipe that trains a source model."""
+
+    name: str
+    source_task: Task | None
+    target_task: Task
+    source_arch: models.Architecture
+    strategies: list
+    recipes: dict[str, Recipe]
+    source_recipe: Recipe
+    trains_sources: bool
+
+    @property
+    def notice(self) -> str | None:
+        """What the user should know before reading the results of this direction."""
+        head = self.recipes[self.strategies[0].label].arch.head
+        if head_fits(self.source_arch, head) or not any(s.uses_source for s in self.strategies):
+            return None
+        return (
+            f"{self.name}: the target needs a {head.units}-unit {head.activation} output layer but the source "
+            f"model has {self.source_arch.head.units} {self.source_arch.head.activation} units, so every "
+            "strategy that reuses the source model starts with a fresh output layer (new_head)"
+        )
+
+
+def study_directions(config: StudyConfig, given_model=None) -> list[Direction]:
+    """The study's directions with their architectures and recipes, checked to fit."""
+    sgd = config.training.sgd()
+    target_task = config.target.make("target")
+    source_task = config.source.make("source") if config.source.seed is not None else None
+    if given_model is not None:
+        where = config.source.model_file
+        source_arch = models.architecture_of(given_model, source=where)
+        try:
+            check_input_width(source_arch.n_inputs, target_task.n_features, "source model", "target task")
+        except ValueError as error:
+            raise models.ModelFileError(f"{where}: {str(error).removeprefix('target: ')}") from None
+        pairs = [("forward", source_task, target_task, source_arch, False)]
+    else:
+        pairs = [("forward", source_task, target_task, None, True)]
+        if config.reverse:
+            pairs.append(("reverse", target_task, source_task, None, True))
+    directions = []
+    for name, from_task, to_task, source_arch, trains in pairs:
+        if source_arch is None:
+            source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
+        head = config.head_for(to_task)
+        try:
+            strategies_ = check_strategies(config, source_arch, head)
+        except ValueError as error:
+            raise StudyFileError(f"{config.name}: {error}") from None
+        recipes = {s.label: s.recipe(source_arch, head, sgd.epochs) for s in strategies_}
+        source_recipe = Standalone().recipe(source_arch, source_arch.head, sgd.epochs)
+        directions.append(Direction(name, from_task, to_task, source_arch, strategies_, recipes, source_recipe, trains))
+    return directions
+
+
+def plan_runs(config: StudyConfig, direction: Direction) -> list[RunSpec]:
     """Source runs (one per source model) then target runs, in a fixed order."""
     runs = []
-    if trains_sources:
+    if direction.trains_sources:
         source = Standalone()
         for index in range(config.source_repeats):
-            seed = run_seed(config.seed, "source", source.label, index, 0)
-            runs.append(RunSpec("source", source, index, 0, seed))
-    for strategy in target_strategies:
+            seed = run_seed(config.seed, "source", source.label, index, 0, direction.name)
+            runs.append(RunSpec("source", source, index, 0, seed, direction.name))
+    for strategy in direction.strategies:
         source_indices = range(config.source_repeats) if strategy.uses_source else [NO_SOURCE]
         for source_index in source_indices:
             for repeat in range(config.repeats):
-                seed = run_seed(config.seed, "target", strategy.label, source_index, repeat)
-                runs.append(RunSpec("target", strategy, source_index, repeat, seed))
+                seed = run_seed(config.seed, "target", strategy.label, source_index, repeat, direction.name)
+                runs.append(RunSpec("target", strategy, source_index, repeat, seed, direction.name))
     return runs
+
+
+def cohorts(runs: list[RunSpec], recipes: dict[str, Recipe]) -> dict[models.Architecture, list[RunSpec]]:
+    """Target runs grouped by the architecture their strategy trains, in first-seen order."""
+    grouped: dict[models.Architecture, list[RunSpec]] = {}
+    for run in runs:
+        grouped.setdefault(recipes[run.strategy.label].arch, []).append(run)
+    return grouped
 
 
 def shard_runs(runs: list[RunSpec], shard_size: int, n_devices: int) -> tuple[list[list[RunSpec]], int]:
@@ -82,42 +154,46 @@ def shard_runs(runs: list[RunSpec], shard_size: int, n_devices: int) -> tuple[li
 
 @dataclass
 class ShardJob:
-    """Everything one engine call needs; self-contained so an executor can ship it elsewhere."""
+    """Everything one engine call needs; self-contained so an executor can ship it elsewhere.
+
+    Every run's strategy has its recipe in `recipes`, and all recipes share `arch`."""
 
     arch: models.Architecture
     task: Task
     sgd: engine.SGDConfig
     runs: list[RunSpec]
+    recipes: dict[str, Recipe]
     source_weights: dict[int, models.Weights] = field(default_factory=dict)
     pad_to: int = 1
+    bn_frozen: str = "inference"
 
     def initial_state(self):
-        """Stacked initial weights `(models, …)`, multipliers `(models, epochs, layers)`, penalties."""
-        kernels = [[] for _ in self.arch.layers]
-        biases = [[] for _ in self.arch.layers]
-        multipliers, penalties = [], []
+        """Stacked initial weights `(models, …)`, multipliers `(models, epochs, layers)`, recipes."""
+        per_layer = [[] for _ in self.arch.layers]
+        multipliers, recipes = [], []
         for run in self.runs:
-            recipe = run.strategy.recipe(self.arch, self.sgd.epochs)
-            weights = initial_weights(self.arch, recipe.origins, run, self.source_weights)
-            for layer, (kernel, bias) in enumerate(weights):
-                kernels[layer].append(kernel)
-                biases[layer].append(bias)
+            recipe = self.recipes[run.strategy.label]
+            if recipe.arch != self.arch:
+                raise ValueError(f"{run.strategy.label} trains {recipe.arch.describe()}, not {self.arch.describe()}")
+            for layer, arrays in enumerate(initial_weights(recipe, run, self.source_weights)):
+                per_layer[layer].append(arrays)
             multipliers.append(recipe.multipliers)
-            penalties.append(recipe.penalties)
-        stacked = [(np.stack(k), np.stack(b)) for k, b in zip(kernels, biases)]
-        return stacked, np.stack(multipliers), penalties
+            recipes.append(recipe)
+        stacked = [tuple(np.stack(arrays) for arrays in zip(*layer)) for layer in per_layer]
+        return stacked, np.stack(multipliers), recipes
 
     def execute(self) -> engine.ShardResult:
-        stacked, multipliers, penalties = self.initial_state()
-        anchors = penalty_array = None
-        if any(p is not None for p in penalties):
-            penalty_array = np.array(
-                [p if p is not None else (0.0,) * len(self.arch.layers) for p in penalties], np.float32
+        stacked, multipliers, recipes = self.initial_state()
+        anchors = penalties = None
+        if any(recipe.penalties is not None for recipe in recipes):
+            penalties = np.array(
+                [r.penalties if r.penalties is not None else (0.0,) * len(self.arch.layers) for r in recipes],
+                np.float32,
             )
-            anchors = _anchors(self.arch, self.runs, self.source_weights)
+            anchors = _anchors(self.arch, self.runs, recipes, self.source_weights)
         orders = engine.shuffle_orders([run.seed for run in self.runs], self.sgd.epochs, len(self.task.x_train))
         return engine.train_models(
-            tuple(spec.activation for spec in self.arch.layers),
+            self.arch.layers,
             stacked,
             multipliers,
             orders,
@@ -127,40 +203,45 @@ class ShardJob:
             self.task.y_test,
             self.sgd,
             anchors=anchors,
-            penalties=penalty_array,
+            penalties=penalties,
             pad_to=self.pad_to,
+            loss=self.task.loss,
+            bn_frozen=self.bn_frozen,
         )
 
 
-def initial_weights(
-    arch: models.Architecture, origins: tuple[str, ...], run: RunSpec, source_weights: dict
-) -> models.Weights:
-    """Fresh layers drawn from the run's own seed; source layers copied from its source model."""
+def initial_weights(recipe: Recipe, run: RunSpec, source_weights: dict) -> models.Weights:
+    """Fresh layers drawn from the run's own seed; reused layers copied from its source model."""
     rng = np.random.default_rng(np.random.SeedSequence(run.seed, spawn_key=(0,)))
-    fresh = models.fresh_weights(arch, rng)
-    if "source" not in origins:
+    fresh = models.fresh_weights(recipe.arch, rng)
+    if all(origin is None for origin in recipe.origins):
         return fresh
     source = source_weights[run.source_index]
     return [
-        (source[layer][0].copy(), source[layer][1].copy()) if origin == "source" else fresh[layer]
-        for layer, origin in enumerate(origins)
+        tuple(a.copy() for a in source[origin]) if origin is not None else fresh[layer]
+        for layer, origin in enumerate(recipe.origins)
     ]
 
 
-def _anchors(arch, runs, source_weights) -> list[np.ndarray]:
-    per_layer = []
-    for layer, (n_in, n_out) in enumerate(arch.shapes):
-        per_layer.append(
+def _anchors(arch, runs, recipes, source_weights) -> list[np.ndarray | None]:
+    """Per Dense layer, each run's L2 anchor: its source kernel, or zeros for a fresh layer."""
+    anchors = []
+    for layer, spec in enumerate(arch.layers):
+        if not isinstance(spec, models.DenseSpec):
+            anchors.append(None)
+            continue
+        shape = arch.weight_shapes(layer)[0]
+        anchors.append(
             np.stack(
                 [
-                    source_weights[run.source_index][layer][0]
-                    if run.source_index in source_weights
-                    else np.zeros((n_in, n_out), np.float32)
-                    for run in runs
+                    source_weights[run.source_index][recipe.origins[layer]][0]
+                    if recipe.origins[layer] is not None and run.source_index in source_weights
+                    else np.zeros(shape, np.float32)
+                    for run, recipe in zip(runs, recipes)
                 ]
             )
         )
-    return per_layer
+    return anchors
 
 
 # --- running a study ---------------------------------------------------------------------
@@ -172,6 +253,7 @@ class StudyOutcome:
     folder: Path
     trained_runs: int
     skipped_runs: int
+    notices: list[str] = field(default_factory=list)
 
 
 Progress = Callable[[str, int, int], None]
@@ -197,6 +279,7 @@ def run_study(
     folder: str | Path,
     executor=None,
     progress: Progress | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> StudyOutcome:
     """Train every run of the study that is not yet in `folder`'s database."""
     import jax
@@ -205,106 +288,116 @@ def run_study(
     folder.mkdir(parents=True, exist_ok=True)
     executor = executor or LocalExecutor()
     progress = progress or (lambda stage, done, total: None)
-    source_task = config.source.make("source") if config.source.seed is not None else None
-    target_task = config.target.make("target")
-    trains_sources = config.source.model_file is None
-    if trains_sources:
-        arch = config.architecture(target_task.n_features, target_task.n_outputs)
-        target_strategies = config.parsed_strategies()
-    else:
-        given = models.load_model_file(config.source.model_file)
-        arch = models.architecture_of(given, source=config.source.model_file)
-        check_fits(arch, target_task, config.source.model_file)
-        try:
-            target_strategies = check_strategies(config, arch)
-        except ValueError as error:
-            raise StudyFileError(f"{config.name}: {error}") from None
-
-    runs = plan_runs(config, target_strategies, trains_sources)
+    notify = notify or (lambda message: None)
+    given = models.load_model_file(config.source.model_file) if config.source.model_file else None
+    directions = study_directions(config, given)
+    for direction in directions:
+        if direction.notice:
+            notify(direction.notice)
     n_devices = len(jax.local_devices())
+    sgd = config.training.sgd()
+    trained = skipped = 0
     with Store.in_folder(folder) as store:
         study_id = store.open_study(config.name, config.model_dump(mode="json"), config.sha256(), versions())
+        planned = {direction.name: plan_runs(config, direction) for direction in directions}
         store.plan_runs(
             study_id,
             [
-                {
-                    "role": run.role,
-                    "strategy": run.strategy.label,
-                    "strategy_json": _strategy_json(run.strategy),
-                    "source_index": run.source_index,
-                    "repeat": run.repeat,
-                    "seed": run.seed,
-                    "architecture": arch.to_dict(),
-                }
-                for run in runs
+                _planned_row(run, direction.source_recipe if run.role == "source" else direction.recipes[run.strategy.label])
+                for direction in directions
+                for run in planned[direction.name]
             ],
         )
-        stored = {(r.role, r.strategy, r.source_index, r.repeat): r for r in store.runs(study_id)}
-        pending = [run for run in runs if stored[run.key].status != "done"]
-        skipped = len(runs) - len(pending)
-        pending_sources = [run for run in pending if run.role == "source"]
-        pending_targets = [run for run in pending if run.role == "target"]
-        target_shards, pad_to = shard_runs(pending_targets, config.execution.shard_size, n_devices)
-        sgd = config.training.sgd()
-
-        if trains_sources:
-            source_shards, source_pad = shard_runs(pending_sources, config.execution.shard_size, n_devices)
-            if pad_to >= source_pad and source_task.x_train.shape == target_task.x_train.shape:
-                source_pad = pad_to  # same shapes: reuse the target program instead of compiling another
-            jobs = [ShardJob(arch, source_task, sgd, shard, pad_to=source_pad) for shard in source_shards]
-            done = 0
-            total = len(pending_sources)
-            progress("source models", done, total)
-            for job, result in executor.map(jobs):
-                sources = [
-                    _save_source_model(folder, study_id, run, result, i, arch)
-                    for i, run in enumerate(job.runs)
+        stored = {(r.direction, r.role, r.strategy, r.source_index, r.repeat): r for r in store.runs(study_id)}
+        for direction in directions:
+            runs = planned[direction.name]
+            pending = [run for run in runs if stored[run.key].status != "done"]
+            trained += len(pending)
+            skipped += len(runs) - len(pending)
+            stage = "" if direction.name == "forward" else "reverse: "
+            targets = [run for run in pending if run.role == "target"]
+            target_jobs = []
+            for arch, cohort in cohorts(targets, direction.recipes).items():
+                shards, pad_to = shard_runs(cohort, config.execution.shard_size, n_devices)
+                target_jobs += [
+                    ShardJob(arch, direction.target_task, sgd, shard, direction.recipes, pad_to=pad_to,
+                             bn_frozen=config.bn_frozen)
+                    for shard in shards
                 ]
-                store.finish_shard([stored[r.key].id for r in job.runs], result.final, result.curves, sources)
-                done += len(job.runs)
-                progress("source models", done, total)
-        elif not store.source_models(study_id):
-            store.record_source_model(_given_source_record(config, study_id, given, source_task))
-
-        if pending_targets:
-            source_weights = load_source_weights(store, study_id, arch, target_task)
-            jobs = [
-                ShardJob(arch, target_task, sgd, shard, _weights_for(shard, source_weights), pad_to)
-                for shard in target_shards
-            ]
-            done, total = 0, len(pending_targets)
-            progress("target runs", done, total)
-            for job, result in executor.map(jobs):
+            if direction.trains_sources:
+                sources = [run for run in pending if run.role == "source"]
+                _train_sources(store, study_id, folder, direction, sources, target_jobs, config, stored,
+                               executor, progress, stage)
+            elif not store.source_models(study_id):
+                store.record_source_model(_given_source_record(config, study_id, given, direction.source_task))
+            if not target_jobs:
+                continue
+            source_weights = load_source_weights(store, study_id, direction)
+            for job in target_jobs:
+                job.source_weights = _weights_for(job.runs, source_weights)
+            done, total = 0, len(targets)
+            progress(stage + "target runs", done, total)
+            for job, result in executor.map(target_jobs):
                 store.finish_shard([stored[r.key].id for r in job.runs], result.final, result.curves)
                 done += len(job.runs)
-                progress("target runs", done, total)
-    return StudyOutcome(study_id, folder, len(pending), skipped)
+                progress(stage + "target runs", done, total)
+    return StudyOutcome(study_id, folder, trained, skipped, [d.notice for d in directions if d.notice])
 
 
-def check_fits(arch: models.Architecture, task: Task, source: str) -> None:
-    """The source model's input and output widths must match the target task."""
-    if arch.n_inputs != task.n_features:
-        raise models.ModelFileError(
-            f"{source}: the model takes {arch.n_inputs} input features but the target task has "
-            f"{task.n_features}; choose a source model with a matching input layer"
-        )
-    if arch.n_outputs != task.n_outputs:
-        raise models.ModelFileError(
-            f"{source}: the model has {arch.n_outputs} outputs but the target task has "
-            f"{task.n_outputs} classes; use a source model with {task.n_outputs} outputs"
-        )
+def _train_sources(store, study_id, folder, direction, sources, target_jobs, config, stored, executor, progress, stage):
+    """Train the direction's source models, save each as a `.keras` file, record them."""
+    import jax
+
+    n_devices = len(jax.local_devices())
+    shards, pad_to = shard_runs(sources, config.execution.shard_size, n_devices)
+    for job in target_jobs:  # same shapes as a target cohort: reuse its compiled program
+        same_shapes = job.arch == direction.source_arch and job.task.x_train.shape == direction.source_task.x_train.shape
+        if same_shapes and job.task.loss == direction.source_task.loss and job.pad_to >= pad_to:
+            pad_to = job.pad_to
+    recipes = {"standalone": direction.source_recipe}
+    jobs = [
+        ShardJob(direction.source_arch, direction.source_task, config.training.sgd(), shard, recipes,
+                 pad_to=pad_to, bn_frozen=config.bn_frozen)
+        for shard in shards
+    ]
+    done, total = 0, len(sources)
+    progress(stage + "source models", done, total)
+    for job, result in executor.map(jobs):
+        records = [
+            _save_source_model(folder, study_id, run, result, i, direction)
+            for i, run in enumerate(job.runs)
+        ]
+        store.finish_shard([stored[r.key].id for r in job.runs], result.final, result.curves, records)
+        done += len(job.runs)
+        progress(stage + "source models", done, total)
 
 
-def load_source_weights(store: Store, study_id: int, arch, target_task) -> dict[int, models.Weights]:
+def _planned_row(run: RunSpec, recipe: Recipe) -> dict:
+    from transferlab.strategies import strategy_to_dict
+
+    return {
+        "direction": run.direction,
+        "role": run.role,
+        "strategy": run.strategy.label,
+        "strategy_json": strategy_to_dict(run.strategy),
+        "source_index": run.source_index,
+        "repeat": run.repeat,
+        "seed": run.seed,
+        "architecture": recipe.arch.to_dict(),
+        "layers": recipe.record(),
+    }
+
+
+def load_source_weights(store: Store, study_id: int, direction: Direction) -> dict[int, models.Weights]:
     """Read every source model back from its file (safe_mode, hash checked), as the tutorial does."""
     weights = {}
-    for record in store.source_models(study_id):
+    for record in store.source_models(study_id, direction.name):
         model = models.load_model_file(record["file"], expected_sha256=record["file_sha256"])
         loaded_arch = models.architecture_of(model, source=record["file"])
-        check_fits(loaded_arch, target_task, record["file"])
-        if loaded_arch.shapes != arch.shapes:
+        if loaded_arch.shapes != direction.source_arch.shapes:
             raise models.ModelFileError(
-                f"{record['file']}: layer shapes {loaded_arch.shapes} differ from the study's {arch.shapes}"
+                f"{record['file']}: layer shapes {loaded_arch.shapes} differ from the study's "
+                f"{direction.source_arch.shapes}"
             )
         weights[record["source_index"]] = models.keras_weights(model)
     return weights
@@ -315,18 +408,14 @@ def _weights_for(shard: list[RunSpec], source_weights: dict) -> dict:
     return {index: source_weights[index] for index in needed}
 
 
-def _strategy_json(strategy) -> dict:
-    from transferlab.strategies import strategy_to_dict
-
-    return strategy_to_dict(strategy)
-
-
-def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index: int, arch) -> dict:
-    weights = [(k[index], b[index]) for k, b in result.weights]
-    path = folder / SOURCE_DIR / f"source_{run.source_index:03d}.keras"
-    sha = models.save_model_file(models.build_keras_model(arch, weights), path)
+def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index: int, direction: Direction) -> dict:
+    weights = [tuple(array[index] for array in arrays) for arrays in result.weights]
+    prefix = "" if direction.name == "forward" else "reverse_"
+    path = folder / SOURCE_DIR / f"{prefix}source_{run.source_index:03d}.keras"
+    sha = models.save_model_file(models.build_keras_model(direction.source_arch, weights), path)
     return {
         "study_id": study_id,
+        "direction": direction.name,
         "source_index": run.source_index,
         "file": str(path.resolve()),
         "file_sha256": sha,
@@ -341,6 +430,7 @@ def _given_source_record(config: StudyConfig, study_id: int, model, source_task:
     weights = models.keras_weights(model)
     record = {
         "study_id": study_id,
+        "direction": "forward",
         "source_index": 0,
         "file": config.source.model_file,
         "file_sha256": models.file_sha256(config.source.model_file),
@@ -350,17 +440,34 @@ def _given_source_record(config: StudyConfig, study_id: int, model, source_task:
     if source_task is not None:
         for split in ("train", "test"):
             x, y = getattr(source_task, f"x_{split}"), getattr(source_task, f"y_{split}")
-            probabilities = np.asarray(model(x))
-            record[f"{split}_accuracy"] = float(np.mean(probabilities.argmax(1) == y.argmax(1)))
-            clipped = np.clip(probabilities / probabilities.sum(1, keepdims=True), 1e-7, 1 - 1e-7)
-            record[f"{split}_loss"] = float(np.mean(-np.sum(y * np.log(clipped), axis=1)))
+            record.update({f"{split}_{k}": v for k, v in evaluate_model(model, x, y, source_task.kind).items()})
     return record
+
+
+def evaluate_model(model, x: np.ndarray, y: np.ndarray, kind: str) -> dict[str, float]:
+    """A Keras model's loss and metrics on one split, as the engine reports them."""
+    outputs = np.asarray(model(x, training=False), dtype=np.float64)
+    if kind == "classification":
+        clipped = np.clip(outputs / outputs.sum(1, keepdims=True), 1e-7, 1 - 1e-7)
+        return {
+            "loss": float(np.mean(-np.sum(y * np.log(clipped), axis=1))),
+            "accuracy": float(np.mean(outputs.argmax(1) == y.argmax(1))),
+        }
+    from sklearn.metrics import r2_score
+
+    return {
+        "loss": float(np.mean(np.square(y - outputs))),
+        "mae": float(np.mean(np.abs(y - outputs))),
+        "r2": float(r2_score(y, outputs)),
+    }
 
 
 # --- one run on its own ------------------------------------------------------------------
 
 
-def retrain_run(folder: str | Path, role: str, strategy_label: str, source_index: int, repeat: int):
+def retrain_run(
+    folder: str | Path, role: str, strategy_label: str, source_index: int, repeat: int, direction: str = "forward"
+):
     """Train one stored run again on its own (a shard of one) from the study in `folder`.
 
     Returns the engine's `ShardResult`; reproducibility means it equals the stored run.
@@ -370,20 +477,18 @@ def retrain_run(folder: str | Path, role: str, strategy_label: str, source_index
     with Store.in_folder(folder) as store:
         study = store.study()
         config = study_from_dict(study["config"], source=str(Path(folder) / "results.sqlite"))
-        target_task = config.target.make("target")
-        if config.source.model_file is None:
-            arch = config.architecture(target_task.n_features, target_task.n_outputs)
-            strategies_ = config.parsed_strategies()
-        else:
-            arch = models.architecture_of(models.load_model_file(config.source.model_file))
-            strategies_ = check_strategies(config, arch)
-        trains_sources = config.source.model_file is None
-        wanted = (role, strategy_label, source_index, repeat)
-        run = next((r for r in plan_runs(config, strategies_, trains_sources) if r.key == wanted), None)
+        given = models.load_model_file(config.source.model_file) if config.source.model_file else None
+        chosen = next((d for d in study_directions(config, given) if d.name == direction), None)
+        wanted = (direction, role, strategy_label, source_index, repeat)
+        run = None if chosen is None else next((r for r in plan_runs(config, chosen) if r.key == wanted), None)
         if run is None:
             raise KeyError(f"no run {wanted} in the study stored in {folder}")
-        task = config.source.make("source") if role == "source" else target_task
-        source_weights = load_source_weights(store, study["id"], arch, target_task) if role == "target" else {}
-    job = ShardJob(arch, task, config.training.sgd(), [run], _weights_for([run], source_weights))
+        source_weights = load_source_weights(store, study["id"], chosen) if role == "target" else {}
+    if role == "source":
+        job = ShardJob(chosen.source_arch, chosen.source_task, config.training.sgd(), [run],
+                       {"standalone": chosen.source_recipe}, bn_frozen=config.bn_frozen)
+    else:
+        recipe = chosen.recipes[strategy_label]
+        job = ShardJob(recipe.arch, chosen.target_task, config.training.sgd(), [run], chosen.recipes,
+                       _weights_for([run], source_weights), bn_frozen=config.bn_frozen)
     return job.execute()
-

@@ -1,7 +1,8 @@
 """Tasks: the data a model is trained and judged on.
 
-A `Task` holds train/test arrays with one-hot targets for classification. The
-built-in `blobs` task is the tutorial's `make_blobs` problem, row for row.
+A `Task` holds train/test arrays: one-hot targets for classification, real-valued
+targets for regression. The built-in `blobs` task is the tutorial's `make_blobs`
+problem, row for row; `regression` is scikit-learn's `make_regression`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.datasets import make_blobs
+from sklearn.datasets import make_blobs, make_regression
+
+
+KINDS = ("classification", "regression")
 
 
 class TaskError(ValueError):
@@ -20,7 +24,8 @@ class TaskError(ValueError):
 class Task:
     """Train/test arrays of one problem.
 
-    `x_*` is `(rows, features)` float32; `y_*` is `(rows, classes)` one-hot float32.
+    `x_*` is `(rows, features)` float32; `y_*` is `(rows, classes)` one-hot float32 for
+    `kind="classification"`, `(rows, targets)` float32 for `kind="regression"`.
     """
 
     name: str
@@ -32,7 +37,19 @@ class Task:
     params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise TaskError(f"task {self.name!r}: kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
         check_task_arrays(self)
+
+    @property
+    def loss(self) -> str:
+        """The Keras loss the task trains with."""
+        return "categorical_crossentropy" if self.kind == "classification" else "mean_squared_error"
+
+    @property
+    def score(self) -> str:
+        """The headline test metric: accuracy for classification, R² for regression."""
+        return "test_accuracy" if self.kind == "classification" else "test_r2"
 
     @property
     def n_features(self) -> int:
@@ -125,6 +142,52 @@ def blobs(
             centers=centers,
             n_features=n_features,
             cluster_std=cluster_std,
+            n_train=n_train,
+        ),
+    )
+
+
+def regression(
+    seed: int,
+    n_samples: int = 1000,
+    n_features: int = 2,
+    n_informative: int | None = None,
+    n_targets: int = 1,
+    noise: float = 10.0,
+    n_train: int = 500,
+    name: str | None = None,
+) -> Task:
+    """`make_regression(..., random_state=seed)`: each seed draws its own coefficients. The
+    first `n_train` rows train, the rest test; targets are standardised with the train
+    split's mean and standard deviation, so one learning rate serves every seed."""
+    if not 0 < n_train < n_samples:
+        raise TaskError(f"regression: n_train must be between 1 and n_samples-1 ({n_samples - 1})")
+    x, y = make_regression(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=n_informative or n_features,
+        n_targets=n_targets,
+        noise=noise,
+        random_state=seed,
+    )
+    y = y.reshape(n_samples, n_targets)
+    mean, std = y[:n_train].mean(axis=0), y[:n_train].std(axis=0)
+    y = ((y - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    x = x.astype(np.float32)
+    return Task(
+        name=name or f"regression(seed={seed})",
+        x_train=x[:n_train],
+        y_train=y[:n_train],
+        x_test=x[n_train:],
+        y_test=y[n_train:],
+        kind="regression",
+        params=dict(
+            seed=seed,
+            n_samples=n_samples,
+            n_features=n_features,
+            n_informative=n_informative or n_features,
+            n_targets=n_targets,
+            noise=noise,
             n_train=n_train,
         ),
     )
