@@ -45,7 +45,7 @@ def main() -> None:
     import jax
     import keras
 
-    task1, task2 = tasks.blobs(1), tasks.blobs(2)
+    task2 = tasks.blobs(2)
     arch = models.mlp(2, (5, 5), 3)
     source = models.fresh_weights(arch, np.random.default_rng(1))
     stacked, multipliers = engine_inputs(source, arch)

@@ -11,8 +11,8 @@ import tomllib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from transferlab import models, study
 from transferlab.config import StudyFileError, study_from_dict
 from transferlab.report import _as_toml, build_report
@@ -253,3 +253,34 @@ def test_reverse_needs_a_source_task(tmp_path):
     raw = _study([{"name": "standalone"}], source={"model_file": str(path)}, source_repeats=1, reverse=True)
     with pytest.raises(StudyFileError, match="reverse: a reverse study trains source models on the target task"):
         study_from_dict(raw)
+
+
+def test_a_user_model_with_another_class_count_gets_a_new_head(tmp_path):
+    arch = models.mlp(2, (6, 4), 3, activation="tanh", batch_norm=True)
+    path = tmp_path / "three_classes.keras"
+    models.save_model_file(models.build_keras_model(arch, models.fresh_weights(arch, np.random.default_rng(0))), path)
+    raw = _study([{"name": "standalone"}, {"name": "transfer", "freeze": 1}], source={"model_file": str(path)},
+                 source_repeats=1, target={"kind": "blobs", "seed": 2, "centers": 5, **SMALL})
+    notices = []
+    study.run_study(study_from_dict(raw), tmp_path / "out", notify=notices.append)
+    assert "needs a 5-unit softmax output layer but the source model has 3 softmax units" in notices[0]
+    db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    stored = dict(db.execute("SELECT strategy, architecture_json FROM runs GROUP BY strategy"))
+    for label in ("standalone", "transfer freeze=1"):  # both train the file's body under a 5-class head
+        trained = models.Architecture.from_dict(json.loads(stored[label]))
+        assert trained.describe() == "2 → 6 tanh → BN → 4 tanh → BN → 5 softmax"
+    assert db.execute("SELECT count(*) FROM runs WHERE status = 'done'").fetchone()[0] == 4
+
+
+def test_a_database_from_another_schema_is_refused_and_left_alone(tmp_path):
+    from transferlab.store import StoreError
+
+    path = tmp_path / "results.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE studies (id INTEGER PRIMARY KEY, name TEXT)")
+    old.commit()
+    old.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="database schema 0, this version uses 2"):
+        Store.in_folder(tmp_path)
+    assert path.read_bytes() == before

@@ -4,8 +4,8 @@ updates, and single-model runs of itself."""
 import keras
 import numpy as np
 import pytest
-from conftest import keras_fit_in_order
 
+from conftest import keras_fit_in_order
 from transferlab import engine, models, tasks
 
 ACTIVATIONS = ("relu", "relu", "softmax")

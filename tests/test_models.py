@@ -65,3 +65,30 @@ def test_unsupported_layers_are_named():
 def _touch(path):
     path.write_bytes(b"")
     return path
+
+
+def test_a_batch_normalization_model_file_round_trips(tmp_path):
+    arch = models.mlp(2, (5, 4), 3, batch_norm=True)
+    weights = models.fresh_weights(arch, np.random.default_rng(1))
+    weights[1] = tuple(a + 0.5 for a in weights[1])  # non-default gamma, beta and statistics
+    path = tmp_path / "bn.keras"
+    models.save_model_file(models.build_keras_model(arch, weights), path)
+    loaded = models.load_model_file(path)
+    assert models.architecture_of(loaded) == arch
+    assert arch.blocks == [[0, 1], [2, 3], [4]] and arch.n_hidden == 2
+    for got, want in zip(models.keras_weights(loaded), weights):
+        for a, b in zip(got, want):
+            assert np.array_equal(a, b)
+    assert models.Architecture.from_dict(arch.to_dict()) == arch
+
+
+def test_unsupported_batch_normalization_is_named():
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4), keras.layers.BatchNormalization(
+        center=False, name="bn_no_center"), keras.layers.Dense(3, activation="softmax")])
+    with pytest.raises(models.ModelFileError, match="user.keras: layer 'bn_no_center': transferlab supports"):
+        models.architecture_of(model, source="user.keras")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4), keras.layers.BatchNormalization(name="last")])
+    with pytest.raises(models.ModelFileError, match="layer 'last': the last layer must be a Dense output layer"):
+        models.architecture_of(model, source="user.keras")

@@ -136,7 +136,7 @@ class Architecture:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Architecture":
+    def from_dict(cls, data: dict) -> Architecture:
         layers = []
         for entry in data["layers"]:
             entry = dict(entry)

@@ -10,11 +10,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from transferlab.tasks import Task  # noqa: E402
+from transferlab.tasks import Task
 
 _DPI = 110
 
@@ -54,8 +54,9 @@ def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accurac
     per_row = min(4, len(strategies))
     rows = -(-len(strategies) // per_row)
     fig, axes = plt.subplots(2 * rows, per_row, figsize=(3.6 * per_row, 3 * 2 * rows), squeeze=False, sharey="row")
-    for ax in axes.flat[2 * rows * per_row :]:
-        ax.set_visible(False)
+    for unused in range(len(strategies), rows * per_row):
+        for row in (2 * (unused // per_row), 2 * (unused // per_row) + 1):
+            axes[row][unused % per_row].set_visible(False)
     for index, strategy in enumerate(strategies):
         table = mean_curves[mean_curves["strategy"] == strategy]
         column, panel = index % per_row, 2 * (index // per_row)

@@ -104,28 +104,28 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if tables and version != SCHEMA_VERSION:
+        if tables and version != SCHEMA_VERSION:  # checked before anything writes to the file
             self._db.close()
             raise StoreError(
                 f"{self.path}: written by another version of transferlab (database schema "
                 f"{version}, this version uses {SCHEMA_VERSION}); choose a new --out folder "
                 "(nothing here was changed)"
             )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 
     @classmethod
-    def in_folder(cls, folder: str | Path) -> "Store":
+    def in_folder(cls, folder: str | Path) -> Store:
         return cls(Path(folder) / DATABASE_NAME)
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:

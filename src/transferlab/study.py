@@ -166,6 +166,8 @@ class ShardJob:
     source_weights: dict[int, models.Weights] = field(default_factory=dict)
     pad_to: int = 1
     bn_frozen: str = "inference"
+    penalised: bool = False  # train with the (possibly all-zero) L2 term, so every shard of a
+    # cohort with an L2-SP strategy shares one compiled program
 
     def initial_state(self):
         """Stacked initial weights `(models, …)`, multipliers `(models, epochs, layers)`, recipes."""
@@ -185,7 +187,7 @@ class ShardJob:
     def execute(self) -> engine.ShardResult:
         stacked, multipliers, recipes = self.initial_state()
         anchors = penalties = None
-        if any(recipe.penalties is not None for recipe in recipes):
+        if self.penalised or any(recipe.penalties is not None for recipe in recipes):
             penalties = np.array(
                 [r.penalties if r.penalties is not None else (0.0,) * len(self.arch.layers) for r in recipes],
                 np.float32,
@@ -319,9 +321,10 @@ def run_study(
             target_jobs = []
             for arch, cohort in cohorts(targets, direction.recipes).items():
                 shards, pad_to = shard_runs(cohort, config.execution.shard_size, n_devices)
+                penalised = any(direction.recipes[run.strategy.label].penalties is not None for run in cohort)
                 target_jobs += [
                     ShardJob(arch, direction.target_task, sgd, shard, direction.recipes, pad_to=pad_to,
-                             bn_frozen=config.bn_frozen)
+                             bn_frozen=config.bn_frozen, penalised=penalised)
                     for shard in shards
                 ]
             if direction.trains_sources:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.datasets import make_blobs, make_regression
 
-
 KINDS = ("classification", "regression")
 
 
