@@ -38,3 +38,17 @@ def test_mismatched_rows_are_refused():
     y = tasks.one_hot(np.zeros(9, int), 2)
     with pytest.raises(tasks.TaskError, match="10 rows but y_train has 9"):
         tasks.Task("mine", x, y, x, y)
+
+
+def test_regression_equals_make_regression_standardised_on_the_train_split():
+    from sklearn.datasets import make_regression
+
+    task = tasks.regression(5, n_samples=300, n_features=3, noise=2.0, n_train=200)
+    x, y = make_regression(n_samples=300, n_features=3, n_informative=3, noise=2.0, random_state=5)
+    np.testing.assert_array_equal(task.x_train, x[:200].astype(np.float32))
+    expected = (y - y[:200].mean()) / y[:200].std()
+    np.testing.assert_allclose(task.y_test[:, 0], expected[200:], rtol=1e-6)
+    assert task.kind == "regression" and task.loss == "mean_squared_error" and task.score == "test_r2"
+    assert abs(task.y_train.mean()) < 1e-6 and abs(task.y_train.std() - 1) < 1e-5
+    other = tasks.regression(6, n_samples=300, n_features=3, n_train=200)
+    assert not np.allclose(other.y_train, task.y_train)  # another seed, other coefficients

@@ -182,6 +182,11 @@ def _check_range(value: int, low: int, high: int, parameter: str, what: str) -> 
         raise StrategyError(f"{value} is outside {low}..{high} ({what})", parameter)
 
 
+def _check_at_least(value: float, minimum: float, parameter: str) -> None:
+    if value < minimum:
+        raise StrategyError(f"{value} must be {minimum} or more", parameter)
+
+
 def _check_positive(value: float, parameter: str) -> None:
     if not value > 0:
         raise StrategyError(f"{value} must be greater than 0", parameter)
@@ -229,8 +234,7 @@ class Transfer:
     reference: ClassVar[str] = "the tutorial's fixed=k (Yosinski et al. 2014)"
 
     def __post_init__(self):
-        if self.freeze < 0:
-            raise StrategyError(f"{self.freeze} must be 0 or more", "freeze")
+        _check_at_least(self.freeze, 0, "freeze")
 
     @property
     def label(self) -> str:
@@ -292,8 +296,7 @@ class InsertLayer:
     def __post_init__(self):
         from transferlab.models import ACTIVATIONS
 
-        if self.units < 1:
-            raise StrategyError(f"{self.units} must be 1 or more", "units")
+        _check_at_least(self.units, 1, "units")
         if self.activation not in ACTIVATIONS:
             raise StrategyError(f"{self.activation!r} is not one of {', '.join(ACTIVATIONS)}", "activation")
 
@@ -340,8 +343,7 @@ class NewHead:
     reference: ClassVar[str] = "Keras transfer-learning guide; Yosinski et al. 2014"
 
     def __post_init__(self):
-        if self.freeze < 0:
-            raise StrategyError(f"{self.freeze} must be 0 or more", "freeze")
+        _check_at_least(self.freeze, 0, "freeze")
 
     @property
     def label(self) -> str:
@@ -406,8 +408,7 @@ class TwoStage:
     reference: ClassVar[str] = "Keras guide 'Transfer learning & fine-tuning' (Chollet)"
 
     def __post_init__(self):
-        if self.head_epochs < 1:
-            raise StrategyError(f"{self.head_epochs} must be 1 or more", "head_epochs")
+        _check_at_least(self.head_epochs, 1, "head_epochs")
         _check_positive(self.lr, "lr")
 
     @property
@@ -440,8 +441,7 @@ class GradualUnfreeze:
     reference: ClassVar[str] = "gradual unfreezing, ULMFiT (Howard & Ruder 2018)"
 
     def __post_init__(self):
-        if self.every < 1:
-            raise StrategyError(f"{self.every} must be 1 or more", "every")
+        _check_at_least(self.every, 1, "every")
 
     @property
     def label(self) -> str:
@@ -480,9 +480,8 @@ class L2SP:
     reference: ClassVar[str] = "L2-SP, Li, Grandvalet & Davoine 2018"
 
     def __post_init__(self):
-        for parameter in ("alpha", "beta"):
-            if getattr(self, parameter) < 0:
-                raise StrategyError(f"{getattr(self, parameter)} must be 0 or more", parameter)
+        _check_at_least(self.alpha, 0, "alpha")
+        _check_at_least(self.beta, 0, "beta")
 
     @property
     def label(self) -> str:

@@ -103,6 +103,12 @@ def check_task_arrays(task: Task) -> None:
         )
 
 
+def split_task(name: str, x: np.ndarray, y: np.ndarray, n_train: int, kind: str, params: dict) -> Task:
+    """The first `n_train` rows train and the rest test, as the tutorial splits its data."""
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    return Task(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:], kind, params)
+
+
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Keras' `to_categorical`: integer labels → float32 one-hot rows."""
     return np.eye(n_classes, dtype=np.float32)[labels]
@@ -127,15 +133,13 @@ def blobs(
         cluster_std=cluster_std,
         random_state=seed,
     )
-    y = one_hot(labels, centers)
-    x = x.astype(np.float32)
-    return Task(
-        name=name or f"blobs(seed={seed})",
-        x_train=x[:n_train],
-        y_train=y[:n_train],
-        x_test=x[n_train:],
-        y_test=y[n_train:],
-        params=dict(
+    return split_task(
+        name or f"blobs(seed={seed})",
+        x,
+        one_hot(labels, centers),
+        n_train,
+        "classification",
+        dict(
             seed=seed,
             n_samples=n_samples,
             centers=centers,
@@ -171,16 +175,14 @@ def regression(
     )
     y = y.reshape(n_samples, n_targets)
     mean, std = y[:n_train].mean(axis=0), y[:n_train].std(axis=0)
-    y = ((y - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
-    x = x.astype(np.float32)
-    return Task(
-        name=name or f"regression(seed={seed})",
-        x_train=x[:n_train],
-        y_train=y[:n_train],
-        x_test=x[n_train:],
-        y_test=y[n_train:],
-        kind="regression",
-        params=dict(
+    y = (y - mean) / np.where(std > 0, std, 1.0)
+    return split_task(
+        name or f"regression(seed={seed})",
+        x,
+        y,
+        n_train,
+        "regression",
+        dict(
             seed=seed,
             n_samples=n_samples,
             n_features=n_features,
