@@ -1,9 +1,11 @@
-"""The vectorised trainer: many dense-stack models of one architecture in one XLA program.
+"""The vectorised trainer: many models of one architecture in one XLA program.
 
-It computes what `keras.Model.fit` computes for each model (Keras' categorical
-cross-entropy, SGD update, batches in the given order with the last partial batch
-kept, Keras' running training metrics and end-of-epoch validation metrics) but for
-a whole shard at once. It is a pure function of arrays: no files, studies or printing.
+A model is a chain of Dense and BatchNormalization layers. The engine computes what
+`keras.Model.fit` computes for each model (Keras' categorical cross-entropy or mean
+squared error, SGD update, batches in the given order with the last partial batch
+kept, BatchNormalization in training mode unless frozen, Keras' running training
+metrics and end-of-epoch validation metrics) but for a whole shard at once. It is a
+pure function of arrays: no files, studies or printing.
 
 Layout, chosen for tiny layers: every per-model array keeps the model axis *last*
 (`x: (batch, features, models)`, `kernel: (in, out, models)`), and contractions over
