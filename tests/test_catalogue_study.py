@@ -284,3 +284,20 @@ def test_a_database_from_another_schema_is_refused_and_left_alone(tmp_path):
     with pytest.raises(StoreError, match="database schema 0, this version uses 2"):
         Store.in_folder(tmp_path)
     assert path.read_bytes() == before
+
+
+def test_strategies_are_checked_against_a_model_file_when_the_study_is_read(tmp_path):
+    arch = models.mlp(2, (6,), 3)
+    path = tmp_path / "one_hidden.keras"
+    models.save_model_file(models.build_keras_model(arch), path)
+    study_file = tmp_path / "study.toml"
+    raw = _study([{"name": "transfer", "freeze": 2}], source={"model_file": "one_hidden.keras"}, source_repeats=1)
+    study_file.write_text(_as_toml(raw))
+    from transferlab.config import load_study
+
+    with pytest.raises(StudyFileError) as caught:
+        load_study(study_file)
+    assert str(caught.value) == (
+        f"{study_file}: strategies[0].freeze: 2 is outside 0..1 (the source has 1 hidden layer) "
+        "(source model one_hidden.keras: 2 → 6 relu → 3 softmax)"
+    )

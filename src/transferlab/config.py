@@ -327,9 +327,13 @@ def load_study(path: str | Path) -> StudyConfig:
     return study_from_dict(raw, source=str(path), base_dir=path.parent)
 
 
-def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = None) -> StudyConfig:
+def study_from_dict(
+    raw: dict, source: str = "study", base_dir: Path | None = None, check_model_file: bool = True
+) -> StudyConfig:
     """Validate a study given as a dict (the Python API's way in); `strategies` may hold
-    strategy values (`Finetune(lr=0.1)`) as well as dicts."""
+    strategy values (`Finetune(lr=0.1)`) as well as dicts. A `source.model_file` is loaded
+    (safely) to check that the strategies fit it, unless `check_model_file` is false (a
+    stored study being re-read)."""
     if isinstance(raw.get("strategies"), list):
         raw = {
             **raw,
@@ -362,6 +366,8 @@ def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = No
                 f"{source}: reverse: a reverse study trains source models on the target task; "
                 "it cannot reverse a given source.model_file — drop model_file or set reverse = false"
             )
+        if check_model_file:
+            _check_model_file(config, source)
     else:
         source_task, target_task = config.source.make("source"), config.target.make("target")
         try:
@@ -373,6 +379,21 @@ def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = No
         except ValueError as error:
             raise StudyFileError(f"{source}: {error}") from None
     return config
+
+
+def _check_model_file(config: StudyConfig, source: str) -> None:
+    """The strategies must fit the given source model (its errors name the model file)."""
+    model_file = config.source.model_file
+    arch = models.architecture_of(models.load_model_file(model_file), source=model_file)
+    target_task = config.target.make("target")
+    try:
+        check_input_width(arch.n_inputs, target_task.n_features, "source model", "target task")
+    except ValueError as error:
+        raise models.ModelFileError(f"{model_file}: {str(error).removeprefix('target: ')}") from None
+    try:
+        check_strategies(config, arch, config.head_for(target_task))
+    except ValueError as error:
+        raise StudyFileError(f"{source}: {error} (source model {Path(model_file).name}: {arch.describe()})") from None
 
 
 def check_input_width(source_width: int, target_width: int, source_name: str, target_name: str) -> None:

@@ -77,7 +77,7 @@ def build_report(folder: str | Path) -> Outputs:
         curves = store.curves_frame(study["id"])
         source_models = store.source_models(study["id"])
         layer_records = store.layer_records(study["id"])
-    config = study_from_dict(study["config"], source=str(folder / "results.sqlite"))
+    config = study_from_dict(study["config"], source=str(folder / "results.sqlite"), check_model_file=False)
     target_task = config.target.make("target")
     source_task = config.source.make("source") if config.source.seed is not None else None
     names = {"forward": (config.source, config.target, target_task)}

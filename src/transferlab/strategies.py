@@ -182,6 +182,10 @@ def _check_range(value: int, low: int, high: int, parameter: str, what: str) -> 
         raise StrategyError(f"{value} is outside {low}..{high} ({what})", parameter)
 
 
+def _has_hidden(source: Architecture) -> str:
+    return f"the source has {source.n_hidden} hidden layer{'' if source.n_hidden == 1 else 's'}"
+
+
 def _check_at_least(value: float, minimum: float, parameter: str) -> None:
     if value < minimum:
         raise StrategyError(f"{value} must be {minimum} or more", parameter)
@@ -241,7 +245,7 @@ class Transfer:
         return f"transfer freeze={self.freeze}"
 
     def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
-        _check_range(self.freeze, 0, source.n_hidden, "freeze", f"the source has {source.n_hidden} hidden layers")
+        _check_range(self.freeze, 0, source.n_hidden, "freeze", _has_hidden(source))
         layout = _reuse_all(source, head)
         return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
 
@@ -267,7 +271,7 @@ class Reinit:
         return f"reinit keep={self.keep}" + (" frozen" if self.freeze else "")
 
     def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
-        _check_range(self.keep, 1, source.n_hidden, "keep", f"the source has {source.n_hidden} hidden layers")
+        _check_range(self.keep, 1, source.n_hidden, "keep", _has_hidden(source))
         layout = _Layout(source.n_inputs)
         for index, block in enumerate(source.blocks[:-1]):
             _source_block(layout, source, block, fresh_note=None if index < self.keep else "re-initialised")
@@ -306,7 +310,7 @@ class InsertLayer:
         return f"insert_layer after={self.after} {self.units} {self.activation}{frozen}"
 
     def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
-        _check_range(self.after, 0, source.n_hidden, "after", f"the source has {source.n_hidden} hidden layers")
+        _check_range(self.after, 0, source.n_hidden, "after", _has_hidden(source))
         hidden = source.blocks[:-1]
         layout = _Layout(source.n_inputs)
         for block in hidden[: self.after]:
@@ -350,7 +354,7 @@ class NewHead:
         return "new_head" + (f" freeze={self.freeze}" if self.freeze else "")
 
     def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
-        _check_range(self.freeze, 0, source.n_hidden, "freeze", f"the source has {source.n_hidden} hidden layers")
+        _check_range(self.freeze, 0, source.n_hidden, "freeze", _has_hidden(source))
         layout = _reuse_all(source, head, reuse_head=False)
         return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
 

@@ -479,7 +479,7 @@ def retrain_run(
 
     with Store.in_folder(folder) as store:
         study = store.study()
-        config = study_from_dict(study["config"], source=str(Path(folder) / "results.sqlite"))
+        config = study_from_dict(study["config"], source=str(Path(folder) / "results.sqlite"), check_model_file=False)
         given = models.load_model_file(config.source.model_file) if config.source.model_file else None
         chosen = next((d for d in study_directions(config, given) if d.name == direction), None)
         wanted = (direction, role, strategy_label, source_index, repeat)
