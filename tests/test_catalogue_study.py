@@ -69,7 +69,7 @@ def test_regression_target_gets_a_new_head_with_a_notice_and_reports_r2(tmp_path
 
 def test_regression_pair_transfers_and_a_retrained_run_matches(tmp_path):
     raw = _study(
-        [{"name": "standalone"}, {"name": "transfer", "freeze": 0}, {"name": "finetune", "lr": 0.1}],
+        [{"name": "standalone"}, {"name": "new_head"}, {"name": "finetune", "lr": 0.1}],
         source={"kind": "regression", "seed": 1, **SMALL},
         target={"kind": "regression", "seed": 2, **SMALL},
     )
@@ -80,6 +80,9 @@ def test_regression_pair_transfers_and_a_retrained_run_matches(tmp_path):
         runs = store.runs_frame(1).set_index(["role", "strategy", "source_index", "repeat"])
     alone = study.retrain_run(tmp_path, "target", "finetune lr×0.1", 1, 1)
     assert alone.final["test_r2"][0] == pytest.approx(runs.loc[("target", "finetune lr×0.1", 1, 1), "test_r2"], abs=1e-6)
+    summary = build_report(tmp_path).summary.set_index("strategy")
+    assert summary.loc["new_head", "mean"] == pytest.approx(runs.loc[("target", "new_head")].test_r2.mean())
+    assert summary.loc["new_head", "mean"] > 0.5  # the new linear head learns the target's coefficients
 
 
 def test_architecture_changing_strategies_form_their_own_cohorts(tmp_path):

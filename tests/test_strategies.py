@@ -221,3 +221,11 @@ def test_every_strategy_has_docs_and_a_label_with_its_parameters():
     assert Finetune(lr=0.1).label == "finetune lr×0.1"
     assert Transfer(freeze=1).label == "transfer freeze=1"
     assert L2SP(alpha=0.1, beta=0.0).label == "l2sp α=0.1 β=0"
+
+
+def test_a_source_without_hidden_layers():
+    single = models.Architecture(2, (models.DenseSpec(3, "softmax"),))
+    assert Transfer().recipe(single, HEAD3, 5).origins == (0,)
+    assert GradualUnfreeze(every=1).recipe(single, HEAD3, 5).multipliers.min() == 1.0
+    with pytest.raises(strategies.StrategyError, match="no layer the target can reuse"):
+        Finetune().recipe(single, HEAD5, 5)

@@ -387,6 +387,8 @@ class Finetune:
     def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
         layout = _reuse_all(source, head)
         reused = [b for b, layers in enumerate(layout.blocks) if layout.origins[layers[0]] is not FRESH]
+        if not reused:
+            raise StrategyError("the source model has no layer the target can reuse; use standalone")
         per_block = np.ones((epochs, len(layout.blocks)), np.float32)
         top = max(reused)
         for block in reused:
