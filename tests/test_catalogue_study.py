@@ -166,8 +166,8 @@ def alone_matches(folder, key, direction):
 def test_batch_norm_study_freezes_statistics_in_inference_mode_and_not_in_train_mode(tmp_path):
     results = {}
     for mode in ("inference", "train"):
-        raw = _study([{"name": "transfer", "freeze": 1}], model={"hidden": [5, 5], "batch_norm": True},
-                     bn_frozen=mode, source_repeats=1, repeats=1)
+        raw = _study([{"name": "transfer", "freeze": 1}, {"name": "transfer", "freeze": 0}],
+                     model={"hidden": [5, 5], "batch_norm": True}, bn_frozen=mode, source_repeats=1, repeats=1)
         study.run_study(study_from_dict(raw), tmp_path / mode)
         with Store.in_folder(tmp_path / mode) as store:
             (forward,) = study.study_directions(study_from_dict(raw))
@@ -179,6 +179,14 @@ def test_batch_norm_study_freezes_statistics_in_inference_mode_and_not_in_train_
     train, source = results["train"]
     assert np.array_equal(train.weights[1][0][0], source[1][0])  # gamma stays
     assert not np.array_equal(train.weights[1][2][0], source[1][2])  # the moving mean moves
+    # only frozen layers differ between the modes: source models and unfrozen runs are bit-identical
+    hashes = {}
+    for mode in ("inference", "train"):
+        with Store.in_folder(tmp_path / mode) as store:
+            runs = store.runs_frame(1)
+            hashes[mode] = (store.source_models(1)[0]["weights_sha256"],
+                            runs[runs.strategy == "transfer freeze=0"].test_loss.tolist())
+    assert hashes["inference"] == hashes["train"]
 
 
 def test_every_strategy_runs_through_the_cli_and_the_report_shows_them(tmp_path):

@@ -186,6 +186,9 @@ def train_models(
         y_train=np.asarray(y_train, np.float32),
         x_test=np.asarray(x_test, np.float32),
         y_test=np.asarray(y_test, np.float32),
+        # a runtime input, not a compile-time constant: both modes run one program, so runs
+        # with nothing frozen are bit-identical under either
+        bn_inference=np.asarray(bn_frozen == "inference"),
     )
     penalised = penalties is not None
     if penalised:
@@ -196,7 +199,7 @@ def train_models(
         }
         inputs["penalties"] = models_last(np.asarray(penalties, np.float32))  # (L, M)
 
-    program = _compiled_program(plan, config, n_devices, penalised, loss, bn_frozen)
+    program = _compiled_program(plan, config, n_devices, penalised, loss)
     trained, trained_state, curves, final = jax.device_get(program(inputs))
 
     def models_first(array: np.ndarray) -> np.ndarray:
@@ -216,12 +219,8 @@ def train_models(
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_program(
-    plan: tuple[tuple, ...], config: SGDConfig, n_devices: int, penalised: bool, loss: str, bn_frozen: str
-):
-    body = functools.partial(
-        _train_shard, plan=plan, config=config, penalised=penalised, loss=loss, bn_frozen=bn_frozen
-    )
+def _compiled_program(plan: tuple[tuple, ...], config: SGDConfig, n_devices: int, penalised: bool, loss: str):
+    body = functools.partial(_train_shard, plan=plan, config=config, penalised=penalised, loss=loss)
     if n_devices == 1:
         return jax.jit(body)
     mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("models",))
@@ -236,7 +235,7 @@ def _compiled_program(
 
     def run(inputs: dict):
         in_specs = {
-            name: (shared if name.startswith(("x_", "y_")) else specs_like(value))
+            name: (shared if name in _SHARED_INPUTS else specs_like(value))
             for name, value in inputs.items()
         }
         out_specs = (
@@ -251,7 +250,10 @@ def _compiled_program(
     return jax.jit(run)
 
 
-def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: str, bn_frozen: str):
+_SHARED_INPUTS = ("x_train", "y_train", "x_test", "y_test", "bn_inference")
+
+
+def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: str):
     """Runs inside jit (and shard_map): all per-model arrays have the model axis last."""
     x_train, y_train = inputs["x_train"], inputs["y_train"]
     x_test, y_test = inputs["x_test"], inputs["y_test"]
@@ -277,7 +279,7 @@ def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: s
     def sgd_step(carry, xb, yb, multipliers):
         params, state, velocity = carry
         frozen = [multipliers[layer] == 0 for layer in range(len(plan))]  # (M,) each
-        use_moving = [f if bn_frozen == "inference" else jnp.zeros_like(f) for f in frozen]
+        use_moving = [f & inputs["bn_inference"] for f in frozen]
         grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, use_moving)
         new_params, new_velocity = [], []
         for layer, (param_pair, grad_pair, velocity_pair) in enumerate(zip(params, grads, velocity)):
@@ -432,13 +434,10 @@ def _forward(params, state, x, plan, use_moving):
         mean = jnp.mean(hidden, axis=0)
         variance = jnp.var(hidden, axis=0)
         inference = use_moving[layer]
-        hidden = _batch_normalization(
-            hidden,
-            jnp.where(inference, moving_mean, mean),
-            jnp.where(inference, moving_variance, variance),
-            gamma,
-            beta,
-            epsilon,
+        hidden = jnp.where(
+            inference,
+            _batch_normalization(hidden, moving_mean, moving_variance, gamma, beta, epsilon),
+            _batch_normalization(hidden, mean, variance, gamma, beta, epsilon),
         )
         keep = 1.0 - momentum
         new_state.append(
