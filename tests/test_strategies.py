@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from transferlab import engine, models, strategies, study, tasks
+from transferlab import engine, models, shards, strategies, study, tasks
 from transferlab.strategies import (
     L2SP,
     Finetune,
@@ -183,7 +183,7 @@ def test_l2sp_pulls_reused_kernels_to_the_source_and_fresh_ones_to_zero(task, so
     job = _job(strategy, task, source_weights, 1, head=HEAD5)
     _, _, recipes = job.initial_state()
     assert recipes[0].penalties == (0.5, 0.5, 2.0)
-    anchors = study._anchors(job.arch, job.runs, recipes, job.source_weights)
+    anchors = shards._anchors(job.arch, job.runs, recipes, job.source_weights)
     assert np.array_equal(anchors[0][0], source_weights[0][0]) and np.array_equal(anchors[1][0], source_weights[1][0])
     assert not anchors[2].any()
     # One step (the whole split in one batch) against new_head from the same start: the

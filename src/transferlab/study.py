@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import engine, models
+from transferlab import models
 from transferlab.config import StudyConfig, StudyFileError, check_input_width, check_strategies
 from transferlab.executors import LocalExecutor
+from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
 from transferlab.store import Store
 from transferlab.strategies import Recipe, Standalone, head_fits
 from transferlab.tasks import Task
@@ -150,100 +151,6 @@ def shard_runs(runs: list[RunSpec], shard_size: int, n_devices: int) -> tuple[li
     per_shard = -(-len(runs) // n_shards)
     padded = -(-per_shard // n_devices) * n_devices
     return [runs[i : i + per_shard] for i in range(0, len(runs), per_shard)], padded
-
-
-@dataclass
-class ShardJob:
-    """Everything one engine call needs; self-contained so an executor can ship it elsewhere.
-
-    Every run's strategy has its recipe in `recipes`, and all recipes share `arch`."""
-
-    arch: models.Architecture
-    task: Task
-    sgd: engine.SGDConfig
-    runs: list[RunSpec]
-    recipes: dict[str, Recipe]
-    source_weights: dict[int, models.Weights] = field(default_factory=dict)
-    pad_to: int = 1
-    bn_frozen: str = "inference"
-    penalised: bool = False  # train with the (possibly all-zero) L2 term, so every shard of a
-    # cohort with an L2-SP strategy shares one compiled program
-
-    def initial_state(self):
-        """Stacked initial weights `(models, …)`, multipliers `(models, epochs, layers)`, recipes."""
-        per_layer = [[] for _ in self.arch.layers]
-        multipliers, recipes = [], []
-        for run in self.runs:
-            recipe = self.recipes[run.strategy.label]
-            if recipe.arch != self.arch:
-                raise ValueError(f"{run.strategy.label} trains {recipe.arch.describe()}, not {self.arch.describe()}")
-            for layer, arrays in enumerate(initial_weights(recipe, run, self.source_weights)):
-                per_layer[layer].append(arrays)
-            multipliers.append(recipe.multipliers)
-            recipes.append(recipe)
-        stacked = [tuple(np.stack(arrays) for arrays in zip(*layer)) for layer in per_layer]
-        return stacked, np.stack(multipliers), recipes
-
-    def execute(self) -> engine.ShardResult:
-        stacked, multipliers, recipes = self.initial_state()
-        anchors = penalties = None
-        if self.penalised or any(recipe.penalties is not None for recipe in recipes):
-            penalties = np.array(
-                [r.penalties if r.penalties is not None else (0.0,) * len(self.arch.layers) for r in recipes],
-                np.float32,
-            )
-            anchors = _anchors(self.arch, self.runs, recipes, self.source_weights)
-        orders = engine.shuffle_orders([run.seed for run in self.runs], self.sgd.epochs, len(self.task.x_train))
-        return engine.train_models(
-            self.arch.layers,
-            stacked,
-            multipliers,
-            orders,
-            self.task.x_train,
-            self.task.y_train,
-            self.task.x_test,
-            self.task.y_test,
-            self.sgd,
-            anchors=anchors,
-            penalties=penalties,
-            pad_to=self.pad_to,
-            loss=self.task.loss,
-            bn_frozen=self.bn_frozen,
-        )
-
-
-def initial_weights(recipe: Recipe, run: RunSpec, source_weights: dict) -> models.Weights:
-    """Fresh layers drawn from the run's own seed; reused layers copied from its source model."""
-    rng = np.random.default_rng(np.random.SeedSequence(run.seed, spawn_key=(0,)))
-    fresh = models.fresh_weights(recipe.arch, rng)
-    if all(origin is None for origin in recipe.origins):
-        return fresh
-    source = source_weights[run.source_index]
-    return [
-        tuple(a.copy() for a in source[origin]) if origin is not None else fresh[layer]
-        for layer, origin in enumerate(recipe.origins)
-    ]
-
-
-def _anchors(arch, runs, recipes, source_weights) -> list[np.ndarray | None]:
-    """Per Dense layer, each run's L2 anchor: its source kernel, or zeros for a fresh layer."""
-    anchors = []
-    for layer, spec in enumerate(arch.layers):
-        if not isinstance(spec, models.DenseSpec):
-            anchors.append(None)
-            continue
-        shape = arch.weight_shapes(layer)[0]
-        anchors.append(
-            np.stack(
-                [
-                    source_weights[run.source_index][recipe.origins[layer]][0]
-                    if recipe.origins[layer] is not None and run.source_index in source_weights
-                    else np.zeros(shape, np.float32)
-                    for run, recipe in zip(runs, recipes)
-                ]
-            )
-        )
-    return anchors
 
 
 # --- running a study ---------------------------------------------------------------------
