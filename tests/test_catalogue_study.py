@@ -313,3 +313,15 @@ def test_strategies_are_checked_against_a_model_file_when_the_study_is_read(tmp_
         f"{study_file}: strategies[0].freeze: 2 is outside 0..1 (the source has 1 hidden layer) "
         "(source model one_hidden.keras: 2 → 6 relu → 3 softmax)"
     )
+
+
+def test_cli_lists_the_strategies():
+    from transferlab.strategies import STRATEGIES
+
+    result = subprocess.run([sys.executable, "-m", "transferlab.cli", "strategies"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "[[strategies]]" in result.stdout
+    for name in STRATEGIES:
+        assert name in result.stdout
+    assert "head_epochs = 20" in result.stdout and "fresh_head = true" in result.stdout

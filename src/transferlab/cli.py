@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -56,6 +57,27 @@ def report(folder: Path = typer.Argument(..., help="an output folder of `transfe
         _fail(f"{folder}: no results.sqlite here; run a study into this folder first")
     outputs = _guard(lambda: build_report(folder))
     _print_outputs(outputs)
+
+
+@app.command()
+def strategies() -> None:
+    """List every strategy with its parameters (and defaults), what it does and its source."""
+    from transferlab.strategies import STRATEGIES, strategy_parameters
+
+    table = Table(title=escape("strategies (write one [[strategies]] table per strategy in a study file)"),
+                  title_justify="left", show_lines=True)
+    for column in ("name", "parameters", "what it does", "reference"):
+        table.add_column(column)
+    for name, cls in STRATEGIES.items():
+        params = ", ".join(f"{k} = {_toml_literal(v)}" for k, v in strategy_parameters(cls).items())
+        table.add_row(name, params or "—", cls.summary, cls.reference)
+    console.print(table)
+
+
+def _toml_literal(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
 def _load(path: Path):
