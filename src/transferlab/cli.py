@@ -118,6 +118,9 @@ def _run_and_report(config, out: Path, quiet: bool) -> None:
             _fail(f"interrupted: finished shards are saved in {out}/results.sqlite; rerun the same command to resume")
     if outcome.skipped_runs:
         console.print(f"resumed: {outcome.skipped_runs} runs were already done, trained {outcome.trained_runs}")
+    from transferlab.engine import release_programs
+
+    release_programs()
     outputs = _guard(lambda: build_report(out))
     _print_outputs(outputs)
     console.print(f"wall time {time.perf_counter() - started:.1f} s")

@@ -199,8 +199,11 @@ def train_models(
         }
         inputs["penalties"] = models_last(np.asarray(penalties, np.float32))  # (L, M)
 
+    misses = _compiled_program.cache_info().misses
     program = _compiled_program(plan, config, n_devices, penalised, loss)
     trained, trained_state, curves, final = jax.device_get(program(inputs))
+    if _compiled_program.cache_info().misses != misses:
+        _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
 
     def models_first(array: np.ndarray) -> np.ndarray:
         return np.moveaxis(array, -1, 0)[:n_models].copy()
@@ -213,6 +216,27 @@ def train_models(
         curves={name: models_first(v) for name, v in curves.items()},
         final={name: models_first(v) for name, v in final.items()},
     )
+
+
+def release_programs() -> None:
+    """Drop the compiled programs and hand freed memory back to the OS (call between a
+    study's training and its report)."""
+    import gc
+
+    _compiled_program.cache_clear()
+    jax.clear_caches()
+    gc.collect()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc's malloc_trim; elsewhere a no-op)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # --- the compiled program ---------------------------------------------------------------
