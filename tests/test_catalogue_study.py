@@ -15,7 +15,8 @@ import pytest
 from conftest import ROOT
 from transferlab import models, study
 from transferlab.config import StudyFileError, study_from_dict
-from transferlab.report import _as_toml, build_report
+from transferlab.config import as_toml as _as_toml
+from transferlab.report import build_report
 from transferlab.store import Store
 from transferlab.strategies import Finetune, NewHead, Standalone
 

@@ -189,6 +189,6 @@ def test_cli_run_writes_table_csv_plots_and_report(tmp_path, small_study_dict):
 
 
 def _to_toml(raw: dict) -> str:
-    from transferlab.report import _as_toml
+    from transferlab.config import as_toml as _as_toml
 
     return _as_toml(raw)

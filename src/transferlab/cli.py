@@ -62,6 +62,7 @@ def report(folder: Path = typer.Argument(..., help="an output folder of `transfe
 @app.command()
 def strategies() -> None:
     """List every strategy with its parameters (and defaults), what it does and its source."""
+    from transferlab.config import toml_value
     from transferlab.strategies import STRATEGIES, strategy_parameters
 
     table = Table(title=escape("strategies (write one [[strategies]] table per strategy in a study file)"),
@@ -69,15 +70,9 @@ def strategies() -> None:
     for column in ("name", "parameters", "what it does", "reference"):
         table.add_column(column)
     for name, cls in STRATEGIES.items():
-        params = ", ".join(f"{k} = {_toml_literal(v)}" for k, v in strategy_parameters(cls).items())
+        params = ", ".join(f"{k} = {toml_value(v)}" for k, v in strategy_parameters(cls).items())
         table.add_row(name, params or "—", cls.summary, cls.reference)
     console.print(table)
-
-
-def _toml_literal(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
 def _load(path: Path):

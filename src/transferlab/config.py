@@ -371,7 +371,10 @@ def study_from_dict(
     else:
         source_task, target_task = config.source.make("source"), config.target.make("target")
         try:
-            check_input_width(source_task.n_features, target_task.n_features, "source task", "target task")
+            try:
+                check_input_width(source_task.n_features, target_task.n_features, "source task", "target task")
+            except ValueError as error:
+                raise ValueError(f"target: {error}") from None
             directions = [(source_task, target_task)] + ([(target_task, source_task)] if config.reverse else [])
             for from_task, to_task in directions:
                 source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
@@ -386,21 +389,26 @@ def _check_model_file(config: StudyConfig, source: str) -> None:
     model_file = config.source.model_file
     arch = models.architecture_of(models.load_model_file(model_file), source=model_file)
     target_task = config.target.make("target")
-    try:
-        check_input_width(arch.n_inputs, target_task.n_features, "source model", "target task")
-    except ValueError as error:
-        raise models.ModelFileError(f"{model_file}: {str(error).removeprefix('target: ')}") from None
+    check_model_fits(arch, target_task, model_file)
     try:
         check_strategies(config, arch, config.head_for(target_task))
     except ValueError as error:
         raise StudyFileError(f"{source}: {error} (source model {Path(model_file).name}: {arch.describe()})") from None
 
 
+def check_model_fits(arch: models.Architecture, target_task: tasks.Task, model_file: str) -> None:
+    """A given source model must take the target's input features (its error names the file)."""
+    try:
+        check_input_width(arch.n_inputs, target_task.n_features, "source model", "target task")
+    except ValueError as error:
+        raise models.ModelFileError(f"{model_file}: {error}") from None
+
+
 def check_input_width(source_width: int, target_width: int, source_name: str, target_name: str) -> None:
     """Reuse needs the same input features; only `standalone` fits another input width."""
     if source_width != target_width:
         raise ValueError(
-            f"target: the {source_name} has {source_width} input features but the {target_name} has "
+            f"the {source_name} has {source_width} input features but the {target_name} has "
             f"{target_width}; no reuse strategy adapts the input layer (only standalone fits): use a "
             f"source with {target_width} features"
         )
@@ -432,3 +440,35 @@ def _dotted(loc: tuple) -> str:
         else:
             text += f".{part}" if text else str(part)
     return text
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def as_toml(config: dict) -> str:
+    """The stored configuration, shown back in study-file form."""
+    lines = []
+    tables = {k: v for k, v in config.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in config.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+    for key, value in config.items():
+        if key not in tables and key not in arrays:
+            lines.append(f"{key} = {toml_value(value)}")
+    for name, table in tables.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items() if v is not None]
+    for name, entries in arrays.items():
+        for entry in entries:
+            lines.append(f"\n[[{name}]]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in entry.items()]
+    return "\n".join(lines)
+
+
+def toml_value(value) -> str:
+    """One value as TOML writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)

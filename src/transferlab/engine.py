@@ -323,7 +323,7 @@ def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: s
         xs = jnp.transpose(x_train[order], (0, 2, 1))  # (N, I, M): each model its own order
         ys = jnp.transpose(y_train[order], (0, 2, 1))
         loss_total = jnp.zeros(order.shape[1:], jnp.float32)
-        sums = jax.tree.map(jnp.zeros_like, _metric_sums(_output_like(ys[:1], carry[0]), ys[:1], loss))
+        sums = _zero_sums(loss, carry[0][-1][1].shape)  # the output bias is (outputs, models)
 
         def run_batch(carry, xb, yb, loss_total, sums):
             carry, batch_loss, batch_sums = sgd_step(carry, xb, yb, multipliers)
@@ -365,9 +365,13 @@ def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: s
     return [tuple(pair) for pair in trained], [tuple(s) for s in trained_state], curves, final
 
 
-def _output_like(ys, params):
-    """A zero output of the right shape, to initialise the metric sums."""
-    return jnp.zeros(ys.shape[:1] + params[-1][1].shape, jnp.float32)
+def _zero_sums(loss: str, output_shape: tuple[int, int]) -> dict:
+    """The metric sums before an epoch's first batch (the keys `_metric_sums` returns)."""
+    per_model = jnp.zeros(output_shape[1:], jnp.float32)
+    if loss == "categorical_crossentropy":
+        return {"correct": per_model}
+    per_output = jnp.zeros(output_shape, jnp.float32)
+    return {"absolute": per_model, "sum_y": per_output, "sum_y2": per_output, "squared_error": per_output}
 
 
 def _sgd_update(value, grad, velocity, rate, config: SGDConfig):

@@ -60,6 +60,14 @@ class BatchNormSpec:
 LayerSpec = DenseSpec | BatchNormSpec
 
 
+def layer_widths(n_inputs: int, layers) -> list[int]:
+    """The input width, then the output width of each layer (BatchNormalization keeps it)."""
+    widths = [n_inputs]
+    for spec in layers:
+        widths.append(spec.units if isinstance(spec, DenseSpec) else widths[-1])
+    return widths
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A chain of layers on `n_inputs` features; the last layer is the Dense output layer."""
@@ -91,10 +99,7 @@ class Architecture:
     @property
     def widths(self) -> list[int]:
         """The input width, then the output width of every layer."""
-        widths = [self.n_inputs]
-        for spec in self.layers:
-            widths.append(spec.units if isinstance(spec, DenseSpec) else widths[-1])
-        return widths
+        return layer_widths(self.n_inputs, self.layers)
 
     @property
     def shapes(self) -> list[tuple[int, int]]:

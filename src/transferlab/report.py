@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab import plots, stats
-from transferlab.config import study_from_dict
+from transferlab.config import as_toml, study_from_dict
 from transferlab.store import Store
 
 
@@ -207,37 +207,9 @@ def render_html(outputs: Outputs, config) -> str:
         runs_done=outputs.runs_done,
         runs_planned=outputs.runs_planned,
         source_repeats=config.source_repeats,
-        config_toml=html.escape(_as_toml(outputs.study["config"])),
+        config_toml=html.escape(as_toml(outputs.study["config"])),
     )
 
 
 def _fmt(value) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
-
-
-def _as_toml(config: dict) -> str:
-    """The stored configuration, shown back in study-file form."""
-    lines = []
-    tables = {k: v for k, v in config.items() if isinstance(v, dict)}
-    arrays = {k: v for k, v in config.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
-    for key, value in config.items():
-        if key not in tables and key not in arrays:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for name, table in tables.items():
-        lines.append(f"\n[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
-    for name, entries in arrays.items():
-        for entry in entries:
-            lines.append(f"\n[[{name}]]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
-    return "\n".join(lines)
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)

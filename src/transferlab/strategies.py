@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from transferlab.models import Architecture, DenseSpec
+from transferlab.models import ACTIVATIONS, Architecture, DenseSpec, layer_widths
 
 FRESH = None
 
@@ -72,7 +72,7 @@ class Recipe:
 
 
 def schedule_text(column: np.ndarray) -> str:
-    """`×0 for epochs 1–20, ×0.1 for 21–100` (or `×1` when constant)."""
+    """`×0 for epochs 1–20, ×0.1 for epochs 21–100` (or `×1` when constant)."""
     parts, start = [], 0
     for epoch in range(1, len(column) + 1):
         if epoch == len(column) or column[epoch] != column[start]:
@@ -142,11 +142,7 @@ def _add_head(layout: _Layout, source: Architecture, head: DenseSpec, reuse: boo
 
 def _width(layout: _Layout) -> int:
     """The output width of the layers placed so far."""
-    width = layout.n_inputs
-    for spec in layout.layers:
-        if isinstance(spec, DenseSpec):
-            width = spec.units
-    return width
+    return layer_widths(layout.n_inputs, layout.layers)[-1]
 
 
 def _reuse_all(source: Architecture, head: DenseSpec, reuse_head: bool = True) -> _Layout:
@@ -298,8 +294,6 @@ class InsertLayer:
     reference: ClassVar[str] = "the tutorial's extension: add a hidden layer"
 
     def __post_init__(self):
-        from transferlab.models import ACTIVATIONS
-
         _check_at_least(self.units, 1, "units")
         if self.activation not in ACTIVATIONS:
             raise StrategyError(f"{self.activation!r} is not one of {', '.join(ACTIVATIONS)}", "activation")

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import models
-from transferlab.config import StudyConfig, StudyFileError, check_input_width, check_strategies
+from transferlab.config import StudyConfig, StudyFileError, check_model_fits, check_strategies
 from transferlab.executors import LocalExecutor
 from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
 from transferlab.store import Store
-from transferlab.strategies import Recipe, Standalone, head_fits
+from transferlab.strategies import Recipe, Standalone, head_fits, strategy_to_dict
 from transferlab.tasks import Task
 
 SOURCE_DIR = "sources"
@@ -92,12 +92,8 @@ def study_directions(config: StudyConfig, given_model=None) -> list[Direction]:
     target_task = config.target.make("target")
     source_task = config.source.make("source") if config.source.seed is not None else None
     if given_model is not None:
-        where = config.source.model_file
-        source_arch = models.architecture_of(given_model, source=where)
-        try:
-            check_input_width(source_arch.n_inputs, target_task.n_features, "source model", "target task")
-        except ValueError as error:
-            raise models.ModelFileError(f"{where}: {str(error).removeprefix('target: ')}") from None
+        source_arch = models.architecture_of(given_model, source=config.source.model_file)
+        check_model_fits(source_arch, target_task, config.source.model_file)
         pairs = [("forward", source_task, target_task, source_arch, False)]
     else:
         pairs = [("forward", source_task, target_task, None, True)]
@@ -283,8 +279,6 @@ def _train_sources(store, study_id, folder, direction, sources, target_jobs, con
 
 
 def _planned_row(run: RunSpec, recipe: Recipe) -> dict:
-    from transferlab.strategies import strategy_to_dict
-
     return {
         "direction": run.direction,
         "role": run.role,
