@@ -38,7 +38,7 @@ def case(strategy, task, source_arch, batch_norm=False):
     recipe = strategy.recipe(source_arch, head, EPOCHS)
     runs = [study.RunSpec("target", strategy, 0, repeat, 1000 + repeat) for repeat in range(MODELS)]
     sgd = engine.SGDConfig(epochs=EPOCHS)
-    return study.ShardJob(recipe.arch, task, sgd, runs, {strategy.label: recipe}, {0: source}, pad_to=MODELS)
+    return study.ShardJob(recipe.arch, task, sgd, runs, {strategy.label: recipe}, {0: source})
 
 
 def timed(job, repeats=5) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """Pin Keras to the JAX backend and give XLA one CPU device per core.
 
-Must run before `jax` or `keras` is imported anywhere, so `transferlab/__init__.py`
-imports it first. Users who force another backend get a clear error instead of a
+Must run before `jax` or `keras` is imported anywhere, so `engine` and `models` call
+`configure()` before they import either; it runs once. Users who force another backend get a clear error instead of a
 silently slower, different engine.
 """
 
@@ -62,7 +62,14 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+_configured = False
+
+
 def configure() -> None:
+    global _configured
+    if _configured:
+        return
+    _configured = True
     _check_keras_backend()
     _split_cpu_into_devices()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

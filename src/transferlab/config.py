@@ -7,8 +7,8 @@ hidden layers (2)`.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,17 +34,33 @@ class StudyFileError(ValueError):
 _STRICT = ConfigDict(extra="forbid", strict=True)
 PositiveInt = Annotated[int, Field(ge=1)]
 
+# Ceilings: far beyond any study this engine should run, low enough that a typo (an extra
+# zero or three) is caught here instead of by the kernel's out-of-memory killer.
+MAX_SEED = 2**32 - 1  # what scikit-learn and NumPy accept as a random_state
+MAX_EPOCHS = 100_000  # every epoch's curves are stored: 100,000 epochs is 800,000 numbers per run
+MAX_WIDTH = 65_536  # units, features, classes or targets: one 65,536² kernel is 16 GiB
+MAX_SAMPLES = 10_000_000
+MAX_VALUES = 200_000_000  # n_samples × n_features: 1.6 GB while scikit-learn generates them
+MAX_REPEATS = 100_000
+MAX_SOURCE_REPEATS = 10_000
+MAX_SHARD_SIZE = 65_536
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Samples = Annotated[int, Field(ge=2, le=MAX_SAMPLES)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
 
 class BlobsTask(BaseModel):
     """A `make_blobs` classification task: the tutorial's parameters are the defaults."""
 
     model_config = _STRICT
     kind: Literal["blobs"] = "blobs"
-    seed: int
-    n_samples: Annotated[int, Field(ge=2)] = 1000
-    centers: Annotated[int, Field(ge=2)] = 3
-    n_features: PositiveInt = 2
-    cluster_std: Annotated[float, Field(gt=0)] = 2.0
+    seed: Seed
+    n_samples: Samples = 1000
+    centers: Annotated[int, Field(ge=2, le=MAX_WIDTH)] = 3
+    n_features: Width = 2
+    cluster_std: Annotated[Finite, Field(gt=0)] = 2.0
     n_train: PositiveInt = 500
 
     @model_validator(mode="after")
@@ -71,12 +87,12 @@ class RegressionTask(BaseModel):
 
     model_config = _STRICT
     kind: Literal["regression"]
-    seed: int
-    n_samples: Annotated[int, Field(ge=2)] = 1000
-    n_features: PositiveInt = 2
-    n_informative: PositiveInt | None = None
-    n_targets: PositiveInt = 1
-    noise: Annotated[float, Field(ge=0)] = 10.0
+    seed: Seed
+    n_samples: Samples = 1000
+    n_features: Width = 2
+    n_informative: Width | None = None
+    n_targets: Width = 1
+    noise: Annotated[Finite, Field(ge=0)] = 10.0
     n_train: PositiveInt = 500
 
     @model_validator(mode="after")
@@ -104,6 +120,12 @@ class RegressionTask(BaseModel):
 
 
 def _check_split(task):
+    values = task.n_samples * task.n_features
+    if values > MAX_VALUES:
+        raise ValueError(
+            f"n_samples × n_features is {values:,}; at most {MAX_VALUES:,} values fit a task "
+            "(they are generated in memory): use fewer samples or features"
+        )
     if task.n_train >= task.n_samples:
         raise ValueError(
             f"n_train ({task.n_train}) must be smaller than n_samples ({task.n_samples}) "
@@ -124,12 +146,12 @@ class _ModelFileSource:
 
 
 class BlobsSource(_ModelFileSource, BlobsTask):
-    seed: int | None = None
+    seed: Seed | None = None
     model_file: str | None = None
 
 
 class RegressionSource(_ModelFileSource, RegressionTask):
-    seed: int | None = None
+    seed: Seed | None = None
     model_file: str | None = None
 
 
@@ -161,7 +183,7 @@ class ModelConfig(BaseModel):
     classification, linear for regression."""
 
     model_config = _STRICT
-    hidden: Annotated[list[PositiveInt], Field(min_length=1)] = [5, 5]
+    hidden: Annotated[list[Width], Field(min_length=1, max_length=1000)] = [5, 5]
     activation: str = "relu"
     kernel_initializer: str = "he_uniform"
     output_activation: str = "softmax"
@@ -187,10 +209,10 @@ class TrainingConfig(BaseModel):
     """SGD settings; defaults are Keras' SGD and fit defaults and the tutorial's 100 epochs."""
 
     model_config = _STRICT
-    epochs: PositiveInt = 100
-    batch_size: PositiveInt = 32
-    learning_rate: Annotated[float, Field(gt=0)] = 0.01
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 100
+    batch_size: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = 32
+    learning_rate: Annotated[Finite, Field(gt=0)] = 0.01
+    momentum: Annotated[Finite, Field(ge=0, lt=1)] = 0.0
     nesterov: bool = False
 
     def sgd(self) -> SGDConfig:
@@ -198,10 +220,11 @@ class TrainingConfig(BaseModel):
 
 
 class ExecutionConfig(BaseModel):
-    """How runs are grouped for the engine; changes speed and memory, never results."""
+    """Runs per stored shard (one transaction each): changes memory and how much an
+    interruption loses, never a result (the engine trains in fixed blocks)."""
 
     model_config = _STRICT
-    shard_size: PositiveInt = 256
+    shard_size: Annotated[int, Field(ge=1, le=MAX_SHARD_SIZE)] = 256
 
 
 class StudyConfig(BaseModel):
@@ -213,9 +236,9 @@ class StudyConfig(BaseModel):
 
     model_config = _STRICT
     name: str
-    seed: Annotated[int, Field(ge=0)] = 1
-    repeats: PositiveInt = 30
-    source_repeats: PositiveInt = 1
+    seed: Seed = 1
+    repeats: Annotated[int, Field(ge=1, le=MAX_REPEATS)] = 30
+    source_repeats: Annotated[int, Field(ge=1, le=MAX_SOURCE_REPEATS)] = 1
     reverse: bool = False
     bn_frozen: Literal[BN_FROZEN_MODES] = "inference"
     source: SourceConfig
@@ -225,10 +248,14 @@ class StudyConfig(BaseModel):
     strategies: Annotated[list[dict[str, Any]], Field(min_length=1)]
     execution: ExecutionConfig = ExecutionConfig()
 
-    def sha256(self) -> str:
-        """Hash of everything that decides the results (not `execution`, which only sets speed)."""
-        content = self.model_dump(mode="json", exclude={"execution"})
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    @model_validator(mode="after")
+    def _safe_name(self):
+        if not STUDY_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name {self.name!r} is not a safe folder name (it names the output folder): use 1 to 100 "
+                "letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return self
 
     def architecture(self, n_inputs: int, head: models.DenseSpec) -> models.Architecture:
         """The `[model]` MLP on `n_inputs` features under the output layer `head`."""
@@ -280,6 +307,10 @@ def parse_strategy(entry: dict[str, Any], where: str = "strategy"):
             raise ValueError(
                 f"{where}.{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
             )
+        if expected is float and not math.isfinite(value):
+            raise ValueError(f"{where}.{key}: {value!r} is not a finite number")
+        if expected is int and not -MAX_WIDTH <= value <= MAX_WIDTH:
+            raise ValueError(f"{where}.{key}: {value} is outside {-MAX_WIDTH}..{MAX_WIDTH}")
         params[key] = value
     try:
         return cls(**params)
@@ -327,13 +358,10 @@ def load_study(path: str | Path) -> StudyConfig:
     return study_from_dict(raw, source=str(path), base_dir=path.parent)
 
 
-def study_from_dict(
-    raw: dict, source: str = "study", base_dir: Path | None = None, check_model_file: bool = True
-) -> StudyConfig:
+def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = None) -> StudyConfig:
     """Validate a study given as a dict (the Python API's way in); `strategies` may hold
     strategy values (`Finetune(lr=0.1)`) as well as dicts. A `source.model_file` is loaded
-    (safely) to check that the strategies fit it, unless `check_model_file` is false (a
-    stored study being re-read)."""
+    (safely) to check that the strategies fit it."""
     if isinstance(raw.get("strategies"), list):
         raw = {
             **raw,
@@ -366,8 +394,7 @@ def study_from_dict(
                 f"{source}: reverse: a reverse study trains source models on the target task; "
                 "it cannot reverse a given source.model_file — drop model_file or set reverse = false"
             )
-        if check_model_file:
-            _check_model_file(config, source)
+        _check_model_file(config, source)
     else:
         source_task, target_task = config.source.make("source"), config.target.make("target")
         try:
@@ -424,10 +451,33 @@ def _first_problem(error: ValidationError) -> str:
         return f"{where}: missing; this field is required{suffix}"
     if kind == "extra_forbidden":
         return f"{where}: unknown field; check the spelling against the study-file format in the README{suffix}"
+    if kind in ("less_than_equal", "too_long") and problem["loc"]:
+        field = next((part for part in reversed(problem["loc"]) if isinstance(part, str)), "")
+        reason = _CEILING_REASONS.get(field, "a ceiling that catches typos before they exhaust memory")
+        limit = problem.get("ctx", {}).get("le", problem.get("ctx", {}).get("max_length"))
+        shown = problem["input"] if kind == "less_than_equal" else f"{len(problem['input'])} entries"
+        return f"{where}: {shown} is above the ceiling of {limit} ({reason}){suffix}"
     message = problem["msg"].removeprefix("Value error, ")
     if "input" in problem and kind.endswith("_type"):
         message += f", got {type(problem['input']).__name__} {problem['input']!r}"
     return f"{where}: {message}{suffix}" if where else f"{message}{suffix}"
+
+
+_WIDTH_REASON = "one layer that wide needs gigabytes per model"
+_CEILING_REASONS = {
+    "seed": "seeds are 32-bit, as scikit-learn and NumPy take them",
+    "epochs": "every epoch's curves are stored for every run",
+    "hidden": _WIDTH_REASON,
+    "n_features": _WIDTH_REASON,
+    "n_informative": _WIDTH_REASON,
+    "centers": _WIDTH_REASON,
+    "n_targets": _WIDTH_REASON,
+    "n_samples": "the data are generated in memory",
+    "batch_size": "a batch cannot exceed the largest data set",
+    "repeats": "each run is planned in the database before training",
+    "source_repeats": "each source model is saved as a file",
+    "shard_size": "a shard's row orders are held in memory",
+}
 
 
 def _dotted(loc: tuple) -> str:

@@ -11,7 +11,8 @@ Layout, chosen for tiny layers: every per-model array keeps the model axis *last
 (`x: (batch, features, models)`, `kernel: (in, out, models)`), and contractions over
 narrow layers are unrolled into fused multiply-adds, so XLA emits a few elementwise
 loops vectorised across models instead of thousands of tiny matrix products. Models
-are sharded over the host's XLA devices (one per core) with `shard_map`.
+train in fixed blocks of `MODELS_PER_BLOCK`, one compiled single-device program for
+all blocks, dealt over the host's XLA devices (one per core) and run concurrently.
 """
 
 from __future__ import annotations
@@ -19,16 +20,24 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from transferlab import _backend
+
+_backend.configure()  # Keras on JAX, one XLA device per core: before jax is imported
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 # Contractions over at most this many units are unrolled into multiply-adds;
 # wider ones use a batched matrix product.
 UNROLL_WIDTH = 16
 # Epochs with at most this many batches unroll their batch loop (faster, longer compile).
 UNROLL_BATCHES = 32
+# Models per compiled block. Every engine call pads its models to whole blocks and runs
+# the same one-device program per block, so shard size and device count never change a
+# number. 64 measured best for small studies (both cores busy from 65 models) and within
+# 10% of the best block size for large ones (bench/RESULTS.md).
+MODELS_PER_BLOCK = 64
 _CCE_EPSILON = 1e-7  # keras.config.epsilon(), used by Keras' categorical cross-entropy
 
 
@@ -55,6 +64,23 @@ class ShardResult:
     weights: list[tuple[np.ndarray, np.ndarray]]
     curves: dict[str, np.ndarray]
     final: dict[str, np.ndarray]
+
+    @property
+    def diverged_epoch(self) -> np.ndarray:
+        """Per model, the first epoch (1-based) whose training loss is NaN or infinite, or
+        whose final metrics are; 0 for a model that trained to finite numbers."""
+        return diverged_epoch(self.curves["loss"], self.final)
+
+
+def diverged_epoch(loss_curves: np.ndarray, final: dict[str, np.ndarray]) -> np.ndarray:
+    """`(models,)`: the first epoch with a non-finite loss (1-based), the last epoch if only the
+    final metrics are non-finite, else 0."""
+    bad = ~np.isfinite(loss_curves)
+    first = np.where(bad.any(axis=1), bad.argmax(axis=1) + 1, 0)
+    final_bad = np.zeros(len(loss_curves), bool)
+    for values in final.values():
+        final_bad |= ~np.isfinite(values)
+    return np.where((first == 0) & final_bad, loss_curves.shape[1], first)
 
 
 def shuffle_orders(seeds: list[int] | np.ndarray, epochs: int, n_rows: int) -> np.ndarray:
@@ -118,7 +144,6 @@ def train_models(
     config: SGDConfig = SGDConfig(),
     anchors: list[np.ndarray | None] | None = None,
     penalties: np.ndarray | None = None,
-    pad_to: int = 1,
     loss: str = "categorical_crossentropy",
     bn_frozen: str = "inference",
 ) -> ShardResult:
@@ -134,8 +159,6 @@ def train_models(
     - `anchors`, `penalties`: optional L2 pull of each Dense kernel toward `anchors[l]`
       `(models, in, out)` with strength `penalties (models, layers)`: the loss gains
       `penalty/2 · ‖kernel − anchor‖²` (L2-SP when the anchor is the source kernel).
-    - `pad_to`: train at least this many model slots (padding is dropped), so shards of
-      different sizes share one compiled program.
     - `loss`: `"categorical_crossentropy"` (metric accuracy) or `"mean_squared_error"`
       (metrics MAE and R², as Keras' `MeanAbsoluteError` and `R2Score` compute them).
     - `bn_frozen`: how a frozen BatchNormalization layer runs: `"inference"` (Keras'
@@ -161,27 +184,20 @@ def train_models(
             f"orders must be (models, epochs, rows) = ({n_models}, {config.epochs}, "
             f"{x_train.shape[0]}); got {orders.shape}"
         )
-    devices = jax.local_devices()
-    n_devices = min(len(devices), max(n_models, pad_to))
-    padded = -(-max(n_models, pad_to) // n_devices) * n_devices
+    n_blocks = -(-n_models // MODELS_PER_BLOCK)
 
-    def models_last(array: np.ndarray) -> np.ndarray:
-        array = np.asarray(array)
-        if padded != n_models:  # fill with copies of model 0; their results are dropped
-            filler = np.repeat(array[:1], padded - n_models, axis=0)
+    def models_last(array: np.ndarray, block: int) -> np.ndarray:
+        """Rows `block·B … (block+1)·B` with the model axis moved last; past the real models,
+        copies of model 0 fill the block (their results are dropped)."""
+        array = np.asarray(array)[block * MODELS_PER_BLOCK : (block + 1) * MODELS_PER_BLOCK]
+        if len(array) < MODELS_PER_BLOCK:
+            filler = np.repeat(np.asarray(array[:1]), MODELS_PER_BLOCK - len(array), axis=0)
             array = np.concatenate([array, filler], axis=0)
         return np.ascontiguousarray(np.moveaxis(array, 0, -1))
 
-    params, state = [], []
-    for kind, arrays in zip(plan, weights):
-        arrays = [models_last(np.asarray(a, np.float32)) for a in arrays]
-        params.append(tuple(arrays[:2]))
-        state.append(tuple(arrays[2:]) if kind[0] == "batchnorm" else ())
-    inputs = dict(
-        params=params,
-        state=state,
-        multipliers=models_last(np.asarray(multipliers, np.float32)),  # (E, L, M)
-        orders=models_last(orders),  # (E, N, M)
+    if n_models == 0:
+        raise ValueError("train_models needs at least one model")
+    shared = dict(
         x_train=np.asarray(x_train, np.float32),
         y_train=np.asarray(y_train, np.float32),
         x_test=np.asarray(x_test, np.float32),
@@ -191,30 +207,61 @@ def train_models(
         bn_inference=np.asarray(bn_frozen == "inference"),
     )
     penalised = penalties is not None
-    if penalised:
-        inputs["anchors"] = {
-            str(layer): models_last(np.asarray(anchors[layer], np.float32))
-            for layer, kind in enumerate(plan)
-            if kind[0] == "dense"
-        }
-        inputs["penalties"] = models_last(np.asarray(penalties, np.float32))  # (L, M)
+
+    def block_inputs(block: int) -> dict:
+        params, state = [], []
+        for kind, arrays in zip(plan, weights):
+            arrays = [models_last(np.asarray(a, np.float32), block) for a in arrays]
+            params.append(tuple(arrays[:2]))
+            state.append(tuple(arrays[2:]) if kind[0] == "batchnorm" else ())
+        inputs = dict(
+            shared,
+            params=params,
+            state=state,
+            multipliers=models_last(np.asarray(multipliers, np.float32), block),  # (E, L, B)
+            orders=models_last(orders, block),  # (E, N, B)
+        )
+        if penalised:
+            inputs["anchors"] = {
+                str(layer): models_last(np.asarray(anchors[layer], np.float32), block)
+                for layer, kind in enumerate(plan)
+                if kind[0] == "dense"
+            }
+            inputs["penalties"] = models_last(np.asarray(penalties, np.float32), block)  # (L, B)
+        return inputs
 
     misses = _compiled_program.cache_info().misses
-    program = _compiled_program(plan, config, n_devices, penalised, loss)
-    trained, trained_state, curves, final = jax.device_get(program(inputs))
+    program = _compiled_program(plan, config, penalised, loss)
+    devices = jax.local_devices()
+    # Every block runs the same single-device program, blocks dealt round-robin over the
+    # devices and dispatched asynchronously: a model's numbers never depend on the shard
+    # size, the number of devices or its position (checked by the tests).
+    in_flight, outputs = [], []
+    for block in range(n_blocks):
+        device = devices[block % len(devices)]
+        in_flight.append(program(jax.device_put(block_inputs(block), device)))
+        if len(in_flight) >= 2 * len(devices):
+            outputs.append(jax.device_get(in_flight.pop(0)))
+    outputs += [jax.device_get(result) for result in in_flight]
     if _compiled_program.cache_info().misses != misses:
         _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
 
-    def models_first(array: np.ndarray) -> np.ndarray:
-        return np.moveaxis(array, -1, 0)[:n_models].copy()
+    def models_first(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.moveaxis(a, -1, 0) for a in arrays])[:n_models].copy()
 
-    weights_out = [
-        tuple(models_first(a) for a in pair + moving) for pair, moving in zip(trained, trained_state)
-    ]
+    def gather(pick):
+        return models_first([pick(output) for output in outputs])
+
+    weights_out = []
+    for layer, kind in enumerate(plan):
+        arrays = [gather(lambda o, k=k: o[0][layer][k]) for k in range(2)]
+        if kind[0] == "batchnorm":
+            arrays += [gather(lambda o, k=k: o[1][layer][k]) for k in range(2)]
+        weights_out.append(tuple(arrays))
     return ShardResult(
         weights=weights_out,
-        curves={name: models_first(v) for name, v in curves.items()},
-        final={name: models_first(v) for name, v in final.items()},
+        curves={name: gather(lambda o, n=name: o[2][n]) for name in curve_names(loss)},
+        final={name: gather(lambda o, n=name: o[3][n]) for name in final_names(loss)},
     )
 
 
@@ -243,42 +290,13 @@ def _trim_heap() -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_program(plan: tuple[tuple, ...], config: SGDConfig, n_devices: int, penalised: bool, loss: str):
-    body = functools.partial(_train_shard, plan=plan, config=config, penalised=penalised, loss=loss)
-    if n_devices == 1:
-        return jax.jit(body)
-    mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("models",))
-
-    def last_axis(ndim: int) -> PartitionSpec:
-        return PartitionSpec(*([None] * (ndim - 1)), "models")
-
-    def specs_like(tree):
-        return jax.tree.map(lambda leaf: last_axis(np.ndim(leaf)), tree)
-
-    shared = PartitionSpec()
-
-    def run(inputs: dict):
-        in_specs = {
-            name: (shared if name in _SHARED_INPUTS else specs_like(value))
-            for name, value in inputs.items()
-        }
-        out_specs = (
-            [(last_axis(3), last_axis(2)) if kind[0] == "dense" else (last_axis(2),) * 2 for kind in plan],
-            [() if kind[0] == "dense" else (last_axis(2),) * 2 for kind in plan],
-            {name: last_axis(2) for name in curve_names(loss)},
-            {name: last_axis(1) for name in final_names(loss)},
-        )
-        sharded = jax.shard_map(body, mesh=mesh, in_specs=(in_specs,), out_specs=out_specs, check_vma=False)
-        return sharded(inputs)
-
-    return jax.jit(run)
-
-
-_SHARED_INPUTS = ("x_train", "y_train", "x_test", "y_test", "bn_inference")
+def _compiled_program(plan: tuple[tuple, ...], config: SGDConfig, penalised: bool, loss: str):
+    """One block of `MODELS_PER_BLOCK` models on one device; every block and device runs it."""
+    return jax.jit(functools.partial(_train_shard, plan=plan, config=config, penalised=penalised, loss=loss))
 
 
 def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: str):
-    """Runs inside jit (and shard_map): all per-model arrays have the model axis last."""
+    """Runs inside jit on one block: all per-model arrays have the model axis last."""
     x_train, y_train = inputs["x_train"], inputs["y_train"]
     x_test, y_test = inputs["x_test"], inputs["y_test"]
     n_rows = x_train.shape[0]

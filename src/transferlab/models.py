@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab import _backend
+
+_backend.configure()  # before any keras import below
+
 Weights = list[tuple[np.ndarray, ...]]
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "silu", "gelu")
@@ -320,24 +324,45 @@ def save_model_file(model, path: str | Path) -> str:
     return file_sha256(path)
 
 
+def check_file_sha256(path: str | Path, expected_sha256: str | None) -> None:
+    """A model file the study used must be the same bytes it was (SHA-256)."""
+    path = Path(path)
+    if expected_sha256 is None:
+        return
+    if not path.is_file():
+        raise ModelFileError(
+            f"{path}: this study's model file is missing; restore it (SHA-256 {expected_sha256[:12]}…) "
+            "or start a new output folder"
+        )
+    actual = file_sha256(path)
+    if actual != expected_sha256:
+        raise ModelFileError(
+            f"{path}: SHA-256 is {actual[:12]}…, but the study recorded {expected_sha256[:12]}…; "
+            "the file changed since it was used — restore it or start a new output folder"
+        )
+
+
 def load_model_file(path: str | Path, expected_sha256: str | None = None):
     """Load a `.keras` file as data: `safe_mode=True`, never unpickled, hash checked if given."""
+    import zipfile
+
     import keras
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a model file; give the path of a .keras file")
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     if path.suffix != ".keras":
         raise ModelFileError(
             f"{path}: transferlab reads Keras 3 '.keras' files only; re-save with model.save('x.keras')"
         )
-    if expected_sha256 is not None:
-        actual = file_sha256(path)
-        if actual != expected_sha256:
-            raise ModelFileError(
-                f"{path}: SHA-256 is {actual[:12]}…, but the study recorded {expected_sha256[:12]}…; "
-                "the file changed since it was used — restore it or start a new output folder"
-            )
+    check_file_sha256(path, expected_sha256)
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path}: not a Keras archive (a .keras file is a zip written by model.save); re-save the model "
+            "with model.save('x.keras')"
+        )
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as error:
@@ -347,10 +372,14 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None):
                 "with safe_mode=False; transferlab treats model files as data — rebuild it from "
                 "standard layers"
             ) from None
-        raise ModelFileError(f"{path}: not a loadable Keras model ({error})".splitlines()[0]) from None
+        raise ModelFileError(f"{path}: not a loadable Keras model ({_first_line(error)})") from None
     except Exception as error:  # zip errors, missing config, unknown layer classes
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelFileError(f"{path}: not a loadable Keras model ({message})") from None
+        raise ModelFileError(f"{path}: not a loadable Keras model ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # --- fresh weights ----------------------------------------------------------------------

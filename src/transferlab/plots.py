@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from transferlab.folder import atomic_path
 from transferlab.tasks import Task
 
 _DPI = 110
@@ -24,6 +25,17 @@ def tasks_scatter(tasks: dict[str, Task], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4.2), squeeze=False)
     for ax, (title, task) in zip(axes[0], tasks.items()):
         x = np.concatenate([task.x_train, task.x_test])
+        if x.shape[1] == 1 and task.kind != "regression":  # one feature: classes spread on the y axis
+            labels = np.concatenate([task.labels_train, task.labels_test])
+            jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(x))
+            for label in np.unique(labels):
+                chosen = labels == label
+                ax.scatter(x[chosen, 0], label + jitter[chosen], s=9, alpha=0.7, label=f"class {label}")
+            ax.set_title(title)
+            ax.set_xlabel("x[0]")
+            ax.set_ylabel("class (jittered)")
+            ax.legend(fontsize=8, markerscale=1.5)
+            continue
         if task.kind == "regression":
             y = np.concatenate([task.y_train, task.y_test])[:, 0]
             if x.shape[1] > 1:
@@ -80,13 +92,15 @@ def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accurac
 def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accuracy") -> Path:
     """The tutorial's box-and-whisker plot; with several source models, each source model's
     mean is drawn as a dot over its strategy's box."""
-    runs = runs[(runs["role"] == "target") & (runs["status"] == "done")]
+    targets = runs[runs["role"] == "target"]
+    diverged = targets[targets["status"] == "diverged"].groupby("strategy").size()
+    runs = targets[targets["status"] == "done"]
     if metric == "test_r2":  # a diverged run's R² can be hugely negative: keep the boxes readable
         low = np.nanpercentile(runs[metric], 5) if len(runs) else 0.0
         ax_floor = min(low, 0.0)
     else:
         ax_floor = None
-    strategies = list(dict.fromkeys(runs["strategy"]))
+    strategies = list(dict.fromkeys(targets.loc[targets["status"].isin(["done", "diverged"]), "strategy"]))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(strategies)), 4.8))
     data = [runs.loc[runs["strategy"] == s, metric].to_numpy() for s in strategies]
     ax.boxplot(data, showmeans=True)
@@ -102,6 +116,10 @@ def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accurac
                        not in ax.get_legend_handles_labels()[1] else None)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower left")
+    for position, strategy in enumerate(strategies, start=1):
+        if diverged.get(strategy, 0):  # a diverged run has no score: say how many, under the box
+            ax.annotate(f"{diverged[strategy]} diverged", (position, 0), xycoords=("data", "axes fraction"),
+                        xytext=(0, 4), textcoords="offset points", ha="center", fontsize=8, color="tab:red")
     ax.set_ylabel(metric.replace("_", " "))
     if ax_floor is not None:
         ax.set_ylim(bottom=max(ax.get_ylim()[0], ax_floor - 0.1))
@@ -113,6 +131,7 @@ def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=_DPI, format="png")
     plt.close(fig)
     return path

@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from transferlab import plots, stats
-from transferlab.config import as_toml, study_from_dict
+from transferlab.config import as_toml
+from transferlab.folder import atomic_path, write_text
 from transferlab.store import Store
+from transferlab.study import check_source_files
 
 
 @dataclass
@@ -30,7 +32,22 @@ class DirectionReport:
     recipes: list[dict]
     runs_done: int
     runs_planned: int
+    sources_done: int = 0
+    sources_planned: int = 0
     figures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> int:
+        return int(self.summary["diverged"].sum()) if "diverged" in self.summary else 0
+
+    def progress(self) -> str | None:
+        """What is still to train, in words (None when the direction is finished)."""
+        pending = []
+        if self.sources_done < self.sources_planned:
+            pending.append(f"{self.sources_done} of {self.sources_planned} source models")
+        if self.runs_done < self.runs_planned:
+            pending.append(f"{self.runs_done} of {self.runs_planned} target runs")
+        return None if not pending else f"{self.name}: {' and '.join(pending)} trained so far"
 
     @property
     def metric_label(self) -> str:
@@ -63,6 +80,11 @@ class Outputs:
     def runs_planned(self) -> int:
         return sum(d.runs_planned for d in self.directions)
 
+    @property
+    def pending(self) -> list[str]:
+        """One line per unfinished direction (empty when the study is complete)."""
+        return [line for line in (d.progress() for d in self.directions) if line]
+
     def side_by_side(self) -> pd.DataFrame | None:
         if len(self.directions) < 2:
             return None
@@ -70,47 +92,49 @@ class Outputs:
 
 
 def build_report(folder: str | Path) -> Outputs:
+    """Rebuild every table, figure and `report.html` of `folder` from its database: one
+    consistent snapshot (a run may be committing meanwhile), read through the stored plan.
+    Each file is written to a temporary name and renamed, so none is ever seen half-written."""
     folder = Path(folder)
-    with Store.in_folder(folder) as store:
+    with Store.in_folder(folder, readonly=True) as store, store.snapshot():
         study = store.study()
-        runs = store.runs_frame(study["id"])
-        curves = store.curves_frame(study["id"])
-        source_models = store.source_models(study["id"])
-        layer_records = store.layer_records(study["id"])
-    config = study_from_dict(study["config"], source=str(folder / "results.sqlite"), check_model_file=False)
-    target_task = config.target.make("target")
-    source_task = config.source.make("source") if config.source.seed is not None else None
-    names = {"forward": (config.source, config.target, target_task)}
-    if config.reverse:
-        names["reverse"] = (config.target, config.source, source_task)
-    mean_curves = stats.mean_curves(curves)
+        study_id, plan = store.stored_plan()
+        check_source_files(store, study_id, plan)
+        runs = store.runs_frame(study_id)
+        mean_curves = store.mean_curves(study_id)
+        source_models = store.source_models(study_id)
+        layer_records = store.layer_records(study_id)
 
     files: dict[str, Path] = {}
     directions, summaries, per_sources = [], [], []
-    for name, (from_config, to_config, to_task) in names.items():
+    for direction in plan.directions:
+        name = direction.name
         chosen = runs[runs["direction"] == name]
         targets = chosen[chosen["role"] == "target"]
+        sources = chosen[chosen["role"] == "source"]
         suffix = "" if name == "forward" else f"_{name}"
         report = DirectionReport(
             name=name,
-            title=f"{_task_name(from_config)} → {to_config.describe()}",
-            metric=to_task.score,
-            summary=stats.summary_table(chosen, to_task.score),
-            per_source=stats.per_source_table(chosen, to_task.score),
+            title=direction.title,
+            metric=direction.score,
+            summary=stats.summary_table(chosen, direction.score),
+            per_source=stats.per_source_table(chosen, direction.score),
             recipes=_recipes(layer_records[layer_records["direction"] == name]),
-            runs_done=int((targets["status"] == "done").sum()),
+            runs_done=int(targets["status"].isin(["done", "diverged"]).sum()),
             runs_planned=len(targets),
+            sources_done=int(sources["status"].isin(["done", "diverged"]).sum()),
+            sources_planned=len(sources),
         )
         direction_curves = mean_curves[mean_curves["direction"] == name]
         if not direction_curves.empty:
-            score = "accuracy" if to_task.kind == "classification" else "r2"
+            score = "accuracy" if direction.score == "test_accuracy" else "r2"
             files[f"learning_curves{suffix}.png"] = plots.learning_curves(
                 direction_curves, folder / f"learning_curves{suffix}.png", score
             )
-            files[f"boxplot{suffix}.png"] = plots.accuracy_boxplot(chosen, folder / f"boxplot{suffix}.png", to_task.score)
+            files[f"boxplot{suffix}.png"] = plots.accuracy_boxplot(chosen, folder / f"boxplot{suffix}.png", direction.score)
             report.figures = {"curves": f"learning_curves{suffix}.png", "boxplot": f"boxplot{suffix}.png"}
         directions.append(report)
-        summaries.append(report.summary.assign(direction=name, metric=to_task.score))
+        summaries.append(report.summary.assign(direction=name, metric=direction.score))
         per_sources.append(report.per_source.assign(direction=name))
 
     tables = {
@@ -121,24 +145,19 @@ def build_report(folder: str | Path) -> Outputs:
     }
     for file_name, table in tables.items():
         files[file_name] = folder / file_name
-        table.to_csv(files[file_name], index=False)
+        with atomic_path(files[file_name]) as temporary:
+            table.to_csv(temporary, index=False)
 
+    forward = plan.directions[0]
     tasks = {}
-    if source_task is not None:
-        tasks[f"source: {config.source.describe()}"] = source_task
-    tasks[f"target: {config.target.describe()}"] = target_task
+    if forward.source_spec is not None:
+        tasks[f"source: {forward.source_spec.description}"] = forward.source_task
+    tasks[f"target: {forward.target_spec.description}"] = forward.target_task
     files["tasks.png"] = plots.tasks_scatter(tasks, folder / "tasks.png")
 
     outputs = Outputs(folder=folder, directions=directions, files=files, study=study, source_models=source_models)
-    files["report.html"] = folder / "report.html"
-    files["report.html"].write_text(render_html(outputs, config), encoding="utf-8")
+    files["report.html"] = write_text(folder / "report.html", render_html(outputs, plan))
     return outputs
-
-
-def _task_name(task_config) -> str:
-    if getattr(task_config, "model_file", None):
-        return Path(task_config.model_file).name
-    return task_config.describe()
 
 
 def _recipes(records: pd.DataFrame) -> list[dict]:
@@ -157,7 +176,7 @@ def _recipes(records: pd.DataFrame) -> list[dict]:
     return recipes
 
 
-def render_html(outputs: Outputs, config) -> str:
+def render_html(outputs: Outputs, plan) -> str:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("transferlab", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -193,12 +212,15 @@ def render_html(outputs: Outputs, config) -> str:
             "sha": s["file_sha256"][:16],
             "train": _fmt(s["train_accuracy"] if s["train_accuracy"] is not None else s["train_r2"]),
             "test": _fmt(s["test_accuracy"] if s["test_accuracy"] is not None else s["test_r2"]),
+            "given": not s["trained_here"],
         }
         for s in outputs.source_models
     ]
     return template.render(
         study=outputs.study,
-        config=config,
+        plan=plan,
+        pending=outputs.pending,
+        diverged_note=stats.DIVERGED_NOTE if any(d.diverged for d in outputs.directions) else "",
         sections=sections,
         both=None if both is None else both.to_dict("records"),
         both_columns=[] if both is None else list(both.columns),
@@ -206,7 +228,7 @@ def render_html(outputs: Outputs, config) -> str:
         figures=figures,
         runs_done=outputs.runs_done,
         runs_planned=outputs.runs_planned,
-        source_repeats=config.source_repeats,
+        source_repeats=plan.source_repeats,
         config_toml=html.escape(as_toml(outputs.study["config"])),
     )
 

@@ -31,7 +31,6 @@ class ShardJob:
     runs: list[RunSpec]
     recipes: dict[str, Recipe]
     source_weights: dict[int, models.Weights] = field(default_factory=dict)
-    pad_to: int = 1
     bn_frozen: str = "inference"
     penalised: bool = False  # train with the (possibly all-zero) L2 term, so every shard of a
     # cohort with an L2-SP strategy shares one compiled program
@@ -73,7 +72,6 @@ class ShardJob:
             self.sgd,
             anchors=anchors,
             penalties=penalties,
-            pad_to=self.pad_to,
             loss=self.task.loss,
             bn_frozen=self.bn_frozen,
         )

@@ -6,6 +6,10 @@ test use the S per-source means (repeats on one source model are not independent
 evidence about transfer). Each strategy is compared with the baseline by Welch's
 t-test (`scipy.stats.ttest_ind(equal_var=False)`) with its 95% interval for the
 difference, and p-values are Holm-corrected across the comparisons.
+
+Runs that diverged (their loss became NaN or infinite) have no metric to average: they
+are counted per strategy (`diverged`) and left out of means, intervals and tests, and
+every table that does so says it (`DIVERGED_NOTE`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from scipy import stats as scipy_stats
 
 BASELINE = "standalone"
 CONFIDENCE = 0.95
+DIVERGED_NOTE = "diverged runs (loss NaN or infinite) are left out of means, intervals and tests"
 
 
 def replication_units(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.Series:
@@ -31,6 +36,8 @@ def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[f
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return (float("nan"), float("nan"))
+    if np.all(values == values[0]):  # zero spread: the interval collapses to the mean
+        return (float(values[0]), float(values[0]))
     low, high = scipy_stats.t.interval(
         confidence, df=len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values)
     )
@@ -53,23 +60,31 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def summary_table(runs: pd.DataFrame, metric: str = "test_accuracy", baseline: str = BASELINE) -> pd.DataFrame:
-    """One row per strategy (in the order they first appear): the tutorial's numbers and the tests."""
-    runs = runs[(runs["role"] == "target") & (runs["status"] == "done")]
-    order = list(dict.fromkeys(runs["strategy"]))
+    """One row per strategy (in the order they first appear): the tutorial's numbers and the
+    tests over the runs that finished; `diverged` counts those whose loss became NaN/inf and
+    `planned` the runs of the strategy in all (still pending ones included)."""
+    targets = runs[runs["role"] == "target"]
+    finished = targets[targets["status"].isin(["done", "diverged"])]
+    runs = finished[finished["status"] == "done"]
+    order = list(dict.fromkeys(finished["strategy"]))
     base_units = replication_units(runs[runs["strategy"] == baseline], metric) if baseline in order else None
     rows = []
     for strategy in order:
         group = runs[runs["strategy"] == strategy]
         values = group[metric].to_numpy(float)
+        diverged = int((finished.loc[finished["strategy"] == strategy, "status"] == "diverged").sum())
+        planned = int((targets["strategy"] == strategy).sum())
         units = replication_units(group, metric)
         n_sources = int((group["source_index"] >= 0).any() and group["source_index"].nunique())
         low, high = mean_interval(units.to_numpy(float))
         row = {
             "strategy": strategy,
             "n": len(values),
+            "diverged": diverged,
+            "planned": planned,
             "sources": n_sources,
             "unit": "source model" if len(units) != len(values) else "run",
-            "mean": float(values.mean()),
+            "mean": float(values.mean()) if len(values) else float("nan"),
             "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
             "ci_low": low,
             "ci_high": high,
@@ -79,7 +94,11 @@ def summary_table(runs: pd.DataFrame, metric: str = "test_accuracy", baseline: s
             "diff_ci_high": float("nan"),
             "p_value": float("nan"),
         }
-        if base_units is not None and strategy != baseline and len(units) > 1 and len(base_units) > 1:
+        comparable = (
+            base_units is not None and strategy != baseline and len(units) > 1 and len(base_units) > 1
+            and (units.std() > 0 or base_units.std() > 0)  # Welch's test needs some spread
+        )
+        if comparable:
             test = scipy_stats.ttest_ind(units.to_numpy(float), base_units.to_numpy(float), equal_var=False)
             interval = test.confidence_interval(CONFIDENCE)
             row.update(
@@ -102,31 +121,18 @@ def per_source_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.Da
         return pd.DataFrame(columns=["strategy", "source_index", "n", "mean", "std"])
     order = list(dict.fromkeys(runs["strategy"]))
     grouped = runs.groupby(["strategy", "source_index"])[metric]
-    table = grouped.agg(n="count", mean="mean", std=lambda v: v.std(ddof=1)).reset_index()
+    table = grouped.agg(n="count", mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan).reset_index()
     table["strategy"] = pd.Categorical(table["strategy"], categories=order, ordered=True)
     return table.sort_values(["strategy", "source_index"]).reset_index(drop=True).assign(
         strategy=lambda t: t["strategy"].astype(str)
     )
 
 
-CURVES = ("loss", "accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2")
-
-
-def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per direction, strategy and epoch: mean and std over runs of every curve the runs
-    recorded (accuracy for classification, MAE and R² for regression)."""
-    curves = curves[curves["role"] == "target"]
-    keys = [k for k in ("direction", "strategy", "epoch") if k in curves.columns]
-    metrics = [name for name in CURVES if name in curves.columns and curves[name].notna().any()]
-    grouped = curves.groupby(keys, sort=False)[metrics]
-    table = grouped.agg(["mean", "std"])
-    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-    return table.reset_index()
-
-
 def format_mean_std(mean: float, std: float) -> str:
-    """The tutorial's `mean (std)`."""
-    return f"{mean:.3f} ({std:.3f})"
+    """The tutorial's `mean (std)`; `–` where there is nothing to average."""
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.3f} ({std:.3f})" if not np.isnan(std) else f"{mean:.3f}"
 
 
 def side_by_side(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -153,6 +159,7 @@ def side_by_side(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as printed and reported: formatted strings, one row per strategy."""
     rows = []
+    any_diverged = "diverged" in summary.columns and bool((summary["diverged"] > 0).any())
     for row in summary.itertuples(index=False):
         diff = (
             ""
@@ -169,4 +176,6 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
                 "p (Holm)": "" if np.isnan(row.p_holm) else f"{row.p_holm:.2g}",
             }
         )
-    return pd.DataFrame(rows)
+        if any_diverged:
+            rows[-1]["diverged"] = f"{row.diverged} of {row.n + row.diverged}" if row.diverged else ""
+    return pd.DataFrame(rows, columns=None if rows else ["strategy", "n", "mean (std)", "95% CI"])

@@ -1,13 +1,17 @@
 """The results database: one SQLite file per output folder.
 
 Runs are planned up front (status `planned`) and each finished shard is written in
-one transaction (runs set to `done`, their curves, and source models), so a killed
-study loses at most the shards in flight and a rerun trains only what is not done.
+one transaction (runs set to `done`, or `diverged` with the epoch their loss stopped
+being finite; their curves; source models), so a killed study loses at most the shards
+in flight and a rerun trains only what is still planned. The study's plan is stored
+once, in canonical JSON; resume, report and retrain read it back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -18,7 +22,8 @@ import pandas as pd
 
 DATABASE_NAME = "results.sqlite"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+STATUSES = ("planned", "done", "diverged")
 FINAL_COLUMNS = (
     "train_loss", "train_accuracy", "train_mae", "train_r2",
     "test_loss", "test_accuracy", "test_mae", "test_r2",
@@ -30,8 +35,8 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS studies (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
-    config_json TEXT NOT NULL,
-    config_sha256 TEXT NOT NULL UNIQUE,
+    plan_json TEXT NOT NULL,         -- the canonical plan (transferlab.plan.Plan)
+    plan_sha256 TEXT NOT NULL UNIQUE,
     versions_json TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
@@ -60,7 +65,8 @@ CREATE TABLE IF NOT EXISTS runs (
     seed INTEGER NOT NULL,
     architecture_json TEXT NOT NULL, -- the model this run trained
     layers_json TEXT NOT NULL,       -- per layer: origin (source layer or fresh, and why), learning-rate schedule
-    status TEXT NOT NULL CHECK (status IN ('planned', 'done')),
+    status TEXT NOT NULL CHECK (status IN ('planned', 'done', 'diverged')),
+    diverged_epoch INTEGER,          -- first epoch whose loss was NaN or infinite
     {_FINAL_SQL},
     finished_at TEXT,
     UNIQUE (study_id, direction, role, strategy, source_index, repeat)
@@ -98,29 +104,47 @@ def _now() -> str:
 
 
 class Store:
-    """The study's SQLite database; every write is one transaction."""
+    """The study's SQLite database; every write is one transaction.
 
-    def __init__(self, path: str | Path):
+    `readonly` opens an existing database for reading only (reports, retraining): nothing
+    is created, and a missing or foreign file is a one-line `StoreError`."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if tables and version != SCHEMA_VERSION:  # checked before anything writes to the file
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a results database; move it away or choose another --out")
+        if readonly and not self.path.is_file():
+            raise StoreError(f"{self.path.parent}: no {DATABASE_NAME} here; run a study into this folder first")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"{self.path}: not a transferlab results database ({error}); move it away or choose "
+                "another --out (nothing was changed)"
+            ) from None
+        if (tables or readonly) and version != SCHEMA_VERSION:  # checked before anything writes
             self._db.close()
             raise StoreError(
                 f"{self.path}: written by another version of transferlab (database schema "
                 f"{version}, this version uses {SCHEMA_VERSION}); choose a new --out folder "
                 "(nothing here was changed)"
             )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        try:
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(SCHEMA)
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.OperationalError as error:
+            self._db.close()
+            raise StoreError(f"{self.path}: cannot write the results database ({error}); choose a writable --out") from None
 
     @classmethod
-    def in_folder(cls, folder: str | Path) -> Store:
-        return cls(Path(folder) / DATABASE_NAME)
+    def in_folder(cls, folder: str | Path, readonly: bool = False) -> Store:
+        return cls(Path(folder) / DATABASE_NAME, readonly=readonly)
 
     def close(self) -> None:
         self._db.close()
@@ -134,14 +158,26 @@ class Store:
     def _transaction(self):
         return _Transaction(self._db)
 
+    @contextlib.contextmanager
+    def snapshot(self):
+        """Reads inside the block see one consistent state, even while a run commits shards."""
+        self._db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self._db.execute("COMMIT")
+
     # --- studies -------------------------------------------------------------------------
 
-    def open_study(self, name: str, config: dict, config_sha256: str, versions: dict) -> int:
+    def open_study(self, plan, versions: dict) -> int:
         """The study's id: created on first run, reused on resume, refused if the folder holds
-        a different study."""
-        rows = self._db.execute("SELECT id, name, config_sha256 FROM studies").fetchall()
+        a different study (a different plan: tasks, model, training, strategies or seeds)."""
+        from transferlab.plan import canonical_json
+
+        plan_sha = plan.sha256()
+        rows = self._db.execute("SELECT id, name, plan_sha256 FROM studies").fetchall()
         for study_id, stored_name, stored_hash in rows:
-            if stored_hash == config_sha256:
+            if stored_hash == plan_sha:
                 return study_id
             raise StoreError(
                 f"{self.path}: this folder holds study {stored_name!r} with a different "
@@ -149,34 +185,52 @@ class Store:
             )
         with self._transaction():
             cursor = self._db.execute(
-                "INSERT INTO studies (name, config_json, config_sha256, versions_json, created_at) "
+                "INSERT INTO studies (name, plan_json, plan_sha256, versions_json, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (name, json.dumps(config, sort_keys=True), config_sha256, json.dumps(versions), _now()),
+                (plan.name, canonical_json(plan.to_dict()), plan_sha, json.dumps(versions), _now()),
             )
         return int(cursor.lastrowid)
 
     def study(self) -> dict:
+        """The stored study: id, name, plan (as stored), its hash, versions, creation time."""
         row = self._db.execute(
-            "SELECT id, name, config_json, config_sha256, versions_json, created_at FROM studies"
+            "SELECT id, name, plan_json, plan_sha256, versions_json, created_at FROM studies"
         ).fetchone()
         if row is None:
             raise StoreError(f"{self.path}: no study has been run into this folder yet")
-        keys = ("id", "name", "config", "config_sha256", "versions", "created_at")
+        keys = ("id", "name", "plan", "plan_sha256", "versions", "created_at")
         study = dict(zip(keys, row))
-        study["config"] = json.loads(study["config"])
-        study["versions"] = json.loads(study["versions"])
+        try:
+            study["plan"] = json.loads(study["plan"])
+            study["versions"] = json.loads(study["versions"])
+        except json.JSONDecodeError as error:
+            raise StoreError(f"{self.path}: the stored study is damaged ({error}); rerun it into a new folder") from None
+        study["config"] = study["plan"].get("study", {})
         return study
+
+    def stored_plan(self):
+        """`(study id, Plan)` as stored when the study first ran."""
+        from transferlab.plan import Plan
+
+        study = self.study()
+        try:
+            return study["id"], Plan.from_dict(study["plan"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise StoreError(
+                f"{self.path}: the stored plan cannot be read ({type(error).__name__}: {error}); "
+                "rerun the study into a new folder"
+            ) from None
 
     # --- runs ----------------------------------------------------------------------------
 
-    def plan_runs(self, study_id: int, runs: list[dict]) -> None:
+    def plan_runs(self, study_id: int, runs) -> None:
         """Insert planned runs; runs already known (finished or not) are left as they are."""
         with self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO runs (study_id, direction, role, strategy, strategy_json, "
                 "source_index, repeat, seed, architecture_json, layers_json, status) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned')",
-                [
+                (
                     (
                         study_id,
                         run["direction"],
@@ -190,7 +244,7 @@ class Store:
                         json.dumps(run["layers"], ensure_ascii=False),
                     )
                     for run in runs
-                ],
+                ),
             )
 
     def runs(self, study_id: int, role: str | None = None) -> list[StoredRun]:
@@ -202,40 +256,54 @@ class Store:
         if role is not None:
             query += " AND role = ?"
             params += (role,)
+        self.check_statuses(study_id)
         return [StoredRun(*row) for row in self._db.execute(query + " ORDER BY id", params)]
 
-    def finish_shard(
-        self,
-        run_ids: list[int],
-        final: dict[str, np.ndarray],
-        curves: dict[str, np.ndarray],
-        source_models: list[dict] | None = None,
-    ) -> None:
-        """Record one finished shard: final metrics, per-epoch curves and source models, atomically."""
+    def check_statuses(self, study_id: int) -> None:
+        """Every run's status must be one this version knows (a hand-edited file may differ)."""
+        placeholders = ", ".join("?" * len(STATUSES))
+        row = self._db.execute(
+            f"SELECT id, status FROM runs WHERE study_id = ? AND status NOT IN ({placeholders}) LIMIT 1",
+            (study_id, *STATUSES),
+        ).fetchone()
+        if row is not None:
+            raise StoreError(
+                f"{self.path}: run {row[0]} has status {row[1]!r}, which is none of "
+                f"{', '.join(STATUSES)}; the database was edited — restore it or rerun into a new folder"
+            )
+
+    def finish_shard(self, run_ids: list[int], result, source_models: list[dict] | None = None) -> int:
+        """Record one finished shard (an engine `ShardResult`): final metrics, per-epoch curves,
+        divergence and source models, atomically. Returns how many runs diverged."""
         finished = _now()
+        final, curves = result.final, result.curves
+        diverged_at = result.diverged_epoch
         epochs = curves["loss"].shape[1]
         finals = [name for name in FINAL_COLUMNS if name in final]
         curve_names = [name for name in CURVE_COLUMNS if name in curves]
         with self._transaction():
             self._db.executemany(
-                f"UPDATE runs SET status = 'done', {', '.join(f'{n} = ?' for n in finals)}, finished_at = ? "
-                "WHERE id = ? AND status = 'planned'",
+                f"UPDATE runs SET status = ?, diverged_epoch = ?, {', '.join(f'{n} = ?' for n in finals)}, "
+                "finished_at = ? WHERE id = ? AND status = 'planned'",
                 [
-                    tuple(float(final[name][i]) for name in finals) + (finished, run_id)
+                    ("diverged" if diverged_at[i] else "done", int(diverged_at[i]) or None)
+                    + tuple(_finite(final[name][i]) for name in finals)
+                    + (finished, run_id)
                     for i, run_id in enumerate(run_ids)
                 ],
             )
             self._db.executemany(
                 f"INSERT INTO curves (run_id, epoch, {', '.join(curve_names)}) "
                 f"VALUES (?, ?, {', '.join('?' * len(curve_names))})",
-                [
-                    (run_id, epoch + 1) + tuple(float(curves[name][i, epoch]) for name in curve_names)
+                (
+                    (run_id, epoch + 1) + tuple(_finite(curves[name][i, epoch]) for name in curve_names)
                     for i, run_id in enumerate(run_ids)
                     for epoch in range(epochs)
-                ],
+                ),
             )
             for source in source_models or []:
                 self._insert_source_model(source, finished)
+        return int(np.count_nonzero(diverged_at))
 
     def record_source_model(self, source: dict) -> None:
         with self._transaction():
@@ -246,6 +314,7 @@ class Store:
                    "trained_here", "seed") + FINAL_COLUMNS
         values = [source.get(name) for name in columns]
         values[columns.index("trained_here")] = int(source["trained_here"])
+        values = [_finite(v) if isinstance(v, float) else v for v in values]
         self._db.execute(
             f"INSERT OR REPLACE INTO source_models ({', '.join(columns)}, created_at) "
             f"VALUES ({', '.join('?' * len(columns))}, ?)",
@@ -265,9 +334,10 @@ class Store:
     # --- tables for statistics and plots -------------------------------------------------
 
     def runs_frame(self, study_id: int) -> pd.DataFrame:
+        self.check_statuses(study_id)
         return pd.read_sql_query(
             "SELECT id AS run_id, direction, role, strategy, source_index, repeat, seed, status, "
-            f"{', '.join(FINAL_COLUMNS)} FROM runs WHERE study_id = ? ORDER BY id",
+            f"diverged_epoch, {', '.join(FINAL_COLUMNS)} FROM runs WHERE study_id = ? ORDER BY id",
             self._db,
             params=(study_id,),
         )
@@ -282,6 +352,7 @@ class Store:
         )
 
     def curves_frame(self, study_id: int) -> pd.DataFrame:
+        """Every run's per-epoch curves (large: prefer `mean_curves` for summaries)."""
         return pd.read_sql_query(
             "SELECT r.direction, r.role, r.strategy, r.source_index, r.repeat, c.epoch, "
             f"{', '.join('c.' + name for name in CURVE_COLUMNS)} FROM curves c JOIN runs r ON r.id = c.run_id "
@@ -289,6 +360,46 @@ class Store:
             self._db,
             params=(study_id,),
         )
+
+    def mean_curves(self, study_id: int) -> pd.DataFrame:
+        """Per direction, strategy and epoch, over the target runs that finished (not diverged):
+        `n` and the mean and sample std of every curve, aggregated inside SQLite in two passes
+        (mean, then squared deviations), so memory stays flat however many runs there are."""
+        means = ", ".join(f"avg(c.{name}) AS {name}_mean" for name in CURVE_COLUMNS)
+        squares = ", ".join(
+            f"sum((c.{name} - m.{name}_mean) * (c.{name} - m.{name}_mean)) / nullif(count(c.{name}) - 1, 0) "
+            f"AS {name}_var"
+            for name in CURVE_COLUMNS
+        )
+        query = f"""
+            WITH done AS (
+                SELECT id, direction, strategy FROM runs
+                WHERE study_id = :study AND role = 'target' AND status = 'done'
+            ), m AS (
+                SELECT d.direction, d.strategy, c.epoch, count(*) AS n, {means}, min(d.id) AS first_run
+                FROM curves c JOIN done d ON d.id = c.run_id
+                GROUP BY d.direction, d.strategy, c.epoch
+            )
+            SELECT m.direction, m.strategy, m.epoch, m.n,
+                   {", ".join(f"m.{name}_mean" for name in CURVE_COLUMNS)}, {squares}
+            FROM curves c JOIN done d ON d.id = c.run_id
+            JOIN m ON m.direction = d.direction AND m.strategy = d.strategy AND m.epoch = c.epoch
+            GROUP BY m.direction, m.strategy, m.epoch
+            ORDER BY min(m.first_run), m.epoch
+        """
+        table = pd.read_sql_query(query, self._db, params={"study": study_id})
+        for name in CURVE_COLUMNS:  # SQLite's math functions are optional: take the root here
+            table.insert(table.columns.get_loc(f"{name}_var"), f"{name}_std", np.sqrt(table.pop(f"{name}_var").astype(float)))
+        order = ["direction", "strategy", "epoch", "n"] + [f"{n}_{s}" for n in CURVE_COLUMNS for s in ("mean", "std")]
+        table = table[order]
+        empty = [name for name in CURVE_COLUMNS if table[f"{name}_mean"].isna().all()]
+        return table.drop(columns=[f"{name}_{stat}" for name in empty for stat in ("mean", "std")])
+
+
+def _finite(value) -> float | None:
+    """A metric as stored: NaN and infinities become NULL (the run's status says why)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class _Transaction:

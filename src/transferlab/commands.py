@@ -1,0 +1,221 @@
+"""The `transferlab` commands: run a study, run the demo, rebuild a report, list strategies.
+
+Exit codes: 0 done, 1 internal error, 2 bad input (one line naming the file, field, row or
+layer), 130 interrupted (one line; the folder stays resumable)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from transferlab import interrupts
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+console = Console(width=None if sys.stdout.isatty() else 118)
+errors = Console(stderr=True)
+
+DEMO_STUDY = "tutorial_sources.toml"
+DEMO_FOLDER = "transferlab-demo"
+EXIT_INTERNAL, EXIT_BAD_INPUT = 1, 2
+
+
+@app.command()
+def run(
+    study_file: Path = typer.Argument(..., help="the study file (TOML)"),
+    out: Path = typer.Option(None, "--out", "-o", help="output folder (default: ./NAME from the study)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    force: bool = typer.Option(False, "--force", help="start even if the memory estimate exceeds what is available"),
+) -> None:
+    """Run STUDY_FILE into an output folder (rerun to resume), then write the table, plots and report."""
+    config = _load(study_file)
+    _run_and_report(config, out or Path(config.name), quiet, force)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path(DEMO_FOLDER), "--out", "-o", help="output folder"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    force: bool = typer.Option(False, "--force", help="start even if the memory estimate exceeds what is available"),
+) -> None:
+    """The tutorial's study with 10 source models, into ./transferlab-demo/."""
+    study_file = resources.files("transferlab") / "examples" / DEMO_STUDY
+    with resources.as_file(study_file) as path:
+        config = _load(path)
+    _run_and_report(config, out, quiet, force)
+
+
+@app.command()
+def report(folder: Path = typer.Argument(..., help="an output folder of `transferlab run`")) -> None:
+    """Rebuild the table, CSVs, plots and report.html of FOLDER from its database."""
+    outputs = _write_report(folder)
+    _print_outputs(outputs)
+
+
+@app.command()
+def strategies() -> None:
+    """List every strategy with its parameters (and defaults), what it does and its source."""
+    from transferlab.config import toml_value
+    from transferlab.strategies import STRATEGIES, strategy_parameters
+
+    table = Table(title=escape("strategies (write one [[strategies]] table per strategy in a study file)"),
+                  title_justify="left", show_lines=True)
+    for column in ("name", "parameters", "what it does", "reference"):
+        table.add_column(column)
+    for name, cls in STRATEGIES.items():
+        params = ", ".join(f"{k} = {toml_value(v)}" for k, v in strategy_parameters(cls).items())
+        table.add_row(name, params or "—", cls.summary, cls.reference)
+    console.print(table)
+
+
+def _load(path: Path):
+    from transferlab.config import load_study
+
+    return _guard(lambda: load_study(path))
+
+
+def _write_report(folder: Path):
+    from transferlab.report import build_report
+
+    interrupts.set_message(
+        f"the report in {folder}/ was not finished (the results are safe); run `transferlab report {folder}` to write it"
+    )
+    return _guard(lambda: build_report(folder))
+
+
+def _run_and_report(config, out: Path, quiet: bool, force: bool) -> None:
+    from transferlab.estimate import available_memory, estimate
+    from transferlab.study import plan_study, run_study
+
+    started = time.perf_counter()
+    plan = _guard(lambda: plan_study(config))
+    work = estimate(plan, config.execution.shard_size)
+    available = available_memory()
+    console.print(f"[bold]{escape(config.name)}[/]: {escape(_describe(config))} → {escape(str(out))}/", highlight=False)
+    console.print(f"plan: {work.describe(available)}", highlight=False)
+    if available and work.peak_bytes > available and not force:
+        _fail(
+            f"{config.name}: the estimated peak memory ({work.describe(available)}) exceeds what this machine has "
+            "available; lower repeats, epochs, layer widths or [execution] shard_size, or pass --force to start anyway"
+        )
+    interrupts.set_message(
+        f"finished shards are saved in {out}/results.sqlite; rerun the same command to resume"
+    )
+    with Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        def notify(message: str) -> None:
+            bar.console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
+
+        outcome = _guard(lambda: run_study(plan, out, progress=progress, notify=notify,
+                                           shard_size=config.execution.shard_size))
+    if outcome.skipped_runs:
+        console.print(f"resumed: {outcome.skipped_runs} runs were already done, trained {outcome.trained_runs}")
+    if outcome.diverged_runs:
+        console.print(f"[yellow]{outcome.diverged_runs} runs diverged[/] (loss NaN or infinite); they are "
+                      "stored as diverged and counted in the table")
+    from transferlab.engine import release_programs
+
+    release_programs()
+    outputs = _write_report(out)
+    _print_outputs(outputs)
+    console.print(f"wall time {time.perf_counter() - started:.1f} s")
+
+
+def _describe(config) -> str:
+    n_strategies = len(config.strategies)
+    return (
+        f"{n_strategies} strategies × {config.repeats} repeats, {config.source_repeats} source "
+        f"model{'s' if config.source_repeats > 1 else ''}, {config.training.epochs} epochs"
+        + (", both directions" if config.reverse else "")
+    )
+
+
+def _print_outputs(outputs) -> None:
+    from transferlab import stats
+
+    for direction in outputs.directions:
+        prefix = f"{outputs.study['name']}" + (f" ({direction.name})" if len(outputs.directions) > 1 else "")
+        _print_frame(stats.display_table(direction.summary), f"{prefix}: {direction.metric_label} on {direction.title}")
+        per_source = direction.per_source
+        if not per_source.empty and per_source["source_index"].nunique() > 1 and per_source["strategy"].nunique() <= 6:
+            wide = per_source.pivot(index="source_index", columns="strategy", values="mean")
+            wide = wide[list(dict.fromkeys(per_source["strategy"]))]
+            wide.insert(0, "source", wide.index.astype(str))
+            for column in wide.columns[1:]:
+                wide[column] = [f"{v:.3f}" for v in wide[column]]
+            _print_frame(wide, f"mean {direction.metric_label} per source model")
+        if direction.diverged:
+            console.print(f"note: {stats.DIVERGED_NOTE}", highlight=False)
+    both = outputs.side_by_side()
+    if both is not None:
+        _print_frame(both, "both directions (* = Holm-corrected p < 0.05 against standalone)")
+    for line in outputs.pending:
+        console.print(f"[yellow]not finished:[/] {escape(line)}; rerun the study to resume", highlight=False)
+    names = ", ".join(sorted(path.name for path in outputs.files.values()))
+    console.print(f"wrote {escape(str(outputs.folder))}/: {escape(names)}", highlight=False)
+
+
+def _print_frame(frame, title: str) -> None:
+    table = Table(title=escape(title), title_justify="left")
+    for index, column in enumerate(frame.columns):
+        table.add_column(escape(str(column)), justify="left" if index == 0 else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[escape(str(value)) for value in row])
+    console.print(table)
+
+
+def _guard(action):
+    """Run `action`: transferlab's own input errors become one line and exit code 2; anything
+    else is an internal error, one line and exit code 1 (TRANSFERLAB_TRACEBACK=1 shows it)."""
+    from transferlab.config import StudyFileError
+    from transferlab.folder import FolderError
+    from transferlab.models import ModelFileError
+    from transferlab.store import StoreError
+    from transferlab.tasks import TaskError
+
+    try:
+        return action()
+    except (StudyFileError, ModelFileError, StoreError, TaskError, FolderError) as error:
+        _fail(str(error))
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except MemoryError:
+        _fail("out of memory; lower repeats, epochs, layer widths or [execution] shard_size", EXIT_INTERNAL)
+    except Exception as error:
+        if os.environ.get("TRANSFERLAB_TRACEBACK"):
+            raise
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        _fail(
+            f"internal error: {type(error).__name__}{': ' + text if text else ''} — please report it "
+            "(set TRANSFERLAB_TRACEBACK=1 to see where)",
+            EXIT_INTERNAL,
+        )
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    """One line on stderr, escaped (brackets in paths and fields survive), then exit."""
+    message = " ".join(message.split())
+    errors.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)

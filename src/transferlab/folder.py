@@ -1,0 +1,124 @@
+"""The output folder: one writer at a time, files that appear whole or not at all.
+
+A run holds an OS lock (`flock`) on `FOLDER/.transferlab.lock` for its whole life; the
+kernel releases it when the process ends, however it ends, so `kill -9` leaves no stale
+lock. Every file under the folder is written to a temporary name and renamed into place,
+so a reader (a concurrent `report`, a resumed run) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_NAME = ".transferlab.lock"
+_TEMPORARY_MARK = ".partial-"
+
+
+class FolderError(RuntimeError):
+    """The output folder cannot be used; the message says why and what to do."""
+
+
+def prepare_output_folder(folder: str | Path) -> Path:
+    """Create the folder (and parents) or say, in one line, why it cannot be one."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FolderError(f"{folder}: exists and is not a folder; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FolderError(f"{folder}: a parent of this path is a file; choose another --out") from None
+    except OSError as error:
+        raise FolderError(f"{folder}: cannot create the output folder ({error.strerror}); choose another --out") from None
+    probe = folder / f"{_TEMPORARY_MARK}{os.getpid()}-probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise FolderError(f"{folder}: cannot write in the output folder ({error.strerror}); choose a writable --out") from None
+    return folder
+
+
+class FolderLock:
+    """Exclusive right to write a folder, held until `release` (or the process ends)."""
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / LOCK_NAME
+        self._handle = None
+
+    def acquire(self) -> FolderLock:
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise FolderError(
+                f"{self.path.parent}: {holder} is writing to this folder; wait for it to finish "
+                "or choose another --out (`transferlab report` can read it meanwhile)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"transferlab run (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.truncate(0)
+            self._handle.close()  # closing the descriptor releases the flock
+            self._handle = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix, so writers that look at it work);
+    rename it onto `path` when the block succeeds, remove it when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{_TEMPORARY_MARK}{os.getpid()}-{path.name}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Remove what an interrupted writer left half-written (call while holding the lock)."""
+    for pattern in (f"{_TEMPORARY_MARK}*", f"*/{_TEMPORARY_MARK}*"):
+        for leftover in Path(folder).glob(pattern):
+            pid = leftover.name[len(_TEMPORARY_MARK):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue  # a concurrent `report` is writing it
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,349 @@
+"""The plan: a validated study turned, once, into everything that runs and is reported.
+
+A `Plan` holds the tasks (as specs that make their arrays again), the directions with
+their source architectures, each strategy's recipe and every run with its seed. It is
+built from a `StudyConfig` at the edge (`build_plan`), stored in canonical JSON, and
+read back by resume, `report` and `retrain_run` (`Plan.from_dict`), which never apply
+the study-file rules again: what was valid when the study ran stays readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transferlab import models, tasks
+from transferlab.engine import SGDConfig
+from transferlab.strategies import STRATEGIES, Recipe, Standalone, head_fits, strategy_to_dict
+
+PLAN_FORMAT = 1
+_ROLE_CODES = {"source": 0, "target": 1}
+NO_SOURCE = -1
+_GENERATORS = {"blobs": tasks.blobs, "regression": tasks.regression}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How to make a task's arrays again: its generator (`blobs`, `regression`) and arguments."""
+
+    kind: str
+    params: dict
+    description: str
+
+    def make(self, name: str) -> tasks.Task:
+        return _GENERATORS[self.kind](**self.params, name=name)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "params": dict(self.params), "description": self.description}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskSpec:
+        return cls(data["kind"], dict(data["params"]), data["description"])
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: which way round, what it trains, from which source model, its seed."""
+
+    role: str
+    strategy: object
+    source_index: int
+    repeat: int
+    seed: int
+    direction: str = "forward"
+
+    @property
+    def key(self) -> tuple[str, str, str, int, int]:
+        return (self.direction, self.role, self.strategy.label, self.source_index, self.repeat)
+
+
+def run_seed(study_seed: int, role: str, label: str, source_index: int, repeat: int, direction: str = "forward") -> int:
+    """Every run's seed derives from the study seed and the run's identity alone, so adding a
+    strategy, a direction or changing shards never changes another run's numbers."""
+    key = (_ROLE_CODES[role], zlib.crc32(label.encode()), source_index + 1, repeat)
+    if direction == "reverse":
+        key += (1,)
+    sequence = np.random.SeedSequence(study_seed, spawn_key=key)
+    return int(sequence.generate_state(1, np.uint32)[0])
+
+
+@dataclass
+class Direction:
+    """One way round: source models (trained on `source_task`, or given) reused on `target_task`.
+
+    `recipes` holds each target strategy's recipe by label, and `source_recipe` the recipe
+    that trains a source model. `source_title` names where the source models come from."""
+
+    name: str
+    source_spec: TaskSpec | None
+    target_spec: TaskSpec
+    source_arch: models.Architecture
+    strategies: list
+    recipes: dict[str, Recipe]
+    source_recipe: Recipe
+    trains_sources: bool
+    source_title: str
+    _made: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def source_task(self) -> tasks.Task | None:
+        return None if self.source_spec is None else self._task("source", self.source_spec)
+
+    @property
+    def target_task(self) -> tasks.Task:
+        return self._task("target", self.target_spec)
+
+    def _task(self, role: str, spec: TaskSpec) -> tasks.Task:
+        if role not in self._made:
+            self._made[role] = spec.make(role)
+        return self._made[role]
+
+    @property
+    def title(self) -> str:
+        return f"{self.source_title} → {self.target_spec.description}"
+
+    @property
+    def score(self) -> str:
+        """The headline test metric: accuracy for classification, R² for regression."""
+        return "test_accuracy" if self.target_spec.kind != "regression" else "test_r2"
+
+    @property
+    def notice(self) -> str | None:
+        """What the user should know before reading the results of this direction."""
+        head = self.recipes[self.strategies[0].label].arch.head
+        if head_fits(self.source_arch, head) or not any(s.uses_source for s in self.strategies):
+            return None
+        return (
+            f"{self.name}: the target needs a {head.units}-unit {head.activation} output layer but the source "
+            f"model has {self.source_arch.head.units} {self.source_arch.head.activation} units, so every "
+            "strategy that reuses the source model starts with a fresh output layer (new_head)"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "source_task": None if self.source_spec is None else self.source_spec.to_dict(),
+            "target_task": self.target_spec.to_dict(),
+            "source_arch": self.source_arch.to_dict(),
+            "strategies": [strategy_to_dict(s) for s in self.strategies],
+            "recipes": {label: recipe_to_dict(r) for label, r in self.recipes.items()},
+            "source_recipe": recipe_to_dict(self.source_recipe),
+            "trains_sources": self.trains_sources,
+            "source_title": self.source_title,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Direction:
+        return cls(
+            name=data["name"],
+            source_spec=None if data["source_task"] is None else TaskSpec.from_dict(data["source_task"]),
+            target_spec=TaskSpec.from_dict(data["target_task"]),
+            source_arch=models.Architecture.from_dict(data["source_arch"]),
+            strategies=[strategy_from_dict(s) for s in data["strategies"]],
+            recipes={label: recipe_from_dict(r) for label, r in data["recipes"].items()},
+            source_recipe=recipe_from_dict(data["source_recipe"]),
+            trains_sources=bool(data["trains_sources"]),
+            source_title=data["source_title"],
+        )
+
+
+@dataclass
+class Plan:
+    """Everything a study runs: its directions, repeats, training settings and seeds.
+
+    `study` is the validated study configuration, kept for display only; `model_file_sha256`
+    is the given source model's content hash (part of the plan's identity, its path is not)."""
+
+    name: str
+    seed: int
+    repeats: int
+    source_repeats: int
+    training: SGDConfig
+    bn_frozen: str
+    directions: list[Direction]
+    model_file: str | None = None
+    model_file_sha256: str | None = None
+    study: dict = field(default_factory=dict)
+
+    def direction(self, name: str) -> Direction | None:
+        return next((d for d in self.directions if d.name == name), None)
+
+    def runs(self, direction: Direction) -> list[RunSpec]:
+        """Source runs (one per source model) then target runs, in a fixed order."""
+        runs = []
+        if direction.trains_sources:
+            source = Standalone()
+            for index in range(self.source_repeats):
+                seed = run_seed(self.seed, "source", source.label, index, 0, direction.name)
+                runs.append(RunSpec("source", source, index, 0, seed, direction.name))
+        for strategy in direction.strategies:
+            source_indices = range(self.source_repeats) if strategy.uses_source else [NO_SOURCE]
+            for source_index in source_indices:
+                for repeat in range(self.repeats):
+                    seed = run_seed(self.seed, "target", strategy.label, source_index, repeat, direction.name)
+                    runs.append(RunSpec("target", strategy, source_index, repeat, seed, direction.name))
+        return runs
+
+    def count_runs(self) -> dict[str, int]:
+        """Planned runs by role, without listing them."""
+        sources = sum(self.source_repeats for d in self.directions if d.trains_sources)
+        targets = sum(
+            self.repeats * (self.source_repeats if s.uses_source else 1)
+            for d in self.directions
+            for s in d.strategies
+        )
+        return {"source": sources, "target": targets}
+
+    def to_dict(self) -> dict:
+        return {
+            "format": PLAN_FORMAT,
+            "name": self.name,
+            "seed": self.seed,
+            "repeats": self.repeats,
+            "source_repeats": self.source_repeats,
+            "training": {
+                "epochs": self.training.epochs,
+                "batch_size": self.training.batch_size,
+                "learning_rate": self.training.learning_rate,
+                "momentum": self.training.momentum,
+                "nesterov": self.training.nesterov,
+            },
+            "bn_frozen": self.bn_frozen,
+            "directions": [d.to_dict() for d in self.directions],
+            "model_file": self.model_file,
+            "model_file_sha256": self.model_file_sha256,
+            "study": self.study,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        if data.get("format") != PLAN_FORMAT:
+            raise ValueError(f"plan format {data.get('format')!r}; this version reads format {PLAN_FORMAT}")
+        return cls(
+            name=data["name"],
+            seed=int(data["seed"]),
+            repeats=int(data["repeats"]),
+            source_repeats=int(data["source_repeats"]),
+            training=SGDConfig(**data["training"]),
+            bn_frozen=data["bn_frozen"],
+            directions=[Direction.from_dict(d) for d in data["directions"]],
+            model_file=data.get("model_file"),
+            model_file_sha256=data.get("model_file_sha256"),
+            study=data.get("study", {}),
+        )
+
+    def sha256(self) -> str:
+        """The plan's identity: everything that decides a number (not the display copy of the
+        study file, not the model file's path, not how runs are sharded)."""
+        content = {k: v for k, v in self.to_dict().items() if k not in ("study", "model_file")}
+        return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
+
+def canonical_json(data) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- recipes and strategies in stored form ------------------------------------------------
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """A recipe as JSON; each layer's learning-rate multipliers as runs `[value, epochs]`."""
+    columns = []
+    for column in np.asarray(recipe.multipliers, np.float32).T:
+        runs: list[list] = []
+        for value in column.tolist():
+            if runs and runs[-1][0] == value:
+                runs[-1][1] += 1
+            else:
+                runs.append([value, 1])
+        columns.append(runs)
+    return {
+        "arch": recipe.arch.to_dict(),
+        "origins": list(recipe.origins),
+        "multipliers": columns,
+        "penalties": None if recipe.penalties is None else list(recipe.penalties),
+        "notes": list(recipe.notes),
+    }
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    columns = [np.concatenate([np.full(count, value, np.float32) for value, count in runs]) for runs in data["multipliers"]]
+    return Recipe(
+        arch=models.Architecture.from_dict(data["arch"]),
+        origins=tuple(data["origins"]),
+        multipliers=np.stack(columns, axis=1),
+        penalties=None if data["penalties"] is None else tuple(data["penalties"]),
+        notes=tuple(data["notes"]),
+    )
+
+
+def strategy_from_dict(data: dict):
+    """A stored strategy value (already validated when the study was planned)."""
+    params = {k: v for k, v in data.items() if k != "name"}
+    return STRATEGIES[data["name"]](**params)
+
+
+# --- building the plan (the edge: a validated study file) ---------------------------------
+
+
+def task_spec(task_config) -> TaskSpec:
+    """The spec of a `[source]`/`[target]` table: its generator and arguments."""
+    params = task_config.model_dump(exclude={"kind", "model_file"})
+    return TaskSpec(task_config.kind, params, task_config.describe())
+
+
+def build_plan(config, given_model=None) -> Plan:
+    """The plan of a validated `StudyConfig`; `given_model` is the loaded `source.model_file`.
+
+    Raises `StudyFileError` (or `ModelFileError`) when a strategy does not fit."""
+    from transferlab.config import StudyFileError, check_model_fits, check_strategies
+
+    sgd = config.training.sgd()
+    target_spec = task_spec(config.target)
+    source_spec = task_spec(config.source) if config.source.seed is not None else None
+    target_task = target_spec.make("target")
+    source_task = source_spec.make("source") if source_spec is not None else None
+    model_sha = None
+    if given_model is not None:
+        source_arch = models.architecture_of(given_model, source=config.source.model_file)
+        check_model_fits(source_arch, target_task, config.source.model_file)
+        model_sha = models.file_sha256(config.source.model_file)
+        pairs = [("forward", source_spec, target_spec, source_task, target_task, source_arch, False,
+                  Path(config.source.model_file).name)]
+    else:
+        pairs = [("forward", source_spec, target_spec, source_task, target_task, None, True, source_spec.description)]
+        if config.reverse:
+            pairs.append(("reverse", target_spec, source_spec, target_task, source_task, None, True,
+                          target_spec.description))
+    directions = []
+    for name, from_spec, to_spec, from_task, to_task, source_arch, trains, title in pairs:
+        if source_arch is None:
+            source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
+        head = config.head_for(to_task)
+        try:
+            strategies_ = check_strategies(config, source_arch, head)
+        except ValueError as error:
+            raise StudyFileError(f"{config.name}: {error}") from None
+        recipes = {s.label: s.recipe(source_arch, head, sgd.epochs) for s in strategies_}
+        source_recipe = Standalone().recipe(source_arch, source_arch.head, sgd.epochs)
+        direction = Direction(name, from_spec, to_spec, source_arch, strategies_, recipes, source_recipe, trains, title)
+        direction._made.update({k: v for k, v in (("source", from_task), ("target", to_task)) if v is not None})
+        directions.append(direction)
+    return Plan(
+        name=config.name,
+        seed=config.seed,
+        repeats=config.repeats,
+        source_repeats=config.source_repeats,
+        training=sgd,
+        bn_frozen=config.bn_frozen,
+        directions=directions,
+        model_file=config.source.model_file,
+        model_file_sha256=model_sha,
+        # the display copy: a model-file study has no [model] table (the file is the model)
+        study=config.model_dump(mode="json", exclude={"model"} if config.source.model_file else None),
+    )
