@@ -1,11 +1,14 @@
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import transferlab  # noqa: F401  (sets the JAX backend before keras is imported)
-
 ROOT = Path(__file__).resolve().parents[1]
+# the suite's own compile cache, never the user's (subprocesses inherit it)
+os.environ["TRANSFERLAB_CACHE_DIR"] = str(ROOT / ".test-cache" / "xla")
+
+from transferlab import engine  # noqa: E402,F401  (pins Keras to JAX before any test imports keras)
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def test_model_file_with_code_is_refused(tmp_path):
 def test_broken_and_foreign_files_get_one_line_errors(tmp_path):
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(models.ModelFileError, match="junk.keras: not a loadable Keras model"):
+    with pytest.raises(models.ModelFileError, match="junk.keras: not a Keras archive"):
         models.load_model_file(junk)
     with pytest.raises(models.ModelFileError, match="'.keras' files only"):
         models.load_model_file(_touch(tmp_path / "m.h5"))
