@@ -14,6 +14,8 @@ every table that does so says it (`DIVERGED_NOTE`).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
@@ -60,6 +62,14 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def summary_table(runs: pd.DataFrame, metric: str = "test_accuracy", baseline: str = BASELINE) -> pd.DataFrame:
+    """See `_summary_table`; SciPy's precision warnings for near-identical groups are not
+    printed (the table shows n and std, which say the same)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _summary_table(runs, metric, baseline)
+
+
+def _summary_table(runs: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
     """One row per strategy (in the order they first appear): the tutorial's numbers and the
     tests over the runs that finished; `diverged` counts those whose loss became NaN/inf and
     `planned` the runs of the strategy in all (still pending ones included)."""

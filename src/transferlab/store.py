@@ -191,6 +191,9 @@ class Store:
             )
         return int(cursor.lastrowid)
 
+    def has_study(self) -> bool:
+        return self._db.execute("SELECT count(*) FROM studies").fetchone()[0] > 0
+
     def study(self) -> dict:
         """The stored study: id, name, plan (as stored), its hash, versions, creation time."""
         row = self._db.execute(

@@ -23,7 +23,7 @@ from transferlab.executors import LocalExecutor
 from transferlab.folder import FolderLock, atomic_path, prepare_output_folder, remove_stale_temporaries
 from transferlab.plan import NO_SOURCE, Direction, Plan, RunSpec, build_plan, run_seed  # noqa: F401  (API)
 from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
-from transferlab.store import Store, StoreError
+from transferlab.store import DATABASE_NAME, Store, StoreError
 from transferlab.strategies import Recipe, strategy_to_dict
 from transferlab.tasks import Task
 
@@ -113,6 +113,7 @@ def run_study(
     executor = executor or LocalExecutor()
     progress = progress or (lambda stage, done, total: None)
     notify = notify or (lambda message: None)
+    _check_existing_study(folder, plan)  # before the lock file is made: a refusal changes nothing
     for direction in plan.directions:
         if direction.notice:
             notify(direction.notice)
@@ -157,6 +158,15 @@ def run_study(
                 done += len(job.runs)
                 progress(stage + "target runs", done, total)
     return StudyOutcome(study_id, folder, trained, skipped, [d.notice for d in plan.directions if d.notice], diverged)
+
+
+def _check_existing_study(folder: Path, plan: Plan) -> None:
+    """A database already in the folder must be readable and hold this same study."""
+    if not (folder / DATABASE_NAME).exists():
+        return
+    with Store.in_folder(folder, readonly=True) as store:
+        if store.has_study() and store.study()["plan_sha256"] != plan.sha256():
+            store.open_study(plan, {})  # raises the "different configuration" error
 
 
 def cohort_is_penalised(direction: Direction, arch: models.Architecture) -> bool:
