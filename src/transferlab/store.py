@@ -135,7 +135,8 @@ class Store:
             if not readonly:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.executescript(SCHEMA)
+                if not tables:  # a new database; an existing one is left byte for byte until a write
+                    self._db.executescript(SCHEMA)
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.OperationalError as error:
