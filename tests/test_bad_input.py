@@ -3,6 +3,7 @@ stderr that names the file, field, row or layer and says what to do, no tracebac
 leaves the output folder byte for byte as it was."""
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -297,3 +298,39 @@ def test_one_feature_task_runs_to_its_report(tmp_path):
     code, stdout, stderr = invoke("run", _write(tmp_path, raw), "--out", tmp_path / "out", "--quiet")
     assert code == 0, stderr
     assert (tmp_path / "out" / "tasks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Make a folder read-only even for root (`chattr +i`), or skip where that is impossible."""
+    import shutil
+    import subprocess
+
+    made = []
+
+    def lock(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+        elif not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(folder)]).returncode:
+            pytest.skip("cannot make a folder read-only for root here")
+        made.append(folder)
+        return folder
+
+    yield lock
+    for folder in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)])
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_a_read_only_output_folder(tmp_path, finished, read_only, command):
+    study_file, out = finished
+    copy = read_only(_copy(out, tmp_path / "copy"))
+    before = _folder_digest(copy)
+    args = ("run", study_file, "--out", copy) if command == "run" else ("report", copy)
+    code, _, stderr = invoke(*args)
+    advice = "choose a writable --out" if command == "run" else "make it writable, or copy the folder and report the copy"
+    assert code == 2 and "Traceback" not in stderr and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"error: {copy}") and stderr.strip().endswith(advice), stderr
+    assert _folder_digest(copy) == before

@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from test_study import _contents
 from transferlab import models, study
 from transferlab.config import as_toml, study_from_dict
 from transferlab.report import build_report
 from transferlab.store import Store
-
-from test_study import _contents
 
 CLI = [sys.executable, "-m", "transferlab.cli"]
 

@@ -24,9 +24,9 @@ from transferlab import _backend
 
 _backend.configure()  # Keras on JAX, one XLA device per core: before jax is imported
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 # Contractions over at most this many units are unrolled into multiply-adds;
 # wider ones use a batched matrix product.
@@ -254,9 +254,9 @@ def train_models(
 
     weights_out = []
     for layer, kind in enumerate(plan):
-        arrays = [gather(lambda o, k=k: o[0][layer][k]) for k in range(2)]
+        arrays = [gather(lambda o, k=k, layer=layer: o[0][layer][k]) for k in range(2)]
         if kind[0] == "batchnorm":
-            arrays += [gather(lambda o, k=k: o[1][layer][k]) for k in range(2)]
+            arrays += [gather(lambda o, k=k, layer=layer: o[1][layer][k]) for k in range(2)]
         weights_out.append(tuple(arrays))
     return ShardResult(
         weights=weights_out,

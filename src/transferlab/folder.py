@@ -34,13 +34,18 @@ def prepare_output_folder(folder: str | Path) -> Path:
         raise FolderError(f"{folder}: a parent of this path is a file; choose another --out") from None
     except OSError as error:
         raise FolderError(f"{folder}: cannot create the output folder ({error.strerror}); choose another --out") from None
+    check_writable(folder, "choose a writable --out")
+    return folder
+
+
+def check_writable(folder: Path, advice: str) -> None:
+    """Can files be created in `folder`? Asked before anything is written there."""
     probe = folder / f"{_TEMPORARY_MARK}{os.getpid()}-probe"
     try:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise FolderError(f"{folder}: cannot write in the output folder ({error.strerror}); choose a writable --out") from None
-    return folder
+        raise FolderError(f"{folder}: cannot write in the output folder ({error.strerror}); {advice}") from None
 
 
 class FolderLock:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from transferlab import plots, stats
 from transferlab.config import as_toml
-from transferlab.folder import atomic_path, write_text
+from transferlab.folder import atomic_path, check_writable, write_text
 from transferlab.store import Store
 from transferlab.study import check_source_files
 
@@ -96,6 +96,8 @@ def build_report(folder: str | Path) -> Outputs:
     consistent snapshot (a run may be committing meanwhile), read through the stored plan.
     Each file is written to a temporary name and renamed, so none is ever seen half-written."""
     folder = Path(folder)
+    if (folder / "results.sqlite").is_file():  # (a missing database gets its own message)
+        check_writable(folder, "make it writable, or copy the folder and report the copy")
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
         study = store.study()
         study_id, plan = store.stored_plan()

@@ -20,7 +20,12 @@ import numpy as np
 from transferlab import models
 from transferlab.config import StudyConfig
 from transferlab.executors import LocalExecutor
-from transferlab.folder import FolderLock, atomic_path, prepare_output_folder, remove_stale_temporaries
+from transferlab.folder import (
+    FolderLock,
+    atomic_path,
+    prepare_output_folder,
+    remove_stale_temporaries,
+)
 from transferlab.plan import NO_SOURCE, Direction, Plan, RunSpec, build_plan, run_seed  # noqa: F401  (API)
 from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
 from transferlab.store import DATABASE_NAME, Store, StoreError
