@@ -124,7 +124,8 @@ class Store:
                 f"{self.path}: not a transferlab results database ({error}); move it away or choose "
                 "another --out (nothing was changed)"
             ) from None
-        if (tables or readonly) and version != SCHEMA_VERSION:  # checked before anything writes
+        self._empty = not tables  # a run killed before it created the schema left this
+        if tables and version != SCHEMA_VERSION:  # checked before anything writes
             self._db.close()
             raise StoreError(
                 f"{self.path}: written by another version of transferlab (database schema "
@@ -193,10 +194,12 @@ class Store:
         return int(cursor.lastrowid)
 
     def has_study(self) -> bool:
-        return self._db.execute("SELECT count(*) FROM studies").fetchone()[0] > 0
+        return not self._empty and self._db.execute("SELECT count(*) FROM studies").fetchone()[0] > 0
 
     def study(self) -> dict:
         """The stored study: id, name, plan (as stored), its hash, versions, creation time."""
+        if self._empty:
+            raise StoreError(f"{self.path}: no study has been run into this folder yet")
         row = self._db.execute(
             "SELECT id, name, plan_json, plan_sha256, versions_json, created_at FROM studies"
         ).fetchone()
