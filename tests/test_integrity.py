@@ -230,3 +230,28 @@ def test_mean_curves_in_sql_equal_pandas(tmp_path, small_study_dict):
     for column in expected.columns[3:]:
         np.testing.assert_allclose(in_sql[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-9)
     assert "mae_mean" not in in_sql.columns
+
+
+def test_the_stored_plan_reads_back_as_the_same_plan(tmp_path):
+    raw = {
+        "name": "every-kind", "seed": 5, "repeats": 2, "source_repeats": 2, "reverse": True,
+        "source": {"seed": 1, "n_samples": 120, "n_train": 60},
+        "target": {"seed": 2, "n_samples": 120, "n_train": 60, "centers": 4},
+        "model": {"hidden": [6, 4], "batch_norm": True},
+        "training": {"epochs": 12},
+        "strategies": [{"name": "standalone"}, {"name": "two_stage", "head_epochs": 3, "lr": 0.1},
+                       {"name": "l2sp"}, {"name": "insert_layer", "after": 1, "units": 3}],
+    }
+    plan = study.plan_study(study_from_dict(raw))
+    with Store.in_folder(tmp_path) as store:
+        store.open_study(plan, study.versions())
+    with Store.in_folder(tmp_path, readonly=True) as store:
+        _, stored = store.stored_plan()
+    assert stored.sha256() == plan.sha256() and stored.to_dict() == plan.to_dict()
+    for before, after in zip(plan.directions, stored.directions):
+        assert [r.key for r in plan.runs(before)] == [r.key for r in stored.runs(after)]
+        assert [r.seed for r in plan.runs(before)] == [r.seed for r in stored.runs(after)]
+        for label, recipe in before.recipes.items():
+            np.testing.assert_array_equal(recipe.multipliers, after.recipes[label].multipliers)
+            assert recipe.arch == after.recipes[label].arch and recipe.origins == after.recipes[label].origins
+        np.testing.assert_array_equal(before.target_task.x_train, after.target_task.x_train)

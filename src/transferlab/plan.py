@@ -238,10 +238,22 @@ class Plan:
         )
 
     def sha256(self) -> str:
-        """The plan's identity: everything that decides a number (not the display copy of the
-        study file, not the model file's path, not how runs are sharded)."""
-        content = {k: v for k, v in self.to_dict().items() if k not in ("study", "model_file")}
+        """The plan's identity: everything that decides a number, and nothing that only
+        describes (the display copy of the study file, the model file's path, titles and
+        notes), so a reworded note in a later version does not refuse a resume."""
+        content = _without(self.to_dict(), _DESCRIPTIVE_KEYS)
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
+
+_DESCRIPTIVE_KEYS = frozenset({"study", "model_file", "notes", "source_title", "description"})
+
+
+def _without(data, keys: frozenset):
+    if isinstance(data, dict):
+        return {k: _without(v, keys) for k, v in data.items() if k not in keys}
+    if isinstance(data, list):
+        return [_without(v, keys) for v in data]
+    return data
 
 
 def canonical_json(data) -> str:

@@ -16,7 +16,7 @@ from transferlab.strategies import Recipe
 from transferlab.tasks import Task
 
 if TYPE_CHECKING:
-    from transferlab.study import RunSpec
+    from transferlab.plan import RunSpec
 
 
 @dataclass
