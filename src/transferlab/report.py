@@ -133,8 +133,10 @@ def build_report(folder: str | Path) -> Outputs:
             files[f"learning_curves{suffix}.png"] = plots.learning_curves(
                 direction_curves, folder / f"learning_curves{suffix}.png", score
             )
+            report.figures["curves"] = f"learning_curves{suffix}.png"
+        if report.runs_done:  # finished runs, diverged ones included: the plot counts those
             files[f"boxplot{suffix}.png"] = plots.accuracy_boxplot(chosen, folder / f"boxplot{suffix}.png", direction.score)
-            report.figures = {"curves": f"learning_curves{suffix}.png", "boxplot": f"boxplot{suffix}.png"}
+            report.figures["boxplot"] = f"boxplot{suffix}.png"
         directions.append(report)
         summaries.append(report.summary.assign(direction=name, metric=direction.score))
         per_sources.append(report.per_source.assign(direction=name))
