@@ -90,13 +90,14 @@ STUDY_FILE_CASES = [
     ("missing-name", {k: v for k, v in TINY.items() if k != "name"}, "{dir}/study.toml: name: missing; this field is required"),
     ("name-escapes-folder", _study(name="../x"),
      "{dir}/study.toml: name '../x' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
-     "digits, '.', '_' or '-', starting with a letter or digit"),
+     "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),
     ("name-empty", _study(name=""),
      "{dir}/study.toml: name '' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
-     "digits, '.', '_' or '-', starting with a letter or digit"),
+     "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),
     ("name-too-long", _study(name="a" * 300),
      "{dir}/study.toml: name '" + "a" * 300 + "' is not a safe folder name (it names the output folder): use 1 to 100 "
-     "letters, digits, '.', '_' or '-', starting with a letter or digit"),
+     "letters, digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor "
+     "a space"),
     ("epochs-ceiling", _study(**{"training.epochs": 10**9}),
      "{dir}/study.toml: training.epochs: 1000000000 is above the ceiling of 100000 (every epoch's curves are "
      "stored for every run)"),
@@ -131,6 +132,12 @@ STUDY_FILE_CASES = [
     ("model-table-with-model-file", _study(source={"model_file": "m.keras"}, model={"hidden": [5]}),
      "{dir}/study.toml: model: the architecture comes from source.model_file; remove the [model] table"),
     ("brackets-kept", None, "{dir}/study[v2].toml: study file not found"),
+    ("name-trailing-dot", _study(name="study."),
+     "{dir}/study.toml: name 'study.' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
+     "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),
+    ("name-with-a-slash", _study(name="a/b"),
+     "{dir}/study.toml: name 'a/b' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
+     "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),
 ]
 
 
@@ -291,6 +298,18 @@ def test_an_old_schema_database_is_refused(tmp_path, finished):
     _assert_one_line(code, stderr, f"error: {out}/results.sqlite: written by another version of transferlab (database "
                      "schema 2, this version uses 3); choose a new --out folder (nothing here was changed)")
     assert _folder_digest(out) == before
+
+
+def test_a_folder_given_as_study_file(tmp_path):
+    code, _, stderr = invoke("run", tmp_path)
+    _assert_one_line(code, stderr, f"error: {tmp_path}: is a folder; give the path of a study file (TOML)")
+
+
+@pytest.mark.parametrize("name", ["my study", "étude-2", "v1.2_final"])
+def test_safe_names_are_accepted(name):
+    from transferlab.config import study_from_dict
+
+    assert study_from_dict(_study(name=name)).name == name
 
 
 def test_one_feature_task_runs_to_its_report(tmp_path):

@@ -48,7 +48,7 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Samples = Annotated[int, Field(ge=2, le=MAX_SAMPLES)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+STUDY_NAME = re.compile(r"\w(?:[\w .-]{0,98}[\w-])?")  # no separators, no "..", no trailing dot or space
 
 
 class BlobsTask(BaseModel):
@@ -253,7 +253,8 @@ class StudyConfig(BaseModel):
         if not STUDY_NAME.fullmatch(self.name):
             raise ValueError(
                 f"name {self.name!r} is not a safe folder name (it names the output folder): use 1 to 100 "
-                "letters, digits, '.', '_' or '-', starting with a letter or digit"
+                "letters, digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither "
+                "a dot nor a space"
             )
         return self
 
@@ -349,6 +350,8 @@ def load_study(path: str | Path) -> StudyConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StudyFileError(f"{path}: study file not found") from None
+    except IsADirectoryError:
+        raise StudyFileError(f"{path}: is a folder; give the path of a study file (TOML)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise StudyFileError(f"{path}: cannot read the study file ({error})") from None
     try:
