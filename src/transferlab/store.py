@@ -177,14 +177,9 @@ class Store:
         from transferlab.plan import canonical_json
 
         plan_sha = plan.sha256()
-        rows = self._db.execute("SELECT id, name, plan_sha256 FROM studies").fetchall()
-        for study_id, stored_name, stored_hash in rows:
-            if stored_hash == plan_sha:
-                return study_id
-            raise StoreError(
-                f"{self.path}: this folder holds study {stored_name!r} with a different "
-                "configuration; choose another --out folder (nothing here was changed)"
-            )
+        stored = self.study_holding(plan_sha)
+        if stored is not None:
+            return stored
         with self._transaction():
             cursor = self._db.execute(
                 "INSERT INTO studies (name, plan_json, plan_sha256, versions_json, created_at) "
@@ -193,8 +188,21 @@ class Store:
             )
         return int(cursor.lastrowid)
 
-    def has_study(self) -> bool:
-        return not self._empty and self._db.execute("SELECT count(*) FROM studies").fetchone()[0] > 0
+    def study_holding(self, plan_sha256: str) -> int | None:
+        """The id of the stored study with this plan, None if the folder holds no study yet;
+        a folder holding another study is refused."""
+        if self._empty:
+            return None
+        row = self._db.execute("SELECT id, name, plan_sha256 FROM studies").fetchone()
+        if row is None:
+            return None
+        study_id, stored_name, stored_hash = row
+        if stored_hash != plan_sha256:
+            raise StoreError(
+                f"{self.path}: this folder holds study {stored_name!r} with a different "
+                "configuration; choose another --out folder (nothing here was changed)"
+            )
+        return study_id
 
     def study(self) -> dict:
         """The stored study: id, name, plan (as stored), its hash, versions, creation time."""

@@ -170,8 +170,7 @@ def _check_existing_study(folder: Path, plan: Plan) -> None:
     if not (folder / DATABASE_NAME).exists():
         return
     with Store.in_folder(folder, readonly=True) as store:
-        if store.has_study() and store.study()["plan_sha256"] != plan.sha256():
-            store.open_study(plan, {})  # raises the "different configuration" error
+        store.study_holding(plan.sha256())
 
 
 def cohort_is_penalised(direction: Direction, arch: models.Architecture) -> bool:
