@@ -353,3 +353,15 @@ def test_a_read_only_output_folder(tmp_path, finished, read_only, command):
     assert code == 2 and "Traceback" not in stderr and stderr.count("\n") == 1, stderr
     assert stderr.startswith(f"error: {copy}") and stderr.strip().endswith(advice), stderr
     assert _folder_digest(copy) == before
+
+
+def test_one_run_per_group_prints_no_warnings(tmp_path):
+    import warnings
+
+    raw = _study(repeats=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, stdout, stderr = invoke("run", _write(tmp_path, raw), "--out", tmp_path / "out", "--quiet")
+    assert code == 0, stderr
+    assert stderr == "" and "Warning" not in stdout
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]

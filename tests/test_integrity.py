@@ -194,7 +194,7 @@ def test_ctrl_c_at_random_moments_exits_130_with_one_line_and_resumes(tmp_path, 
 def test_shard_size_changes_no_stored_number(tmp_path, small_study_dict):
     small_study_dict["strategies"].append({"name": "l2sp", "alpha": 0.01})
     contents = []
-    for shard_size in (1, 5, 256):
+    for shard_size in (1, 16, 256):
         raw = dict(small_study_dict, execution={"shard_size": shard_size})
         study.run_study(study_from_dict(raw), tmp_path / str(shard_size))
         contents.append(_contents(tmp_path / str(shard_size)))
