@@ -365,3 +365,16 @@ def test_one_run_per_group_prints_no_warnings(tmp_path):
     assert code == 0, stderr
     assert stderr == "" and "Warning" not in stdout
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+
+
+def test_a_keras_backend_forced_elsewhere(tmp_path, finished):
+    import subprocess
+    import sys
+
+    study_file, _ = finished
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    result = subprocess.run([sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out",
+                             str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    _assert_one_line(result.returncode, result.stderr, "error: KERAS_BACKEND=torch is set, but transferlab trains "
+                     "on the JAX backend; unset KERAS_BACKEND or set KERAS_BACKEND=jax.")
+    assert not (tmp_path / "out").exists()

@@ -1,7 +1,13 @@
 """transferlab: does reusing a network trained on a related problem help, and which way is best?
 
-Importing the package changes nothing; the modules that use JAX or Keras (`engine`,
-`models`, and everything built on them) pin Keras to the JAX backend before they import
-it (`transferlab._backend`)."""
+Importing the package only sets environment variables (Keras on the JAX backend, one XLA
+CPU device per core), so `import transferlab; import keras` trains on JAX; JAX itself and
+the compile cache are set up when `engine` or `models` is first imported
+(`transferlab._backend`).
+"""
+
+from transferlab import _backend
+
+_backend.configure_environment()
 
 __version__ = "0.1.0"

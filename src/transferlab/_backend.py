@@ -65,14 +65,26 @@ def _enable_compilation_cache() -> None:
 _configured = False
 
 
+def configure_environment() -> None:
+    """The environment variables only (Keras backend, XLA devices): no import, so it is
+    instant; `import transferlab` calls it, so `import transferlab; import keras` gets JAX.
+    A backend forced elsewhere is left for `configure` to report (as one line in the CLI)."""
+    try:
+        _check_keras_backend()
+    except BackendError:
+        return
+    _split_cpu_into_devices()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def configure() -> None:
+    """The environment, then JAX and its compile cache (once; the engine and models call it)."""
     global _configured
     if _configured:
         return
+    _check_keras_backend()  # raises BackendError: a backend forced elsewhere
+    configure_environment()
     _configured = True
-    _check_keras_backend()
-    _split_cpu_into_devices()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import jax  # noqa: F401  (initialise after the flags are set)
 
     _enable_compilation_cache()

@@ -77,12 +77,24 @@ def strategies() -> None:
 
 
 def _load(path: Path):
-    from transferlab.config import load_study
+    _guard(_configure)
 
-    return _guard(lambda: load_study(path))
+    def load():
+        from transferlab.config import load_study
+
+        return load_study(path)
+
+    return _guard(load)
+
+
+def _configure() -> None:
+    from transferlab import _backend
+
+    _backend.configure()
 
 
 def _write_report(folder: Path):
+    _guard(_configure)
     from transferlab.report import build_report
 
     interrupts.set_message(
@@ -189,15 +201,15 @@ def _print_frame(frame, title: str) -> None:
 def _guard(action):
     """Run `action`: transferlab's own input errors become one line and exit code 2; anything
     else is an internal error, one line and exit code 1 (TRANSFERLAB_TRACEBACK=1 shows it)."""
-    from transferlab.config import StudyFileError
-    from transferlab.folder import FolderError
-    from transferlab.models import ModelFileError
-    from transferlab.store import StoreError
-    from transferlab.tasks import TaskError
+    from transferlab._backend import BackendError
 
     try:
+        bad_input = (*_input_errors(), BackendError)  # importing them sets up Keras: a forced backend fails here
+    except BackendError as error:
+        _fail(str(error))
+    try:
         return action()
-    except (StudyFileError, ModelFileError, StoreError, TaskError, FolderError) as error:
+    except bad_input as error:
         _fail(str(error))
     except (typer.Exit, KeyboardInterrupt):
         raise
@@ -212,6 +224,17 @@ def _guard(action):
             "(set TRANSFERLAB_TRACEBACK=1 to see where)",
             EXIT_INTERNAL,
         )
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    """transferlab's bad-input exception types (each module's own), imported on first use."""
+    from transferlab.config import StudyFileError
+    from transferlab.folder import FolderError
+    from transferlab.models import ModelFileError
+    from transferlab.store import StoreError
+    from transferlab.tasks import TaskError
+
+    return (StudyFileError, ModelFileError, StoreError, TaskError, FolderError)
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
