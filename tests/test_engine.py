@@ -1,6 +1,7 @@
 """The engine against independent references: a real keras.Model.fit, hand-computed SGD
 updates, and single-model runs of itself."""
 
+import jax
 import keras
 import numpy as np
 import pytest
@@ -224,3 +225,31 @@ def test_regression_equals_keras_fit_with_mse_mae_and_r2(regression_problem):
     assert result.final["test_r2"][0] == pytest.approx(r2_score(problem.y_test, predictions), abs=1e-5)
     assert result.final["test_mae"][0] == pytest.approx(np.abs(problem.y_test - predictions).mean(), abs=1e-5)
     assert result.final["test_loss"][0] == pytest.approx(np.square(problem.y_test - predictions).mean(), abs=1e-5)
+
+
+def test_learning_rate_and_momentum_are_runtime_inputs(problem):
+    """Another learning rate or momentum reuses the compiled program (no trace, no compile)
+    and still equals Keras."""
+    arch = models.mlp(2, (5, 5), 3)
+    initial = models.fresh_weights(arch, np.random.default_rng(21))
+    _train(problem, [initial], [4], 3, config=engine.SGDConfig(epochs=3, learning_rate=0.01, momentum=0.5))
+    built = engine.compiled_programs()
+    events, listening = [], [True]
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kwargs: events.append(event) if listening[0] and event in _TRACE_AND_COMPILE else None
+    )
+    settings = ((0.05, 0.9), (0.002, 0.1))
+    results = [_train(problem, [initial], [4], 3, config=engine.SGDConfig(epochs=3, learning_rate=rate, momentum=m))
+               for rate, m in settings]
+    listening[0] = False
+    assert engine.compiled_programs() == built and events == []
+    for (rate, momentum), (result, orders) in zip(settings, results):
+        model = models.build_keras_model(arch, initial)
+        model.compile(optimizer=keras.optimizers.SGD(rate, momentum=momentum), loss="categorical_crossentropy")
+        keras_fit_in_order(model, problem.x_train, problem.y_train, orders[0], problem.x_test, problem.y_test)
+        for (k_ref, b_ref), (k, b) in zip(models.keras_weights(model), result.weights):
+            np.testing.assert_allclose(k[0], k_ref, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(b[0], b_ref, atol=1e-5, rtol=0)
+
+
+_TRACE_AND_COMPILE = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")

@@ -198,6 +198,10 @@ def train_models(
     if n_models == 0:
         raise ValueError("train_models needs at least one model")
     shared = dict(
+        # hyperparameters are runtime inputs: a study that changes the learning rate or the
+        # momentum reuses the compiled program
+        learning_rate=np.float32(config.learning_rate),
+        momentum=np.float32(config.momentum),
         x_train=np.asarray(x_train, np.float32),
         y_train=np.asarray(y_train, np.float32),
         x_test=np.asarray(x_test, np.float32),
@@ -231,7 +235,7 @@ def train_models(
         return inputs
 
     misses = _compiled_program.cache_info().misses
-    program = _compiled_program(plan, config, penalised, loss)
+    program = _compiled_program(plan, ProgramShape.of(config), penalised, loss)
     devices = jax.local_devices()
     # Every block runs the same single-device program, blocks dealt round-robin over the
     # devices and dispatched asynchronously: a model's numbers never depend on the shard
@@ -270,8 +274,7 @@ def release_programs() -> None:
     study's training and its report)."""
     import gc
 
-    _compiled_program.cache_clear()
-    jax.clear_caches()
+    _compiled_program.cache_clear()  # transferlab's own programs only: other JAX users keep theirs
     gc.collect()
     _trim_heap()
 
@@ -289,18 +292,37 @@ def _trim_heap() -> None:
 # --- the compiled program ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ProgramShape:
+    """What of the training settings shapes the compiled program (the rest, learning rate and
+    momentum, are runtime inputs; epochs come with the arrays' shapes)."""
+
+    batch_size: int
+    momentum: bool
+    nesterov: bool
+
+    @classmethod
+    def of(cls, config: SGDConfig) -> ProgramShape:
+        return cls(config.batch_size, bool(config.momentum), bool(config.nesterov and config.momentum))
+
+
 @functools.lru_cache(maxsize=32)
-def _compiled_program(plan: tuple[tuple, ...], config: SGDConfig, penalised: bool, loss: str):
+def _compiled_program(plan: tuple[tuple, ...], shape: ProgramShape, penalised: bool, loss: str):
     """One block of `MODELS_PER_BLOCK` models on one device; every block and device runs it."""
-    return jax.jit(functools.partial(_train_shard, plan=plan, config=config, penalised=penalised, loss=loss))
+    return jax.jit(functools.partial(_train_shard, plan=plan, shape=shape, penalised=penalised, loss=loss))
 
 
-def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: str):
+def compiled_programs() -> int:
+    """How many engine programs have been built in this process (for tests and benchmarks)."""
+    return _compiled_program.cache_info().misses
+
+
+def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss: str):
     """Runs inside jit on one block: all per-model arrays have the model axis last."""
     x_train, y_train = inputs["x_train"], inputs["y_train"]
     x_test, y_test = inputs["x_test"], inputs["y_test"]
     n_rows = x_train.shape[0]
-    batch = config.batch_size
+    batch = shape.batch_size
     bounds = [(start, min(start + batch, n_rows)) for start in range(0, n_rows, batch)]
     anchors = inputs.get("anchors")
     penalties = inputs.get("penalties")
@@ -325,10 +347,10 @@ def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: s
         grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, use_moving)
         new_params, new_velocity = [], []
         for layer, (param_pair, grad_pair, velocity_pair) in enumerate(zip(params, grads, velocity)):
-            rate = jnp.float32(config.learning_rate) * multipliers[layer]  # (M,)
+            rate = inputs["learning_rate"] * multipliers[layer]  # (M,)
             updated, moved = [], []
             for value, grad, vel in zip(param_pair, grad_pair, velocity_pair):
-                step, vel_next = _sgd_update(value, grad, vel, rate, config)
+                step, vel_next = _sgd_update(value, grad, vel, rate, inputs["momentum"], shape.nesterov)
                 updated.append(jnp.where(frozen[layer], value, step))
                 moved.append(None if vel is None else jnp.where(frozen[layer], vel, vel_next))
             new_params.append(tuple(updated))
@@ -370,7 +392,7 @@ def _train_shard(inputs: dict, plan, config: SGDConfig, penalised: bool, loss: s
 
     params = [tuple(pair) for pair in inputs["params"]]
     state = [tuple(moving) for moving in inputs["state"]]
-    if config.momentum:
+    if shape.momentum:
         velocity = [tuple(jnp.zeros_like(p) for p in pair) for pair in params]
     else:
         velocity = [(None, None) for _ in params]
@@ -392,13 +414,13 @@ def _zero_sums(loss: str, output_shape: tuple[int, int]) -> dict:
     return {"absolute": per_model, "sum_y": per_output, "sum_y2": per_output, "squared_error": per_output}
 
 
-def _sgd_update(value, grad, velocity, rate, config: SGDConfig):
-    """keras.optimizers.SGD.update_step, per model (rate is `(models,)`, broadcast last)."""
+def _sgd_update(value, grad, velocity, rate, momentum, nesterov: bool):
+    """keras.optimizers.SGD.update_step, per model (rate is `(models,)`, broadcast last;
+    momentum a runtime scalar)."""
     if velocity is None:
         return value - grad * rate, None
-    momentum = jnp.float32(config.momentum)
     velocity = velocity * momentum - grad * rate
-    if config.nesterov:
+    if nesterov:
         return value + (velocity * momentum - grad * rate), velocity
     return value + velocity, velocity
 
