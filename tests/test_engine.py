@@ -166,11 +166,14 @@ def _compare_with_keras(arch, initial, problem, orders, result, metrics, loss, f
     return model
 
 
+BN_EPOCHS = 4  # one epoch count for every BatchNormalization test: one compiled program
+
+
 def test_batch_normalization_equals_keras_fit(problem):
     arch = models.mlp(2, (5, 5), 3, batch_norm=True)
     assert [type(s).__name__ for s in arch.layers] == ["DenseSpec", "BatchNormSpec"] * 2 + ["DenseSpec"]
     initial = models.fresh_weights(arch, np.random.default_rng(8))
-    result, orders = _train(problem, [initial], [4], 5, layers=arch.layers)
+    result, orders = _train(problem, [initial], [4], BN_EPOCHS, layers=arch.layers)
     _compare_with_keras(arch, initial, problem, orders, result, ["accuracy"], "categorical_crossentropy")
     assert not np.array_equal(result.weights[1][2][0], initial[1][2])  # moving mean moved
 
@@ -179,9 +182,9 @@ def test_a_frozen_batch_normalization_layer_runs_in_inference_mode_like_keras(pr
     arch = models.mlp(2, (5, 5), 3, batch_norm=True)
     initial = models.fresh_weights(arch, np.random.default_rng(9))
     initial[1] = (initial[1][0] * 1.5, initial[1][1] + 0.2, initial[1][2] + 0.3, initial[1][3] * 2.0)
-    multipliers = np.ones((1, 4, 5), np.float32)
+    multipliers = np.ones((1, BN_EPOCHS, 5), np.float32)
     multipliers[0, :, :2] = 0  # the first Dense and its BatchNormalization frozen
-    result, orders = _train(problem, [initial], [6], 4, multipliers, layers=arch.layers)
+    result, orders = _train(problem, [initial], [6], BN_EPOCHS, multipliers, layers=arch.layers)
     _compare_with_keras(arch, initial, problem, orders, result, ["accuracy"], "categorical_crossentropy",
                         frozen=(0, 1))
     for array, start in zip(result.weights[1], initial[1]):
@@ -191,10 +194,10 @@ def test_a_frozen_batch_normalization_layer_runs_in_inference_mode_like_keras(pr
 def test_bn_frozen_train_uses_batch_statistics_but_keeps_gamma_and_beta(problem):
     arch = models.mlp(2, (5, 5), 3, batch_norm=True)
     initial = models.fresh_weights(arch, np.random.default_rng(9))
-    multipliers = np.ones((1, 3, 5), np.float32)
+    multipliers = np.ones((1, BN_EPOCHS, 5), np.float32)
     multipliers[0, :, :2] = 0
-    inference, _ = _train(problem, [initial], [6], 3, multipliers, layers=arch.layers)
-    train, _ = _train(problem, [initial], [6], 3, multipliers, layers=arch.layers, bn_frozen="train")
+    inference, _ = _train(problem, [initial], [6], BN_EPOCHS, multipliers, layers=arch.layers)
+    train, _ = _train(problem, [initial], [6], BN_EPOCHS, multipliers, layers=arch.layers, bn_frozen="train")
     gamma, beta, moving_mean, _ = train.weights[1]
     assert np.array_equal(gamma[0], initial[1][0]) and np.array_equal(beta[0], initial[1][1])
     assert not np.array_equal(moving_mean[0], initial[1][2])  # the statistics kept moving
@@ -227,9 +230,10 @@ def test_regression_equals_keras_fit_with_mse_mae_and_r2(regression_problem):
     assert result.final["test_loss"][0] == pytest.approx(np.square(problem.y_test - predictions).mean(), abs=1e-5)
 
 
-def test_learning_rate_and_momentum_are_runtime_inputs(problem):
+def test_learning_rate_and_momentum_are_runtime_inputs():
     """Another learning rate or momentum reuses the compiled program (no trace, no compile)
     and still equals Keras."""
+    problem = tasks.blobs(2, n_samples=192, n_train=96)  # 3 batches an epoch: a quick compile
     arch = models.mlp(2, (5, 5), 3)
     initial = models.fresh_weights(arch, np.random.default_rng(21))
     _train(problem, [initial], [4], 3, config=engine.SGDConfig(epochs=3, learning_rate=0.01, momentum=0.5))

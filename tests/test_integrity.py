@@ -168,7 +168,7 @@ def test_ctrl_c_at_random_moments_exits_130_with_one_line_and_resumes(tmp_path, 
     study_file = _study_file(tmp_path, longer_study)
     out = tmp_path / "out"
     command = CLI + ["run", str(study_file), "--out", str(out), "--quiet"]
-    moments = random.Random(7).sample([0.3, 0.8, 1.5, 3.0, 4.5, 6.0], 4)
+    moments = random.Random(7).sample([0.3, 0.8, 1.5, 3.0, 4.5, 6.0], 3)
     for delay in moments:
         code, err, waited = _interrupt(command, delay)
         if code == 0:

@@ -20,10 +20,12 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
-from transferlab import models, strategies, tasks
+from transferlab import models, optimizers, strategies, tasks
 from transferlab.engine import BN_FROZEN_MODES, SGDConfig
 
 
@@ -206,17 +208,45 @@ class ModelConfig(BaseModel):
 
 
 class TrainingConfig(BaseModel):
-    """SGD settings; defaults are Keras' SGD and fit defaults and the tutorial's 100 epochs."""
+    """Optimizer and `fit` settings. Defaults are Keras': `SGD()` (learning rate 0.01) and
+    `fit` (batch size 32), with the tutorial's 100 epochs; `optimizer = "adam"`, `"adamw"`
+    or `"rmsprop"` takes that Keras optimizer's parameters, each defaulting as Keras does
+    (`optimizers.DEFAULTS`). A parameter the chosen optimizer does not take is an error."""
 
     model_config = _STRICT
     epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 100
     batch_size: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = 32
-    learning_rate: Annotated[Finite, Field(gt=0)] = 0.01
-    momentum: Annotated[Finite, Field(ge=0, lt=1)] = 0.0
-    nesterov: bool = False
+    optimizer: Literal[optimizers.OPTIMIZERS] = "sgd"
+    learning_rate: Annotated[Finite, Field(gt=0)] | None = None
+    momentum: Annotated[Finite, Field(ge=0, lt=1)] | None = None
+    nesterov: bool | None = None
+    beta_1: Annotated[Finite, Field(ge=0, lt=1)] | None = None
+    beta_2: Annotated[Finite, Field(ge=0, lt=1)] | None = None
+    epsilon: Annotated[Finite, Field(gt=0)] | None = None
+    amsgrad: bool | None = None
+    rho: Annotated[Finite, Field(ge=0, lt=1)] | None = None
+    centered: bool | None = None
+    weight_decay: Annotated[Finite, Field(ge=0)] | None = None
+
+    @field_validator(*optimizers.PARAMETERS)
+    @classmethod
+    def _taken_by_the_optimizer(cls, value, info: ValidationInfo):
+        optimizer = info.data.get("optimizer", "sgd")
+        takes = optimizers.DEFAULTS[optimizer]
+        if value is not None and info.field_name not in takes:
+            raise ValueError(
+                f"{optimizer} has no parameter {info.field_name} (its parameters: {', '.join(takes)}); "
+                "remove it or choose an optimizer that takes it"
+            )
+        return value
 
     def sgd(self) -> SGDConfig:
-        return SGDConfig(**self.model_dump())
+        """The resolved settings the engine trains with (every default filled in)."""
+        given = {name: getattr(self, name) for name in optimizers.PARAMETERS if getattr(self, name) is not None}
+        return SGDConfig(
+            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
+            **{**optimizers.DEFAULTS[self.optimizer], **given},
+        )
 
 
 class ExecutionConfig(BaseModel):

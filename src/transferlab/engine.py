@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transferlab import optimizers
+
 # Contractions over at most this many units are unrolled into multiply-adds;
 # wider ones use a batched matrix product.
 UNROLL_WIDTH = 16
@@ -42,14 +44,28 @@ _CCE_EPSILON = 1e-7  # keras.config.epsilon(), used by Keras' categorical cross-
 
 
 @dataclass(frozen=True)
-class SGDConfig:
-    """Training settings; defaults are Keras' (`SGD()` and `fit`) and the tutorial's 100 epochs."""
+class TrainingSettings:
+    """Training settings; defaults are Keras' (`SGD()` and `fit`) and the tutorial's 100 epochs.
+
+    `optimizer` is "sgd", "adam", "adamw" or "rmsprop"; each reads the fields Keras'
+    optimizer of that name takes (`optimizers.DEFAULTS`) and ignores the others."""
 
     epochs: int = 100
     batch_size: int = 32
     learning_rate: float = 0.01
     momentum: float = 0.0
     nesterov: bool = False
+    optimizer: str = "sgd"
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    amsgrad: bool = False
+    rho: float = 0.9
+    centered: bool = False
+    weight_decay: float = 0.0
+
+
+SGDConfig = TrainingSettings  # the name it had while SGD was the only optimizer
 
 
 @dataclass
@@ -141,7 +157,7 @@ def train_models(
     y_train: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
-    config: SGDConfig = SGDConfig(),
+    config: TrainingSettings = TrainingSettings(),
     anchors: list[np.ndarray | None] | None = None,
     penalties: np.ndarray | None = None,
     loss: str = "categorical_crossentropy",
@@ -198,10 +214,9 @@ def train_models(
     if n_models == 0:
         raise ValueError("train_models needs at least one model")
     shared = dict(
-        # hyperparameters are runtime inputs: a study that changes the learning rate or the
-        # momentum reuses the compiled program
-        learning_rate=np.float32(config.learning_rate),
-        momentum=np.float32(config.momentum),
+        # hyperparameters are runtime inputs: a study that changes the learning rate, the
+        # momentum, the betas or the weight decay reuses the compiled program
+        hyper=optimizers.runtime_inputs(config),
         x_train=np.asarray(x_train, np.float32),
         y_train=np.asarray(y_train, np.float32),
         x_test=np.asarray(x_test, np.float32),
@@ -294,16 +309,16 @@ def _trim_heap() -> None:
 
 @dataclass(frozen=True)
 class ProgramShape:
-    """What of the training settings shapes the compiled program (the rest, learning rate and
-    momentum, are runtime inputs; epochs come with the arrays' shapes)."""
+    """What of the training settings shapes the compiled program: the batch size and the
+    optimizer's kind and state arrays (its hyperparameters are runtime inputs; epochs come
+    with the arrays' shapes)."""
 
     batch_size: int
-    momentum: bool
-    nesterov: bool
+    optimizer: optimizers.OptimizerShape
 
     @classmethod
-    def of(cls, config: SGDConfig) -> ProgramShape:
-        return cls(config.batch_size, bool(config.momentum), bool(config.nesterov and config.momentum))
+    def of(cls, config: TrainingSettings) -> ProgramShape:
+        return cls(config.batch_size, optimizers.OptimizerShape.of(config))
 
 
 @functools.lru_cache(maxsize=32)
@@ -340,33 +355,49 @@ def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss:
 
     gradient = jax.grad(objective, has_aux=True)
 
-    def sgd_step(carry, xb, yb, multipliers):
-        params, state, velocity = carry
+    hyper = inputs["hyper"]
+    optimizer = shape.optimizer
+    counts_steps = optimizer.name in ("adam", "adamw")  # bias correction needs the step count
+
+    def optimizer_step(carry, xb, yb, multipliers):
+        params, state, slots, step = carry
         frozen = [multipliers[layer] == 0 for layer in range(len(plan))]  # (M,) each
         use_moving = [f & inputs["bn_inference"] for f in frozen]
         grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, use_moving)
-        new_params, new_velocity = [], []
-        for layer, (param_pair, grad_pair, velocity_pair) in enumerate(zip(params, grads, velocity)):
-            rate = inputs["learning_rate"] * multipliers[layer]  # (M,)
-            updated, moved = [], []
-            for value, grad, vel in zip(param_pair, grad_pair, velocity_pair):
-                step, vel_next = _sgd_update(value, grad, vel, rate, inputs["momentum"], shape.nesterov)
-                updated.append(jnp.where(frozen[layer], value, step))
-                moved.append(None if vel is None else jnp.where(frozen[layer], vel, vel_next))
+        if counts_steps:
+            step = step + 1.0  # Keras' `iterations + 1` of this step
+        new_params, new_slots = [], []
+        for layer, (param_pair, grad_pair, slot_pair) in enumerate(zip(params, grads, slots)):
+            rate = hyper["learning_rate"] * multipliers[layer]  # (M,)
+            updated, kept = [], []
+            for value, grad, value_slots in zip(param_pair, grad_pair, slot_pair):
+                stepped, stepped_slots = optimizers.update(optimizer, value, grad, value_slots, rate, step, hyper)
+                # a frozen layer: weights bit-identical, optimizer state not advanced
+                updated.append(jnp.where(frozen[layer], value, stepped))
+                kept.append({k: jnp.where(frozen[layer], value_slots[k], v) for k, v in stepped_slots.items()})
             new_params.append(tuple(updated))
-            new_velocity.append(tuple(moved))
+            new_slots.append(tuple(kept))
         sums = _metric_sums(outputs, yb, loss)
-        return (new_params, new_state, new_velocity), batch_loss, sums
+        return (new_params, new_state, new_slots, step), batch_loss, sums
 
-    def epoch(carry, per_epoch):
+    def epoch(outer, per_epoch):
+        carry, was_frozen = outer
         order, multipliers = per_epoch["order"], per_epoch["multipliers"]  # (N, M), (L, M)
+        is_frozen = multipliers == 0
+        if optimizer.slots or counts_steps:
+            # Keras needs a fresh optimizer (compile again) to change which layers train:
+            # where a model's frozen set changes, its optimizer restarts from zero
+            restart = jnp.any(is_frozen != was_frozen, axis=0)  # (M,)
+            params_, state_, slots_, step_ = carry
+            slots_ = jax.tree.map(lambda a: jnp.where(restart, jnp.zeros_like(a), a), slots_)
+            carry = (params_, state_, slots_, jnp.where(restart, 0.0, step_))
         xs = jnp.transpose(x_train[order], (0, 2, 1))  # (N, I, M): each model its own order
         ys = jnp.transpose(y_train[order], (0, 2, 1))
         loss_total = jnp.zeros(order.shape[1:], jnp.float32)
         sums = _zero_sums(loss, carry[0][-1][1].shape)  # the output bias is (outputs, models)
 
         def run_batch(carry, xb, yb, loss_total, sums):
-            carry, batch_loss, batch_sums = sgd_step(carry, xb, yb, multipliers)
+            carry, batch_loss, batch_sums = optimizer_step(carry, xb, yb, multipliers)
             # Keras' loss tracker: mean of batch losses weighted by batch size
             totals = jax.tree.map(jnp.add, sums, batch_sums)
             return carry, loss_total + batch_loss * xb.shape[0], totals
@@ -388,16 +419,17 @@ def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss:
         validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, loss)
         curves = {"loss": loss_total / n_rows, **_metrics_from_sums(sums, n_rows, loss)}
         curves.update({f"val_{name}": value for name, value in validation.items()})
-        return carry, curves
+        return (carry, is_frozen), curves
 
     params = [tuple(pair) for pair in inputs["params"]]
     state = [tuple(moving) for moving in inputs["state"]]
-    if shape.momentum:
-        velocity = [tuple(jnp.zeros_like(p) for p in pair) for pair in params]
-    else:
-        velocity = [(None, None) for _ in params]
+    slots = [tuple(optimizers.init(optimizer, p) for p in pair) for pair in params]
+    step = jnp.zeros(params[-1][1].shape[-1:], jnp.float32)  # (M,)
     per_epoch = {"order": inputs["orders"].astype(jnp.int32), "multipliers": inputs["multipliers"]}
-    (trained, trained_state, _), curves = jax.lax.scan(epoch, (params, state, velocity), per_epoch)
+    first_frozen = inputs["multipliers"][0] == 0
+    ((trained, trained_state, _, _), _), curves = jax.lax.scan(
+        epoch, ((params, state, slots, step), first_frozen), per_epoch
+    )
     final = {}
     for split, (x, y) in (("train", (x_train, y_train)), ("test", (x_test, y_test))):
         for name, value in _evaluate(trained, trained_state, x, y, plan, loss).items():
@@ -412,17 +444,6 @@ def _zero_sums(loss: str, output_shape: tuple[int, int]) -> dict:
         return {"correct": per_model}
     per_output = jnp.zeros(output_shape, jnp.float32)
     return {"absolute": per_model, "sum_y": per_output, "sum_y2": per_output, "squared_error": per_output}
-
-
-def _sgd_update(value, grad, velocity, rate, momentum, nesterov: bool):
-    """keras.optimizers.SGD.update_step, per model (rate is `(models,)`, broadcast last;
-    momentum a runtime scalar)."""
-    if velocity is None:
-        return value - grad * rate, None
-    velocity = velocity * momentum - grad * rate
-    if nesterov:
-        return value + (velocity * momentum - grad * rate), velocity
-    return value + velocity, velocity
 
 
 def _evaluate(params, state, x, y, plan, loss: str) -> dict:

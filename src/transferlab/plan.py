@@ -9,6 +9,7 @@ the study-file rules again: what was valid when the study ran stays readable.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import zlib
@@ -206,13 +207,7 @@ class Plan:
             "seed": self.seed,
             "repeats": self.repeats,
             "source_repeats": self.source_repeats,
-            "training": {
-                "epochs": self.training.epochs,
-                "batch_size": self.training.batch_size,
-                "learning_rate": self.training.learning_rate,
-                "momentum": self.training.momentum,
-                "nesterov": self.training.nesterov,
-            },
+            "training": dataclasses.asdict(self.training),
             "bn_frozen": self.bn_frozen,
             "directions": [d.to_dict() for d in self.directions],
             "model_file": self.model_file,

@@ -1,0 +1,152 @@
+"""Optimizers as (init, update) pairs with Keras 3's formulas; hyperparameters at run time.
+
+Each optimizer is a static `OptimizerShape` (which state arrays exist: momentum, AMSGrad,
+centred RMSprop, weight decay) and pure functions over one parameter array with the model
+axis last. The numbers follow Keras' own `update_step`s (epsilon placement, bias
+correction, decoupled weight decay applied before the step as `w -= w·wd·lr`), not optax's
+defaults. The learning rate, betas, rho, momentum, epsilon and weight decay arrive as
+runtime scalars, so changing them never recompiles. The rate each model's layer uses is
+`learning_rate × multiplier` (`(models,)`); the step count is per model.
+
+Keras cannot change which layers train without a fresh optimizer (`compile` again after
+setting `trainable`), so when a model's set of frozen layers changes the engine restarts
+its optimizer: every moment zero, step count zero (see `engine`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+# Keras 3's constructor defaults, per optimizer (the parameters each one takes)
+DEFAULTS: dict[str, dict[str, float | bool]] = {
+    "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
+    "adam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False,
+             "weight_decay": 0.0},
+    "adamw": {"learning_rate": 0.001, "weight_decay": 0.004, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
+              "amsgrad": False},
+    "rmsprop": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False,
+                "weight_decay": 0.0},
+}
+PARAMETERS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad", "rho", "centered",
+              "weight_decay")
+
+
+def runtime_inputs(settings) -> dict:
+    """The hyperparameters as float32 scalars for the compiled program. `1 − β` and `1 − ρ`
+    are formed here in double precision and then rounded, as Keras' Python floats are."""
+    import numpy as np
+
+    values = {
+        "learning_rate": settings.learning_rate,
+        "momentum": settings.momentum,
+        "beta_1": settings.beta_1,
+        "beta_2": settings.beta_2,
+        "one_minus_beta_1": 1 - settings.beta_1,
+        "one_minus_beta_2": 1 - settings.beta_2,
+        "epsilon": settings.epsilon,
+        "rho": settings.rho,
+        "one_minus_rho": 1 - settings.rho,
+        "weight_decay": settings.weight_decay,
+    }
+    return {name: np.float32(value) for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class OptimizerShape:
+    """The static part of an optimizer: its kind and which state arrays it keeps."""
+
+    name: str = "sgd"
+    momentum: bool = False
+    nesterov: bool = False
+    amsgrad: bool = False
+    centered: bool = False
+    weight_decay: bool = False
+
+    @classmethod
+    def of(cls, settings) -> OptimizerShape:
+        """From training settings with `optimizer`, `momentum`, `nesterov`, … attributes."""
+        name = settings.optimizer
+        momentum = bool(settings.momentum) and name in ("sgd", "rmsprop")
+        return cls(
+            name=name,
+            momentum=momentum,
+            nesterov=bool(settings.nesterov) and momentum and name == "sgd",
+            amsgrad=bool(settings.amsgrad) and name in ("adam", "adamw"),
+            centered=bool(settings.centered) and name == "rmsprop",
+            weight_decay=bool(settings.weight_decay),
+        )
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """The state arrays kept per parameter (each shaped like it)."""
+        if self.name == "sgd":
+            return ("velocity",) if self.momentum else ()
+        if self.name in ("adam", "adamw"):
+            return ("m", "v") + (("v_hat",) if self.amsgrad else ())
+        return ("velocity",) + (("momentum",) if self.momentum else ()) + (("average_grad",) if self.centered else ())
+
+
+def init(shape: OptimizerShape, param) -> dict:
+    """Fresh state for one parameter: zeros, as Keras builds its optimizer variables."""
+    return {slot: jnp.zeros_like(param) for slot in shape.slots}
+
+
+def update(shape: OptimizerShape, param, grad, state: dict, rate, step, hyper: dict):
+    """One Keras step for one parameter `(…, models)`: returns the new parameter and state.
+
+    `rate` is each model's learning rate for this layer `(models,)`; `step` is Keras'
+    `iterations + 1` since the optimizer (re)started, `(models,)` float32."""
+    if shape.weight_decay:  # base_optimizer._apply_weight_decay, before the update step
+        param = param - param * hyper["weight_decay"] * rate
+    if shape.name == "sgd":
+        return _sgd(shape, param, grad, state, rate, hyper)
+    if shape.name in ("adam", "adamw"):
+        return _adam(shape, param, grad, state, rate, step, hyper)
+    return _rmsprop(shape, param, grad, state, rate, hyper)
+
+
+def _sgd(shape, param, grad, state, rate, hyper):
+    """keras.optimizers.SGD.update_step."""
+    if not shape.momentum:
+        return param - grad * rate, state
+    momentum = hyper["momentum"]
+    velocity = state["velocity"] * momentum - grad * rate
+    if shape.nesterov:
+        return param + (velocity * momentum - grad * rate), {"velocity": velocity}
+    return param + velocity, {"velocity": velocity}
+
+
+def _adam(shape, param, grad, state, rate, step, hyper):
+    """keras.optimizers.Adam.update_step (AdamW is Adam with weight decay)."""
+    beta_1, beta_2 = hyper["beta_1"], hyper["beta_2"]
+    alpha = rate * jnp.sqrt(1 - jnp.power(beta_2, step)) / (1 - jnp.power(beta_1, step))
+    m = state["m"] + (grad - state["m"]) * hyper["one_minus_beta_1"]
+    v = state["v"] + (jnp.square(grad) - state["v"]) * hyper["one_minus_beta_2"]
+    new_state = {"m": m, "v": v}
+    if shape.amsgrad:
+        v = jnp.maximum(state["v_hat"], v)
+        new_state["v_hat"] = v
+    return param - (m * alpha) / (jnp.sqrt(v) + hyper["epsilon"]), new_state
+
+
+def _rmsprop(shape, param, grad, state, rate, hyper):
+    """keras.optimizers.RMSprop.update_step."""
+    rho = hyper["rho"]
+    velocity = rho * state["velocity"] + hyper["one_minus_rho"] * jnp.square(grad)
+    new_state = {"velocity": velocity}
+    if shape.centered:
+        average_grad = rho * state["average_grad"] + hyper["one_minus_rho"] * grad
+        new_state["average_grad"] = average_grad
+        denominator = velocity - jnp.square(average_grad) + hyper["epsilon"]
+    else:
+        denominator = velocity + hyper["epsilon"]
+    increment = (rate * grad) / jnp.sqrt(denominator)
+    if shape.momentum:
+        momentum = hyper["momentum"] * state["momentum"] + increment
+        new_state["momentum"] = momentum
+        return param - momentum, new_state
+    return param - increment, new_state
