@@ -132,6 +132,13 @@ STUDY_FILE_CASES = [
     ("model-table-with-model-file", _study(source={"model_file": "m.keras"}, model={"hidden": [5]}),
      "{dir}/study.toml: model: the architecture comes from source.model_file; remove the [model] table"),
     ("brackets-kept", None, "{dir}/study[v2].toml: study file not found"),
+    ("parameter-of-another-optimizer", _study(training={"optimizer": "sgd", "beta_1": 0.5}),
+     "{dir}/study.toml: training.beta_1: sgd has no parameter beta_1 (its parameters: learning_rate, momentum, "
+     "nesterov, weight_decay); remove it or choose an optimizer that takes it"),
+    ("unknown-optimizer", _study(training={"optimizer": "nadam"}),
+     "{dir}/study.toml: training.optimizer: Input should be 'sgd', 'adam', 'adamw' or 'rmsprop'"),
+    ("two-clippings", _study(training={"optimizer": "adam", "clipnorm": 1.0, "clipvalue": 0.5}),
+     "{dir}/study.toml: training: give clipnorm or clipvalue, not both (Keras takes one)"),
     ("name-trailing-dot", _study(name="study."),
      "{dir}/study.toml: name 'study.' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
      "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),

@@ -12,10 +12,11 @@ from transferlab.config import study_from_dict
 from transferlab.store import Store
 
 CASES = {
-    "adam": (dict(optimizer="adam", learning_rate=0.003), lambda: keras.optimizers.Adam(0.003)),
-    "adamw+amsgrad": (
-        dict(optimizer="adamw", learning_rate=0.002, weight_decay=0.01, beta_1=0.8, amsgrad=True),
-        lambda: keras.optimizers.AdamW(0.002, weight_decay=0.01, beta_1=0.8, amsgrad=True),
+    "adam+clipvalue": (dict(optimizer="adam", learning_rate=0.003, clipvalue=0.05),
+                       lambda: keras.optimizers.Adam(0.003, clipvalue=0.05)),
+    "adamw+amsgrad+clipnorm": (
+        dict(optimizer="adamw", learning_rate=0.002, weight_decay=0.01, beta_1=0.8, amsgrad=True, clipnorm=0.05),
+        lambda: keras.optimizers.AdamW(0.002, weight_decay=0.01, beta_1=0.8, amsgrad=True, clipnorm=0.05),
     ),
     "rmsprop centred+momentum": (
         dict(optimizer="rmsprop", learning_rate=0.002, rho=0.8, momentum=0.5, centered=True),
@@ -74,16 +75,17 @@ def test_adam_with_a_frozen_layer_and_a_rate_multiplier(problem, start):
     arch, initial = start
     multipliers = np.full((EPOCHS, 3), 0.5, np.float32)
     multipliers[:, 0] = 0
-    result, order = _engine(problem, arch, initial, dict(optimizer="adam", learning_rate=0.006), EPOCHS, multipliers)
+    settings = dict(CASES["adam+clipvalue"][0], learning_rate=0.006)
+    result, order = _engine(problem, arch, initial, settings, EPOCHS, multipliers)
     model = models.build_keras_model(arch, initial)
     model.layers[0].trainable = False
-    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(0.003, clipvalue=0.05), loss="categorical_crossentropy")
     keras_fit_in_order(model, problem.x_train, problem.y_train, order, problem.x_test, problem.y_test)
     _assert_same_weights(model, result)
     np.testing.assert_array_equal(result.weights[0][0][0], initial[0][0])
 
 
-@pytest.mark.parametrize("case", ["adam", "rmsprop centred+momentum"])
+@pytest.mark.parametrize("case", ["adam+clipvalue", "rmsprop centred+momentum"])
 def test_unfreezing_restarts_the_optimizer_as_keras_compiling_again_does(problem, start, case):
     """The first two layers frozen for 3 epochs, then all train (two_stage, gradual_unfreeze):
     Keras must compile again with a fresh optimizer; its moments and step count start over."""
@@ -117,3 +119,14 @@ def test_a_study_with_adam_runs_stores_its_optimizer_and_retrains_alone(tmp_path
     for key in [("target", "gradual_unfreeze every=1", 1, 2), ("target", "standalone", -1, 0)]:
         alone = study.retrain_run(tmp_path, *key)
         assert alone.final["test_loss"][0] == runs.loc[key, "test_loss"]
+
+
+def test_clipping_is_active_in_those_cases(problem, start):
+    """The clipped cases above would differ without clipping (so the comparison tests it)."""
+    arch, initial = start
+    for case in ("adamw+amsgrad+clipnorm", "adam+clipvalue"):
+        settings = CASES[case][0]
+        clipped, _ = _engine(problem, arch, initial, settings, EPOCHS)
+        plain = {k: v for k, v in settings.items() if not k.startswith("clip")}
+        unclipped, _ = _engine(problem, arch, initial, plain, EPOCHS)
+        assert not np.allclose(clipped.weights[0][0], unclipped.weights[0][0], atol=1e-3)

@@ -227,6 +227,14 @@ class TrainingConfig(BaseModel):
     rho: Annotated[Finite, Field(ge=0, lt=1)] | None = None
     centered: bool | None = None
     weight_decay: Annotated[Finite, Field(ge=0)] | None = None
+    clipnorm: Annotated[Finite, Field(gt=0)] | None = None
+    clipvalue: Annotated[Finite, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_clipping(self):
+        if self.clipnorm is not None and self.clipvalue is not None:
+            raise ValueError("give clipnorm or clipvalue, not both (Keras takes one)")
+        return self
 
     @field_validator(*optimizers.PARAMETERS)
     @classmethod
@@ -243,9 +251,10 @@ class TrainingConfig(BaseModel):
     def sgd(self) -> SGDConfig:
         """The resolved settings the engine trains with (every default filled in)."""
         given = {name: getattr(self, name) for name in optimizers.PARAMETERS if getattr(self, name) is not None}
+        clipping = {name: getattr(self, name) for name in optimizers.CLIPPING if getattr(self, name) is not None}
         return SGDConfig(
             epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-            **{**optimizers.DEFAULTS[self.optimizer], **given},
+            **{**optimizers.DEFAULTS[self.optimizer], **given, **clipping},
         )
 
 

@@ -63,6 +63,8 @@ class TrainingSettings:
     rho: float = 0.9
     centered: bool = False
     weight_decay: float = 0.0
+    clipnorm: float = 0.0  # 0: no clipping (Keras' None)
+    clipvalue: float = 0.0
 
 
 SGDConfig = TrainingSettings  # the name it had while SGD was the only optimizer

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, dict[str, float | bool]] = {
 }
 PARAMETERS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad", "rho", "centered",
               "weight_decay")
+CLIPPING = ("clipnorm", "clipvalue")  # every optimizer takes one of them (Keras allows one)
 
 
 def runtime_inputs(settings) -> dict:
@@ -51,6 +52,8 @@ def runtime_inputs(settings) -> dict:
         "rho": settings.rho,
         "one_minus_rho": 1 - settings.rho,
         "weight_decay": settings.weight_decay,
+        "clipnorm": settings.clipnorm,
+        "clipvalue": settings.clipvalue,
     }
     return {name: np.float32(value) for name, value in values.items()}
 
@@ -65,6 +68,7 @@ class OptimizerShape:
     amsgrad: bool = False
     centered: bool = False
     weight_decay: bool = False
+    clip: str | None = None  # "norm" (each gradient's L2 norm) or "value", as Keras clips
 
     @classmethod
     def of(cls, settings) -> OptimizerShape:
@@ -78,6 +82,7 @@ class OptimizerShape:
             amsgrad=bool(settings.amsgrad) and name in ("adam", "adamw"),
             centered=bool(settings.centered) and name == "rmsprop",
             weight_decay=bool(settings.weight_decay),
+            clip="norm" if settings.clipnorm else "value" if settings.clipvalue else None,
         )
 
     @property
@@ -100,6 +105,7 @@ def update(shape: OptimizerShape, param, grad, state: dict, rate, step, hyper: d
 
     `rate` is each model's learning rate for this layer `(models,)`; `step` is Keras'
     `iterations + 1` since the optimizer (re)started, `(models,)` float32."""
+    grad = clip(shape, grad, hyper)
     if shape.weight_decay:  # base_optimizer._apply_weight_decay, before the update step
         param = param - param * hyper["weight_decay"] * rate
     if shape.name == "sgd":
@@ -107,6 +113,19 @@ def update(shape: OptimizerShape, param, grad, state: dict, rate, step, hyper: d
     if shape.name in ("adam", "adamw"):
         return _adam(shape, param, grad, state, rate, step, hyper)
     return _rmsprop(shape, param, grad, state, rate, hyper)
+
+
+def clip(shape: OptimizerShape, grad, hyper: dict):
+    """Keras' `_clip_gradients`: `clipnorm` rescales each gradient array whose L2 norm (per
+    model: over every axis but the last) exceeds it; `clipvalue` clips each element."""
+    if shape.clip == "value":
+        return jnp.clip(grad, -hyper["clipvalue"], hyper["clipvalue"])
+    if shape.clip != "norm":
+        return grad
+    l2sum = jnp.sum(jnp.square(grad), axis=tuple(range(grad.ndim - 1)), keepdims=True)
+    positive = l2sum > 0
+    l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, jnp.ones_like(l2sum))), l2sum)
+    return (grad * hyper["clipnorm"]) / jnp.maximum(l2norm, hyper["clipnorm"])
 
 
 def _sgd(shape, param, grad, state, rate, hyper):
