@@ -229,3 +229,11 @@ def test_a_source_without_hidden_layers():
     assert GradualUnfreeze(every=1).recipe(single, HEAD3, 5).multipliers.min() == 1.0
     with pytest.raises(strategies.StrategyError, match="no layer the target can reuse"):
         Finetune().recipe(single, HEAD5, 5)
+
+
+def test_strategies_with_different_parameters_never_share_a_label():
+    from transferlab.strategies import Finetune, L2SP
+
+    assert Finetune(lr=0.1).label == "finetune lr×0.1"  # short where exact: existing labels and seeds stay
+    assert Finetune(lr=0.1000001).label == "finetune lr×0.1000001"
+    assert L2SP(alpha=1 / 3).label != L2SP(alpha=0.333333).label

@@ -193,7 +193,10 @@ def _check_positive(value: float, parameter: str) -> None:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:g}"
+    """Short (`0.1`, `1e-05`) where that is exact, else every digit: two strategies whose
+    parameters differ never share a label (labels name runs and derive their seeds)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 # --- the strategies ---------------------------------------------------------------------
