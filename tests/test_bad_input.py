@@ -138,7 +138,8 @@ STUDY_FILE_CASES = [
     ("unknown-optimizer", _study(training={"optimizer": "nadam"}),
      "{dir}/study.toml: training.optimizer: Input should be 'sgd', 'adam', 'adamw' or 'rmsprop'"),
     ("two-clippings", _study(training={"optimizer": "adam", "clipnorm": 1.0, "clipvalue": 0.5}),
-     "{dir}/study.toml: training: give clipnorm or clipvalue, not both (Keras takes one)"),
+     "{dir}/study.toml: training: give one of clipnorm, clipvalue and global_clipnorm, not clipnorm and clipvalue "
+     "(Keras takes one)"),
     ("name-trailing-dot", _study(name="study."),
      "{dir}/study.toml: name 'study.' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
      "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),

@@ -130,3 +130,20 @@ def test_clipping_is_active_in_those_cases(problem, start):
         plain = {k: v for k, v in settings.items() if not k.startswith("clip")}
         unclipped, _ = _engine(problem, arch, initial, plain, EPOCHS)
         assert not np.allclose(clipped.weights[0][0], unclipped.weights[0][0], atol=1e-3)
+
+
+def test_global_clipnorm_over_the_trainable_layers_equals_keras(problem, start):
+    """One norm over every trainable gradient of a model; a frozen layer is not part of it."""
+    arch, initial = start
+    multipliers = np.ones((EPOCHS, 3), np.float32)
+    multipliers[:, 0] = 0
+    settings = dict(optimizer="sgd", learning_rate=0.05, momentum=0.5, global_clipnorm=0.05)
+    result, order = _engine(problem, arch, initial, settings, EPOCHS, multipliers)
+    model = models.build_keras_model(arch, initial)
+    model.layers[0].trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.5, global_clipnorm=0.05),
+                  loss="categorical_crossentropy")
+    keras_fit_in_order(model, problem.x_train, problem.y_train, order, problem.x_test, problem.y_test)
+    _assert_same_weights(model, result)
+    unclipped, _ = _engine(problem, arch, initial, dict(settings, global_clipnorm=0.0), EPOCHS, multipliers)
+    assert not np.allclose(result.weights[2][0], unclipped.weights[2][0], atol=1e-3)

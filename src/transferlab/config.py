@@ -229,11 +229,13 @@ class TrainingConfig(BaseModel):
     weight_decay: Annotated[Finite, Field(ge=0)] | None = None
     clipnorm: Annotated[Finite, Field(gt=0)] | None = None
     clipvalue: Annotated[Finite, Field(gt=0)] | None = None
+    global_clipnorm: Annotated[Finite, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _one_clipping(self):
-        if self.clipnorm is not None and self.clipvalue is not None:
-            raise ValueError("give clipnorm or clipvalue, not both (Keras takes one)")
+        given = [name for name in optimizers.CLIPPING if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of clipnorm, clipvalue and global_clipnorm, not {' and '.join(given)} (Keras takes one)")
         return self
 
     @field_validator(*optimizers.PARAMETERS)

@@ -65,6 +65,7 @@ class TrainingSettings:
     weight_decay: float = 0.0
     clipnorm: float = 0.0  # 0: no clipping (Keras' None)
     clipvalue: float = 0.0
+    global_clipnorm: float = 0.0
 
 
 SGDConfig = TrainingSettings  # the name it had while SGD was the only optimizer
@@ -368,6 +369,13 @@ def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss:
         grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, use_moving)
         if counts_steps:
             step = step + 1.0  # Keras' `iterations + 1` of this step
+        if optimizer.clip == "global":
+            leaves = [(layer, g) for layer, pair in enumerate(grads) for g in pair]
+            clipped = optimizers.clip_by_global_norm(
+                [g for _, g in leaves], [~frozen[layer] for layer, _ in leaves], hyper
+            )
+            it = iter(clipped)
+            grads = [tuple(next(it) for _ in pair) for pair in grads]
         new_params, new_slots = [], []
         for layer, (param_pair, grad_pair, slot_pair) in enumerate(zip(params, grads, slots)):
             rate = hyper["learning_rate"] * multipliers[layer]  # (M,)

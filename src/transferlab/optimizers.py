@@ -33,7 +33,7 @@ DEFAULTS: dict[str, dict[str, float | bool]] = {
 }
 PARAMETERS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad", "rho", "centered",
               "weight_decay")
-CLIPPING = ("clipnorm", "clipvalue")  # every optimizer takes one of them (Keras allows one)
+CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")  # every optimizer takes one of them (Keras: one)
 
 
 def runtime_inputs(settings) -> dict:
@@ -54,6 +54,8 @@ def runtime_inputs(settings) -> dict:
         "weight_decay": settings.weight_decay,
         "clipnorm": settings.clipnorm,
         "clipvalue": settings.clipvalue,
+        "global_clipnorm": settings.global_clipnorm,
+        "one_over_global_clipnorm": 1.0 / settings.global_clipnorm if settings.global_clipnorm else 0.0,
     }
     return {name: np.float32(value) for name, value in values.items()}
 
@@ -68,7 +70,7 @@ class OptimizerShape:
     amsgrad: bool = False
     centered: bool = False
     weight_decay: bool = False
-    clip: str | None = None  # "norm" (each gradient's L2 norm) or "value", as Keras clips
+    clip: str | None = None  # "norm" (each gradient's L2 norm), "value" or "global", as Keras clips
 
     @classmethod
     def of(cls, settings) -> OptimizerShape:
@@ -82,7 +84,8 @@ class OptimizerShape:
             amsgrad=bool(settings.amsgrad) and name in ("adam", "adamw"),
             centered=bool(settings.centered) and name == "rmsprop",
             weight_decay=bool(settings.weight_decay),
-            clip="norm" if settings.clipnorm else "value" if settings.clipvalue else None,
+            clip=("norm" if settings.clipnorm else "value" if settings.clipvalue
+                  else "global" if settings.global_clipnorm else None),
         )
 
     @property
@@ -117,7 +120,8 @@ def update(shape: OptimizerShape, param, grad, state: dict, rate, step, hyper: d
 
 def clip(shape: OptimizerShape, grad, hyper: dict):
     """Keras' `_clip_gradients`: `clipnorm` rescales each gradient array whose L2 norm (per
-    model: over every axis but the last) exceeds it; `clipvalue` clips each element."""
+    model: over every axis but the last) exceeds it; `clipvalue` clips each element.
+    (`global_clipnorm` needs every gradient at once: `clip_by_global_norm`.)"""
     if shape.clip == "value":
         return jnp.clip(grad, -hyper["clipvalue"], hyper["clipvalue"])
     if shape.clip != "norm":
@@ -126,6 +130,20 @@ def clip(shape: OptimizerShape, grad, hyper: dict):
     positive = l2sum > 0
     l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, jnp.ones_like(l2sum))), l2sum)
     return (grad * hyper["clipnorm"]) / jnp.maximum(l2norm, hyper["clipnorm"])
+
+
+def clip_by_global_norm(grads: list, trainable: list, hyper: dict) -> list:
+    """Keras' `clip_by_global_norm` over a model's trainable gradients: every array `(…, M)`
+    scaled by `clip · min(1/‖g‖, 1/clip)`, ‖g‖ the per-model norm over the arrays whose
+    `trainable` flag `(M,)` is set (frozen layers are not Keras' trainable variables)."""
+    squared = sum(
+        jnp.where(flag, jnp.sum(jnp.square(g), axis=tuple(range(g.ndim - 1))), 0.0)
+        for g, flag in zip(grads, trainable, strict=True)
+    )
+    norm = jnp.sqrt(squared)
+    scale = hyper["global_clipnorm"] * jnp.minimum(1.0 / norm, hyper["one_over_global_clipnorm"])
+    scale = scale + (norm - norm)  # NaN for a non-finite norm, as Keras
+    return [g * scale for g in grads]
 
 
 def _sgd(shape, param, grad, state, rate, hyper):
