@@ -35,7 +35,10 @@ def _train(problem, weights_list, seeds, epochs, multipliers=None, config=None, 
     return result, orders
 
 
-@pytest.mark.parametrize("epochs", [1, 100])
+SHARED_EPOCHS = 100  # tests of the tutorial's model share this program (compiled once)
+
+
+@pytest.mark.parametrize("epochs", [1, SHARED_EPOCHS])
 def test_engine_equals_keras_fit(problem, epochs):
     arch = models.mlp(2, (5, 5), 3)
     initial = models.fresh_weights(arch, np.random.default_rng(11))
@@ -55,11 +58,12 @@ def test_engine_equals_keras_fit(problem, epochs):
     assert result.final["test_loss"][0] == pytest.approx(evaluated["loss"], abs=1e-5)
 
 
-def test_engine_equals_keras_fit_with_momentum_and_partial_batches(problem):
+def test_engine_equals_keras_fit_with_momentum_and_partial_batches():
+    problem = tasks.blobs(2, n_samples=200, n_train=100)  # 4 batches of 24 and one of 4
     arch = models.mlp(2, (4, 6), 3, activation="tanh", kernel_initializer="glorot_uniform")
     initial = models.fresh_weights(arch, np.random.default_rng(3))
     config = engine.SGDConfig(epochs=5, batch_size=24, learning_rate=0.01, momentum=0.9, nesterov=True)
-    orders = engine.shuffle_orders([9], 5, 500)
+    orders = engine.shuffle_orders([9], 5, 100)
     result = engine.train_models(("tanh", "tanh", "softmax"), _stack([initial]), np.ones((1, 5, 3), np.float32),
                                  orders, problem.x_train, problem.y_train, problem.x_test, problem.y_test, config)
     model = models.build_keras_model(arch, initial)
@@ -73,10 +77,10 @@ def test_engine_equals_keras_fit_with_momentum_and_partial_batches(problem):
 def test_frozen_layers_stay_bit_identical_and_others_move(problem):
     arch = models.mlp(2, (5, 5), 3)
     source = models.fresh_weights(arch, np.random.default_rng(0))
-    multipliers = np.ones((3, 20, 3), np.float32)
+    multipliers = np.ones((3, SHARED_EPOCHS, 3), np.float32)
     multipliers[0, :, :1] = 0  # freeze=1
     multipliers[1, :, :2] = 0  # freeze=2
-    result, _ = _train(problem, [source] * 3, [1, 2, 3], 20, multipliers)
+    result, _ = _train(problem, [source] * 3, [1, 2, 3], SHARED_EPOCHS, multipliers)
     for model, frozen in enumerate([1, 2, 0]):
         for layer, (kernel, bias) in enumerate(result.weights):
             if layer < frozen:
@@ -133,11 +137,11 @@ def test_a_shard_equals_its_models_trained_one_by_one(problem):
     arch = models.mlp(2, (5, 5), 3)
     initial = [models.fresh_weights(arch, np.random.default_rng(s)) for s in range(5)]
     seeds = [10, 11, 12, 13, 14]
-    multipliers = np.ones((5, 10, 3), np.float32)
+    multipliers = np.ones((5, SHARED_EPOCHS, 3), np.float32)
     multipliers[2, :, 0] = 0
-    shard, _ = _train(problem, initial, seeds, 10, multipliers)
+    shard, _ = _train(problem, initial, seeds, SHARED_EPOCHS, multipliers)
     for i in range(5):
-        alone, _ = _train(problem, [initial[i]], [seeds[i]], 10, multipliers[i : i + 1])
+        alone, _ = _train(problem, [initial[i]], [seeds[i]], SHARED_EPOCHS, multipliers[i : i + 1])
         np.testing.assert_allclose(alone.final["test_accuracy"][0], shard.final["test_accuracy"][i], atol=1e-6)
         for (k_alone, _), (k_shard, _) in zip(alone.weights, shard.weights):
             np.testing.assert_allclose(k_alone[0], k_shard[i], atol=1e-6, rtol=0)
