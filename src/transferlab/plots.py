@@ -1,16 +1,15 @@
 """Figures: the two tasks, learning curves per strategy, test accuracy per strategy.
 
-Each function takes plain tables and a path and writes one PNG; nothing else.
+Each function takes plain tables and a path and writes one PNG; nothing else. Figures are
+`matplotlib.figure.Figure` objects drawn with Agg, never pyplot: no global backend or
+figure registry is touched, so importing or calling this module changes no global state.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 
@@ -22,7 +21,8 @@ _DPI = 110
 
 def tasks_scatter(tasks: dict[str, Task], path: Path) -> Path:
     """The tutorial's first figure: each problem's points coloured by class."""
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4.2), squeeze=False)
+    fig = Figure(figsize=(5 * len(tasks), 4.2))
+    axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, (title, task) in zip(axes[0], tasks.items()):
         x = np.concatenate([task.x_train, task.x_test])
         if x.shape[1] == 1 and task.kind != "regression":  # one feature: classes spread on the y axis
@@ -65,7 +65,8 @@ def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accurac
     strategies = list(dict.fromkeys(mean_curves["strategy"]))
     per_row = min(4, len(strategies))
     rows = -(-len(strategies) // per_row)
-    fig, axes = plt.subplots(2 * rows, per_row, figsize=(3.6 * per_row, 3 * 2 * rows), squeeze=False, sharey="row")
+    fig = Figure(figsize=(3.6 * per_row, 3 * 2 * rows))
+    axes = fig.subplots(2 * rows, per_row, squeeze=False, sharey="row")
     for unused in range(len(strategies), rows * per_row):
         for row in (2 * (unused // per_row), 2 * (unused // per_row) + 1):
             axes[row][unused % per_row].set_visible(False)
@@ -101,7 +102,8 @@ def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accurac
     else:
         ax_floor = None
     strategies = list(dict.fromkeys(targets.loc[targets["status"].isin(["done", "diverged"]), "strategy"]))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 * len(strategies)), 4.8))
+    fig = Figure(figsize=(max(5.0, 1.5 * len(strategies)), 4.8))
+    ax = fig.subplots()
     data = [runs.loc[runs["strategy"] == s, metric].to_numpy() for s in strategies]
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(strategies) + 1), strategies, rotation=20 if len(strategies) < 6 else 35,
@@ -133,5 +135,4 @@ def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as temporary:
         fig.savefig(temporary, dpi=_DPI, format="png")
-    plt.close(fig)
     return path
