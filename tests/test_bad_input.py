@@ -158,6 +158,35 @@ def test_study_file_errors(tmp_path, case_id, content, expected):
     assert not out.exists()
 
 
+def _command(command: str, study_file: Path, folder: Path) -> tuple:
+    """`run STUDY --out FOLDER` or `report FOLDER`: both must refuse the same bad folders."""
+    return ("run", study_file, "--out", folder) if command == "run" else ("report", folder)
+
+
+def _on_folder(command: str, study_file: Path, folder: Path):
+    return invoke(*_command(command, study_file, folder))
+
+
+def _edit_database(folder: Path, sql: str, params=(), unchecked: bool = False) -> None:
+    """Change a results database by hand, as a user might, and fold the change into the file."""
+    db = sqlite3.connect(folder / "results.sqlite")
+    if unchecked:
+        db.execute("PRAGMA ignore_check_constraints = ON")
+    db.execute(sql, params)
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def _refused_unchanged(folder: Path, args: tuple, expected: str) -> None:
+    """The command `args` exits 2 with exactly `expected` as its one line, and `folder` is
+    byte for byte as it was."""
+    before = _folder_digest(folder)
+    code, _, stderr = invoke(*args)
+    _assert_one_line(code, stderr, expected)
+    assert _folder_digest(folder) == before
+
+
 def _assert_one_line(code, stderr, expected, exit_code=2):
     assert code == exit_code, stderr
     assert "Traceback" not in stderr
@@ -205,12 +234,9 @@ def test_a_database_that_is_random_bytes(tmp_path, finished, command):
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.sqlite").write_bytes(np.random.default_rng(0).bytes(5000))
-    before = _folder_digest(out)
-    args = ("run", study_file, "--out", out) if command == "run" else ("report", out)
-    code, _, stderr = invoke(*args)
-    _assert_one_line(code, stderr, f"error: {out}/results.sqlite: not a transferlab results database (file is not a "
-                     "database); move it away or choose another --out (nothing was changed)")
-    assert _folder_digest(out) == before
+    _refused_unchanged(out, _command(command, study_file, out),
+                       f"error: {out}/results.sqlite: not a transferlab results database (file is not a "
+                       "database); move it away or choose another --out (nothing was changed)")
 
 
 @pytest.mark.parametrize("command", ["run", "report"])
@@ -218,8 +244,7 @@ def test_a_database_that_is_a_folder(tmp_path, finished, command):
     study_file, _ = finished
     out = tmp_path / "out"
     (out / "results.sqlite").mkdir(parents=True)
-    args = ("run", study_file, "--out", out) if command == "run" else ("report", out)
-    code, _, stderr = invoke(*args)
+    code, _, stderr = _on_folder(command, study_file, out)
     _assert_one_line(code, stderr, f"error: {out}/results.sqlite: is a folder, not a results database; move it away "
                      "or choose another --out")
 
@@ -239,44 +264,31 @@ def _copy(folder: Path, to: Path) -> Path:
 def test_a_run_row_with_an_unknown_status(tmp_path, finished):
     _, out = finished
     copy = _copy(out, tmp_path / "copy")
-    db = sqlite3.connect(copy / "results.sqlite")
-    db.execute("PRAGMA ignore_check_constraints = ON")
-    db.execute("UPDATE runs SET status = 'weird' WHERE id = 3")
-    db.commit()
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    before = _folder_digest(copy)
-    code, _, stderr = invoke("report", copy)
-    _assert_one_line(code, stderr, f"error: {copy}/results.sqlite: run 3 has status 'weird', which is none of "
-                     "planned, done, diverged; the database was edited — restore it or rerun into a new folder")
-    assert _folder_digest(copy) == before
+    _edit_database(copy, "UPDATE runs SET status = 'weird' WHERE id = 3", unchecked=True)
+    _refused_unchanged(copy, ("report", copy),
+                       f"error: {copy}/results.sqlite: run 3 has status 'weird', which is none of planned, done, "
+                       "diverged; the database was edited — restore it or rerun into a new folder")
 
 
 def test_a_folder_holding_another_study(tmp_path, finished):
     _, out = finished
     copy = _copy(out, tmp_path / "copy")
-    before = _folder_digest(copy)
     other = _write(tmp_path, _study(repeats=3))
-    code, _, stderr = invoke("run", other, "--out", copy)
-    _assert_one_line(code, stderr, f"error: {copy}/results.sqlite: this folder holds study 'tiny' with a different "
-                     "configuration; choose another --out folder (nothing here was changed)")
-    assert _folder_digest(copy) == before
+    _refused_unchanged(copy, ("run", other, "--out", copy),
+                       f"error: {copy}/results.sqlite: this folder holds study 'tiny' with a different "
+                       "configuration; choose another --out folder (nothing here was changed)")
 
 
 @pytest.mark.parametrize("command", ["run", "report"])
 def test_a_changed_source_model_file_is_refused_when_everything_is_done(tmp_path, finished, command):
     study_file, out = finished
     copy = _copy(out, tmp_path / "copy")
-    db = sqlite3.connect(copy / "results.sqlite")  # point the record at the copy's file
-    db.execute("UPDATE source_models SET file = replace(file, ?, ?)", (str(out), str(copy)))
-    db.commit()
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
+    # point the record at the copy's file
+    _edit_database(copy, "UPDATE source_models SET file = replace(file, ?, ?)", (str(out), str(copy)))
     source = copy / "sources" / "source_000.keras"
     source.write_bytes(source.read_bytes() + b"x")
     before = _folder_digest(copy)
-    args = ("run", study_file, "--out", copy) if command == "run" else ("report", copy)
-    code, _, stderr = invoke(*args)
+    code, _, stderr = _on_folder(command, study_file, copy)
     assert code == 2 and "Traceback" not in stderr
     assert stderr.startswith(f"error: {source.resolve()}: SHA-256 is ") and stderr.count("\n") == 1
     assert stderr.strip().endswith("the file changed since it was used — restore it or start a new output folder")
@@ -301,11 +313,9 @@ def test_an_old_schema_database_is_refused(tmp_path, finished):
     old.execute("PRAGMA user_version = 2")
     old.commit()
     old.close()
-    before = _folder_digest(out)
-    code, _, stderr = invoke("run", study_file, "--out", out)
-    _assert_one_line(code, stderr, f"error: {out}/results.sqlite: written by another version of transferlab (database "
-                     "schema 2, this version uses 3); choose a new --out folder (nothing here was changed)")
-    assert _folder_digest(out) == before
+    _refused_unchanged(out, ("run", study_file, "--out", out),
+                       f"error: {out}/results.sqlite: written by another version of transferlab (database "
+                       "schema 2, this version uses 3); choose a new --out folder (nothing here was changed)")
 
 
 def test_a_folder_given_as_study_file(tmp_path):
@@ -355,8 +365,7 @@ def test_a_read_only_output_folder(tmp_path, finished, read_only, command):
     study_file, out = finished
     copy = read_only(_copy(out, tmp_path / "copy"))
     before = _folder_digest(copy)
-    args = ("run", study_file, "--out", copy) if command == "run" else ("report", copy)
-    code, _, stderr = invoke(*args)
+    code, _, stderr = _on_folder(command, study_file, copy)
     advice = "choose a writable --out" if command == "run" else "make it writable, or copy the folder and report the copy"
     assert code == 2 and "Traceback" not in stderr and stderr.count("\n") == 1, stderr
     assert stderr.startswith(f"error: {copy}") and stderr.strip().endswith(advice), stderr

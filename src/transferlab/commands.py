@@ -77,9 +77,7 @@ def strategies() -> None:
 
 
 def _load(path: Path):
-    _guard(_configure)
-
-    def load():
+    def load():  # imported inside the guard: importing sets up Keras, which may refuse
         from transferlab.config import load_study
 
         return load_study(path)
@@ -87,20 +85,17 @@ def _load(path: Path):
     return _guard(load)
 
 
-def _configure() -> None:
-    from transferlab import _backend
-
-    _backend.configure()
-
-
 def _write_report(folder: Path):
-    _guard(_configure)
-    from transferlab.report import build_report
-
     interrupts.set_message(
         f"the report in {folder}/ was not finished (the results are safe); run `transferlab report {folder}` to write it"
     )
-    return _guard(lambda: build_report(folder))
+
+    def write():
+        from transferlab.report import build_report
+
+        return build_report(folder)
+
+    return _guard(write)
 
 
 def _run_and_report(config, out: Path, quiet: bool, force: bool) -> None:

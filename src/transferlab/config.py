@@ -70,15 +70,11 @@ class BlobsTask(BaseModel):
         return _check_split(self)
 
     def make(self, name: str) -> tasks.Task:
-        return tasks.blobs(
-            seed=self.seed,
-            n_samples=self.n_samples,
-            centers=self.centers,
-            n_features=self.n_features,
-            cluster_std=self.cluster_std,
-            n_train=self.n_train,
-            name=name,
-        )
+        return tasks.generate(self.kind, self.generator_params(), name)
+
+    def generator_params(self) -> dict:
+        """The generator's arguments (`tasks.generate`): every field but the kind."""
+        return self.model_dump(exclude={"kind", "model_file"})
 
     def describe(self) -> str:
         return f"blobs(seed={self.seed})"
@@ -105,17 +101,8 @@ class RegressionTask(BaseModel):
             )
         return _check_split(self)
 
-    def make(self, name: str) -> tasks.Task:
-        return tasks.regression(
-            seed=self.seed,
-            n_samples=self.n_samples,
-            n_features=self.n_features,
-            n_informative=self.n_informative,
-            n_targets=self.n_targets,
-            noise=self.noise,
-            n_train=self.n_train,
-            name=name,
-        )
+    make = BlobsTask.make
+    generator_params = BlobsTask.generator_params
 
     def describe(self) -> str:
         return f"regression(seed={self.seed})"
@@ -252,11 +239,11 @@ class TrainingConfig(BaseModel):
 
     def sgd(self) -> SGDConfig:
         """The resolved settings the engine trains with (every default filled in)."""
-        given = {name: getattr(self, name) for name in optimizers.PARAMETERS if getattr(self, name) is not None}
-        clipping = {name: getattr(self, name) for name in optimizers.CLIPPING if getattr(self, name) is not None}
+        names = optimizers.PARAMETERS + optimizers.CLIPPING
+        given = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         return SGDConfig(
             epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-            **{**optimizers.DEFAULTS[self.optimizer], **given, **clipping},
+            **{**optimizers.DEFAULTS[self.optimizer], **given},
         )
 
 

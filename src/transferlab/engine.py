@@ -38,7 +38,7 @@ UNROLL_BATCHES = 32
 # Models per compiled block. Every engine call pads its models to whole blocks and runs
 # the same one-device program per block, so shard size and device count never change a
 # number. 64 measured best for small studies (both cores busy from 65 models) and within
-# 10% of the best block size for large ones (bench/RESULTS.md).
+# 20% of the best block size for large ones (bench/RESULTS.md).
 MODELS_PER_BLOCK = 64
 _CCE_EPSILON = 1e-7  # keras.config.epsilon(), used by Keras' categorical cross-entropy
 
@@ -203,19 +203,24 @@ def train_models(
             f"orders must be (models, epochs, rows) = ({n_models}, {config.epochs}, "
             f"{x_train.shape[0]}); got {orders.shape}"
         )
+    if n_models == 0:
+        raise ValueError("train_models needs at least one model")
     n_blocks = -(-n_models // MODELS_PER_BLOCK)
+    weights = [[np.asarray(a, np.float32) for a in arrays] for arrays in weights]
+    multipliers = np.asarray(multipliers, np.float32)
+    if penalties is not None:
+        anchors = [None if a is None else np.asarray(a, np.float32) for a in anchors]
+        penalties = np.asarray(penalties, np.float32)
 
     def models_last(array: np.ndarray, block: int) -> np.ndarray:
         """Rows `block·B … (block+1)·B` with the model axis moved last; past the real models,
         copies of model 0 fill the block (their results are dropped)."""
-        array = np.asarray(array)[block * MODELS_PER_BLOCK : (block + 1) * MODELS_PER_BLOCK]
+        array = array[block * MODELS_PER_BLOCK : (block + 1) * MODELS_PER_BLOCK]
         if len(array) < MODELS_PER_BLOCK:
-            filler = np.repeat(np.asarray(array[:1]), MODELS_PER_BLOCK - len(array), axis=0)
+            filler = np.repeat(array[:1], MODELS_PER_BLOCK - len(array), axis=0)
             array = np.concatenate([array, filler], axis=0)
         return np.ascontiguousarray(np.moveaxis(array, 0, -1))
 
-    if n_models == 0:
-        raise ValueError("train_models needs at least one model")
     shared = dict(
         # hyperparameters are runtime inputs: a study that changes the learning rate, the
         # momentum, the betas or the weight decay reuses the compiled program
@@ -233,23 +238,23 @@ def train_models(
     def block_inputs(block: int) -> dict:
         params, state = [], []
         for kind, arrays in zip(plan, weights):
-            arrays = [models_last(np.asarray(a, np.float32), block) for a in arrays]
+            arrays = [models_last(a, block) for a in arrays]
             params.append(tuple(arrays[:2]))
             state.append(tuple(arrays[2:]) if kind[0] == "batchnorm" else ())
         inputs = dict(
             shared,
             params=params,
             state=state,
-            multipliers=models_last(np.asarray(multipliers, np.float32), block),  # (E, L, B)
+            multipliers=models_last(multipliers, block),  # (E, L, B)
             orders=models_last(orders, block),  # (E, N, B)
         )
         if penalised:
             inputs["anchors"] = {
-                str(layer): models_last(np.asarray(anchors[layer], np.float32), block)
+                str(layer): models_last(anchors[layer], block)
                 for layer, kind in enumerate(plan)
                 if kind[0] == "dense"
             }
-            inputs["penalties"] = models_last(np.asarray(penalties, np.float32), block)  # (L, B)
+            inputs["penalties"] = models_last(penalties, block)  # (L, B)
         return inputs
 
     misses = _compiled_program.cache_info().misses
@@ -268,22 +273,14 @@ def train_models(
     if _compiled_program.cache_info().misses != misses:
         _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
 
-    def models_first(arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([np.moveaxis(a, -1, 0) for a in arrays])[:n_models].copy()
-
-    def gather(pick):
-        return models_first([pick(output) for output in outputs])
-
-    weights_out = []
-    for layer, kind in enumerate(plan):
-        arrays = [gather(lambda o, k=k, layer=layer: o[0][layer][k]) for k in range(2)]
-        if kind[0] == "batchnorm":
-            arrays += [gather(lambda o, k=k, layer=layer: o[1][layer][k]) for k in range(2)]
-        weights_out.append(tuple(arrays))
+    # one tree, models first: the blocks' outputs concatenated, the padding dropped
+    trained, trained_state, curves, final = jax.tree.map(
+        lambda *blocks: np.concatenate([np.moveaxis(b, -1, 0) for b in blocks])[:n_models], *outputs
+    )
     return ShardResult(
-        weights=weights_out,
-        curves={name: gather(lambda o, n=name: o[2][n]) for name in curve_names(loss)},
-        final={name: gather(lambda o, n=name: o[3][n]) for name in final_names(loss)},
+        weights=[tuple(pair) + tuple(moving) for pair, moving in zip(trained, trained_state)],
+        curves=curves,
+        final=final,
     )
 
 
@@ -360,22 +357,15 @@ def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss:
 
     hyper = inputs["hyper"]
     optimizer = shape.optimizer
-    counts_steps = optimizer.name in ("adam", "adamw")  # bias correction needs the step count
 
     def optimizer_step(carry, xb, yb, multipliers):
         params, state, slots, step = carry
         frozen = [multipliers[layer] == 0 for layer in range(len(plan))]  # (M,) each
         use_moving = [f & inputs["bn_inference"] for f in frozen]
         grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, use_moving)
-        if counts_steps:
+        if optimizer.counts_steps:
             step = step + 1.0  # Keras' `iterations + 1` of this step
-        if optimizer.clip == "global":
-            leaves = [(layer, g) for layer, pair in enumerate(grads) for g in pair]
-            clipped = optimizers.clip_by_global_norm(
-                [g for _, g in leaves], [~frozen[layer] for layer, _ in leaves], hyper
-            )
-            it = iter(clipped)
-            grads = [tuple(next(it) for _ in pair) for pair in grads]
+        grads = optimizers.clip_gradients(optimizer, grads, [~f for f in frozen], hyper)
         new_params, new_slots = [], []
         for layer, (param_pair, grad_pair, slot_pair) in enumerate(zip(params, grads, slots)):
             rate = hyper["learning_rate"] * multipliers[layer]  # (M,)
@@ -394,7 +384,7 @@ def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss:
         carry, was_frozen = outer
         order, multipliers = per_epoch["order"], per_epoch["multipliers"]  # (N, M), (L, M)
         is_frozen = multipliers == 0
-        if optimizer.slots or counts_steps:
+        if optimizer.slots or optimizer.counts_steps:
             # Keras needs a fresh optimizer (compile again) to change which layers train:
             # where a model's frozen set changes, its optimizer restarts from zero
             restart = jnp.any(is_frozen != was_frozen, axis=0)  # (M,)

@@ -89,6 +89,11 @@ class OptimizerShape:
         )
 
     @property
+    def counts_steps(self) -> bool:
+        """Does the update need the step count (Adam's bias correction)?"""
+        return self.name in ("adam", "adamw")
+
+    @property
     def slots(self) -> tuple[str, ...]:
         """The state arrays kept per parameter (each shaped like it)."""
         if self.name == "sgd":
@@ -107,8 +112,8 @@ def update(shape: OptimizerShape, param, grad, state: dict, rate, step, hyper: d
     """One Keras step for one parameter `(…, models)`: returns the new parameter and state.
 
     `rate` is each model's learning rate for this layer `(models,)`; `step` is Keras'
-    `iterations + 1` since the optimizer (re)started, `(models,)` float32."""
-    grad = clip(shape, grad, hyper)
+    `iterations + 1` since the optimizer (re)started, `(models,)` float32. Gradients come
+    clipped (`clip_gradients`)."""
     if shape.weight_decay:  # base_optimizer._apply_weight_decay, before the update step
         param = param - param * hyper["weight_decay"] * rate
     if shape.name == "sgd":
@@ -118,32 +123,37 @@ def update(shape: OptimizerShape, param, grad, state: dict, rate, step, hyper: d
     return _rmsprop(shape, param, grad, state, rate, hyper)
 
 
-def clip(shape: OptimizerShape, grad, hyper: dict):
-    """Keras' `_clip_gradients`: `clipnorm` rescales each gradient array whose L2 norm (per
-    model: over every axis but the last) exceeds it; `clipvalue` clips each element.
-    (`global_clipnorm` needs every gradient at once: `clip_by_global_norm`.)"""
+def clip_gradients(shape: OptimizerShape, grads: list[tuple], trainable: list, hyper: dict) -> list[tuple]:
+    """Keras' `_clip_gradients` over a model's gradients (one tuple of arrays `(…, M)` per
+    layer; `trainable[layer]` is `(M,)`): `clipnorm` rescales each array whose L2 norm (per
+    model: over every axis but the last) exceeds it, `clipvalue` clips each element, and
+    `global_clipnorm` rescales all of them by one norm over the trainable layers (a frozen
+    layer is not one of Keras' trainable variables)."""
+    if shape.clip is None:
+        return grads
     if shape.clip == "value":
-        return jnp.clip(grad, -hyper["clipvalue"], hyper["clipvalue"])
-    if shape.clip != "norm":
-        return grad
-    l2sum = jnp.sum(jnp.square(grad), axis=tuple(range(grad.ndim - 1)), keepdims=True)
-    positive = l2sum > 0
-    l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, jnp.ones_like(l2sum))), l2sum)
-    return (grad * hyper["clipnorm"]) / jnp.maximum(l2norm, hyper["clipnorm"])
-
-
-def clip_by_global_norm(grads: list, trainable: list, hyper: dict) -> list:
-    """Keras' `clip_by_global_norm` over a model's trainable gradients: every array `(…, M)`
-    scaled by `clip · min(1/‖g‖, 1/clip)`, ‖g‖ the per-model norm over the arrays whose
-    `trainable` flag `(M,)` is set (frozen layers are not Keras' trainable variables)."""
+        return [tuple(jnp.clip(g, -hyper["clipvalue"], hyper["clipvalue"]) for g in pair) for pair in grads]
+    if shape.clip == "norm":
+        return [tuple(_clip_by_norm(g, hyper["clipnorm"]) for g in pair) for pair in grads]
     squared = sum(
-        jnp.where(flag, jnp.sum(jnp.square(g), axis=tuple(range(g.ndim - 1))), 0.0)
-        for g, flag in zip(grads, trainable, strict=True)
+        jnp.where(flag, _squared_norm(g), 0.0) for pair, flag in zip(grads, trainable, strict=True) for g in pair
     )
     norm = jnp.sqrt(squared)
     scale = hyper["global_clipnorm"] * jnp.minimum(1.0 / norm, hyper["one_over_global_clipnorm"])
-    scale = scale + (norm - norm)  # NaN for a non-finite norm, as Keras
-    return [g * scale for g in grads]
+    scale = scale + (norm - norm)  # NaN for a non-finite norm, as Keras' clip_by_global_norm
+    return [tuple(g * scale for g in pair) for pair in grads]
+
+
+def _squared_norm(grad):
+    return jnp.sum(jnp.square(grad), axis=tuple(range(grad.ndim - 1)))
+
+
+def _clip_by_norm(grad, clipnorm):
+    """Keras' `_clip_by_norm`, per model."""
+    l2sum = jnp.expand_dims(_squared_norm(grad), tuple(range(grad.ndim - 1)))
+    positive = l2sum > 0
+    l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, jnp.ones_like(l2sum))), l2sum)
+    return (grad * clipnorm) / jnp.maximum(l2norm, clipnorm)
 
 
 def _sgd(shape, param, grad, state, rate, hyper):

@@ -25,7 +25,6 @@ from transferlab.strategies import STRATEGIES, Recipe, Standalone, head_fits, st
 PLAN_FORMAT = 1
 _ROLE_CODES = {"source": 0, "target": 1}
 NO_SOURCE = -1
-_GENERATORS = {"blobs": tasks.blobs, "regression": tasks.regression}
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class TaskSpec:
     description: str
 
     def make(self, name: str) -> tasks.Task:
-        return _GENERATORS[self.kind](**self.params, name=name)
+        return tasks.generate(self.kind, self.params, name)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "params": dict(self.params), "description": self.description}
@@ -300,8 +299,7 @@ def strategy_from_dict(data: dict):
 
 def task_spec(task_config) -> TaskSpec:
     """The spec of a `[source]`/`[target]` table: its generator and arguments."""
-    params = task_config.model_dump(exclude={"kind", "model_file"})
-    return TaskSpec(task_config.kind, params, task_config.describe())
+    return TaskSpec(task_config.kind, task_config.generator_params(), task_config.describe())
 
 
 def build_plan(config, given_model=None) -> Plan:

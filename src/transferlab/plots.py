@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.folder import atomic_path
+from transferlab.stats import FINISHED
 from transferlab.tasks import Task
 
 _DPI = 110
@@ -101,7 +102,7 @@ def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accurac
         ax_floor = min(low, 0.0)
     else:
         ax_floor = None
-    strategies = list(dict.fromkeys(targets.loc[targets["status"].isin(["done", "diverged"]), "strategy"]))
+    strategies = list(dict.fromkeys(targets.loc[targets["status"].isin(FINISHED), "strategy"]))
     fig = Figure(figsize=(max(5.0, 1.5 * len(strategies)), 4.8))
     ax = fig.subplots()
     data = [runs.loc[runs["strategy"] == s, metric].to_numpy() for s in strategies]

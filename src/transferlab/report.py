@@ -122,9 +122,9 @@ def build_report(folder: str | Path) -> Outputs:
             summary=stats.summary_table(chosen, direction.score),
             per_source=stats.per_source_table(chosen, direction.score),
             recipes=_recipes(layer_records[layer_records["direction"] == name]),
-            runs_done=int(targets["status"].isin(["done", "diverged"]).sum()),
+            runs_done=int(targets["status"].isin(stats.FINISHED).sum()),
             runs_planned=len(targets),
-            sources_done=int(sources["status"].isin(["done", "diverged"]).sum()),
+            sources_done=int(sources["status"].isin(stats.FINISHED).sum()),
             sources_planned=len(sources),
         )
         direction_curves = mean_curves[mean_curves["direction"] == name]
@@ -216,7 +216,6 @@ def render_html(outputs: Outputs, plan) -> str:
             "sha": s["file_sha256"][:16],
             "train": _fmt(s["train_accuracy"] if s["train_accuracy"] is not None else s["train_r2"]),
             "test": _fmt(s["test_accuracy"] if s["test_accuracy"] is not None else s["test_r2"]),
-            "given": not s["trained_here"],
         }
         for s in outputs.source_models
     ]

@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 BASELINE = "standalone"
+FINISHED = ("done", "diverged")  # run statuses that count as trained (a diverged run has no metric)
 CONFIDENCE = 0.95
 DIVERGED_NOTE = "diverged runs (loss NaN or infinite) are left out of means, intervals and tests"
 
@@ -43,8 +44,6 @@ def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[f
     low, high = scipy_stats.t.interval(
         confidence, df=len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values)
     )
-    if not np.isfinite(low):  # zero spread: the interval collapses to the mean
-        return (float(values.mean()), float(values.mean()))
     return (float(low), float(high))
 
 
@@ -74,7 +73,7 @@ def _summary_table(runs: pd.DataFrame, metric: str, baseline: str) -> pd.DataFra
     tests over the runs that finished; `diverged` counts those whose loss became NaN/inf and
     `planned` the runs of the strategy in all (still pending ones included)."""
     targets = runs[runs["role"] == "target"]
-    finished = targets[targets["status"].isin(["done", "diverged"])]
+    finished = targets[targets["status"].isin(FINISHED)]
     runs = finished[finished["status"] == "done"]
     order = list(dict.fromkeys(finished["strategy"]))
     base_units = replication_units(runs[runs["strategy"] == baseline], metric) if baseline in order else None

@@ -192,3 +192,11 @@ def regression(
             n_train=n_train,
         ),
     )
+
+
+GENERATORS = {"blobs": blobs, "regression": regression}
+
+
+def generate(kind: str, params: dict, name: str) -> Task:
+    """A generated task by its kind (`blobs`, `regression`) and the generator's arguments."""
+    return GENERATORS[kind](**params, name=name)
