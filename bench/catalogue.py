@@ -70,7 +70,7 @@ def main() -> None:
         ),
     }
     print(f"{MODELS} models × {EPOCHS} epochs per shard, 500 training rows, batch 32\n")
-    print(f"| case | first call | after compilation | model-epochs/s | × reference |")
+    print("| case | first call | after compilation | model-epochs/s | × reference |")
     print("| --- | --- | --- | --- | --- |")
     reference = None
     for name, job in cases.items():
