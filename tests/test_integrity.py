@@ -204,6 +204,9 @@ def test_shard_size_changes_no_stored_number(tmp_path, small_study_dict):
 
 
 def test_the_number_of_devices_changes_no_stored_number(tmp_path, small_study_dict):
+    # 160 target runs in one cohort: three blocks, dealt over both devices in this process
+    small_study_dict.update(repeats=40)
+    small_study_dict["training"]["epochs"] = 10
     study_file = _study_file(tmp_path, small_study_dict)
     env = dict(os.environ, TRANSFERLAB_CPU_DEVICES="1")
     one = subprocess.run(CLI + ["run", str(study_file), "--out", str(tmp_path / "one"), "--quiet"],
@@ -255,3 +258,19 @@ def test_the_stored_plan_reads_back_as_the_same_plan(tmp_path):
             np.testing.assert_array_equal(recipe.multipliers, after.recipes[label].multipliers)
             assert recipe.arch == after.recipes[label].arch and recipe.origins == after.recipes[label].origins
         np.testing.assert_array_equal(before.target_task.x_train, after.target_task.x_train)
+
+
+def test_a_file_written_through_atomic_path_is_whole_or_untouched(tmp_path):
+    from transferlab.folder import atomic_path
+
+    target = tmp_path / "report.html"
+    target.write_text("the old report")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as temporary:
+            temporary.write_text("half of the new")
+            assert target.read_text() == "the old report"  # readers still see the whole old file
+            raise KeyboardInterrupt
+    assert target.read_text() == "the old report" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    with atomic_path(target) as temporary:
+        temporary.write_text("the new report")
+    assert target.read_text() == "the new report" and [p.name for p in tmp_path.iterdir()] == ["report.html"]

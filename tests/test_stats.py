@@ -62,3 +62,20 @@ def test_per_source_table_and_display():
     shown = stats.display_table(stats.summary_table(runs))
     assert shown.loc[1, "n"] == "150 (5 src)"
     assert shown.loc[0, "mean (std)"].count("(") == 1
+
+
+def test_nearly_identical_groups_give_no_scipy_precision_warning():
+    """SciPy warns of precision loss for near-identical values; the table shows n and std."""
+    import warnings
+
+    values = {"standalone": [0.8, 0.8 + 1e-15, 0.8], "transfer": [0.7, 0.7, 0.7 + 1e-15]}
+    runs = pd.DataFrame([
+        dict(role="target", status="done", strategy=name, source_index=-1 if name == "standalone" else 0,
+             repeat=i, test_accuracy=v)
+        for name, vals in values.items() for i, v in enumerate(vals)
+    ])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = stats.summary_table(runs)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert list(table["n"]) == [3, 3]
