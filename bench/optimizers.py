@@ -32,12 +32,11 @@ def main() -> None:
     weights = [models.fresh_weights(arch, np.random.default_rng(seed)) for seed in range(MODELS)]
     stacked = [tuple(np.stack([w[layer][i] for w in weights]) for i in range(2)) for layer in range(len(arch.layers))]
     multipliers = np.stack([recipe.multipliers] * MODELS)
-    orders = engine.shuffle_orders(list(range(MODELS)), EPOCHS, len(task.x_train))
 
     def once(settings: dict) -> tuple[float, float]:
         config = engine.TrainingSettings(epochs=EPOCHS, **settings)
         started = time.perf_counter()
-        result = engine.train_models(arch.layers, stacked, multipliers, orders, task.x_train, task.y_train,
+        result = engine.train_models(arch.layers, stacked, multipliers, list(range(MODELS)), task.x_train, task.y_train,
                                      task.x_test, task.y_test, config)
         return time.perf_counter() - started, float(result.final["test_accuracy"].mean())
 

@@ -8,7 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # the suite's own compile cache, never the user's (subprocesses inherit it)
 os.environ["TRANSFERLAB_CACHE_DIR"] = str(ROOT / ".test-cache" / "xla")
 
-from transferlab import engine  # noqa: F401  (pins Keras to JAX before any test imports keras)
+import transferlab
+
+transferlab.configure()  # Keras on JAX, one XLA device per core, before any test imports keras
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def _train(problem, weights_list, seeds, epochs, multipliers=None, config=None, 
         multipliers = np.ones((len(weights_list), epochs, n_layers), np.float32)
     orders = engine.shuffle_orders(seeds, epochs, len(problem.x_train))
     result = engine.train_models(
-        layers, _stack(weights_list), multipliers, orders,
+        layers, _stack(weights_list), multipliers, seeds,
         problem.x_train, problem.y_train, problem.x_test, problem.y_test, config, **kwargs,
     )
     return result, orders
@@ -65,7 +65,7 @@ def test_engine_equals_keras_fit_with_momentum_and_partial_batches():
     config = engine.SGDConfig(epochs=5, batch_size=24, learning_rate=0.01, momentum=0.9, nesterov=True)
     orders = engine.shuffle_orders([9], 5, 100)
     result = engine.train_models(("tanh", "tanh", "softmax"), _stack([initial]), np.ones((1, 5, 3), np.float32),
-                                 orders, problem.x_train, problem.y_train, problem.x_test, problem.y_test, config)
+                                 [9], problem.x_train, problem.y_train, problem.x_test, problem.y_test, config)
     model = models.build_keras_model(arch, initial)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), loss="categorical_crossentropy",
                   metrics=["accuracy"])
@@ -101,8 +101,8 @@ def test_a_layer_with_multiplier_moves_like_sgd_at_that_rate(problem):
     small = tasks.Task("one-batch", problem.x_train[:32], problem.y_train[:32], problem.x_test, problem.y_test)
     multipliers = np.array([[[0.1, 1.0, 1.0]]], np.float32)
     orders = np.arange(32)[None, None, :]
-    result = engine.train_models(ACTIVATIONS, _stack([initial]), multipliers, orders, small.x_train, small.y_train,
-                                 small.x_test, small.y_test, engine.SGDConfig(epochs=1))
+    result = engine.train_models(ACTIVATIONS, _stack([initial]), multipliers, [0], small.x_train, small.y_train,
+                                 small.x_test, small.y_test, engine.SGDConfig(epochs=1), orders=orders)
 
     def loss(params):
         model = models.build_keras_model(arch)
@@ -123,11 +123,11 @@ def test_l2_penalty_adds_the_analytic_gradient(problem):
     anchor = models.fresh_weights(arch, np.random.default_rng(6))
     multipliers = np.ones((1, 1, 3), np.float32)
     orders = np.arange(32)[None, None, :]
-    args = (ACTIVATIONS, _stack([initial]), multipliers, orders, problem.x_train[:32], problem.y_train[:32],
+    args = (ACTIVATIONS, _stack([initial]), multipliers, [0], problem.x_train[:32], problem.y_train[:32],
             problem.x_test, problem.y_test, engine.SGDConfig(epochs=1))
-    plain = engine.train_models(*args)
+    plain = engine.train_models(*args, orders=orders)
     alpha = np.array([[0.5, 0.0, 2.0]], np.float32)
-    pulled = engine.train_models(*args, anchors=[np.stack([a[0]]) for a in anchor], penalties=alpha)
+    pulled = engine.train_models(*args, anchors=[np.stack([a[0]]) for a in anchor], penalties=alpha, orders=orders)
     for layer in range(3):
         extra = -0.01 * alpha[0, layer] * (initial[layer][0] - anchor[layer][0])
         np.testing.assert_allclose(pulled.weights[layer][0][0] - plain.weights[layer][0][0], extra, atol=1e-7)
@@ -175,7 +175,7 @@ BN_EPOCHS = 4  # one epoch count for every BatchNormalization test: one compiled
 
 def test_batch_normalization_equals_keras_fit(problem):
     arch = models.mlp(2, (5, 5), 3, batch_norm=True)
-    assert [type(s).__name__ for s in arch.layers] == ["DenseSpec", "BatchNormSpec"] * 2 + ["DenseSpec"]
+    assert [type(s).__name__ for s in arch.layers] == ["Dense", "BatchNormalization"] * 2 + ["Dense"]
     initial = models.fresh_weights(arch, np.random.default_rng(8))
     result, orders = _train(problem, [initial], [4], BN_EPOCHS, layers=arch.layers)
     _compare_with_keras(arch, initial, problem, orders, result, ["accuracy"], "categorical_crossentropy")

@@ -57,8 +57,8 @@ def test_broken_and_foreign_files_get_one_line_errors(tmp_path):
 
 
 def test_unsupported_layers_are_named():
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.1), keras.layers.Dense(2)])
-    with pytest.raises(models.ModelFileError, match="'dropout.*Dropout"):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.AlphaDropout(0.1), keras.layers.Dense(2)])
+    with pytest.raises(models.ModelFileError, match="'alpha_dropout.*AlphaDropout"):
         models.architecture_of(model)
 
 

@@ -45,7 +45,7 @@ def _engine(problem, arch, initial, settings, epochs, multipliers=None):
     if multipliers is None:
         multipliers = np.ones((epochs, len(arch.layers)), np.float32)
     stacked = [tuple(a[None] for a in layer) for layer in initial]
-    result = engine.train_models(arch.layers, stacked, multipliers[None], orders, problem.x_train, problem.y_train,
+    result = engine.train_models(arch.layers, stacked, multipliers[None], [5], problem.x_train, problem.y_train,
                                  problem.x_test, problem.y_test, config)
     return result, orders[0]
 

@@ -132,8 +132,8 @@ def _train_in_pieces(task, weights, multipliers, orders, sgd):
             stop += 1
         piece = engine.SGDConfig(epochs=stop - epoch, batch_size=sgd.batch_size)
         result = engine.train_models(
-            ("relu", "relu", "softmax"), current, multipliers[None, epoch:stop], orders[:, epoch:stop],
-            task.x_train, task.y_train, task.x_test, task.y_test, piece,
+            ("relu", "relu", "softmax"), current, multipliers[None, epoch:stop], [0],
+            task.x_train, task.y_train, task.x_test, task.y_test, piece, orders=orders[:, epoch:stop],
         )
         current, epoch = result.weights, stop
     return current

@@ -125,7 +125,7 @@ def test_transfer_runs_start_from_the_saved_source_file(tmp_path, small_study_di
         source = study.load_source_weights(store, 1, forward)[1]
     assert models.weights_sha256(source) == record["weights_sha256"]
     run = next(r for r in study.plan_runs(config, forward)
-               if r.key == ("forward", "target", "transfer freeze=2", 1, 0))
+               if (r.strategy.label, r.source_index, r.repeat) == ("transfer freeze=2", 1, 0))
     job = study.ShardJob(forward.source_arch, forward.target_task, config.training.sgd(), [run], forward.recipes,
                          {1: source})
     result = job.execute()

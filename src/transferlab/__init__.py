@@ -1,13 +1,11 @@
 """transferlab: does reusing a network trained on a related problem help, and which way is best?
 
-Importing the package only sets environment variables (Keras on the JAX backend, one XLA
-CPU device per core), so `import transferlab; import keras` trains on JAX; JAX itself and
-the compile cache are set up when `engine` or `models` is first imported
-(`transferlab._backend`).
+Importing it changes nothing in the process. `transferlab.configure()` (the CLI calls it)
+puts Keras on the JAX backend, gives XLA one CPU device per core and turns on the
+persistent compile cache; call it before the first study.
 """
 
-from transferlab import _backend
+from transferlab._backend import configure
 
-_backend.configure_environment()
-
+__all__ = ["configure"]
 __version__ = "0.1.0"

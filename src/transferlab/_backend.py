@@ -1,8 +1,9 @@
 """Pin Keras to the JAX backend and give XLA one CPU device per core.
 
-Must run before `jax` or `keras` is imported anywhere, so `engine` and `models` call
-`configure()` before they import either; it runs once. Users who force another backend get a clear error instead of a
-silently slower, different engine.
+Nothing here runs on import: the CLI calls `configure()` first thing, Python users call
+`transferlab.configure()`, and code that imports Keras calls `require_keras()` first.
+The device split only takes effect if it runs before JAX initialises its backend. Users
+who force another Keras backend get a clear error instead of a different engine.
 """
 
 from __future__ import annotations
@@ -65,26 +66,22 @@ def _enable_compilation_cache() -> None:
 _configured = False
 
 
-def configure_environment() -> None:
-    """The environment variables only (Keras backend, XLA devices): no import, so it is
-    instant; `import transferlab` calls it, so `import transferlab; import keras` gets JAX.
-    A backend forced elsewhere is left for `configure` to report (as one line in the CLI)."""
-    try:
-        _check_keras_backend()
-    except BackendError:
-        return
-    _split_cpu_into_devices()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def require_keras() -> None:
+    """Before any `import keras` in transferlab: Keras must run on JAX (set when unset)."""
+    _check_keras_backend()
 
 
 def configure() -> None:
-    """The environment, then JAX and its compile cache (once; the engine and models call it)."""
+    """Set transferlab's process-wide settings, once: Keras on the JAX backend, one XLA CPU
+    device per core (`TRANSFERLAB_CPU_DEVICES` to change), and the persistent compile cache
+    (`TRANSFERLAB_CACHE_DIR`; "off" disables it). The CLI calls it; Python users call
+    `transferlab.configure()` before their first study for the same speed. Importing a
+    transferlab module never does this. Raises `BackendError` for a forced other backend."""
     global _configured
     if _configured:
         return
-    _check_keras_backend()  # raises BackendError: a backend forced elsewhere
-    configure_environment()
+    _check_keras_backend()
+    _split_cpu_into_devices()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _configured = True
-    import jax  # noqa: F401  (initialise after the flags are set)
-
     _enable_compilation_cache()

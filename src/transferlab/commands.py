@@ -196,10 +196,11 @@ def _print_frame(frame, title: str) -> None:
 def _guard(action):
     """Run `action`: transferlab's own input errors become one line and exit code 2; anything
     else is an internal error, one line and exit code 1 (TRANSFERLAB_TRACEBACK=1 shows it)."""
-    from transferlab._backend import BackendError
+    from transferlab._backend import BackendError, configure
 
     try:
-        bad_input = (*_input_errors(), BackendError)  # importing them sets up Keras: a forced backend fails here
+        configure()  # before anything initialises JAX: a forced backend fails here
+        bad_input = (*_input_errors(), BackendError)
     except BackendError as error:
         _fail(str(error))
     try:

@@ -166,22 +166,37 @@ TaskConfig = _task_union(BlobsTask, RegressionTask)
 SourceConfig = _task_union(BlobsSource, RegressionSource)
 
 
+_MLP_FIELDS = ("hidden", "activation", "kernel_initializer", "batch_norm", "dropout")
+
+
 class ModelConfig(BaseModel):
-    """The tutorial's MLP: hidden Dense layers (each optionally followed by
-    BatchNormalization), then an output layer sized to the task: `output_activation` for
-    classification, linear for regression."""
+    """The hidden layers, then an output layer sized to the task. Either the tutorial's MLP
+    (`hidden` Dense layers, each optionally followed by BatchNormalization and Dropout) or
+    an explicit `layers` list of layer tables. The output layer: for two classes one
+    sigmoid unit (binary cross-entropy, Keras' way), else softmax over the classes (or
+    `output_activation`); one linear unit per target for regression."""
 
     model_config = _STRICT
     hidden: Annotated[list[Width], Field(min_length=1, max_length=1000)] = [5, 5]
     activation: str = "relu"
     kernel_initializer: str = "he_uniform"
-    output_activation: str = "softmax"
+    output_activation: str | None = None
     batch_norm: bool = False
+    dropout: Annotated[Finite, Field(ge=0, lt=1)] = 0.0
+    layers: Annotated[list[dict[str, Any]], Field(max_length=1000)] | None = None
 
     @model_validator(mode="after")
     def _known_names(self):
+        if self.layers is not None:
+            given = [name for name in _MLP_FIELDS if name in self.model_fields_set]
+            if given:
+                raise ValueError(f"give either layers or {given[0]} (layers lists every hidden layer)")
+            for index, entry in enumerate(self.layers):
+                spec = models.layers.from_dict(entry, f"layers[{index}]")
+                if isinstance(spec, models.Dense) and spec.units > MAX_WIDTH:
+                    raise ValueError(f"layers[{index}].units: {spec.units} is above {MAX_WIDTH}")
         for field in ("activation", "output_activation"):
-            if getattr(self, field) not in models.ACTIVATIONS:
+            if getattr(self, field) is not None and getattr(self, field) not in models.ACTIVATIONS:
                 raise ValueError(
                     f"{field} {getattr(self, field)!r} is not supported; use one of "
                     + ", ".join(models.ACTIVATIONS)
@@ -286,8 +301,11 @@ class StudyConfig(BaseModel):
             )
         return self
 
-    def architecture(self, n_inputs: int, head: models.DenseSpec) -> models.Architecture:
-        """The `[model]` MLP on `n_inputs` features under the output layer `head`."""
+    def architecture(self, n_inputs: int, head: models.Dense) -> models.Architecture:
+        """The `[model]` hidden layers on `n_inputs` features under the output layer `head`."""
+        if self.model.layers is not None:
+            hidden = tuple(models.layers.from_dict(entry) for entry in self.model.layers)
+            return models.Architecture(n_inputs, hidden + (head,))
         body = models.mlp(
             n_inputs,
             tuple(self.model.hidden),
@@ -295,14 +313,20 @@ class StudyConfig(BaseModel):
             activation=self.model.activation,
             kernel_initializer=self.model.kernel_initializer,
             batch_norm=self.model.batch_norm,
+            dropout=self.model.dropout,
         )
         return models.Architecture(n_inputs, body.layers[:-1] + (head,))
 
-    def head_for(self, task: tasks.Task) -> models.DenseSpec:
-        """The output layer a task needs: softmax (or `output_activation`) over its classes,
-        or one linear unit per regression target."""
-        activation = self.model.output_activation if task.kind == "classification" else "linear"
-        return models.output_layer(task.n_outputs, activation)
+    def head_for(self, task: tasks.Task) -> models.Dense:
+        """The output layer a task needs: one sigmoid unit for two classes (unless
+        `output_activation` says otherwise), softmax (or `output_activation`) over more
+        classes, one linear unit per regression target."""
+        if task.kind != "classification":
+            return models.output_layer(task.n_outputs, "linear")
+        chosen = self.model.output_activation
+        if task.n_outputs == 2 and chosen in (None, "sigmoid"):
+            return models.output_layer(1, "sigmoid")
+        return models.output_layer(task.n_outputs, chosen or "softmax")
 
     def parsed_strategies(self) -> list:
         return [parse_strategy(entry, f"strategies[{i}]") for i, entry in enumerate(self.strategies)]
@@ -348,7 +372,7 @@ def parse_strategy(entry: dict[str, Any], where: str = "strategy"):
 
 
 def check_strategies(
-    config: StudyConfig, source_arch: models.Architecture, head: models.DenseSpec
+    config: StudyConfig, source_arch: models.Architecture, head: models.Dense
 ) -> list:
     """Parse every strategy and check it applies to the source model and the target's output
     layer over the study's epochs; returns the strategy values."""

@@ -20,27 +20,29 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from transferlab import _backend
-
-_backend.configure()  # Keras on JAX, one XLA device per core: before jax is imported
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transferlab import optimizers
+from transferlab import layers as layer_types
+from transferlab import objectives, optimizers
+from transferlab.layers import Context
 
-# Contractions over at most this many units are unrolled into multiply-adds;
-# wider ones use a batched matrix product.
-UNROLL_WIDTH = 16
-# Epochs with at most this many batches unroll their batch loop (faster, longer compile).
-UNROLL_BATCHES = 32
+# A batch loop is unrolled (faster, longer compile) while batches × per-batch work stays
+# under this budget; larger epochs run as a `lax.scan` (bounded compile time).
+UNROLL_BUDGET = 640
 # Models per compiled block. Every engine call pads its models to whole blocks and runs
 # the same one-device program per block, so shard size and device count never change a
 # number. 64 measured best for small studies (both cores busy from 65 models) and within
 # 20% of the best block size for large ones (bench/RESULTS.md).
 MODELS_PER_BLOCK = 64
-_CCE_EPSILON = 1e-7  # keras.config.epsilon(), used by Keras' categorical cross-entropy
+# Evaluation goes through a split in chunks of at most this many rows, so memory is
+# bounded by the chunk, not the data set.
+EVALUATION_ROWS = 4096
+EVALUATION_VALUES = 1 << 24
+# Row orders are drawn on the host and sent a chunk of epochs at a time: at most this many
+# values per block and chunk.
+ORDER_VALUES = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -102,52 +104,77 @@ def diverged_epoch(loss_curves: np.ndarray, final: dict[str, np.ndarray]) -> np.
     return np.where((first == 0) & final_bad, loss_curves.shape[1], first)
 
 
-def shuffle_orders(seeds: list[int] | np.ndarray, epochs: int, n_rows: int) -> np.ndarray:
-    """Each model's row order for every epoch, `(models, epochs, rows)` int32, from its own seed."""
-    dtype = np.int16 if n_rows < 2**15 else np.int32
-    orders = np.empty((len(seeds), epochs, n_rows), dtype)
-    rows = np.broadcast_to(np.arange(n_rows, dtype=dtype), (epochs, n_rows))
-    for index, seed in enumerate(seeds):
-        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1,)))
-        orders[index] = rng.permuted(rows, axis=-1)
-    return orders
+def shuffle_orders(seeds, epochs: int, n_rows: int) -> np.ndarray:
+    """Each model's row order in every epoch, `(models, epochs, rows)`, as the engine draws
+    them (`OrderStream`): for reference runs and tests; the engine never holds them all."""
+    return np.moveaxis(OrderStream(seeds, n_rows).next(epochs), -1, 0)
 
 
-LOSSES = ("categorical_crossentropy", "mean_squared_error")
+class OrderStream:
+    """Row orders drawn epoch by epoch from each model's own generator (seeded by its run's
+    seed), so memory holds one chunk of epochs, never models × epochs × rows. Drawing
+    epochs in chunks gives the same orders as drawing them all at once."""
+
+    def __init__(self, seeds, n_rows: int):
+        self.n_rows = n_rows
+        self.generators = [np.random.default_rng(np.random.SeedSequence(int(s), spawn_key=(1,))) for s in seeds]
+        self.dtype = np.int16 if n_rows < 2**15 else np.int32
+
+    def next(self, epochs: int) -> np.ndarray:
+        """The next `epochs` epochs' orders, `(epochs, rows, models)`."""
+        rows = np.broadcast_to(np.arange(self.n_rows, dtype=self.dtype), (epochs, self.n_rows))
+        orders = np.empty((epochs, self.n_rows, len(self.generators)), self.dtype)
+        for model, generator in enumerate(self.generators):
+            orders[:, :, model] = generator.permuted(rows, axis=-1)
+        return orders
+
+
+class _GivenOrders:
+    """Explicit orders `(models, epochs, rows)`, handed out like an `OrderStream`."""
+
+    def __init__(self, orders: np.ndarray):
+        self.orders, self.epoch = orders, 0
+
+    def next(self, epochs: int) -> np.ndarray:
+        chunk = self.orders[:, self.epoch : self.epoch + epochs]
+        self.epoch += epochs
+        return np.ascontiguousarray(np.moveaxis(chunk, 0, -1))
+
+
+def epoch_chunk(epochs: int, n_rows: int) -> int:
+    """Epochs per engine call: the largest divisor of `epochs` whose row orders for a block
+    stay within `ORDER_VALUES` (one compiled program serves every chunk of a study)."""
+    most = max(1, ORDER_VALUES // max(1, n_rows * MODELS_PER_BLOCK))
+    return max(d for d in range(1, min(epochs, most) + 1) if epochs % d == 0)
+
+
+LOSSES = objectives.LOSSES
 BN_FROZEN_MODES = ("inference", "train")
-_METRICS = {"categorical_crossentropy": ("accuracy",), "mean_squared_error": ("mae", "r2")}
 
 
 def metric_names(loss: str) -> tuple[str, ...]:
-    """Metrics tracked beside the loss: accuracy for classification, MAE and R² for regression."""
-    return _METRICS[loss]
+    """Metrics tracked beside the loss (the objective's: accuracy, or MAE and R²)."""
+    return objectives.get(loss).metrics
 
 
 def curve_names(loss: str) -> tuple[str, ...]:
     """Per-epoch curves, named as Keras' `History` names them."""
-    names = ("loss",) + metric_names(loss)
-    return names + tuple(f"val_{name}" for name in names)
+    return objectives.get(loss).curve_names()
 
 
 def final_names(loss: str) -> tuple[str, ...]:
-    names = ("loss",) + metric_names(loss)
-    return tuple(f"{split}_{name}" for split in ("train", "test") for name in names)
+    return objectives.get(loss).final_names()
 
 
-def layer_plan(layers) -> tuple[tuple, ...]:
-    """The engine's static view of a layer list: `("dense", activation)` or
-    `("batchnorm", momentum, epsilon)`. Accepts activation names (a chain of Dense layers)
-    or `models.DenseSpec` / `models.BatchNormSpec` values."""
+def layer_plan(layers, weights=None) -> tuple[layer_types.Layer, ...]:
+    """The engine's static view of a layer list: layer types (`transferlab.layers`). An
+    activation name stands for a Dense layer whose width the weights give."""
     plan = []
-    for layer in layers:
+    for index, layer in enumerate(layers):
         if isinstance(layer, str):
-            plan.append(("dense", layer))
-        elif isinstance(layer, tuple):
-            plan.append(layer)
-        elif hasattr(layer, "activation"):
-            plan.append(("dense", layer.activation))
-        else:
-            plan.append(("batchnorm", float(layer.momentum), float(layer.epsilon)))
+            units = weights[index][1].shape[-1] if weights is not None else 1
+            layer = layer_types.Dense(int(units), layer)
+        plan.append(layer)
     return tuple(plan)
 
 
@@ -155,7 +182,7 @@ def train_models(
     layers,
     weights: list[tuple[np.ndarray, ...]],
     multipliers: np.ndarray,
-    orders: np.ndarray,
+    seeds,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_test: np.ndarray,
@@ -165,28 +192,33 @@ def train_models(
     penalties: np.ndarray | None = None,
     loss: str = "categorical_crossentropy",
     bn_frozen: str = "inference",
+    orders: np.ndarray | None = None,
 ) -> ShardResult:
     """Train `models` layer stacks of one architecture at once.
 
-    - `layers`: one entry per layer (see `layer_plan`).
+    - `layers`: one layer type per layer (`transferlab.layers`; see `layer_plan`).
     - `weights`: initial arrays per layer, stacked model-first, in Keras' `get_weights()`
       order: Dense `(kernel (models, in, out), bias (models, out))`, BatchNormalization
-      `(gamma, beta, moving_mean, moving_variance)`, each `(models, width)`.
+      `(gamma, beta, moving_mean, moving_variance)`, each `(models, width)`; `()` for a
+      layer without weights.
     - `multipliers`: learning-rate multiplier `(models, epochs, layers)`; 0 freezes a layer
-      (its weights stay bit-identical).
-    - `orders`: row order of every epoch `(models, epochs, rows)` (see `shuffle_orders`).
+      (its weights stay bit-identical and its optimizer state does not advance).
+    - `seeds`: one per model; each epoch's row order (`shuffle_orders`) and every dropout
+      mask derive from it. Orders are drawn a chunk of epochs at a time (`epoch_chunk`), so
+      no models × epochs × rows array exists.
     - `anchors`, `penalties`: optional L2 pull of each Dense kernel toward `anchors[l]`
       `(models, in, out)` with strength `penalties (models, layers)`: the loss gains
       `penalty/2 · ‖kernel − anchor‖²` (L2-SP when the anchor is the source kernel).
-    - `loss`: `"categorical_crossentropy"` (metric accuracy) or `"mean_squared_error"`
-      (metrics MAE and R², as Keras' `MeanAbsoluteError` and `R2Score` compute them).
+    - `loss`: the objective (`objectives.LOSSES`): categorical or binary cross-entropy
+      (metric accuracy) or mean squared error (MAE and R²).
     - `bn_frozen`: how a frozen BatchNormalization layer runs: `"inference"` (Keras'
       convention: moving statistics, not updated) or `"train"` (batch statistics, moving
       statistics keep updating; only gamma and beta stay fixed).
+    - `orders`: explicit row orders `(models, epochs, rows)` instead of the seeds' (for
+      reference runs that replay a given batch order).
     """
-    plan = layer_plan(layers)
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
+    plan = layer_plan(layers, weights)
+    objective = objectives.get(loss)
     if bn_frozen not in BN_FROZEN_MODES:
         raise ValueError(f"bn_frozen must be one of {BN_FROZEN_MODES}; got {bn_frozen!r}")
     n_models = multipliers.shape[0]
@@ -198,13 +230,16 @@ def train_models(
             f"multipliers must be (models, epochs, layers) = ({n_models}, {config.epochs}, "
             f"{n_layers}); got {multipliers.shape}"
         )
-    if orders.shape != (n_models, config.epochs, x_train.shape[0]):
+    seeds = np.asarray(seeds, np.uint32).reshape(-1)
+    if seeds.shape != (n_models,):
+        raise ValueError(f"seeds must hold one seed per model ({n_models}); got {seeds.shape[0]}")
+    if n_models == 0:
+        raise ValueError("train_models needs at least one model")
+    if orders is not None and orders.shape != (n_models, config.epochs, x_train.shape[0]):
         raise ValueError(
             f"orders must be (models, epochs, rows) = ({n_models}, {config.epochs}, "
             f"{x_train.shape[0]}); got {orders.shape}"
         )
-    if n_models == 0:
-        raise ValueError("train_models needs at least one model")
     n_blocks = -(-n_models // MODELS_PER_BLOCK)
     weights = [[np.asarray(a, np.float32) for a in arrays] for arrays in weights]
     multipliers = np.asarray(multipliers, np.float32)
@@ -226,9 +261,9 @@ def train_models(
         # momentum, the betas or the weight decay reuses the compiled program
         hyper=optimizers.runtime_inputs(config),
         x_train=np.asarray(x_train, np.float32),
-        y_train=np.asarray(y_train, np.float32),
+        y_train=objective.targets(y_train),
         x_test=np.asarray(x_test, np.float32),
-        y_test=np.asarray(y_test, np.float32),
+        y_test=objective.targets(y_test),
         # a runtime input, not a compile-time constant: both modes run one program, so runs
         # with nothing frozen are bit-identical under either
         bn_inference=np.asarray(bn_frozen == "inference"),
@@ -237,39 +272,66 @@ def train_models(
 
     def block_inputs(block: int) -> dict:
         params, state = [], []
-        for kind, arrays in zip(plan, weights):
+        for spec, arrays in zip(plan, weights):
             arrays = [models_last(a, block) for a in arrays]
-            params.append(tuple(arrays[:2]))
-            state.append(tuple(arrays[2:]) if kind[0] == "batchnorm" else ())
+            params.append(tuple(arrays[: spec.n_trainable]))
+            state.append(tuple(arrays[spec.n_trainable :]))
+        block_multipliers = models_last(multipliers, block)  # (E, L, B)
         inputs = dict(
-            shared,
             params=params,
             state=state,
-            multipliers=models_last(multipliers, block),  # (E, L, B)
-            orders=models_last(orders, block),  # (E, N, B)
+            slots=[tuple(optimizers.init(shape.optimizer, np.zeros_like(p)) for p in pair) for pair in params],
+            step=np.zeros(MODELS_PER_BLOCK, np.float32),
+            was_frozen=block_multipliers[0] == 0,
         )
+        extras = dict(seeds=models_last(seeds, block))
         if penalised:
-            inputs["anchors"] = {
+            extras["anchors"] = {
                 str(layer): models_last(anchors[layer], block)
-                for layer, kind in enumerate(plan)
-                if kind[0] == "dense"
+                for layer, spec in enumerate(plan)
+                if spec.penalised_array is not None
             }
-            inputs["penalties"] = models_last(penalties, block)  # (L, B)
-        return inputs
+            extras["penalties"] = models_last(penalties, block)  # (L, B)
+        return inputs, extras, block_multipliers
 
+    shape = ProgramShape.of(config)
     misses = _compiled_program.cache_info().misses
-    program = _compiled_program(plan, ProgramShape.of(config), penalised, loss)
+    train_epochs = _compiled_program(plan, shape, penalised, loss)
+    evaluate = _final_program(plan, loss)
     devices = jax.local_devices()
-    # Every block runs the same single-device program, blocks dealt round-robin over the
-    # devices and dispatched asynchronously: a model's numbers never depend on the shard
-    # size, the number of devices or its position (checked by the tests).
-    in_flight, outputs = [], []
-    for block in range(n_blocks):
-        device = devices[block % len(devices)]
-        in_flight.append(program(jax.device_put(block_inputs(block), device)))
-        if len(in_flight) >= 2 * len(devices):
-            outputs.append(jax.device_get(in_flight.pop(0)))
-    outputs += [jax.device_get(result) for result in in_flight]
+    chunk = epoch_chunk(config.epochs, len(x_train))
+    # Every block runs the same single-device programs, blocks dealt over the devices a wave
+    # at a time and dispatched asynchronously, a chunk of epochs per call: a model's numbers
+    # never depend on the shard size, the number of devices or its position (the tests check).
+    outputs = []
+    for wave_start in range(0, n_blocks, len(devices)):
+        wave = []
+        for offset, block in enumerate(range(wave_start, min(wave_start + len(devices), n_blocks))):
+            device = devices[offset]
+            carry, extras, block_multipliers = block_inputs(block)
+            if orders is None:
+                stream = OrderStream(models_last(seeds, block), len(x_train))
+            else:
+                stream = _GivenOrders(np.moveaxis(models_last(orders, block), -1, 0))
+            wave.append(dict(device=device, carry=jax.device_put(carry, device),
+                             extras=jax.device_put(dict(shared, **extras), device),
+                             multipliers=block_multipliers, stream=stream, curves=[]))
+        for first in range(0, config.epochs, chunk):
+            for job in wave:
+                if len(job["curves"]) >= 2:  # at most two chunks of orders in flight per block
+                    jax.block_until_ready(job["curves"][-2])
+                per_epoch = dict(
+                    epoch=np.arange(first, first + chunk, dtype=np.int32),
+                    multipliers=job["multipliers"][first : first + chunk],
+                    orders=job["stream"].next(chunk),
+                )
+                job["carry"], curves = train_epochs(job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
+                job["curves"].append(curves)
+        for job in wave:
+            final = evaluate(job["carry"]["params"], job["carry"]["state"], job["extras"])
+            trained = (job["carry"]["params"], job["carry"]["state"])
+            curves = jax.tree.map(lambda *chunks: np.concatenate(chunks), *jax.device_get(job["curves"]))
+            outputs.append(jax.device_get((*trained, curves, final)))
     if _compiled_program.cache_info().misses != misses:
         _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
 
@@ -290,6 +352,7 @@ def release_programs() -> None:
     import gc
 
     _compiled_program.cache_clear()  # transferlab's own programs only: other JAX users keep theirs
+    _final_program.cache_clear()
     gc.collect()
     _trim_heap()
 
@@ -322,9 +385,9 @@ class ProgramShape:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_program(plan: tuple[tuple, ...], shape: ProgramShape, penalised: bool, loss: str):
+def _compiled_program(plan: tuple, shape: ProgramShape, penalised: bool, loss: str):
     """One block of `MODELS_PER_BLOCK` models on one device; every block and device runs it."""
-    return jax.jit(functools.partial(_train_shard, plan=plan, shape=shape, penalised=penalised, loss=loss))
+    return jax.jit(functools.partial(_train_epochs, plan=plan, shape=shape, penalised=penalised, loss=loss))
 
 
 def compiled_programs() -> int:
@@ -332,37 +395,72 @@ def compiled_programs() -> int:
     return _compiled_program.cache_info().misses
 
 
-def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss: str):
-    """Runs inside jit on one block: all per-model arrays have the model axis last."""
+def batch_work(plan, n_inputs: int) -> int:
+    """A rough count of the operations one training batch adds to the program (unrolled
+    contractions count each term), for choosing between an unrolled and a scanned loop."""
+    work, width = 0, n_inputs
+    for spec in plan:
+        out = spec.output_width(width)
+        if spec.starts_block:
+            work += (width if width <= layer_types.UNROLL_WIDTH else 1) + (
+                out if out <= layer_types.UNROLL_WIDTH else 1
+            ) + 4
+        else:
+            work += 8
+        width = out
+    return work
+
+
+def unrolls_batches(plan, n_inputs: int, n_rows: int, batch_size: int) -> bool:
+    """Unroll the batch loop when the whole epoch stays within `UNROLL_BUDGET`."""
+    n_batches = -(-n_rows // batch_size)
+    return n_batches * batch_work(plan, n_inputs) <= UNROLL_BUDGET
+
+
+def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramShape, penalised: bool, loss: str):
+    """Runs inside jit on one block, for one chunk of epochs: `carry` (weights, state,
+    optimizer slots and step, last epoch's frozen layers) in, trained `carry` and the
+    chunk's curves out. Every per-model array has the model axis last."""
     x_train, y_train = inputs["x_train"], inputs["y_train"]
     x_test, y_test = inputs["x_test"], inputs["y_test"]
     n_rows = x_train.shape[0]
     batch = shape.batch_size
-    bounds = [(start, min(start + batch, n_rows)) for start in range(0, n_rows, batch)]
+    n_batches = -(-n_rows // batch)
+    full = n_rows // batch
     anchors = inputs.get("anchors")
     penalties = inputs.get("penalties")
-    loss_function = _LOSS_FUNCTIONS[loss]
+    objective = objectives.get(loss)
+    # each model's dropout masks: a key from its run's seed, folded with the step and layer
+    dropout_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), 1))(inputs["seeds"])
+    uses_keys = any(isinstance(spec, layer_types.Dropout) and spec.rate > 0 for spec in plan)
 
-    def objective(params, state, xb, yb, use_moving):
-        outputs, new_state = _forward(params, state, xb, plan, use_moving)
-        batch_loss = jnp.mean(loss_function(outputs, yb), axis=0)  # Keras "sum_over_batch_size"
+    def objective_of(params, state, xb, yb, ctx):
+        outputs, new_state = _forward(params, state, xb, plan, ctx)
+        batch_loss = jnp.mean(objective.loss(outputs, yb), axis=0)  # Keras "sum_over_batch_size"
         if penalised:
             for layer, anchor in anchors.items():
-                kernel = params[int(layer)][0]
+                kernel = params[int(layer)][plan[int(layer)].penalised_array]
                 pull = jnp.sum(jnp.square(kernel - anchor), axis=(0, 1))
                 batch_loss = batch_loss + 0.5 * penalties[int(layer)] * pull
         return jnp.sum(batch_loss), (batch_loss, outputs, new_state)
 
-    gradient = jax.grad(objective, has_aux=True)
+    gradient = jax.grad(objective_of, has_aux=True)
 
     hyper = inputs["hyper"]
     optimizer = shape.optimizer
 
-    def optimizer_step(carry, xb, yb, multipliers):
+    def step_keys(step):
+        """Per layer, each model's dropout key for this optimizer step."""
+        if not uses_keys:
+            return None
+        per_step = jax.vmap(lambda key: jax.random.fold_in(key, step))(dropout_keys)
+        return [jax.vmap(lambda key: jax.random.fold_in(key, layer))(per_step) for layer in range(len(plan))]
+
+    def optimizer_step(carry, xb, yb, multipliers, global_step):
         params, state, slots, step = carry
         frozen = [multipliers[layer] == 0 for layer in range(len(plan))]  # (M,) each
-        use_moving = [f & inputs["bn_inference"] for f in frozen]
-        grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, use_moving)
+        ctx = Context(True, [f & inputs["bn_inference"] for f in frozen], step_keys(global_step))
+        grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, ctx)
         if optimizer.counts_steps:
             step = step + 1.0  # Keras' `iterations + 1` of this step
         grads = optimizers.clip_gradients(optimizer, grads, [~f for f in frozen], hyper)
@@ -377,12 +475,19 @@ def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss:
                 kept.append({k: jnp.where(frozen[layer], value_slots[k], v) for k, v in stepped_slots.items()})
             new_params.append(tuple(updated))
             new_slots.append(tuple(kept))
-        sums = _metric_sums(outputs, yb, loss)
-        return (new_params, new_state, new_slots, step), batch_loss, sums
+        return (new_params, new_state, new_slots, step), batch_loss, outputs
+
+    unrolled = unrolls_batches(plan, x_train.shape[1], n_rows, batch)
+
+    def gather(order, start, size):
+        """Rows `start … start+size` of each model's order: `(size, features, models)`."""
+        rows = jax.lax.dynamic_slice_in_dim(order, start, size)  # (size, M)
+        return jnp.transpose(x_train[rows], (0, 2, 1)), jnp.transpose(y_train[rows], (0, 2, 1))
 
     def epoch(outer, per_epoch):
         carry, was_frozen = outer
-        order, multipliers = per_epoch["order"], per_epoch["multipliers"]  # (N, M), (L, M)
+        index, multipliers = per_epoch["epoch"], per_epoch["multipliers"]  # (), (L, M)
+        order = per_epoch["orders"].astype(jnp.int32)  # (N, M)
         is_frozen = multipliers == 0
         if optimizer.slots or optimizer.counts_steps:
             # Keras needs a fresh optimizer (compile again) to change which layers train:
@@ -391,222 +496,116 @@ def _train_shard(inputs: dict, plan, shape: ProgramShape, penalised: bool, loss:
             params_, state_, slots_, step_ = carry
             slots_ = jax.tree.map(lambda a: jnp.where(restart, jnp.zeros_like(a), a), slots_)
             carry = (params_, state_, slots_, jnp.where(restart, 0.0, step_))
-        xs = jnp.transpose(x_train[order], (0, 2, 1))  # (N, I, M): each model its own order
-        ys = jnp.transpose(y_train[order], (0, 2, 1))
         loss_total = jnp.zeros(order.shape[1:], jnp.float32)
-        sums = _zero_sums(loss, carry[0][-1][1].shape)  # the output bias is (outputs, models)
+        sums = objective.init(carry[0][-1][1].shape)  # the output bias is (outputs, models)
 
-        def run_batch(carry, xb, yb, loss_total, sums):
-            carry, batch_loss, batch_sums = optimizer_step(carry, xb, yb, multipliers)
+        if unrolled:  # a small epoch: gather it whole, once
+            epoch_x, epoch_y = gather(order, 0, n_rows)
+
+        def run_batch(carry, start, size, batch_index, loss_total, sums):
+            if unrolled:
+                xb, yb = epoch_x[start : start + size], epoch_y[start : start + size]
+            else:
+                xb, yb = gather(order, start, size)
+            carry, batch_loss, outputs = optimizer_step(carry, xb, yb, multipliers, index * n_batches + batch_index)
             # Keras' loss tracker: mean of batch losses weighted by batch size
-            totals = jax.tree.map(jnp.add, sums, batch_sums)
-            return carry, loss_total + batch_loss * xb.shape[0], totals
+            return carry, loss_total + batch_loss * size, objective.update(sums, outputs, yb)
 
-        if len(bounds) <= UNROLL_BATCHES:
-            for start, stop in bounds:
-                carry, loss_total, sums = run_batch(carry, xs[start:stop], ys[start:stop], loss_total, sums)
+        if unrolled:
+            for batch_index, start in enumerate(range(0, n_rows, batch)):
+                size = min(batch, n_rows - start)
+                carry, loss_total, sums = run_batch(carry, start, size, batch_index, loss_total, sums)
         else:
-            full = n_rows // batch
 
-            def scan_batch(inner, index):
-                xb = jax.lax.dynamic_slice_in_dim(xs, index * batch, batch)
-                yb = jax.lax.dynamic_slice_in_dim(ys, index * batch, batch)
-                return run_batch(*inner[:1], xb, yb, *inner[1:]), None
+            def scan_batch(inner, batch_index):
+                carry, loss_total, sums = inner
+                return run_batch(carry, batch_index * batch, batch, batch_index, loss_total, sums), None
 
             (carry, loss_total, sums), _ = jax.lax.scan(scan_batch, (carry, loss_total, sums), jnp.arange(full))
             if full * batch < n_rows:
-                carry, loss_total, sums = run_batch(carry, xs[full * batch :], ys[full * batch :], loss_total, sums)
-        validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, loss)
-        curves = {"loss": loss_total / n_rows, **_metrics_from_sums(sums, n_rows, loss)}
+                carry, loss_total, sums = run_batch(carry, full * batch, n_rows - full * batch, full, loss_total, sums)
+        validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, objective)
+        curves = {"loss": loss_total / n_rows, **objective.finalise(sums, n_rows)}
         curves.update({f"val_{name}": value for name, value in validation.items()})
         return (carry, is_frozen), curves
 
-    params = [tuple(pair) for pair in inputs["params"]]
-    state = [tuple(moving) for moving in inputs["state"]]
-    slots = [tuple(optimizers.init(optimizer, p) for p in pair) for pair in params]
-    step = jnp.zeros(params[-1][1].shape[-1:], jnp.float32)  # (M,)
-    per_epoch = {"order": inputs["orders"].astype(jnp.int32), "multipliers": inputs["multipliers"]}
-    first_frozen = inputs["multipliers"][0] == 0
-    ((trained, trained_state, _, _), _), curves = jax.lax.scan(
-        epoch, ((params, state, slots, step), first_frozen), per_epoch
+    start = (
+        [tuple(pair) for pair in carry["params"]],
+        [tuple(moving) for moving in carry["state"]],
+        [tuple(slot) for slot in carry["slots"]],
+        carry["step"],
     )
-    final = {}
-    for split, (x, y) in (("train", (x_train, y_train)), ("test", (x_test, y_test))):
-        for name, value in _evaluate(trained, trained_state, x, y, plan, loss).items():
-            final[f"{split}_{name}"] = value
-    return [tuple(pair) for pair in trained], [tuple(s) for s in trained_state], curves, final
+    ((params, state, slots, step), was_frozen), curves = jax.lax.scan(epoch, (start, carry["was_frozen"]), chunk)
+    return dict(params=params, state=state, slots=slots, step=step, was_frozen=was_frozen), curves
 
 
-def _zero_sums(loss: str, output_shape: tuple[int, int]) -> dict:
-    """The metric sums before an epoch's first batch (the keys `_metric_sums` returns)."""
-    per_model = jnp.zeros(output_shape[1:], jnp.float32)
-    if loss == "categorical_crossentropy":
-        return {"correct": per_model}
-    per_output = jnp.zeros(output_shape, jnp.float32)
-    return {"absolute": per_model, "sum_y": per_output, "sum_y2": per_output, "squared_error": per_output}
+@functools.lru_cache(maxsize=32)
+def _final_program(plan: tuple, loss: str):
+    """Final train and test metrics of one block's trained models."""
+    objective = objectives.get(loss)
+
+    def final_metrics(params, state, inputs):
+        final = {}
+        for split in ("train", "test"):
+            metrics = _evaluate(params, state, inputs[f"x_{split}"], inputs[f"y_{split}"], plan, objective)
+            final.update({f"{split}_{name}": value for name, value in metrics.items()})
+        return final
+
+    return jax.jit(final_metrics)
 
 
-def _evaluate(params, state, x, y, plan, loss: str) -> dict:
-    """Loss and metrics of every model on a whole split `x (N, I)` shared by all models, with
-    BatchNormalization in inference mode (as `model.evaluate`)."""
+def _evaluate(params, state, x, y, plan, objective) -> dict:
+    """Loss and metrics of every model on a whole split `x (N, I)` shared by all models, in
+    inference mode (as `model.evaluate`), in chunks of rows (`evaluation_rows`)."""
+    n_rows = x.shape[0]
     n_models = params[-1][1].shape[-1]
-    inputs = jnp.broadcast_to(x[:, :, None], x.shape + (n_models,))
-    outputs, _ = _forward(params, state, inputs, plan, use_moving=None)
-    targets = y[:, :, None]
-    metrics = {"loss": jnp.mean(_LOSS_FUNCTIONS[loss](outputs, targets), axis=0)}
-    metrics.update(_metrics_from_sums(_metric_sums(outputs, targets, loss), x.shape[0], loss))
-    return metrics
+    ctx = Context(training=False)
+    shared_input = isinstance(plan[0], layer_types.Dense)  # it reads (rows, features) as is
+
+    def chunk(carry, rows_x, rows_y):
+        loss_sum, sums = carry
+        inputs = rows_x if shared_input else jnp.broadcast_to(rows_x[:, :, None], rows_x.shape + (n_models,))
+        outputs, _ = _forward(params, state, inputs, plan, ctx)
+        targets = rows_y[:, :, None]
+        return loss_sum + jnp.sum(objective.loss(outputs, targets), axis=0), objective.update(sums, outputs, targets)
+
+    carry = (jnp.zeros((n_models,), jnp.float32), objective.init(params[-1][1].shape))
+    size = evaluation_rows(plan, x.shape[1], n_models)
+    if n_rows <= size:
+        loss_sum, sums = chunk(carry, x, y)
+    else:
+        full = n_rows // size
+
+        def scan_chunk(carry, index):
+            rows_x = jax.lax.dynamic_slice_in_dim(x, index * size, size)
+            rows_y = jax.lax.dynamic_slice_in_dim(y, index * size, size)
+            return chunk(carry, rows_x, rows_y), None
+
+        carry, _ = jax.lax.scan(scan_chunk, carry, jnp.arange(full))
+        loss_sum, sums = chunk(carry, x[full * size :], y[full * size :]) if full * size < n_rows else carry
+    return {"loss": loss_sum / n_rows, **objective.finalise(sums, n_rows)}
 
 
-def _metric_sums(outputs, targets, loss: str) -> dict:
-    """Additive per-model sums over a batch, from which epoch metrics follow (as Keras'
-    stateful metrics accumulate them)."""
-    targets = jnp.broadcast_to(targets, outputs.shape)
-    if loss == "categorical_crossentropy":
-        hits = jnp.argmax(outputs, axis=1) == jnp.argmax(targets, axis=1)
-        return {"correct": jnp.sum(hits.astype(jnp.float32), axis=0)}
-    residual = targets - outputs
-    return {
-        "absolute": jnp.sum(jnp.mean(jnp.abs(residual), axis=1), axis=0),
-        "sum_y": jnp.sum(targets, axis=0),
-        "sum_y2": jnp.sum(jnp.square(targets), axis=0),
-        "squared_error": jnp.sum(jnp.square(residual), axis=0),
-    }
+def evaluation_rows(plan, n_inputs: int, n_models: int) -> int:
+    """Rows per evaluation chunk: the widest activation of a chunk stays near
+    `EVALUATION_VALUES` floats (never below 256 rows or above the default)."""
+    widest = max(_widths(plan, n_inputs))
+    return int(min(EVALUATION_ROWS, max(256, EVALUATION_VALUES // (widest * n_models))))
 
 
-def _metrics_from_sums(sums: dict, n_rows: int, loss: str) -> dict:
-    if loss == "categorical_crossentropy":
-        return {"accuracy": sums["correct"] / n_rows}
-    mean_y = sums["sum_y"] / n_rows
-    total = sums["sum_y2"] - sums["sum_y"] * mean_y
-    scores = 1.0 - sums["squared_error"] / total
-    scores = jnp.where(jnp.isinf(scores), 0.0, scores)  # keras.metrics.R2Score's convention
-    return {"mae": sums["absolute"] / n_rows, "r2": jnp.mean(scores, axis=0)}
+def _widths(plan, n_inputs: int) -> list[int]:
+    widths = [n_inputs]
+    for spec in plan:
+        widths.append(spec.output_width(widths[-1]))
+    return widths
 
 
-def _categorical_crossentropy(probabilities, targets):
-    """keras.losses.categorical_crossentropy(from_logits=False) along the feature axis 1."""
-    probabilities = probabilities / jnp.sum(probabilities, axis=1, keepdims=True)
-    probabilities = jnp.clip(probabilities, _CCE_EPSILON, 1.0 - _CCE_EPSILON)
-    return -jnp.sum(targets * jnp.log(probabilities), axis=1)
-
-
-def _mean_squared_error(outputs, targets):
-    """keras.losses.mean_squared_error: the mean over the output axis 1."""
-    return jnp.mean(jnp.square(targets - outputs), axis=1)
-
-
-_LOSS_FUNCTIONS = {
-    "categorical_crossentropy": _categorical_crossentropy,
-    "mean_squared_error": _mean_squared_error,
-}
-
-
-def _forward(params, state, x, plan, use_moving):
-    """The model on `x (B, I, M)`. `use_moving` is `None` for inference, else one `(M,)` bool
-    per layer: a BatchNormalization layer uses batch statistics (and updates its moving
-    statistics) for the models where it is False. Returns the output and the new state."""
+def _forward(params, state, x, plan, ctx: Context):
+    """The model on `x (B, I, M)`: each layer's own forward pass. Returns the output and the
+    new state (BatchNormalization's moving statistics in training)."""
     hidden = x
     new_state = []
-    for layer, (kind, trainable, moving) in enumerate(zip(plan, params, state)):
-        if kind[0] == "dense":
-            hidden = _ACTIVATION_FUNCTIONS[kind[1]](_dense(hidden, *trainable))
-            new_state.append(moving)
-            continue
-        _, momentum, epsilon = kind
-        gamma, beta = trainable
-        moving_mean, moving_variance = moving
-        if use_moving is None:
-            hidden = _batch_normalization(hidden, moving_mean, moving_variance, gamma, beta, epsilon)
-            new_state.append(moving)
-            continue
-        mean = jnp.mean(hidden, axis=0)
-        variance = jnp.var(hidden, axis=0)
-        inference = use_moving[layer]
-        hidden = jnp.where(
-            inference,
-            _batch_normalization(hidden, moving_mean, moving_variance, gamma, beta, epsilon),
-            _batch_normalization(hidden, mean, variance, gamma, beta, epsilon),
-        )
-        keep = 1.0 - momentum
-        new_state.append(
-            (
-                jnp.where(inference, moving_mean, moving_mean * momentum + jax.lax.stop_gradient(mean) * keep),
-                jnp.where(
-                    inference, moving_variance, moving_variance * momentum + jax.lax.stop_gradient(variance) * keep
-                ),
-            )
-        )
+    for index, (spec, trainable, layer_state) in enumerate(zip(plan, params, state)):
+        hidden, layer_state = spec.forward(trainable, layer_state, hidden, ctx, index)
+        new_state.append(layer_state)
     return hidden, new_state
-
-
-def _batch_normalization(x, mean, variance, gamma, beta, epsilon):
-    """keras.ops.batch_normalization on `(B, O, M)` with per-model `(O, M)` statistics."""
-    inv = jax.lax.rsqrt(variance + epsilon) * gamma
-    return x * inv[None] + (beta - mean * inv)[None]
-
-
-def _softmax(z):
-    return jax.nn.softmax(z, axis=1)
-
-
-_ACTIVATION_FUNCTIONS = {
-    "linear": lambda z: z,
-    "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "softmax": _softmax,
-    "elu": jax.nn.elu,
-    "selu": jax.nn.selu,
-    "softplus": jax.nn.softplus,
-    "silu": jax.nn.silu,
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
-}
-
-
-@jax.custom_vjp
-def _dense(x, kernel, bias):
-    """`x @ kernel + bias` per model: x `(B, I, M)`, kernel `(I, O, M)`, bias `(O, M)`."""
-    return _contract_inputs(x, kernel) + bias[None]
-
-
-def _dense_forward(x, kernel, bias):
-    return _dense(x, kernel, bias), (x, kernel)
-
-
-def _dense_backward(residuals, upstream):
-    x, kernel = residuals
-    d_kernel = jnp.einsum("bim,bom->iom", x, upstream) if _wide(x.shape[1], kernel.shape[1]) else (
-        jnp.sum(x[:, :, None, :] * upstream[:, None, :, :], axis=0)
-    )
-    d_bias = jnp.sum(upstream, axis=0)
-    return _contract_outputs(upstream, kernel), d_kernel, d_bias
-
-
-_dense.defvjp(_dense_forward, _dense_backward)
-
-
-def _wide(n_in: int, n_out: int) -> bool:
-    return n_in > UNROLL_WIDTH and n_out > UNROLL_WIDTH
-
-
-def _contract_inputs(x, kernel):
-    """sum_i x[b, i, m] · kernel[i, o, m] → (B, O, M)."""
-    n_in = kernel.shape[0]
-    if n_in > UNROLL_WIDTH:
-        return jnp.einsum("bim,iom->bom", x, kernel)
-    total = x[:, 0, None, :] * kernel[None, 0]
-    for i in range(1, n_in):
-        total = total + x[:, i, None, :] * kernel[None, i]
-    return total
-
-
-def _contract_outputs(upstream, kernel):
-    """sum_o upstream[b, o, m] · kernel[i, o, m] → (B, I, M)."""
-    n_out = kernel.shape[1]
-    if n_out > UNROLL_WIDTH:
-        return jnp.einsum("bom,iom->bim", upstream, kernel)
-    total = upstream[:, None, 0, :] * kernel[None, :, 0, :]
-    for o in range(1, n_out):
-        total = total + upstream[:, None, o, :] * kernel[None, :, o, :]
-    return total

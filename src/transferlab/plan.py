@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,13 +58,21 @@ class RunSpec:
 
     @property
     def key(self) -> tuple[str, str, str, int, int]:
-        return (self.direction, self.role, self.strategy.label, self.source_index, self.repeat)
+        """The run's identity: its strategy by canonical parameters, never by display label."""
+        return (self.direction, self.role, strategy_identity(self.strategy), self.source_index, self.repeat)
 
 
-def run_seed(study_seed: int, role: str, label: str, source_index: int, repeat: int, direction: str = "forward") -> int:
-    """Every run's seed derives from the study seed and the run's identity alone, so adding a
-    strategy, a direction or changing shards never changes another run's numbers."""
-    key = (_ROLE_CODES[role], zlib.crc32(label.encode()), source_index + 1, repeat)
+def strategy_identity(strategy) -> str:
+    """A strategy's identity: the canonical JSON of its name and parameters."""
+    return canonical_json(strategy_to_dict(strategy))
+
+
+def run_seed(study_seed: int, role: str, identity: str, source_index: int, repeat: int, direction: str = "forward") -> int:
+    """Every run's seed derives from the study seed and the run's identity alone (its
+    strategy's canonical parameters, `strategy_identity`), so adding a strategy, a direction,
+    rewording a label or changing shards never changes another run's numbers."""
+    strategy_code = int.from_bytes(hashlib.sha256(identity.encode()).digest()[:4], "little")
+    key = (_ROLE_CODES[role], strategy_code, source_index + 1, repeat)
     if direction == "reverse":
         key += (1,)
     sequence = np.random.SeedSequence(study_seed, spawn_key=key)
@@ -179,13 +186,13 @@ class Plan:
         if direction.trains_sources:
             source = Standalone()
             for index in range(self.source_repeats):
-                seed = run_seed(self.seed, "source", source.label, index, 0, direction.name)
+                seed = run_seed(self.seed, "source", strategy_identity(source), index, 0, direction.name)
                 runs.append(RunSpec("source", source, index, 0, seed, direction.name))
         for strategy in direction.strategies:
             source_indices = range(self.source_repeats) if strategy.uses_source else [NO_SOURCE]
             for source_index in source_indices:
                 for repeat in range(self.repeats):
-                    seed = run_seed(self.seed, "target", strategy.label, source_index, repeat, direction.name)
+                    seed = run_seed(self.seed, "target", strategy_identity(strategy), source_index, repeat, direction.name)
                     runs.append(RunSpec("target", strategy, source_index, repeat, seed, direction.name))
         return runs
 

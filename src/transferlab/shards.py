@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transferlab import engine, models
+from transferlab import engine, models, objectives
 from transferlab.strategies import Recipe
 from transferlab.tasks import Task
 
@@ -59,12 +59,11 @@ class ShardJob:
                 np.float32,
             )
             anchors = _anchors(self.arch, self.runs, recipes, self.source_weights)
-        orders = engine.shuffle_orders([run.seed for run in self.runs], self.sgd.epochs, len(self.task.x_train))
         return engine.train_models(
             self.arch.layers,
             stacked,
             multipliers,
-            orders,
+            [run.seed for run in self.runs],
             self.task.x_train,
             self.task.y_train,
             self.task.x_test,
@@ -72,7 +71,7 @@ class ShardJob:
             self.sgd,
             anchors=anchors,
             penalties=penalties,
-            loss=self.task.loss,
+            loss=objectives.for_task(self.task.kind, self.arch.head).name,
             bn_frozen=self.bn_frozen,
         )
 
@@ -91,17 +90,19 @@ def initial_weights(recipe: Recipe, run: RunSpec, source_weights: dict) -> model
 
 
 def _anchors(arch, runs, recipes, source_weights) -> list[np.ndarray | None]:
-    """Per Dense layer, each run's L2 anchor: its source kernel, or zeros for a fresh layer."""
+    """Per layer with an anchored array (a Dense kernel), each run's L2 anchor: its source's
+    array, or zeros for a fresh layer."""
     anchors = []
     for layer, spec in enumerate(arch.layers):
-        if not isinstance(spec, models.DenseSpec):
+        if spec.penalised_array is None:
             anchors.append(None)
             continue
-        shape = arch.weight_shapes(layer)[0]
+        which = spec.penalised_array
+        shape = arch.weight_shapes(layer)[which]
         anchors.append(
             np.stack(
                 [
-                    source_weights[run.source_index][recipe.origins[layer]][0]
+                    source_weights[run.source_index][recipe.origins[layer]][which]
                     if recipe.origins[layer] is not None and run.source_index in source_weights
                     else np.zeros(shape, np.float32)
                     for run, recipe in zip(runs, recipes)

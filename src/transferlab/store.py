@@ -22,7 +22,7 @@ import pandas as pd
 
 DATABASE_NAME = "results.sqlite"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("planned", "done", "diverged")
 FINAL_COLUMNS = (
     "train_loss", "train_accuracy", "train_mae", "train_r2",
@@ -58,8 +58,8 @@ CREATE TABLE IF NOT EXISTS runs (
     study_id INTEGER NOT NULL REFERENCES studies(id),
     direction TEXT NOT NULL CHECK (direction IN ('forward', 'reverse')),
     role TEXT NOT NULL CHECK (role IN ('source', 'target')),
-    strategy TEXT NOT NULL,
-    strategy_json TEXT NOT NULL,
+    strategy TEXT NOT NULL,          -- display label
+    strategy_json TEXT NOT NULL,     -- identity: canonical name and parameters
     source_index INTEGER NOT NULL,   -- -1: the run uses no source model
     repeat INTEGER NOT NULL,
     seed INTEGER NOT NULL,
@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS runs (
     diverged_epoch INTEGER,          -- first epoch whose loss was NaN or infinite
     {_FINAL_SQL},
     finished_at TEXT,
-    UNIQUE (study_id, direction, role, strategy, source_index, repeat)
+    UNIQUE (study_id, direction, role, strategy_json, source_index, repeat)
 );
 CREATE TABLE IF NOT EXISTS curves (
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -93,6 +93,7 @@ class StoredRun:
     direction: str
     role: str
     strategy: str
+    strategy_json: str
     source_index: int
     repeat: int
     seed: int
@@ -251,7 +252,7 @@ class Store:
                         run["direction"],
                         run["role"],
                         run["strategy"],
-                        json.dumps(run["strategy_json"], sort_keys=True),
+                        run["strategy_json"],
                         run["source_index"],
                         run["repeat"],
                         run["seed"],
@@ -264,7 +265,7 @@ class Store:
 
     def runs(self, study_id: int, role: str | None = None) -> list[StoredRun]:
         query = (
-            "SELECT id, direction, role, strategy, source_index, repeat, seed, status FROM runs "
+            "SELECT id, direction, role, strategy, strategy_json, source_index, repeat, seed, status FROM runs "
             "WHERE study_id = ?"
         )
         params: tuple = (study_id,)

@@ -11,8 +11,9 @@ and says:
 - an optional L2 pull toward the source weights.
 
 The engine consumes recipes; it knows no strategy. Strategies count *hidden layers*
-as the tutorial does: a hidden layer is a Dense layer with the BatchNormalization
-layers after it (`Architecture.blocks`). When the target needs a different output
+as the tutorial does: a hidden layer is a Dense layer with the layers after it up to
+the next Dense (normalisation, dropout, activation; `Architecture.blocks`), so layers
+without weights count toward no hidden layer of their own. When the target needs a different output
 layer than the source has (another class count, or regression), every strategy that
 reuses the source gets a fresh output layer, as `new_head` does.
 """
@@ -24,7 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from transferlab.models import ACTIVATIONS, Architecture, DenseSpec, layer_widths
+from transferlab.models import ACTIVATIONS, Architecture, Dense, layer_widths
 
 FRESH = None
 
@@ -57,10 +58,9 @@ class Recipe:
         """Per layer: what it is, where it started and how it trained (stored with each run)."""
         rows = []
         for index, spec in enumerate(self.arch.layers):
-            kind = f"Dense({spec.units}, {spec.activation})" if isinstance(spec, DenseSpec) else "BatchNormalization"
             row = {
                 "layer": index,
-                "kind": kind,
+                "kind": spec.describe(),
                 "origin": "fresh" if self.origins[index] is FRESH else f"source layer {self.origins[index]}",
                 "note": self.notes[index] if self.notes else "",
                 "learning_rate": schedule_text(self.multipliers[:, index]),
@@ -109,7 +109,7 @@ class _Layout:
         return Architecture(self.n_inputs, tuple(self.layers))
 
 
-def head_fits(source: Architecture, head: DenseSpec) -> bool:
+def head_fits(source: Architecture, head: Dense) -> bool:
     """Can the source's output layer serve the target? Same width and activation."""
     return source.head.units == head.units and source.head.activation == head.activation
 
@@ -122,7 +122,7 @@ def _source_block(layout: _Layout, source: Architecture, block: list[int], fresh
         layout.add_block(specs, [FRESH] * len(block), [fresh_note] * len(block))
 
 
-def _add_head(layout: _Layout, source: Architecture, head: DenseSpec, reuse: bool, fresh_reason: str = "fresh") -> None:
+def _add_head(layout: _Layout, source: Architecture, head: Dense, reuse: bool, fresh_reason: str = "fresh") -> None:
     """The output layer: the source's when it fits and `reuse`, else a fresh one of the target's size."""
     source_head = source.blocks[-1]
     fits_input = _width(layout) == source.shapes[source_head[0]][0]
@@ -145,7 +145,7 @@ def _width(layout: _Layout) -> int:
     return layer_widths(layout.n_inputs, layout.layers)[-1]
 
 
-def _reuse_all(source: Architecture, head: DenseSpec, reuse_head: bool = True) -> _Layout:
+def _reuse_all(source: Architecture, head: Dense, reuse_head: bool = True) -> _Layout:
     """Every hidden layer from the source, and its output layer where it fits."""
     layout = _Layout(source.n_inputs)
     for block in source.blocks[:-1]:
@@ -215,7 +215,7 @@ class Standalone:
     def label(self) -> str:
         return "standalone"
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         layout = _Layout(source.n_inputs)
         for block in source.blocks[:-1]:
             _source_block(layout, source, block, fresh_note="fresh")
@@ -243,7 +243,7 @@ class Transfer:
     def label(self) -> str:
         return f"transfer freeze={self.freeze}"
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         _check_range(self.freeze, 0, source.n_hidden, "freeze", _has_hidden(source))
         layout = _reuse_all(source, head)
         return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
@@ -269,7 +269,7 @@ class Reinit:
     def label(self) -> str:
         return f"reinit keep={self.keep}" + (" frozen" if self.freeze else "")
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         _check_range(self.keep, 1, source.n_hidden, "keep", _has_hidden(source))
         layout = _Layout(source.n_inputs)
         for index, block in enumerate(source.blocks[:-1]):
@@ -306,14 +306,14 @@ class InsertLayer:
         frozen = "" if self.freeze or self.after == 0 else " unfrozen"
         return f"insert_layer after={self.after} {self.units} {self.activation}{frozen}"
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         _check_range(self.after, 0, source.n_hidden, "after", _has_hidden(source))
         hidden = source.blocks[:-1]
         layout = _Layout(source.n_inputs)
         for block in hidden[: self.after]:
             _source_block(layout, source, block)
         initializer = source.layers[_first_dense(source, hidden[0])].kernel_initializer if hidden else "glorot_uniform"
-        layout.add_block([DenseSpec(self.units, self.activation, initializer)], [FRESH], ["fresh (inserted layer)"])
+        layout.add_block([Dense(self.units, self.activation, initializer)], [FRESH], ["fresh (inserted layer)"])
         for block in hidden[self.after :]:
             dense = _first_dense(source, block)
             if source.shapes[dense][0] == _width(layout):
@@ -326,7 +326,7 @@ class InsertLayer:
 
 
 def _first_dense(source: Architecture, block: list[int]) -> int:
-    return next(i for i in block if isinstance(source.layers[i], DenseSpec))
+    return next(i for i in block if source.layers[i].starts_block)
 
 
 @dataclass(frozen=True)
@@ -350,7 +350,7 @@ class NewHead:
     def label(self) -> str:
         return "new_head" + (f" freeze={self.freeze}" if self.freeze else "")
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         _check_range(self.freeze, 0, source.n_hidden, "freeze", _has_hidden(source))
         layout = _reuse_all(source, head, reuse_head=False)
         return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
@@ -381,7 +381,7 @@ class Finetune:
         spread = "" if self.layer_factor == 1 else f" layer×{_fmt(self.layer_factor)}"
         return f"finetune lr×{_fmt(self.lr)}{spread}"
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         layout = _reuse_all(source, head)
         reused = [b for b, layers in enumerate(layout.blocks) if layout.origins[layers[0]] is not FRESH]
         if not reused:
@@ -419,7 +419,7 @@ class TwoStage:
         head = "" if self.fresh_head else " source head"
         return f"two_stage head={self.head_epochs} lr×{_fmt(self.lr)}{head}"
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         if self.head_epochs >= epochs:
             raise StrategyError(
                 f"{self.head_epochs} leaves no epochs for the second stage (the study trains {epochs})",
@@ -450,7 +450,7 @@ class GradualUnfreeze:
     def label(self) -> str:
         return f"gradual_unfreeze every={self.every}"
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         layout = _reuse_all(source, head)
         n_blocks = len(layout.blocks)
         last_start = self.every * (n_blocks - 1)
@@ -490,10 +490,10 @@ class L2SP:
     def label(self) -> str:
         return f"l2sp α={_fmt(self.alpha)} β={_fmt(self.beta)}"
 
-    def recipe(self, source: Architecture, head: DenseSpec, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
         layout = _reuse_all(source, head)
         penalties = tuple(
-            0.0 if not isinstance(spec, DenseSpec) else (self.alpha if origin is not FRESH else self.beta)
+            0.0 if spec.penalised_array is None else (self.alpha if origin is not FRESH else self.beta)
             for spec, origin in zip(layout.layers, layout.origins)
         )
         return _recipe(layout, np.ones((epochs, len(layout.layers)), np.float32), penalties)

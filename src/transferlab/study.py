@@ -26,10 +26,10 @@ from transferlab.folder import (
     prepare_output_folder,
     remove_stale_temporaries,
 )
-from transferlab.plan import NO_SOURCE, Direction, Plan, RunSpec, build_plan, run_seed  # noqa: F401  (API)
+from transferlab.plan import NO_SOURCE, Direction, Plan, RunSpec, build_plan, run_seed, strategy_identity  # noqa: F401  (API)
 from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
 from transferlab.store import DATABASE_NAME, Store, StoreError
-from transferlab.strategies import Recipe, strategy_to_dict
+from transferlab.strategies import Recipe
 from transferlab.tasks import Task
 
 SOURCE_DIR = "sources"
@@ -129,7 +129,7 @@ def run_study(
         check_source_files(store, study_id, plan)
         planned = {direction.name: plan.runs(direction) for direction in plan.directions}
         store.plan_runs(study_id, _planned_rows(plan, planned))
-        stored = {(r.direction, r.role, r.strategy, r.source_index, r.repeat): r for r in store.runs(study_id)}
+        stored = {(r.direction, r.role, r.strategy_json, r.source_index, r.repeat): r for r in store.runs(study_id)}
         for direction in plan.directions:
             runs = planned[direction.name]
             pending = [run for run in runs if stored[run.key].status == "planned"]
@@ -215,7 +215,7 @@ def _planned_rows(plan: Plan, planned: dict[str, list[RunSpec]]):
                 "direction": run.direction,
                 "role": run.role,
                 "strategy": run.strategy.label,
-                "strategy_json": strategy_to_dict(run.strategy),
+                "strategy_json": strategy_identity(run.strategy),
                 "source_index": run.source_index,
                 "repeat": run.repeat,
                 "seed": run.seed,
@@ -314,7 +314,9 @@ def retrain_run(
         study_id, plan = store.stored_plan()
         chosen = plan.direction(direction)
         wanted = (direction, role, strategy_label, source_index, repeat)
-        run = None if chosen is None else next((r for r in plan.runs(chosen) if r.key == wanted), None)
+        run = None if chosen is None else next(
+            (r for r in plan.runs(chosen)
+             if (r.direction, r.role, r.strategy.label, r.source_index, r.repeat) == wanted), None)
         if run is None:
             raise StoreError(f"{Path(folder) / 'results.sqlite'}: no run {wanted} in the stored study")
         check_source_files(store, study_id, plan)

@@ -1,0 +1,467 @@
+"""Layer types: one class per Keras layer kind the engine trains, and a registry.
+
+Each type owns everything about its kind: the spec (its study-file and stored form),
+fresh weights (Keras' initialisers), the vectorised forward pass, its state (moving
+statistics), its Keras round-trip and its output width. Nothing else in transferlab
+switches on layer kinds: `Architecture`, the engine, the strategies and the store ask
+the layer.
+
+Forward passes work on the engine's layout: every per-model array keeps the model axis
+*last* (`x: (batch, features, models)`, `kernel: (in, out, models)`). Weights travel
+as one tuple per layer in Keras' `get_weights()` order; the first `n_trainable` arrays
+are trained, the rest are state (BatchNormalization's moving statistics).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transferlab import initializers
+
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "silu", "gelu")
+_ACTIVATION_ALIASES = {"swish": "silu", None: "linear"}
+# Contractions over at most this many units are unrolled into multiply-adds (a few
+# elementwise loops vectorised across models); wider ones use a batched matrix product.
+UNROLL_WIDTH = 16
+
+
+class ModelFileError(ValueError):
+    """A model file, Keras model or layer list transferlab cannot use; the message says why."""
+
+
+@dataclass
+class Context:
+    """How layers run in one forward pass.
+
+    `training` (static): Keras' `training=True` (batch statistics, dropout active).
+    `inference_stats`: per layer, `(models,)` bool where a BatchNormalization layer uses its
+    moving statistics even in training (frozen, `bn_frozen = "inference"`).
+    `keys`: per layer, `(models, 2)` uint32 random keys for this step (dropout masks)."""
+
+    training: bool
+    inference_stats: list | None = None
+    keys: list | None = None
+
+
+@dataclass(frozen=True)
+class Layer:
+    """What every layer type provides; the defaults describe a layer without weights."""
+
+    type: ClassVar[str]
+    keras_class: ClassVar[str]
+    starts_block: ClassVar[bool] = False  # a Dense layer: the start of a hidden layer as strategies count
+    n_trainable: ClassVar[int] = 0
+    penalised_array: ClassVar[int | None] = None  # which array an L2 anchor pulls (Dense: the kernel)
+
+    def output_width(self, n_in: int) -> int:
+        return n_in
+
+    def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
+        return []
+
+    def fresh(self, n_in: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        return ()
+
+    def forward(self, params: tuple, state: tuple, x, ctx: Context, index: int):
+        """`(outputs, new_state)` for `x (batch, n_in, models)`."""
+        return x, state
+
+    def to_keras(self, name: str):
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.keras_class
+
+    def short(self) -> str:
+        """A few characters for an architecture's one-line summary."""
+        return self.describe()
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """`Dense(units, activation)`: kernel and bias drawn by the named initialisers."""
+
+    units: int
+    activation: str = "linear"
+    kernel_initializer: str = "glorot_uniform"
+    bias_initializer: str = "zeros"
+    type: ClassVar[str] = "dense"
+    keras_class: ClassVar[str] = "Dense"
+    starts_block: ClassVar[bool] = True
+    n_trainable: ClassVar[int] = 2
+    penalised_array: ClassVar[int | None] = 0
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ModelFileError(f"activation {self.activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+        for name in (self.kernel_initializer, self.bias_initializer):
+            if name not in initializers.INITIALIZERS:
+                raise ModelFileError(
+                    f"initializer {name!r} is not supported; use one of {', '.join(initializers.INITIALIZERS)}"
+                )
+
+    def output_width(self, n_in: int) -> int:
+        return self.units
+
+    def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
+        return [(n_in, self.units), (self.units,)]
+
+    def fresh(self, n_in: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        return (
+            initializers.sample(self.kernel_initializer, (n_in, self.units), rng),
+            initializers.sample(self.bias_initializer, (self.units,), rng),
+        )
+
+    def forward(self, params, state, x, ctx, index):
+        return ACTIVATION_FUNCTIONS[self.activation](_dense(x, *params)), state
+
+    def to_keras(self, name: str):
+        import keras
+
+        return keras.layers.Dense(
+            self.units,
+            activation=self.activation,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            name=name,
+        )
+
+    @classmethod
+    def from_keras(cls, layer, source: str) -> Dense:
+        import keras
+
+        if not layer.use_bias:
+            raise ModelFileError(f"{source}: layer {layer.name!r} has use_bias=False; use a bias")
+        activation = _activation_name(keras.activations.serialize(layer.activation))
+        if activation not in ACTIVATIONS:
+            raise ModelFileError(
+                f"{source}: layer {layer.name!r} uses activation {activation!r}; supported: " + ", ".join(ACTIVATIONS)
+            )
+        return cls(
+            units=int(layer.units),
+            activation=activation,
+            kernel_initializer=initializers.initializer_name(layer.kernel_initializer),
+            bias_initializer=initializers.initializer_name(layer.bias_initializer),
+        )
+
+    def describe(self) -> str:
+        return f"Dense({self.units}, {self.activation})"
+
+    def short(self) -> str:
+        return f"{self.units} {self.activation}"
+
+
+@dataclass(frozen=True)
+class BatchNormalization(Layer):
+    """Keras' `BatchNormalization()` over the features (momentum 0.99, epsilon 1e-3):
+    gamma and beta train, the moving mean and variance are state."""
+
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    type: ClassVar[str] = "batch_normalization"
+    keras_class: ClassVar[str] = "BatchNormalization"
+    n_trainable: ClassVar[int] = 2
+
+    def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
+        return [(n_in,)] * 4
+
+    def fresh(self, n_in: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        ones, zeros = np.ones(n_in, np.float32), np.zeros(n_in, np.float32)
+        return (ones, zeros, zeros.copy(), ones.copy())
+
+    def forward(self, params, state, x, ctx, index):
+        gamma, beta = params
+        moving_mean, moving_variance = state
+        if not ctx.training:
+            return _normalize(x, moving_mean[None], moving_variance[None], gamma, beta, self.epsilon), state
+        mean = jnp.mean(x, axis=0)
+        variance = jnp.var(x, axis=0)
+        inference = ctx.inference_stats[index]  # (M,): frozen under bn_frozen = "inference"
+        outputs = jnp.where(
+            inference,
+            _normalize(x, moving_mean[None], moving_variance[None], gamma, beta, self.epsilon),
+            _normalize(x, mean[None], variance[None], gamma, beta, self.epsilon),
+        )
+        keep = 1.0 - self.momentum
+        new_state = (
+            jnp.where(inference, moving_mean, moving_mean * self.momentum + jax.lax.stop_gradient(mean) * keep),
+            jnp.where(
+                inference, moving_variance, moving_variance * self.momentum + jax.lax.stop_gradient(variance) * keep
+            ),
+        )
+        return outputs, new_state
+
+    def to_keras(self, name: str):
+        import keras
+
+        return keras.layers.BatchNormalization(momentum=self.momentum, epsilon=self.epsilon, name=name)
+
+    @classmethod
+    def from_keras(cls, layer, source: str) -> BatchNormalization:
+        _check_feature_axis(layer, source)
+        if getattr(layer, "renorm", False) or getattr(layer, "synchronized", False):
+            raise ModelFileError(f"{source}: layer {layer.name!r}: renorm and synchronized BatchNormalization are not supported")
+        return cls(momentum=float(layer.momentum), epsilon=float(layer.epsilon))
+
+    def describe(self) -> str:
+        return "BatchNormalization"
+
+    def short(self) -> str:
+        return "BN"
+
+
+@dataclass(frozen=True)
+class LayerNormalization(Layer):
+    """Keras' `LayerNormalization()` over the features of each row (epsilon 1e-3): gamma
+    and beta train; no state."""
+
+    epsilon: float = 1e-3
+    type: ClassVar[str] = "layer_normalization"
+    keras_class: ClassVar[str] = "LayerNormalization"
+    n_trainable: ClassVar[int] = 2
+
+    def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
+        return [(n_in,)] * 2
+
+    def fresh(self, n_in: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        return (np.ones(n_in, np.float32), np.zeros(n_in, np.float32))
+
+    def forward(self, params, state, x, ctx, index):
+        gamma, beta = params
+        mean = jnp.mean(x, axis=1, keepdims=True)
+        variance = jnp.var(x, axis=1, keepdims=True)
+        return _normalize(x, mean, variance, gamma, beta, self.epsilon), state
+
+    def to_keras(self, name: str):
+        import keras
+
+        return keras.layers.LayerNormalization(epsilon=self.epsilon, name=name)
+
+    @classmethod
+    def from_keras(cls, layer, source: str) -> LayerNormalization:
+        _check_feature_axis(layer, source)
+        if getattr(layer, "rms_scaling", False):
+            raise ModelFileError(f"{source}: layer {layer.name!r}: rms_scaling=True is not supported")
+        return cls(epsilon=float(layer.epsilon))
+
+    def describe(self) -> str:
+        return "LayerNormalization"
+
+    def short(self) -> str:
+        return "LN"
+
+
+@dataclass(frozen=True)
+class Dropout(Layer):
+    """Keras' `Dropout(rate)`: in training, each unit is zeroed with probability `rate` and
+    the kept ones scaled by 1/(1 − rate) (a fresh mask per model and step, from the run's
+    seed); inactive in evaluation."""
+
+    rate: float
+    type: ClassVar[str] = "dropout"
+    keras_class: ClassVar[str] = "Dropout"
+
+    def __post_init__(self):
+        if not 0 <= self.rate < 1:
+            raise ModelFileError(f"dropout rate {self.rate} must be at least 0 and below 1")
+
+    def forward(self, params, state, x, ctx, index):
+        if not ctx.training or self.rate == 0:
+            return x, state
+        keep = 1.0 - self.rate
+        shape = x.shape[:-1]
+        masks = jax.vmap(lambda key: jax.random.bernoulli(key, keep, shape))(ctx.keys[index])  # (M, B, O)
+        return jnp.where(jnp.moveaxis(masks, 0, -1), x / keep, 0.0), state
+
+    def to_keras(self, name: str):
+        import keras
+
+        return keras.layers.Dropout(self.rate, name=name)
+
+    @classmethod
+    def from_keras(cls, layer, source: str) -> Dropout:
+        if getattr(layer, "noise_shape", None) is not None:
+            raise ModelFileError(f"{source}: layer {layer.name!r}: Dropout with a noise_shape is not supported")
+        return cls(rate=float(layer.rate))
+
+    def describe(self) -> str:
+        return f"Dropout({self.rate:g})"
+
+    def short(self) -> str:
+        return f"dropout {self.rate:g}"
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    """Keras' `Activation(name)`: an activation function as a layer of its own."""
+
+    activation: str
+    type: ClassVar[str] = "activation"
+    keras_class: ClassVar[str] = "Activation"
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ModelFileError(f"activation {self.activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+
+    def forward(self, params, state, x, ctx, index):
+        return ACTIVATION_FUNCTIONS[self.activation](x), state
+
+    def to_keras(self, name: str):
+        import keras
+
+        return keras.layers.Activation(self.activation, name=name)
+
+    @classmethod
+    def from_keras(cls, layer, source: str) -> Activation:
+        import keras
+
+        activation = _activation_name(keras.activations.serialize(layer.activation))
+        if activation not in ACTIVATIONS:
+            raise ModelFileError(
+                f"{source}: layer {layer.name!r} uses activation {activation!r}; supported: " + ", ".join(ACTIVATIONS)
+            )
+        return cls(activation)
+
+    def describe(self) -> str:
+        return f"Activation({self.activation})"
+
+    def short(self) -> str:
+        return self.activation
+
+
+LAYER_TYPES: tuple[type[Layer], ...] = (Dense, BatchNormalization, LayerNormalization, Dropout, Activation)
+# the registry: study-file / stored names (and short aliases) → type
+REGISTRY: dict[str, type[Layer]] = {cls.type: cls for cls in LAYER_TYPES} | {
+    "batchnorm": BatchNormalization,
+    "layernorm": LayerNormalization,
+}
+_BY_KERAS_CLASS = {cls.keras_class: cls for cls in LAYER_TYPES}
+
+
+def supported() -> str:
+    """The layer types, for messages."""
+    return ", ".join(cls.keras_class for cls in LAYER_TYPES)
+
+
+def from_dict(data: dict, where: str = "layer") -> Layer:
+    """A layer from its study-file or stored form `{type = ..., **parameters}`."""
+    data = dict(data)
+    kind = data.pop("type", None)
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        raise ModelFileError(f"{where}.type: {kind!r} is not a layer type; use one of {', '.join(c.type for c in LAYER_TYPES)}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ModelFileError(f"{where}.{unknown[0]}: {cls.type} takes {', '.join(sorted(names)) or 'no parameters'}")
+    try:
+        return cls(**data)
+    except TypeError as error:
+        raise ModelFileError(f"{where}: {error}") from None
+    except ModelFileError as error:
+        raise ModelFileError(f"{where}: {error}") from None
+
+
+def from_keras(layer, source: str) -> Layer:
+    """The layer type of a Keras layer, or a message naming the layer and the supported kinds."""
+    cls = _BY_KERAS_CLASS.get(type(layer).__name__)
+    if cls is None:
+        raise ModelFileError(
+            f"{source}: layer {layer.name!r} is a {type(layer).__name__}; transferlab trains chains of "
+            f"{supported()} layers"
+        )
+    return cls.from_keras(layer, source)
+
+
+def _activation_name(serialized) -> str:
+    name = serialized if isinstance(serialized, str) else (serialized or {}).get("config", {}).get("name")
+    return _ACTIVATION_ALIASES.get(name, name)
+
+
+def _check_feature_axis(layer, source: str) -> None:
+    axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
+    if axis not in (-1, 1, (-1,), (1,)) or not (layer.center and layer.scale):
+        raise ModelFileError(
+            f"{source}: layer {layer.name!r}: transferlab supports {type(layer).__name__} over the feature "
+            "axis with center=True and scale=True (Keras' defaults)"
+        )
+
+
+# --- the math, on (batch, features, models) ----------------------------------------------
+
+
+def _normalize(x, mean, variance, gamma, beta, epsilon):
+    """keras.ops.batch_normalization / layer_normalization: `x·inv + (beta − mean·inv)`."""
+    inv = jax.lax.rsqrt(variance + epsilon) * gamma
+    return x * inv + (beta - mean * inv)
+
+
+ACTIVATION_FUNCTIONS: dict[str, Any] = {
+    "linear": lambda z: z,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "softmax": lambda z: jax.nn.softmax(z, axis=1),
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "softplus": jax.nn.softplus,
+    "silu": jax.nn.silu,
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+}
+
+
+@jax.custom_vjp
+def _dense(x, kernel, bias):
+    """`x @ kernel + bias` per model: x `(B, I, M)`, kernel `(I, O, M)`, bias `(O, M)`."""
+    return _contract_inputs(x, kernel) + bias[None]
+
+
+def _dense_forward(x, kernel, bias):
+    return _dense(x, kernel, bias), (x, kernel)
+
+
+def _dense_backward(residuals, upstream):
+    x, kernel = residuals
+    if x.shape[1] > UNROLL_WIDTH and kernel.shape[1] > UNROLL_WIDTH:
+        d_kernel = jnp.einsum("bim,bom->iom", x, upstream)
+    else:
+        d_kernel = jnp.sum(x[:, :, None, :] * upstream[:, None, :, :], axis=0)
+    d_bias = jnp.sum(upstream, axis=0)
+    return _contract_outputs(upstream, kernel), d_kernel, d_bias
+
+
+_dense.defvjp(_dense_forward, _dense_backward)
+
+
+def _contract_inputs(x, kernel):
+    """sum_i x[b, i, m] · kernel[i, o, m] → (B, O, M); a 2-D `x (B, I)` is one input shared
+    by every model (evaluation), never copied per model."""
+    n_in = kernel.shape[0]
+    if n_in > UNROLL_WIDTH:
+        return jnp.einsum("bi,iom->bom" if x.ndim == 2 else "bim,iom->bom", x, kernel)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    total = x[:, 0, None, :] * kernel[None, 0]
+    for i in range(1, n_in):
+        total = total + x[:, i, None, :] * kernel[None, i]
+    return total
+
+
+def _contract_outputs(upstream, kernel):
+    """sum_o upstream[b, o, m] · kernel[i, o, m] → (B, I, M)."""
+    n_out = kernel.shape[1]
+    if n_out > UNROLL_WIDTH:
+        return jnp.einsum("bom,iom->bim", upstream, kernel)
+    total = upstream[:, None, 0, :] * kernel[None, :, 0, :]
+    for o in range(1, n_out):
+        total = total + upstream[:, None, o, :] * kernel[None, :, o, :]
+    return total

@@ -1,0 +1,170 @@
+"""Objectives: per task kind, the loss, its metrics and the headline score, as Keras has them.
+
+An objective bundles what the engine and the reports need to know about a kind of
+task: the per-row loss (Keras' formula), each metric as running sums over batches
+(`init` / `update` / `finalise`, so an epoch's training metric is Keras' running mean
+and evaluation can go through the rows in chunks), and the headline score with its
+direction. Arrays have the engine's layout: `(rows, outputs, models)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import jax.numpy as jnp
+import numpy as np
+
+_EPSILON = 1e-7  # keras.config.epsilon(), used by Keras' cross-entropies
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Loss, metrics and headline score of one kind of task."""
+
+    name: ClassVar[str]  # the Keras loss
+    metrics: ClassVar[tuple[str, ...]]
+    headline: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        """The task's target array as this loss reads it."""
+        return np.asarray(y, np.float32)
+
+    def loss(self, outputs, targets):
+        """Per-row loss `(rows, models)`."""
+        raise NotImplementedError
+
+    def init(self, output_shape: tuple[int, int]) -> dict:
+        """Zero sums for outputs `(outputs, models)`."""
+        raise NotImplementedError
+
+    def update(self, sums: dict, outputs, targets) -> dict:
+        """Add one batch `(rows, outputs, models)` to the sums."""
+        raise NotImplementedError
+
+    def finalise(self, sums: dict, n_rows: int) -> dict:
+        """Each metric `(models,)` from the sums over `n_rows` rows."""
+        raise NotImplementedError
+
+    def curve_names(self) -> tuple[str, ...]:
+        """Per-epoch curves, named as Keras' `History` names them."""
+        names = ("loss",) + self.metrics
+        return names + tuple(f"val_{name}" for name in names)
+
+    def final_names(self) -> tuple[str, ...]:
+        names = ("loss",) + self.metrics
+        return tuple(f"{split}_{name}" for split in ("train", "test") for name in names)
+
+
+class _Accuracy:
+    """Keras' accuracy as a running count of correct rows."""
+
+    def init(self, output_shape):
+        return {"correct": jnp.zeros(output_shape[1:], jnp.float32)}
+
+    def update(self, sums, outputs, targets):
+        return {"correct": sums["correct"] + jnp.sum(self.hits(outputs, targets).astype(jnp.float32), axis=0)}
+
+    def finalise(self, sums, n_rows):
+        return {"accuracy": sums["correct"] / n_rows}
+
+
+@dataclass(frozen=True)
+class CategoricalCrossentropy(_Accuracy, Objective):
+    """Softmax outputs, one-hot targets: `keras.losses.categorical_crossentropy`, accuracy."""
+
+    name: ClassVar[str] = "categorical_crossentropy"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    headline: ClassVar[str] = "accuracy"
+
+    def loss(self, outputs, targets):
+        probabilities = outputs / jnp.sum(outputs, axis=1, keepdims=True)
+        probabilities = jnp.clip(probabilities, _EPSILON, 1.0 - _EPSILON)
+        return -jnp.sum(targets * jnp.log(probabilities), axis=1)
+
+    @staticmethod
+    def hits(outputs, targets):
+        return jnp.argmax(outputs, axis=1) == jnp.argmax(jnp.broadcast_to(targets, outputs.shape), axis=1)
+
+
+@dataclass(frozen=True)
+class BinaryCrossentropy(_Accuracy, Objective):
+    """One sigmoid output, targets 0/1: `keras.losses.binary_crossentropy` and Keras'
+    binary accuracy (output > 0.5): Keras' way for two classes."""
+
+    name: ClassVar[str] = "binary_crossentropy"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    headline: ClassVar[str] = "accuracy"
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y, np.float32)
+        return y[:, 1:2] if y.ndim == 2 and y.shape[1] == 2 else y.reshape(len(y), -1)
+
+    def loss(self, outputs, targets):
+        outputs = jnp.clip(outputs, _EPSILON, 1.0 - _EPSILON)
+        cross = targets * jnp.log(outputs) + (1.0 - targets) * jnp.log(1.0 - outputs)
+        return -jnp.mean(cross, axis=1)
+
+    @staticmethod
+    def hits(outputs, targets):
+        predicted = (outputs > 0.5).astype(jnp.float32)
+        return jnp.mean((predicted == targets).astype(jnp.float32), axis=1)
+
+
+@dataclass(frozen=True)
+class MeanSquaredError(Objective):
+    """Linear outputs: `keras.losses.mean_squared_error`, with MAE and R² as Keras'
+    `MeanAbsoluteError` and `R2Score` (uniform average over outputs) compute them."""
+
+    name: ClassVar[str] = "mean_squared_error"
+    metrics: ClassVar[tuple[str, ...]] = ("mae", "r2")
+    headline: ClassVar[str] = "r2"
+
+    def loss(self, outputs, targets):
+        return jnp.mean(jnp.square(targets - outputs), axis=1)
+
+    def init(self, output_shape):
+        per_model = jnp.zeros(output_shape[1:], jnp.float32)
+        per_output = jnp.zeros(output_shape, jnp.float32)
+        return {"absolute": per_model, "sum_y": per_output, "sum_y2": per_output, "squared_error": per_output}
+
+    def update(self, sums, outputs, targets):
+        targets = jnp.broadcast_to(targets, outputs.shape)
+        residual = targets - outputs
+        return {
+            "absolute": sums["absolute"] + jnp.sum(jnp.mean(jnp.abs(residual), axis=1), axis=0),
+            "sum_y": sums["sum_y"] + jnp.sum(targets, axis=0),
+            "sum_y2": sums["sum_y2"] + jnp.sum(jnp.square(targets), axis=0),
+            "squared_error": sums["squared_error"] + jnp.sum(jnp.square(residual), axis=0),
+        }
+
+    def finalise(self, sums, n_rows):
+        mean_y = sums["sum_y"] / n_rows
+        total = sums["sum_y2"] - sums["sum_y"] * mean_y
+        scores = 1.0 - sums["squared_error"] / total
+        scores = jnp.where(jnp.isinf(scores), 0.0, scores)  # keras.metrics.R2Score's convention
+        return {"mae": sums["absolute"] / n_rows, "r2": jnp.mean(scores, axis=0)}
+
+
+OBJECTIVES: dict[str, Objective] = {
+    objective.name: objective for objective in (CategoricalCrossentropy(), BinaryCrossentropy(), MeanSquaredError())
+}
+LOSSES = tuple(OBJECTIVES)
+
+
+def get(loss: str) -> Objective:
+    if loss not in OBJECTIVES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    return OBJECTIVES[loss]
+
+
+def for_task(kind: str, head) -> Objective:
+    """The objective a task of `kind` trains with under the output layer `head`: binary
+    cross-entropy for one sigmoid unit, categorical cross-entropy for other classifiers,
+    mean squared error for regression."""
+    if kind == "regression":
+        return OBJECTIVES["mean_squared_error"]
+    if head.units == 1 and head.activation == "sigmoid":
+        return OBJECTIVES["binary_crossentropy"]
+    return OBJECTIVES["categorical_crossentropy"]

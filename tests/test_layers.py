@@ -1,0 +1,139 @@
+"""Layer types and objectives: LayerNormalization, Activation and binary classification
+against a real keras.Model.fit; Dropout's semantics; model files with these layers."""
+
+import keras
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import keras_fit_in_order
+from transferlab import engine, layers, models, objectives, tasks
+from transferlab.layers import Activation, Context, Dense, Dropout, LayerNormalization
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return tasks.blobs(2, n_samples=256, n_train=128)
+
+
+def _engine(arch, initial, task, seed, loss, epochs=EPOCHS, **settings):
+    stacked = [tuple(a[None] for a in layer) for layer in initial]
+    multipliers = np.ones((1, epochs, len(arch.layers)), np.float32)
+    result = engine.train_models(arch.layers, stacked, multipliers, [seed], task.x_train, task.y_train,
+                                 task.x_test, task.y_test, engine.TrainingSettings(epochs=epochs, **settings), loss=loss)
+    return result, engine.shuffle_orders([seed], epochs, len(task.x_train))[0]
+
+
+def _assert_equals_keras(arch, initial, task, result, order, loss, y_train, y_test, metrics=("accuracy",)):
+    model = models.build_keras_model(arch, initial)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss, metrics=list(metrics))
+    history = keras_fit_in_order(model, task.x_train, y_train, order, task.x_test, y_test)
+    for layer, (reference, trained) in enumerate(zip(models.keras_weights(model), result.weights, strict=True)):
+        for ref, got in zip(reference, trained, strict=True):
+            np.testing.assert_allclose(got[0], ref, atol=1e-5, rtol=0, err_msg=f"layer {layer}")
+    for name, values in history.items():
+        np.testing.assert_allclose(result.curves[name][0], values, atol=1e-5, rtol=1e-5, err_msg=name)
+
+
+def test_layer_normalization_and_an_activation_layer_equal_keras_fit(problem):
+    arch = models.Architecture(2, (Dense(6, "linear", "he_uniform"), LayerNormalization(), Activation("tanh"),
+                                   Dense(4, "relu"), Dense(3, "softmax")))
+    initial = models.fresh_weights(arch, np.random.default_rng(1))
+    initial[1] = (np.linspace(0.5, 1.5, 6, dtype=np.float32), np.linspace(-0.2, 0.2, 6, dtype=np.float32))
+    result, order = _engine(arch, initial, problem, 4, "categorical_crossentropy")
+    _assert_equals_keras(arch, initial, problem, result, order, "categorical_crossentropy",
+                         problem.y_train, problem.y_test)
+
+
+def test_binary_classification_equals_keras_fit_with_one_sigmoid_unit():
+    task = tasks.blobs(5, n_samples=256, n_train=128, centers=2)
+    arch = models.mlp(2, (5,), 1, output_activation="sigmoid")
+    objective = objectives.for_task("classification", arch.head)
+    assert objective.name == "binary_crossentropy"
+    initial = models.fresh_weights(arch, np.random.default_rng(2))
+    result, order = _engine(arch, initial, task, 6, objective.name)
+    y_train, y_test = objective.targets(task.y_train), objective.targets(task.y_test)
+    assert y_train.shape == (128, 1) and set(np.unique(y_train)) == {0.0, 1.0}
+    _assert_equals_keras(arch, initial, task, result, order, "binary_crossentropy", y_train, y_test)
+
+
+def test_dropout_keeps_one_minus_rate_of_the_units_scaled_up_in_training_only():
+    rate = 0.3
+    x = np.ones((400, 50, 4), np.float32)
+    keys = engine.jax.random.split(engine.jax.random.PRNGKey(0), 4)
+    training, _ = Dropout(rate).forward((), (), x, Context(True, keys=[keys]), 0)
+    training = np.asarray(training)
+    kept = training != 0
+    assert np.allclose(training[kept], 1 / (1 - rate), rtol=1e-6)  # inverted dropout
+    test = stats.binomtest(int(kept.sum()), kept.size, 1 - rate)
+    assert test.pvalue > 1e-3, (kept.mean(), test.pvalue)
+    per_model = kept.reshape(-1, 4).mean(axis=0)
+    assert not np.array_equal(kept[..., 0], kept[..., 1]), "each model draws its own mask"
+    assert np.all(np.abs(per_model - (1 - rate)) < 0.02)
+    evaluation, _ = Dropout(rate).forward((), (), x, Context(False), 0)
+    assert np.array_equal(np.asarray(evaluation), x)
+
+
+def test_dropout_trains_and_is_inactive_in_evaluation(problem):
+    """Final metrics are the evaluation of the trained weights without dropout (Keras'
+    `evaluate`), and the same seed gives the same masks (a rerun is bit-identical)."""
+    arch = models.mlp(2, (8, 8), 3, dropout=0.25)
+    assert [spec.short() for spec in arch.layers] == ["8 relu", "dropout 0.25", "8 relu", "dropout 0.25", "3 softmax"]
+    initial = models.fresh_weights(arch, np.random.default_rng(3))
+    result, _ = _engine(arch, initial, problem, 8, "categorical_crossentropy")
+    again, _ = _engine(arch, initial, problem, 8, "categorical_crossentropy")
+    assert all(np.array_equal(a, b) for pa, pb in zip(result.weights, again.weights) for a, b in zip(pa, pb))
+    model = models.build_keras_model(arch, [tuple(a[0] for a in layer) for layer in result.weights])
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    loss, accuracy = model.evaluate(problem.x_test, problem.y_test, verbose=0, batch_size=len(problem.x_test))
+    np.testing.assert_allclose(result.final["test_loss"][0], loss, atol=1e-5)
+    np.testing.assert_allclose(result.final["test_accuracy"][0], accuracy, atol=1e-6)
+
+
+def test_dropout_rate_zero_is_bit_identical_to_no_dropout_layer(problem):
+    plain = models.mlp(2, (8, 8), 3)
+    with_zero = models.Architecture(2, (plain.layers[0], Dropout(0.0), plain.layers[1], Dropout(0.0), plain.layers[2]))
+    initial = models.fresh_weights(plain, np.random.default_rng(3))
+    padded = [initial[0], (), initial[1], (), initial[2]]
+    assert models.weights_sha256(models.fresh_weights(with_zero, np.random.default_rng(3))) == models.weights_sha256(initial)
+    a, _ = _engine(plain, initial, problem, 8, "categorical_crossentropy")
+    b, _ = _engine(with_zero, padded, problem, 8, "categorical_crossentropy")
+    for ours, theirs in zip(a.weights, [w for w in b.weights if w]):
+        assert all(np.array_equal(x, y) for x, y in zip(ours, theirs))
+    assert np.array_equal(a.curves["loss"], b.curves["loss"])
+
+
+def test_every_layer_type_round_trips_through_a_keras_file(tmp_path):
+    arch = models.Architecture(4, (Dense(6, "relu", "he_uniform"), models.BatchNormalization(0.9, 1e-2),
+                                   Dropout(0.2), Dense(5, "linear"), LayerNormalization(1e-4), Activation("gelu"),
+                                   Dense(1, "sigmoid")))
+    weights = models.fresh_weights(arch, np.random.default_rng(0))
+    path = tmp_path / "all kinds.keras"
+    models.save_model_file(models.build_keras_model(arch, weights), path)
+    loaded = models.load_model_file(path)
+    assert models.architecture_of(loaded, str(path)) == arch
+    assert models.weights_sha256(models.keras_weights(loaded)) == models.weights_sha256(weights)
+    assert models.Architecture.from_dict(arch.to_dict()) == arch
+    assert arch.n_hidden == 2 and arch.blocks == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_an_unsupported_layer_is_refused_naming_it_and_the_supported_kinds(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.GaussianNoise(0.1, name="noisy"),
+                              keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(models.ModelFileError, match=r"'noisy' is a GaussianNoise.*Dense, BatchNormalization, "
+                                                     r"LayerNormalization, Dropout, Activation"):
+        models.architecture_of(model, "m.keras")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"type": "conv1d", "filters": 3}, r"layers\[0\].type: 'conv1d' is not a layer type; use one of dense"),
+    ({"type": "dense"}, r"layers\[0\]: .*units"),
+    ({"type": "dropout", "rate": 1.0}, r"layers\[0\]: dropout rate 1.0 must be at least 0 and below 1"),
+    ({"type": "dense", "units": 3, "filters": 2}, r"layers\[0\].filters: dense takes activation"),
+    ({"type": "activation", "activation": "swishy"}, r"activation 'swishy' is not supported"),
+])
+def test_bad_layer_tables_get_one_line_naming_the_entry(entry, message):
+    with pytest.raises(layers.ModelFileError, match=message):
+        layers.from_dict(entry, "layers[0]")
