@@ -137,3 +137,96 @@ def test_an_unsupported_layer_is_refused_naming_it_and_the_supported_kinds(tmp_p
 def test_bad_layer_tables_get_one_line_naming_the_entry(entry, message):
     with pytest.raises(layers.ModelFileError, match=message):
         layers.from_dict(entry, "layers[0]")
+
+
+def _layers_study(tmp_path):
+    """Two-class tasks (one sigmoid unit), an explicit layer list with LayerNormalization and
+    Dropout, Adam: a study file from `run` through `report` to `retrain`."""
+    text = """
+name = "layers"
+seed = 5
+repeats = 2
+source_repeats = 2
+
+[source]
+kind = "blobs"
+seed = 1
+centers = 2
+n_samples = 160
+n_train = 96
+
+[target]
+kind = "blobs"
+seed = 2
+centers = 2
+n_samples = 160
+n_train = 96
+
+[model]
+layers = [
+  { type = "dense", units = 6, activation = "relu", kernel_initializer = "he_uniform" },
+  { type = "layer_normalization" },
+  { type = "dropout", rate = 0.25 },
+  { type = "dense", units = 4, activation = "tanh" },
+]
+
+[training]
+epochs = 3
+optimizer = "adam"
+
+[[strategies]]
+name = "standalone"
+
+[[strategies]]
+name = "transfer"
+freeze = 1
+"""
+    path = tmp_path / "layers.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_layer_list_study_with_a_binary_head_runs_reports_and_retrains(tmp_path):
+    from typer.testing import CliRunner
+
+    from transferlab import study
+    from transferlab.commands import app
+    from transferlab.store import Store
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(_layers_study(tmp_path)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file() and "transfer freeze=1" in (out / "report.html").read_text()
+    with Store.in_folder(out) as store:
+        _, plan = store.stored_plan()
+        runs = store.runs_frame(1).set_index(["role", "strategy", "source_index", "repeat"])
+        metrics = store.metrics_frame(1)
+    arch = plan.directions[0].source_arch
+    assert arch.describe() == "2 → 6 relu → LN → dropout 0.25 → 4 tanh → 1 sigmoid" and arch.n_hidden == 2
+    assert set(metrics["name"]) == {"loss", "accuracy"} and set(metrics["split"]) == {"train", "test"}
+    assert runs["test_accuracy"].between(0, 1).all() and runs["test_r2"].isna().all()
+    key = ("target", "transfer freeze=1", 1, 1)
+    alone = study.retrain_run(out, *key)
+    assert alone.final["test_loss"][0] == runs.loc[key, "test_loss"]
+    run_id = runs.loc[key, "run_id"]
+    stored = metrics[(metrics["run_id"] == run_id) & (metrics["split"] == "test") & (metrics["name"] == "loss")]
+    assert np.array_equal(stored["value"].to_numpy(), alone.curves["val_loss"][0].astype(float))
+    report = CliRunner().invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+
+
+def test_a_metric_the_schema_does_not_name_needs_no_schema_change(tmp_path, small_study_dict):
+    """Metrics are rows (run, split, epoch, name, value): a new name is just new rows."""
+    from transferlab import study
+    from transferlab.config import study_from_dict
+    from transferlab.store import Store
+
+    small_study_dict["training"]["epochs"] = 1
+    study.run_study(study_from_dict(small_study_dict), tmp_path)
+    with Store.in_folder(tmp_path) as store:
+        store._db.execute("INSERT INTO final_metrics VALUES (1, 'test', 'top2_accuracy', 0.5)")
+        store._db.execute("INSERT INTO metrics VALUES (1, 'test', 1, 'top2_accuracy', 0.25)")
+        runs = store.runs_frame(1)
+        curves = store.curves_frame(1)
+    assert runs.loc[runs["run_id"] == 1, "test_top2_accuracy"].item() == 0.5
+    assert curves["val_top2_accuracy"].dropna().tolist() == [0.25]

@@ -11,7 +11,7 @@ Layout, chosen for tiny layers: every per-model array keeps the model axis *last
 (`x: (batch, features, models)`, `kernel: (in, out, models)`), and contractions over
 narrow layers are unrolled into fused multiply-adds, so XLA emits a few elementwise
 loops vectorised across models instead of thousands of tiny matrix products. Models
-train in fixed blocks of `MODELS_PER_BLOCK`, one compiled single-device program for
+train in fixed blocks (`models_per_block`), one compiled single-device program for
 all blocks, dealt over the host's XLA devices (one per core) and run concurrently.
 """
 
@@ -31,11 +31,18 @@ from transferlab.layers import Context
 # A batch loop is unrolled (faster, longer compile) while batches × per-batch work stays
 # under this budget; larger epochs run as a `lax.scan` (bounded compile time).
 UNROLL_BUDGET = 640
+# Architectures with a Dense layer wider than this on either side train per model (mapped
+# with `jax.vmap`, matrix products); narrower ones with the model axis last.
+PER_MODEL_WIDTH = 16
 # Models per compiled block. Every engine call pads its models to whole blocks and runs
 # the same one-device program per block, so shard size and device count never change a
 # number. 64 measured best for small studies (both cores busy from 65 models) and within
 # 20% of the best block size for large ones (bench/RESULTS.md).
 MODELS_PER_BLOCK = 64
+# Large models train in smaller blocks, so a block's weights stay near this many values
+# (and a single retrained run pads to few copies). The block size depends on the
+# architecture alone, never on how many runs a call trains.
+BLOCK_WEIGHTS = 1 << 20
 # Evaluation goes through a split in chunks of at most this many rows, so memory is
 # bounded by the chunk, not the data set.
 EVALUATION_ROWS = 4096
@@ -141,10 +148,23 @@ class _GivenOrders:
         return np.ascontiguousarray(np.moveaxis(chunk, 0, -1))
 
 
-def epoch_chunk(epochs: int, n_rows: int) -> int:
+def models_per_block(plan, n_inputs: int) -> int:
+    """Models per compiled block: `MODELS_PER_BLOCK`, halved until a block's weights fit
+    `BLOCK_WEIGHTS`."""
+    widths = _widths(plan, n_inputs)
+    weights = sum(
+        sum(int(np.prod(shape)) for shape in spec.weight_shapes(n_in)) for spec, n_in in zip(plan, widths[:-1])
+    )
+    block = MODELS_PER_BLOCK
+    while block > 1 and block * weights > BLOCK_WEIGHTS:
+        block //= 2
+    return block
+
+
+def epoch_chunk(epochs: int, n_rows: int, block: int = MODELS_PER_BLOCK) -> int:
     """Epochs per engine call: the largest divisor of `epochs` whose row orders for a block
     stay within `ORDER_VALUES` (one compiled program serves every chunk of a study)."""
-    most = max(1, ORDER_VALUES // max(1, n_rows * MODELS_PER_BLOCK))
+    most = max(1, ORDER_VALUES // max(1, n_rows * block))
     return max(d for d in range(1, min(epochs, most) + 1) if epochs % d == 0)
 
 
@@ -240,7 +260,8 @@ def train_models(
             f"orders must be (models, epochs, rows) = ({n_models}, {config.epochs}, "
             f"{x_train.shape[0]}); got {orders.shape}"
         )
-    n_blocks = -(-n_models // MODELS_PER_BLOCK)
+    block_size = models_per_block(plan, x_train.shape[1])
+    n_blocks = -(-n_models // block_size)
     weights = [[np.asarray(a, np.float32) for a in arrays] for arrays in weights]
     multipliers = np.asarray(multipliers, np.float32)
     if penalties is not None:
@@ -250,9 +271,9 @@ def train_models(
     def models_last(array: np.ndarray, block: int) -> np.ndarray:
         """Rows `block·B … (block+1)·B` with the model axis moved last; past the real models,
         copies of model 0 fill the block (their results are dropped)."""
-        array = array[block * MODELS_PER_BLOCK : (block + 1) * MODELS_PER_BLOCK]
-        if len(array) < MODELS_PER_BLOCK:
-            filler = np.repeat(array[:1], MODELS_PER_BLOCK - len(array), axis=0)
+        array = array[block * block_size : (block + 1) * block_size]
+        if len(array) < block_size:
+            filler = np.repeat(array[:1], block_size - len(array), axis=0)
             array = np.concatenate([array, filler], axis=0)
         return np.ascontiguousarray(np.moveaxis(array, 0, -1))
 
@@ -281,7 +302,7 @@ def train_models(
             params=params,
             state=state,
             slots=[tuple(optimizers.init(shape.optimizer, np.zeros_like(p)) for p in pair) for pair in params],
-            step=np.zeros(MODELS_PER_BLOCK, np.float32),
+            step=np.zeros(block_size, np.float32),
             was_frozen=block_multipliers[0] == 0,
         )
         extras = dict(seeds=models_last(seeds, block))
@@ -299,7 +320,7 @@ def train_models(
     train_epochs = _compiled_program(plan, shape, penalised, loss)
     evaluate = _final_program(plan, loss)
     devices = jax.local_devices()
-    chunk = epoch_chunk(config.epochs, len(x_train))
+    chunk = epoch_chunk(config.epochs, len(x_train), block_size)
     # Every block runs the same single-device programs, blocks dealt over the devices a wave
     # at a time and dispatched asynchronously, a chunk of epochs per call: a model's numbers
     # never depend on the shard size, the number of devices or its position (the tests check).
@@ -328,7 +349,7 @@ def train_models(
                 job["carry"], curves = train_epochs(job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
                 job["curves"].append(curves)
         for job in wave:
-            final = evaluate(job["carry"]["params"], job["carry"]["state"], job["extras"])
+            final = evaluate((job["carry"]["params"], job["carry"]["state"]), job["extras"])
             trained = (job["carry"]["params"], job["carry"]["state"])
             curves = jax.tree.map(lambda *chunks: np.concatenate(chunks), *jax.device_get(job["curves"]))
             outputs.append(jax.device_get((*trained, curves, final)))
@@ -386,8 +407,15 @@ class ProgramShape:
 
 @functools.lru_cache(maxsize=32)
 def _compiled_program(plan: tuple, shape: ProgramShape, penalised: bool, loss: str):
-    """One block of `MODELS_PER_BLOCK` models on one device; every block and device runs it."""
-    return jax.jit(functools.partial(_train_epochs, plan=plan, shape=shape, penalised=penalised, loss=loss))
+    """One block of models (`models_per_block`) on one device; every block and device runs it."""
+    settings = dict(plan=plan, shape=shape, penalised=penalised, loss=loss)
+
+    def program(carry, inputs, chunk):
+        if per_model_layout(plan, inputs["x_train"].shape[1]):
+            return _vectorised(functools.partial(_train_epochs, per_model=True, **settings))(carry, inputs, chunk)
+        return _train_epochs(carry, inputs, chunk, **settings)
+
+    return jax.jit(program)
 
 
 def compiled_programs() -> int:
@@ -412,15 +440,47 @@ def batch_work(plan, n_inputs: int) -> int:
 
 
 def unrolls_batches(plan, n_inputs: int, n_rows: int, batch_size: int) -> bool:
-    """Unroll the batch loop when the whole epoch stays within `UNROLL_BUDGET`."""
+    """Unroll the batch loop when the whole epoch stays within `UNROLL_BUDGET` and the
+    layers are narrow (wide ones run per model, where a scanned loop measured faster)."""
     n_batches = -(-n_rows // batch_size)
-    return n_batches * batch_work(plan, n_inputs) <= UNROLL_BUDGET
+    return not per_model_layout(plan, n_inputs) and n_batches * batch_work(plan, n_inputs) <= UNROLL_BUDGET
 
 
-def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramShape, penalised: bool, loss: str):
+_PER_MODEL_INPUTS = ("seeds", "anchors", "penalties")
+
+
+def per_model_layout(plan, n_inputs: int) -> bool:
+    """Wide layers train fastest written for one model and `jax.vmap`-ped (XLA then keeps
+    the model axis first and runs batched matrix products); narrow ones with the model
+    axis last and unrolled multiply-adds. Per model once a Dense layer is wider than
+    `PER_MODEL_WIDTH` on either side (measured in bench/wide_layers.py)."""
+    widths = _widths(plan, n_inputs)
+    return any(
+        spec.starts_block and max(n_in, n_out) > PER_MODEL_WIDTH
+        for spec, n_in, n_out in zip(plan, widths[:-1], widths[1:])
+    )
+
+
+def _vectorised(function, per_model_inputs=_PER_MODEL_INPUTS, batched_chunk=("multipliers", "orders")):
+    """`function(carry, inputs, chunk)` written for one model, mapped over the last axis of
+    the per-model arrays (the layout every engine array travels in)."""
+
+    def mapped(carry, inputs, chunk=None):
+        input_axes = {key: (-1 if key in per_model_inputs else None) for key in inputs}
+        if chunk is None:
+            return jax.vmap(function, in_axes=(-1, input_axes), out_axes=-1)(carry, inputs)
+        chunk_axes = {key: (-1 if key in batched_chunk else None) for key in chunk}
+        return jax.vmap(function, in_axes=(-1, input_axes, chunk_axes), out_axes=-1)(carry, inputs, chunk)
+
+    return mapped
+
+
+def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramShape, penalised: bool, loss: str,
+                  per_model: bool = False):
     """Runs inside jit on one block, for one chunk of epochs: `carry` (weights, state,
     optimizer slots and step, last epoch's frozen layers) in, trained `carry` and the
-    chunk's curves out. Every per-model array has the model axis last."""
+    chunk's curves out. Every per-model array has the model axis last, or, with
+    `per_model`, no model axis at all (the function is mapped over models)."""
     x_train, y_train = inputs["x_train"], inputs["y_train"]
     x_test, y_test = inputs["x_test"], inputs["y_test"]
     n_rows = x_train.shape[0]
@@ -431,7 +491,7 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
     penalties = inputs.get("penalties")
     objective = objectives.get(loss)
     # each model's dropout masks: a key from its run's seed, folded with the step and layer
-    dropout_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), 1))(inputs["seeds"])
+    dropout_keys = _each_model(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), 1), inputs["seeds"], per_model)
     uses_keys = any(isinstance(spec, layer_types.Dropout) and spec.rate > 0 for spec in plan)
 
     def objective_of(params, state, xb, yb, ctx):
@@ -453,8 +513,8 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
         """Per layer, each model's dropout key for this optimizer step."""
         if not uses_keys:
             return None
-        per_step = jax.vmap(lambda key: jax.random.fold_in(key, step))(dropout_keys)
-        return [jax.vmap(lambda key: jax.random.fold_in(key, layer))(per_step) for layer in range(len(plan))]
+        per_step = _each_model(lambda key: jax.random.fold_in(key, step), dropout_keys, per_model)
+        return [_each_model(lambda key: jax.random.fold_in(key, layer), per_step, per_model) for layer in range(len(plan))]
 
     def optimizer_step(carry, xb, yb, multipliers, global_step):
         params, state, slots, step = carry
@@ -463,7 +523,7 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
         grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, ctx)
         if optimizer.counts_steps:
             step = step + 1.0  # Keras' `iterations + 1` of this step
-        grads = optimizers.clip_gradients(optimizer, grads, [~f for f in frozen], hyper)
+        grads = optimizers.clip_gradients(optimizer, grads, [~f for f in frozen], hyper, models_last=not per_model)
         new_params, new_slots = [], []
         for layer, (param_pair, grad_pair, slot_pair) in enumerate(zip(params, grads, slots)):
             rate = hyper["learning_rate"] * multipliers[layer]  # (M,)
@@ -481,7 +541,9 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
 
     def gather(order, start, size):
         """Rows `start … start+size` of each model's order: `(size, features, models)`."""
-        rows = jax.lax.dynamic_slice_in_dim(order, start, size)  # (size, M)
+        rows = jax.lax.dynamic_slice_in_dim(order, start, size)  # (size, M), or (size,) per model
+        if per_model:
+            return x_train[rows], y_train[rows]
         return jnp.transpose(x_train[rows], (0, 2, 1)), jnp.transpose(y_train[rows], (0, 2, 1))
 
     def epoch(outer, per_epoch):
@@ -524,7 +586,7 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
             (carry, loss_total, sums), _ = jax.lax.scan(scan_batch, (carry, loss_total, sums), jnp.arange(full))
             if full * batch < n_rows:
                 carry, loss_total, sums = run_batch(carry, full * batch, n_rows - full * batch, full, loss_total, sums)
-        validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, objective)
+        validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, objective, per_model)
         curves = {"loss": loss_total / n_rows, **objective.finalise(sums, n_rows)}
         curves.update({f"val_{name}": value for name, value in validation.items()})
         return (carry, is_frozen), curves
@@ -544,32 +606,44 @@ def _final_program(plan: tuple, loss: str):
     """Final train and test metrics of one block's trained models."""
     objective = objectives.get(loss)
 
-    def final_metrics(params, state, inputs):
+    def final_metrics(trained, inputs, per_model=False):
+        params, state = trained
         final = {}
         for split in ("train", "test"):
-            metrics = _evaluate(params, state, inputs[f"x_{split}"], inputs[f"y_{split}"], plan, objective)
+            metrics = _evaluate(params, state, inputs[f"x_{split}"], inputs[f"y_{split}"], plan, objective, per_model)
             final.update({f"{split}_{name}": value for name, value in metrics.items()})
         return final
 
-    return jax.jit(final_metrics)
+    def program(trained, inputs):
+        if per_model_layout(plan, inputs["x_train"].shape[1]):
+            return _vectorised(functools.partial(final_metrics, per_model=True), per_model_inputs=())(trained, inputs)
+        return final_metrics(trained, inputs)
+
+    return jax.jit(program)
 
 
-def _evaluate(params, state, x, y, plan, objective) -> dict:
+def _each_model(function, array, per_model: bool):
+    """`function` on one model's value, or mapped over the models' first axis."""
+    return function(array) if per_model else jax.vmap(function)(array)
+
+
+def _evaluate(params, state, x, y, plan, objective, per_model: bool = False) -> dict:
     """Loss and metrics of every model on a whole split `x (N, I)` shared by all models, in
     inference mode (as `model.evaluate`), in chunks of rows (`evaluation_rows`)."""
     n_rows = x.shape[0]
-    n_models = params[-1][1].shape[-1]
+    n_models = models_per_block(plan, x.shape[1])
     ctx = Context(training=False)
-    shared_input = isinstance(plan[0], layer_types.Dense)  # it reads (rows, features) as is
+    # one model's rows, or a Dense first layer that reads rows shared by all models as they are
+    shared_input = per_model or isinstance(plan[0], layer_types.Dense)
 
     def chunk(carry, rows_x, rows_y):
         loss_sum, sums = carry
         inputs = rows_x if shared_input else jnp.broadcast_to(rows_x[:, :, None], rows_x.shape + (n_models,))
         outputs, _ = _forward(params, state, inputs, plan, ctx)
-        targets = rows_y[:, :, None]
+        targets = rows_y if per_model else rows_y[:, :, None]
         return loss_sum + jnp.sum(objective.loss(outputs, targets), axis=0), objective.update(sums, outputs, targets)
 
-    carry = (jnp.zeros((n_models,), jnp.float32), objective.init(params[-1][1].shape))
+    carry = (jnp.zeros(params[-1][1].shape[1:], jnp.float32), objective.init(params[-1][1].shape))
     size = evaluation_rows(plan, x.shape[1], n_models)
     if n_rows <= size:
         loss_sum, sums = chunk(carry, x, y)

@@ -122,7 +122,10 @@ class Dense(Layer):
         )
 
     def forward(self, params, state, x, ctx, index):
-        return ACTIVATION_FUNCTIONS[self.activation](_dense(x, *params)), state
+        kernel, bias = params
+        if kernel.ndim == 2:  # one model (the engine maps it over models): a matrix product
+            return ACTIVATION_FUNCTIONS[self.activation](x @ kernel + bias), state
+        return ACTIVATION_FUNCTIONS[self.activation](_dense(x, kernel, bias)), state
 
     def to_keras(self, name: str):
         import keras
@@ -278,8 +281,10 @@ class Dropout(Layer):
         if not ctx.training or self.rate == 0:
             return x, state
         keep = 1.0 - self.rate
-        shape = x.shape[:-1]
-        masks = jax.vmap(lambda key: jax.random.bernoulli(key, keep, shape))(ctx.keys[index])  # (M, B, O)
+        keys = ctx.keys[index]
+        if keys.ndim == 1:  # one model's key (the engine maps the step over models)
+            return jnp.where(jax.random.bernoulli(keys, keep, x.shape), x / keep, 0.0), state
+        masks = jax.vmap(lambda key: jax.random.bernoulli(key, keep, x.shape[:-1]))(keys)  # (M, B, O)
         return jnp.where(jnp.moveaxis(masks, 0, -1), x / keep, 0.0), state
 
     def to_keras(self, name: str):
@@ -421,7 +426,10 @@ ACTIVATION_FUNCTIONS: dict[str, Any] = {
 
 @jax.custom_vjp
 def _dense(x, kernel, bias):
-    """`x @ kernel + bias` per model: x `(B, I, M)`, kernel `(I, O, M)`, bias `(O, M)`."""
+    """`x @ kernel + bias` per model: x `(B, I, M)`, kernel `(I, O, M)`, bias `(O, M)`; or one
+    model's `x (B, I)`, kernel `(I, O)`, bias `(O,)`."""
+    if kernel.ndim == 2:
+        return x @ kernel + bias
     return _contract_inputs(x, kernel) + bias[None]
 
 
@@ -431,6 +439,8 @@ def _dense_forward(x, kernel, bias):
 
 def _dense_backward(residuals, upstream):
     x, kernel = residuals
+    if kernel.ndim == 2:  # one model
+        return upstream @ kernel.T, x.T @ upstream, jnp.sum(upstream, axis=0)
     if x.shape[1] > UNROLL_WIDTH and kernel.shape[1] > UNROLL_WIDTH:
         d_kernel = jnp.einsum("bim,bom->iom", x, upstream)
     else:

@@ -123,9 +123,11 @@ def update(shape: OptimizerShape, param, grad, state: dict, rate, step, hyper: d
     return _rmsprop(shape, param, grad, state, rate, hyper)
 
 
-def clip_gradients(shape: OptimizerShape, grads: list[tuple], trainable: list, hyper: dict) -> list[tuple]:
+def clip_gradients(shape: OptimizerShape, grads: list[tuple], trainable: list, hyper: dict,
+                   models_last: bool = True) -> list[tuple]:
     """Keras' `_clip_gradients` over a model's gradients (one tuple of arrays `(…, M)` per
-    layer; `trainable[layer]` is `(M,)`): `clipnorm` rescales each array whose L2 norm (per
+    layer; `trainable[layer]` is `(M,)`; with `models_last=False` one model's arrays, no
+    model axis): `clipnorm` rescales each array whose L2 norm (per
     model: over every axis but the last) exceeds it, `clipvalue` clips each element, and
     `global_clipnorm` rescales all of them by one norm over the trainable layers (a frozen
     layer is not one of Keras' trainable variables)."""
@@ -134,9 +136,11 @@ def clip_gradients(shape: OptimizerShape, grads: list[tuple], trainable: list, h
     if shape.clip == "value":
         return [tuple(jnp.clip(g, -hyper["clipvalue"], hyper["clipvalue"]) for g in pair) for pair in grads]
     if shape.clip == "norm":
-        return [tuple(_clip_by_norm(g, hyper["clipnorm"]) for g in pair) for pair in grads]
+        return [tuple(_clip_by_norm(g, hyper["clipnorm"], models_last) for g in pair) for pair in grads]
     squared = sum(
-        jnp.where(flag, _squared_norm(g), 0.0) for pair, flag in zip(grads, trainable, strict=True) for g in pair
+        jnp.where(flag, _squared_norm(g, models_last), 0.0)
+        for pair, flag in zip(grads, trainable, strict=True)
+        for g in pair
     )
     norm = jnp.sqrt(squared)
     scale = hyper["global_clipnorm"] * jnp.minimum(1.0 / norm, hyper["one_over_global_clipnorm"])
@@ -144,13 +148,15 @@ def clip_gradients(shape: OptimizerShape, grads: list[tuple], trainable: list, h
     return [tuple(g * scale for g in pair) for pair in grads]
 
 
-def _squared_norm(grad):
-    return jnp.sum(jnp.square(grad), axis=tuple(range(grad.ndim - 1)))
+def _squared_norm(grad, models_last: bool = True):
+    """Per model: the sum of squares over every axis but the model axis."""
+    return jnp.sum(jnp.square(grad), axis=tuple(range(grad.ndim - 1 if models_last else grad.ndim)))
 
 
-def _clip_by_norm(grad, clipnorm):
+def _clip_by_norm(grad, clipnorm, models_last: bool = True):
     """Keras' `_clip_by_norm`, per model."""
-    l2sum = jnp.expand_dims(_squared_norm(grad), tuple(range(grad.ndim - 1)))
+    reduced = tuple(range(grad.ndim - 1 if models_last else grad.ndim))
+    l2sum = jnp.expand_dims(_squared_norm(grad, models_last), reduced)
     positive = l2sum > 0
     l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, jnp.ones_like(l2sum))), l2sum)
     return (grad * clipnorm) / jnp.maximum(l2norm, clipnorm)

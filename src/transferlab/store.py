@@ -24,12 +24,13 @@ DATABASE_NAME = "results.sqlite"
 
 SCHEMA_VERSION = 4
 STATUSES = ("planned", "done", "diverged")
+SPLITS = ("train", "test")
+# the final metrics every study table shows (others a future objective adds appear too)
 FINAL_COLUMNS = (
     "train_loss", "train_accuracy", "train_mae", "train_r2",
     "test_loss", "test_accuracy", "test_mae", "test_r2",
 )
 CURVE_COLUMNS = ("loss", "accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2")
-_FINAL_SQL = ", ".join(f"{name} REAL" for name in FINAL_COLUMNS)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS studies (
@@ -49,7 +50,7 @@ CREATE TABLE IF NOT EXISTS source_models (
     weights_sha256 TEXT NOT NULL,
     trained_here INTEGER NOT NULL,
     seed INTEGER,
-    {_FINAL_SQL},
+    metrics_json TEXT NOT NULL,      -- final metrics, e.g. {{"test_accuracy": 0.8}}
     created_at TEXT NOT NULL,
     PRIMARY KEY (study_id, direction, source_index)
 );
@@ -67,18 +68,35 @@ CREATE TABLE IF NOT EXISTS runs (
     layers_json TEXT NOT NULL,       -- per layer: origin (source layer or fresh, and why), learning-rate schedule
     status TEXT NOT NULL CHECK (status IN ('planned', 'done', 'diverged')),
     diverged_epoch INTEGER,          -- first epoch whose loss was NaN or infinite
-    {_FINAL_SQL},
     finished_at TEXT,
     UNIQUE (study_id, direction, role, strategy_json, source_index, repeat)
 );
-CREATE TABLE IF NOT EXISTS curves (
+CREATE TABLE IF NOT EXISTS final_metrics (  -- evaluated with the trained weights
     run_id INTEGER NOT NULL REFERENCES runs(id),
+    split TEXT NOT NULL CHECK (split IN ('train', 'test')),
+    name TEXT NOT NULL,              -- 'loss', 'accuracy', 'mae', 'r2', ...
+    value REAL,                      -- NULL: not finite (the run diverged)
+    PRIMARY KEY (run_id, split, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metrics (  -- per epoch, as Keras' History: train = running mean, test = val_
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    split TEXT NOT NULL CHECK (split IN ('train', 'test')),
     epoch INTEGER NOT NULL,
-    {", ".join(f"{name} REAL" for name in CURVE_COLUMNS)},
-    PRIMARY KEY (run_id, epoch)
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, split, name, epoch)
 ) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+
+
+def curve_key(name: str) -> tuple[str, str]:
+    """A History name (`val_loss`) as `(split, metric)` (`("test", "loss")`)."""
+    return ("test", name[4:]) if name.startswith("val_") else ("train", name)
+
+
+def curve_name(split: str, name: str) -> str:
+    return name if split == "train" else f"val_{name}"
 
 
 class StoreError(RuntimeError):
@@ -295,24 +313,27 @@ class Store:
         final, curves = result.final, result.curves
         diverged_at = result.diverged_epoch
         epochs = curves["loss"].shape[1]
-        finals = [name for name in FINAL_COLUMNS if name in final]
-        curve_names = [name for name in CURVE_COLUMNS if name in curves]
         with self._transaction():
             self._db.executemany(
-                f"UPDATE runs SET status = ?, diverged_epoch = ?, {', '.join(f'{n} = ?' for n in finals)}, "
-                "finished_at = ? WHERE id = ? AND status = 'planned'",
+                "UPDATE runs SET status = ?, diverged_epoch = ?, finished_at = ? WHERE id = ? AND status = 'planned'",
                 [
-                    ("diverged" if diverged_at[i] else "done", int(diverged_at[i]) or None)
-                    + tuple(_finite(final[name][i]) for name in finals)
-                    + (finished, run_id)
+                    ("diverged" if diverged_at[i] else "done", int(diverged_at[i]) or None, finished, run_id)
                     for i, run_id in enumerate(run_ids)
                 ],
             )
             self._db.executemany(
-                f"INSERT INTO curves (run_id, epoch, {', '.join(curve_names)}) "
-                f"VALUES (?, ?, {', '.join('?' * len(curve_names))})",
+                "INSERT INTO final_metrics (run_id, split, name, value) VALUES (?, ?, ?, ?)",
                 (
-                    (run_id, epoch + 1) + tuple(_finite(curves[name][i, epoch]) for name in curve_names)
+                    (run_id, *name.split("_", 1), _finite(values[i]))
+                    for name, values in final.items()
+                    for i, run_id in enumerate(run_ids)
+                ),
+            )
+            self._db.executemany(
+                "INSERT INTO metrics (run_id, split, name, epoch, value) VALUES (?, ?, ?, ?, ?)",
+                (
+                    (run_id, *curve_key(name), epoch + 1, _finite(values[i, epoch]))
+                    for name, values in curves.items()
                     for i, run_id in enumerate(run_ids)
                     for epoch in range(epochs)
                 ),
@@ -327,17 +348,22 @@ class Store:
 
     def _insert_source_model(self, source: dict, created_at: str) -> None:
         columns = ("study_id", "direction", "source_index", "file", "file_sha256", "weights_sha256",
-                   "trained_here", "seed") + FINAL_COLUMNS
+                   "trained_here", "seed")
         values = [source.get(name) for name in columns]
         values[columns.index("trained_here")] = int(source["trained_here"])
-        values = [_finite(v) if isinstance(v, float) else v for v in values]
+        metrics = {
+            name: _finite(value) for name, value in source.items()
+            if name.split("_", 1)[0] in SPLITS and value is not None
+        }
         self._db.execute(
-            f"INSERT OR REPLACE INTO source_models ({', '.join(columns)}, created_at) "
-            f"VALUES ({', '.join('?' * len(columns))}, ?)",
-            (*values, created_at),
+            f"INSERT OR REPLACE INTO source_models ({', '.join(columns)}, metrics_json, created_at) "
+            f"VALUES ({', '.join('?' * len(columns))}, ?, ?)",
+            (*values, json.dumps(metrics, sort_keys=True), created_at),
         )
 
     def source_models(self, study_id: int, direction: str | None = None) -> list[dict]:
+        """Each source model's record, its final metrics as keys (`test_accuracy`, …; the
+        standard ones None where the objective has none)."""
         query = "SELECT * FROM source_models WHERE study_id = ?"
         params: tuple = (study_id,)
         if direction is not None:
@@ -345,18 +371,34 @@ class Store:
             params += (direction,)
         cursor = self._db.execute(query + " ORDER BY direction, source_index", params)
         names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor]
+        records = []
+        for row in cursor:
+            record = dict(zip(names, row))
+            metrics = json.loads(record.pop("metrics_json"))
+            records.append({**record, **dict.fromkeys(FINAL_COLUMNS), **metrics})
+        return records
 
     # --- tables for statistics and plots -------------------------------------------------
 
     def runs_frame(self, study_id: int) -> pd.DataFrame:
+        """One row per run: its identity, status and final metrics as `{split}_{name}` columns."""
         self.check_statuses(study_id)
-        return pd.read_sql_query(
+        runs = pd.read_sql_query(
             "SELECT id AS run_id, direction, role, strategy, source_index, repeat, seed, status, "
-            f"diverged_epoch, {', '.join(FINAL_COLUMNS)} FROM runs WHERE study_id = ? ORDER BY id",
+            "diverged_epoch FROM runs WHERE study_id = ? ORDER BY id",
             self._db,
             params=(study_id,),
         )
+        finals = pd.read_sql_query(
+            "SELECT f.run_id, f.split || '_' || f.name AS metric, f.value FROM final_metrics f "
+            "JOIN runs r ON r.id = f.run_id WHERE r.study_id = ?",
+            self._db,
+            params=(study_id,),
+        )
+        wide = finals.pivot(index="run_id", columns="metric", values="value")
+        columns = list(FINAL_COLUMNS) + sorted(set(wide.columns) - set(FINAL_COLUMNS))
+        wide = wide.reindex(columns=columns).astype(float)
+        return runs.join(wide, on="run_id")
 
     def layer_records(self, study_id: int) -> pd.DataFrame:
         """Each strategy's target architecture and per-layer record (one row per direction and strategy)."""
@@ -367,49 +409,76 @@ class Store:
             params=(study_id,),
         )
 
-    def curves_frame(self, study_id: int) -> pd.DataFrame:
-        """Every run's per-epoch curves (large: prefer `mean_curves` for summaries)."""
+    def metrics_frame(self, study_id: int) -> pd.DataFrame:
+        """The per-epoch metrics as stored: one row per run, split, metric and epoch."""
         return pd.read_sql_query(
-            "SELECT r.direction, r.role, r.strategy, r.source_index, r.repeat, c.epoch, "
-            f"{', '.join('c.' + name for name in CURVE_COLUMNS)} FROM curves c JOIN runs r ON r.id = c.run_id "
-            "WHERE r.study_id = ? ORDER BY r.id, c.epoch",
+            "SELECT m.run_id, m.split, m.name, m.epoch, m.value FROM metrics m JOIN runs r ON r.id = m.run_id "
+            "WHERE r.study_id = ? ORDER BY m.run_id, m.split, m.name, m.epoch",
             self._db,
             params=(study_id,),
         )
+
+    def curves_frame(self, study_id: int) -> pd.DataFrame:
+        """Every run's per-epoch curves, one column per History name (large: prefer
+        `mean_curves` for summaries)."""
+        runs = pd.read_sql_query(
+            "SELECT id AS run_id, direction, role, strategy, source_index, repeat FROM runs WHERE study_id = ?",
+            self._db,
+            params=(study_id,),
+        )
+        long = self.metrics_frame(study_id)
+        long["curve"] = [curve_name(split, name) for split, name in zip(long["split"], long["name"])]
+        wide = long.pivot(index=["run_id", "epoch"], columns="curve", values="value").reset_index()
+        table = runs.merge(wide, on="run_id").sort_values(["run_id", "epoch"])
+        curves = [name for name in _curve_order(wide.columns)]
+        return table[["direction", "role", "strategy", "source_index", "repeat", "epoch", *curves]].reset_index(drop=True)
 
     def mean_curves(self, study_id: int) -> pd.DataFrame:
         """Per direction, strategy and epoch, over the target runs that finished (not diverged):
         `n` and the mean and sample std of every curve, aggregated inside SQLite in two passes
         (mean, then squared deviations), so memory stays flat however many runs there are."""
-        means = ", ".join(f"avg(c.{name}) AS {name}_mean" for name in CURVE_COLUMNS)
-        squares = ", ".join(
-            f"sum((c.{name} - m.{name}_mean) * (c.{name} - m.{name}_mean)) / nullif(count(c.{name}) - 1, 0) "
-            f"AS {name}_var"
-            for name in CURVE_COLUMNS
-        )
-        query = f"""
+        query = """
             WITH done AS (
                 SELECT id, direction, strategy FROM runs
                 WHERE study_id = :study AND role = 'target' AND status = 'done'
             ), m AS (
-                SELECT d.direction, d.strategy, c.epoch, count(*) AS n, {means}, min(d.id) AS first_run
-                FROM curves c JOIN done d ON d.id = c.run_id
-                GROUP BY d.direction, d.strategy, c.epoch
+                SELECT d.direction, d.strategy, c.split, c.name, c.epoch, count(c.value) AS n,
+                       avg(c.value) AS mean, min(d.id) AS first_run
+                FROM metrics c JOIN done d ON d.id = c.run_id
+                GROUP BY d.direction, d.strategy, c.split, c.name, c.epoch
             )
-            SELECT m.direction, m.strategy, m.epoch, m.n,
-                   {", ".join(f"m.{name}_mean" for name in CURVE_COLUMNS)}, {squares}
-            FROM curves c JOIN done d ON d.id = c.run_id
-            JOIN m ON m.direction = d.direction AND m.strategy = d.strategy AND m.epoch = c.epoch
-            GROUP BY m.direction, m.strategy, m.epoch
-            ORDER BY min(m.first_run), m.epoch
+            SELECT m.direction, m.strategy, m.split, m.name, m.epoch, m.n, m.mean, m.first_run,
+                   sum((c.value - m.mean) * (c.value - m.mean)) / nullif(count(c.value) - 1, 0) AS var
+            FROM metrics c JOIN done d ON d.id = c.run_id
+            JOIN m ON m.direction = d.direction AND m.strategy = d.strategy AND m.split = c.split
+                  AND m.name = c.name AND m.epoch = c.epoch
+            GROUP BY m.direction, m.strategy, m.split, m.name, m.epoch
         """
-        table = pd.read_sql_query(query, self._db, params={"study": study_id})
-        for name in CURVE_COLUMNS:  # SQLite's math functions are optional: take the root here
-            table.insert(table.columns.get_loc(f"{name}_var"), f"{name}_std", np.sqrt(table.pop(f"{name}_var").astype(float)))
-        order = ["direction", "strategy", "epoch", "n"] + [f"{n}_{s}" for n in CURVE_COLUMNS for s in ("mean", "std")]
-        table = table[order]
-        empty = [name for name in CURVE_COLUMNS if table[f"{name}_mean"].isna().all()]
-        return table.drop(columns=[f"{name}_{stat}" for name in empty for stat in ("mean", "std")])
+        long = pd.read_sql_query(query, self._db, params={"study": study_id})
+        columns = ["direction", "strategy", "epoch", "n"]
+        if long.empty:
+            return pd.DataFrame(columns=columns)
+        long["curve"] = [curve_name(split, name) for split, name in zip(long["split"], long["name"])]
+        long["std"] = np.sqrt(long["var"].astype(float))  # SQLite's math functions are optional
+        keys = ["direction", "strategy", "epoch"]
+        counts = long[long["curve"] == "loss"].set_index(keys)["n"] if (long["curve"] == "loss").any() else None
+        first_run = long.groupby(["direction", "strategy"])["first_run"].min()
+        wide = long.pivot_table(index=keys, columns="curve", values=["mean", "std"], aggfunc="first", dropna=False)
+        wide.columns = [f"{curve}_{stat}" for stat, curve in wide.columns]
+        wide = wide.reset_index()
+        wide.insert(3, "n", wide.set_index(keys).index.map(counts) if counts is not None else 0)
+        curves = _curve_order({column.rsplit("_", 1)[0] for column in wide.columns if column.endswith("_mean")})
+        order = columns + [f"{curve}_{stat}" for curve in curves for stat in ("mean", "std")]
+        wide["first_run"] = [first_run[(d, s)] for d, s in zip(wide["direction"], wide["strategy"])]
+        wide = wide.sort_values(["first_run", "epoch"])
+        return wide[order].reset_index(drop=True)
+
+
+def _curve_order(names) -> list[str]:
+    """History names in the usual order: the known ones as Keras lists them, then others."""
+    names = [name for name in names if name not in ("run_id", "epoch")]
+    known = [name for name in CURVE_COLUMNS if name in names]
+    return known + sorted(set(names) - set(known))
 
 
 def _finite(value) -> float | None:
