@@ -113,3 +113,36 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
     assert lines == [f"error: {path}: strategies[1].freeze: 5 is outside 0..2 (the source has 2 hidden layers)"]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_model_layers_dropout_and_output_rules(tmp_path):
+    message = _error(tmp_path, TUTORIAL + '[model]\nlayers = [{ type = "conv1d", filters = 3 }]\n')
+    assert "study.toml: model: layers[0].type: 'conv1d' is not a layer type; use one of dense" in message
+    message = _error(tmp_path, TUTORIAL + '[model]\nhidden = [4]\nlayers = [{ type = "dense", units = 3 }]\n')
+    assert "give either layers or hidden" in message
+    message = _error(tmp_path, TUTORIAL + "[model]\ndropout = 1.0\n")
+    assert "model.dropout: Input should be less than 1" in message
+    config = load_study(_write(tmp_path, TUTORIAL + '[model]\nlayers = [{ type = "dense", units = 7 }, '
+                                                   '{ type = "activation", activation = "tanh" }]\n'))
+    from transferlab import tasks
+
+    three, two = tasks.blobs(1), tasks.blobs(1, centers=2)
+    arch = config.architecture(2, config.head_for(three))
+    assert arch.describe() == "2 → 7 linear → tanh → 3 softmax" and arch.n_hidden == 1
+    assert config.head_for(two).units == 1 and config.head_for(two).activation == "sigmoid"
+    softmax = load_study(_write(tmp_path, TUTORIAL + '[model]\noutput_activation = "softmax"\n'))
+    assert softmax.head_for(two).units == 2
+
+
+def test_memory_budget_chooses_the_shard_size(tmp_path):
+    from transferlab import estimate, study
+    from transferlab.config import ExecutionConfig
+
+    assert "execution.memory: 'lots' is not a size; write it like" in _error(tmp_path, TUTORIAL + '[execution]\nmemory = "lots"\n')
+    config = study_from_dict({"name": "big", "seed": 1, "repeats": 3000, "source": {"seed": 1}, "target": {"seed": 2},
+                              "strategies": [{"name": "standalone"}]})
+    plan = study.plan_study(config)
+    small, large = (estimate.shard_size_for(plan, ExecutionConfig(memory=m)) for m in ("1.2 GB", "64 GB"))
+    assert 1 <= small < large == estimate.DEFAULT_SHARD_CEILING
+    assert estimate.estimate(plan, small).peak_bytes <= 1.2e9 < estimate.estimate(plan, small * 2).peak_bytes
+    assert estimate.shard_size_for(plan, ExecutionConfig(shard_size=7, memory="1 GB")) == 7

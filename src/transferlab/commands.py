@@ -99,15 +99,16 @@ def _write_report(folder: Path):
 
 
 def _run_and_report(config, out: Path, quiet: bool, force: bool) -> None:
-    from transferlab.estimate import available_memory, estimate
+    from transferlab.estimate import available_memory, estimate, shard_size_for
     from transferlab.study import plan_study, run_study
 
     started = time.perf_counter()
     plan = _guard(lambda: plan_study(config))
-    work = estimate(plan, config.execution.shard_size)
+    shard_size = shard_size_for(plan, config.execution)
+    work = estimate(plan, shard_size)
     available = available_memory()
     console.print(f"[bold]{escape(config.name)}[/]: {escape(_describe(config))} → {escape(str(out))}/", highlight=False)
-    console.print(f"plan: {work.describe(available)}", highlight=False)
+    console.print(f"plan: {work.describe(available)}, shards of {shard_size:,} runs", highlight=False)
     if available and work.peak_bytes > available and not force:
         _fail(
             f"{config.name}: the estimated peak memory ({work.describe(available)}) exceeds what this machine has "
@@ -136,7 +137,7 @@ def _run_and_report(config, out: Path, quiet: bool, force: bool) -> None:
             bar.console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
 
         outcome = _guard(lambda: run_study(plan, out, progress=progress, notify=notify,
-                                           shard_size=config.execution.shard_size))
+                                           shard_size=shard_size))
     if outcome.skipped_runs:
         console.print(f"resumed: {outcome.skipped_runs} runs were already done, trained {outcome.trained_runs}")
     if outcome.diverged_runs:

@@ -262,12 +262,38 @@ class TrainingConfig(BaseModel):
         )
 
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]|[bB])?\s*")
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """`"2 GB"`, `"512MiB"`, `"1.5 GiB"` → bytes."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size; write it like \"2 GB\" or \"512 MiB\"")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+
+
 class ExecutionConfig(BaseModel):
     """Runs per stored shard (one transaction each): changes memory and how much an
-    interruption loses, never a result (the engine trains in fixed blocks)."""
+    interruption loses, never a result (the engine trains in fixed blocks). Without
+    `shard_size`, the largest shard whose estimated peak memory fits `memory` (default:
+    half of what the machine has available) is used."""
 
     model_config = _STRICT
-    shard_size: Annotated[int, Field(ge=1, le=MAX_SHARD_SIZE)] = 256
+    shard_size: Annotated[int, Field(ge=1, le=MAX_SHARD_SIZE)] | None = None
+    memory: str | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _a_size(cls, value):
+        if value is not None and parse_size(value) < 2**20:
+            raise ValueError(f"{value!r} is below 1 MiB; give the memory the study may use, e.g. \"2 GB\"")
+        return value
+
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_size(self.memory)
 
 
 class StudyConfig(BaseModel):

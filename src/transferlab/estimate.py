@@ -11,11 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transferlab.engine import MODELS_PER_BLOCK
+import numpy as np
+
+from transferlab import engine
 
 BASELINE_BYTES = 900 * 2**20  # measured: JAX, Keras and a compiled engine program, idle
 PLANNED_RUN_BYTES = 4096  # one planned run on its way into the database (JSON of its recipe)
 CURVES_PER_RUN = 8
+METRIC_ROW_BYTES = 120  # one (run, split, epoch, name, value) row on its way into SQLite
+DEFAULT_SHARD_CEILING = 1024  # a chosen shard stays at or below this: an interruption loses one shard
+DEFAULT_BUDGET_SHARE = 0.5  # without [execution] memory: half of what is available
+UNKNOWN_AVAILABLE_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -29,37 +35,66 @@ class Estimate:
         return text + (f" of {_gib(available)} available" if available else "")
 
 
-def estimate(plan, shard_size: int, runs: int | None = None) -> Estimate:
-    """The plan's work (all planned runs, or `runs` still to train) and peak memory."""
+def estimate(plan, shard_size: int, runs: int | None = None, devices: int | None = None) -> Estimate:
+    """The plan's work (all planned runs, or `runs` still to train) and peak memory with
+    shards of `shard_size` runs: the process, the planned runs, the task data, and one
+    shard in flight (its weights and curves on the host and on their way to SQLite, and
+    per device the blocks in training: row orders of two epoch chunks, activations)."""
+    import jax
+
+    devices = devices or len(jax.local_devices())
     counts = plan.count_runs()
     total = counts["source"] + counts["target"]
     pending = total if runs is None else runs
     epochs = plan.training.epochs
-    data = weights = 0
-    widest = 1
+    data = weights = device_bytes = 0
     for direction in plan.directions:
-        for spec in (direction.source_spec, direction.target_spec):
-            if spec is None:
-                continue
-            params = spec.params
+        tasks = [(spec, spec.params) for spec in (direction.source_spec, direction.target_spec) if spec is not None]
+        for _, params in tasks:
             rows, features = params["n_samples"], params["n_features"]
             outputs = params.get("centers", params.get("n_targets", 1))
             data = max(data, rows * (features + outputs) * 8 * 3)  # float64 from scikit-learn, float32 copies
+        n_train = max(params["n_train"] for _, params in tasks)
         for recipe in list(direction.recipes.values()) + [direction.source_recipe]:
-            widest = max(widest, *recipe.arch.widths)
-            weights = max(weights, sum(a * b + b for a, b in recipe.arch.shapes))
-    n_train = max(
-        spec.params["n_train"] for d in plan.directions for spec in (d.source_spec, d.target_spec) if spec is not None
-    )
+            arch = recipe.arch
+            model_weights = sum(int(np.prod(s)) for i in range(len(arch.layers)) for s in arch.weight_shapes(i))
+            weights = max(weights, model_weights)
+            plan_ = engine.layer_plan(arch.layers)
+            block = engine.models_per_block(plan_, arch.n_inputs)
+            chunk = engine.epoch_chunk(epochs, n_train, block)
+            orders = 2 * block * chunk * n_train * 4
+            evaluation = engine.evaluation_rows(plan_, arch.n_inputs, block) * max(arch.widths) * block * 4 * 6
+            batch = block * plan.training.batch_size * max(arch.widths) * 4 * 4 * len(arch.layers)
+            slots = block * model_weights * 4 * 8  # weights, gradients, optimizer state, copies
+            device_bytes = max(device_bytes, 2 * (orders + evaluation + batch + slots))
     shard = min(shard_size, max(pending, 1))
-    slots = -(-shard // MODELS_PER_BLOCK) * MODELS_PER_BLOCK
-    order_bytes = 2 if n_train < 2**15 else 4
-    orders = shard * epochs * n_train * order_bytes + 4 * MODELS_PER_BLOCK * epochs * n_train * (order_bytes * 2 + 4)
-    curves = slots * epochs * CURVES_PER_RUN * 4 * 3 + shard * epochs * 200  # engine copies + rows to SQLite
-    params = slots * weights * 4 * 6  # initial, trained, gradients, velocity, copies
-    activations = 4 * MODELS_PER_BLOCK * max(n_train, 1) * widest * 4 * 4
-    peak = BASELINE_BYTES + total * PLANNED_RUN_BYTES + data + orders + curves + params + activations
+    curves = shard * epochs * CURVES_PER_RUN * (4 * 3 + METRIC_ROW_BYTES)  # engine copies + rows to SQLite
+    params = shard * weights * 4 * 4  # initial and trained weights on the host, with copies
+    peak = BASELINE_BYTES + total * PLANNED_RUN_BYTES + data + curves + params + devices * device_bytes
     return Estimate(pending, pending * epochs, int(peak))
+
+
+def budget_bytes(execution) -> int:
+    """The memory a study may use: `[execution] memory`, else half of what is available."""
+    given = execution.memory_bytes()
+    if given is not None:
+        return given
+    available = available_memory()
+    return int(DEFAULT_BUDGET_SHARE * (available or UNKNOWN_AVAILABLE_BYTES))
+
+
+def shard_size_for(plan, execution, runs: int | None = None) -> int:
+    """`[execution] shard_size` when given, else the largest power of two (up to
+    `DEFAULT_SHARD_CEILING`) whose estimated peak fits the memory budget (at least 1)."""
+    if execution.shard_size is not None:
+        return execution.shard_size
+    budget = budget_bytes(execution)
+    chosen, size = 1, 1
+    while size <= DEFAULT_SHARD_CEILING:
+        if estimate(plan, size, runs).peak_bytes > budget:
+            break
+        chosen, size = size, size * 2
+    return chosen
 
 
 def available_memory() -> int | None:

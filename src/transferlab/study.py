@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import models
-from transferlab.config import StudyConfig
+from transferlab.config import ExecutionConfig, StudyConfig
 from transferlab.executors import LocalExecutor
 from transferlab.folder import (
     FolderLock,
@@ -113,7 +113,10 @@ def run_study(
     for the whole run: a second writer is refused at once."""
     plan = plan_study(study) if isinstance(study, StudyConfig) else study
     if shard_size is None:
-        shard_size = study.execution.shard_size if isinstance(study, StudyConfig) else 256
+        from transferlab.estimate import shard_size_for
+
+        execution = study.execution if isinstance(study, StudyConfig) else ExecutionConfig()
+        shard_size = shard_size_for(plan, execution)
     folder = prepare_output_folder(folder)
     executor = executor or LocalExecutor()
     progress = progress or (lambda stage, done, total: None)
