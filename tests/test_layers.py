@@ -230,3 +230,30 @@ def test_a_metric_the_schema_does_not_name_needs_no_schema_change(tmp_path, smal
         curves = store.curves_frame(1)
     assert runs.loc[runs["run_id"] == 1, "test_top2_accuracy"].item() == 0.5
     assert curves["val_top2_accuracy"].dropna().tolist() == [0.25]
+
+
+def test_importing_changes_nothing_and_configure_does_it_once(tmp_path):
+    """No module sets the Keras backend, XLA flags or the compile cache on import, and
+    `import transferlab.stats` does not import JAX; `transferlab.configure()` does it all."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "for key in ('KERAS_BACKEND', 'XLA_FLAGS', 'TRANSFERLAB_CACHE_DIR'): os.environ.pop(key, None)\n"
+        "import transferlab.stats\n"
+        "print('jax' in sys.modules)\n"
+        "import transferlab.engine, transferlab.models, transferlab.study\n"
+        "print(os.environ.get('KERAS_BACKEND'), os.environ.get('XLA_FLAGS'))\n"
+        "import jax\n"
+        "print(jax.config.jax_compilation_cache_dir)\n"
+        "transferlab.configure(); transferlab.configure()\n"
+        "print(os.environ['KERAS_BACKEND'], len(jax.local_devices()) == len(os.sched_getaffinity(0)))\n"
+        "print(jax.config.jax_compilation_cache_dir.endswith('xla'))\n"
+    )
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))  # the compile cache goes here, not the user's
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "transferlab" / "xla").is_dir()
+    assert result.stdout.split("\n")[:5] == ["False", "None None", "None", "jax True", "True"]

@@ -35,7 +35,8 @@ def test_same_study_twice_gives_identical_database(tmp_path, small_study_dict):
     study.run_study(config, tmp_path / "a")
     study.run_study(config, tmp_path / "b")
     a, b = _contents(tmp_path / "a"), _contents(tmp_path / "b")
-    assert len(a["runs"]) == 2 + 3 + 2 * 3 * 2 and len(a["curves"]) == len(a["runs"]) * 4
+    assert len(a["runs"]) == 2 + 3 + 2 * 3 * 2 and len(a["metrics"]) == len(a["runs"]) * 4 * 4  # epochs × curves
+    assert len(a["final_metrics"]) == len(a["runs"]) * 4
     assert a == b
     weights_hashes = [row for row in a["source_models"]]
     assert len(weights_hashes) == 2

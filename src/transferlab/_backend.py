@@ -34,9 +34,15 @@ def _check_keras_backend() -> None:
     os.environ["KERAS_BACKEND"] = "jax"
 
 
+def _jax_backend_started() -> bool:
+    """Has JAX created its devices? (XLA reads its flags then, not on `import jax`.)"""
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(getattr(bridge, "_backends", None))
+
+
 def _split_cpu_into_devices() -> None:
     """One XLA host device per core: the engine shards models across them to use every core."""
-    if "jax" in sys.modules:
+    if _jax_backend_started():
         return  # too late to change; the engine uses whatever devices exist
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags:

@@ -317,8 +317,7 @@ def train_models(
 
     shape = ProgramShape.of(config)
     misses = _compiled_program.cache_info().misses
-    train_epochs = _compiled_program(plan, shape, penalised, loss)
-    evaluate = _final_program(plan, loss)
+    program = _compiled_program(plan, shape, penalised, loss)
     devices = jax.local_devices()
     chunk = epoch_chunk(config.epochs, len(x_train), block_size)
     # Every block runs the same single-device programs, blocks dealt over the devices a wave
@@ -345,14 +344,15 @@ def train_models(
                     epoch=np.arange(first, first + chunk, dtype=np.int32),
                     multipliers=job["multipliers"][first : first + chunk],
                     orders=job["stream"].next(chunk),
+                    finish=np.asarray(first + chunk == config.epochs),  # the last chunk evaluates
                 )
-                job["carry"], curves = train_epochs(job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
+                job["carry"], curves, job["final"] = program(
+                    job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
                 job["curves"].append(curves)
         for job in wave:
-            final = evaluate((job["carry"]["params"], job["carry"]["state"]), job["extras"])
             trained = (job["carry"]["params"], job["carry"]["state"])
             curves = jax.tree.map(lambda *chunks: np.concatenate(chunks), *jax.device_get(job["curves"]))
-            outputs.append(jax.device_get((*trained, curves, final)))
+            outputs.append(jax.device_get((*trained, curves, job["final"])))
     if _compiled_program.cache_info().misses != misses:
         _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
 
@@ -373,7 +373,6 @@ def release_programs() -> None:
     import gc
 
     _compiled_program.cache_clear()  # transferlab's own programs only: other JAX users keep theirs
-    _final_program.cache_clear()
     gc.collect()
     _trim_heap()
 
@@ -407,7 +406,8 @@ class ProgramShape:
 
 @functools.lru_cache(maxsize=32)
 def _compiled_program(plan: tuple, shape: ProgramShape, penalised: bool, loss: str):
-    """One block of models (`models_per_block`) on one device; every block and device runs it."""
+    """One block of models (`models_per_block`) on one device, one chunk of epochs; every
+    block, chunk and device runs it."""
     settings = dict(plan=plan, shape=shape, penalised=penalised, loss=loss)
 
     def program(carry, inputs, chunk):
@@ -478,8 +478,8 @@ def _vectorised(function, per_model_inputs=_PER_MODEL_INPUTS, batched_chunk=("mu
 def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramShape, penalised: bool, loss: str,
                   per_model: bool = False):
     """Runs inside jit on one block, for one chunk of epochs: `carry` (weights, state,
-    optimizer slots and step, last epoch's frozen layers) in, trained `carry` and the
-    chunk's curves out. Every per-model array has the model axis last, or, with
+    optimizer slots and step, last epoch's frozen layers) in; trained `carry`, the
+    chunk's curves and (when `chunk["finish"]`) the final metrics out. Every per-model array has the model axis last, or, with
     `per_model`, no model axis at all (the function is mapped over models)."""
     x_train, y_train = inputs["x_train"], inputs["y_train"]
     x_test, y_test = inputs["x_test"], inputs["y_test"]
@@ -597,29 +597,21 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
         [tuple(slot) for slot in carry["slots"]],
         carry["step"],
     )
-    ((params, state, slots, step), was_frozen), curves = jax.lax.scan(epoch, (start, carry["was_frozen"]), chunk)
-    return dict(params=params, state=state, slots=slots, step=step, was_frozen=was_frozen), curves
+    per_epoch = {key: chunk[key] for key in ("epoch", "multipliers", "orders")}
+    ((params, state, slots, step), was_frozen), curves = jax.lax.scan(epoch, (start, carry["was_frozen"]), per_epoch)
 
-
-@functools.lru_cache(maxsize=32)
-def _final_program(plan: tuple, loss: str):
-    """Final train and test metrics of one block's trained models."""
-    objective = objectives.get(loss)
-
-    def final_metrics(trained, inputs, per_model=False):
-        params, state = trained
+    def final_metrics():
+        """The trained models on both splits, in inference mode (as `evaluate`)."""
         final = {}
-        for split in ("train", "test"):
-            metrics = _evaluate(params, state, inputs[f"x_{split}"], inputs[f"y_{split}"], plan, objective, per_model)
+        for split, (x, y) in (("train", (x_train, y_train)), ("test", (x_test, y_test))):
+            metrics = _evaluate(params, state, x, y, plan, objective, per_model)
             final.update({f"{split}_{name}": value for name, value in metrics.items()})
         return final
 
-    def program(trained, inputs):
-        if per_model_layout(plan, inputs["x_train"].shape[1]):
-            return _vectorised(functools.partial(final_metrics, per_model=True), per_model_inputs=())(trained, inputs)
-        return final_metrics(trained, inputs)
-
-    return jax.jit(program)
+    # a runtime switch, not a second program: only a study's last chunk evaluates
+    blank = jax.tree.map(lambda shape: jnp.zeros(shape.shape, shape.dtype), jax.eval_shape(final_metrics))
+    final = jax.lax.cond(chunk["finish"], final_metrics, lambda: blank)
+    return dict(params=params, state=state, slots=slots, step=step, was_frozen=was_frozen), curves, final
 
 
 def _each_model(function, array, per_model: bool):
