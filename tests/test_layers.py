@@ -257,3 +257,34 @@ def test_importing_changes_nothing_and_configure_does_it_once(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "transferlab" / "xla").is_dir()
     assert result.stdout.split("\n")[:5] == ["False", "None None", "None", "jax True", "True"]
+
+
+def test_every_strategy_applies_to_an_architecture_of_every_layer_type(tmp_path):
+    """The whole catalogue on Dense → BN → Dropout → Dense → LN → Activation → head: each
+    strategy's recipe counts hidden layers by Dense layer, and the study trains and reports."""
+    from transferlab import study
+    from transferlab.config import study_from_dict
+    from transferlab.strategies import STRATEGIES
+    from transferlab.store import Store
+
+    layers_ = [{"type": "dense", "units": 6, "activation": "relu"}, {"type": "batch_normalization"},
+               {"type": "dropout", "rate": 0.1}, {"type": "dense", "units": 5}, {"type": "layer_normalization"},
+               {"type": "activation", "activation": "tanh"}]
+    small = {"n_samples": 120, "n_train": 64}
+    short = {"two_stage": {"head_epochs": 1}, "gradual_unfreeze": {"every": 1}}  # for 3 epochs
+    entries = [{"name": name, **short.get(name, {})} for name in STRATEGIES] + [{"name": "transfer", "freeze": 2}]
+    raw = {"name": "all", "seed": 1, "repeats": 1, "source_repeats": 1, "source": {"seed": 1, **small},
+           "target": {"seed": 2, **small}, "model": {"layers": layers_}, "training": {"epochs": 3},
+           "strategies": entries}
+    config = study_from_dict(raw)
+    (forward,) = study.study_directions(config)
+    records = {label: recipe.record() for label, recipe in forward.recipes.items()}
+    frozen = [row["kind"] for row in records["transfer freeze=2"] if row["learning_rate"] == "×0"]
+    assert frozen == ["Dense(6, relu)", "BatchNormalization", "Dropout(0.1)", "Dense(5, linear)",
+                      "LayerNormalization", "Activation(tanh)"]
+    inserted = forward.recipes["insert_layer after=1 5 relu"].arch
+    assert inserted.describe() == "2 → 6 relu → BN → dropout 0.1 → 5 relu → 5 linear → LN → tanh → 3 softmax"
+    study.run_study(config, tmp_path)
+    with Store.in_folder(tmp_path) as store:
+        runs = store.runs_frame(1)
+    assert (runs["status"] == "done").all() and len(runs) == 1 + len(entries) + 0

@@ -193,3 +193,23 @@ def _to_toml(raw: dict) -> str:
     from transferlab.config import as_toml as _as_toml
 
     return _as_toml(raw)
+
+
+def test_a_runs_identity_and_seed_come_from_its_parameters_not_its_label(monkeypatch, small_study_dict):
+    """Rewording a label changes no seed and no identity; parameters that differ in the
+    17th digit give distinct labels, identities and seeds."""
+    from transferlab.plan import canonical_json, run_seed
+    from transferlab.strategies import Finetune, strategy_to_dict
+
+    small_study_dict["strategies"] = [{"name": "standalone"}, {"name": "finetune", "lr": 0.1},
+                                      {"name": "finetune", "lr": 0.1 + 2**-56}]
+    config = study_from_dict(small_study_dict)
+    (forward,) = study.study_directions(config)
+    before = [(run.key, run.seed) for run in study.plan_runs(config, forward)]
+    first, second = forward.strategies[1:]
+    assert first.label != second.label and len({run.seed for run in study.plan_runs(config, forward)}) == len(before)
+    identity = canonical_json(strategy_to_dict(first))
+    run = next(r for r in study.plan_runs(config, forward) if r.strategy == first and r.source_index == 1)
+    assert run.seed == run_seed(config.seed, "target", identity, 1, run.repeat)
+    monkeypatch.setattr(Finetune, "label", property(lambda self: "reworded"))
+    assert [(run.key, run.seed) for run in study.plan_runs(config, forward)] == before

@@ -492,7 +492,7 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
     objective = objectives.get(loss)
     # each model's dropout masks: a key from its run's seed, folded with the step and layer
     dropout_keys = _each_model(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), 1), inputs["seeds"], per_model)
-    uses_keys = any(isinstance(spec, layer_types.Dropout) and spec.rate > 0 for spec in plan)
+    uses_keys = any(spec.random for spec in plan)
 
     def objective_of(params, state, xb, yb, ctx):
         outputs, new_state = _forward(params, state, xb, plan, ctx)
@@ -626,7 +626,7 @@ def _evaluate(params, state, x, y, plan, objective, per_model: bool = False) -> 
     n_models = models_per_block(plan, x.shape[1])
     ctx = Context(training=False)
     # one model's rows, or a Dense first layer that reads rows shared by all models as they are
-    shared_input = per_model or isinstance(plan[0], layer_types.Dense)
+    shared_input = per_model or plan[0].reads_shared_input
 
     def chunk(carry, rows_x, rows_y):
         loss_sum, sums = carry

@@ -58,6 +58,12 @@ class Layer:
     starts_block: ClassVar[bool] = False  # a Dense layer: the start of a hidden layer as strategies count
     n_trainable: ClassVar[int] = 0
     penalised_array: ClassVar[int | None] = None  # which array an L2 anchor pulls (Dense: the kernel)
+    reads_shared_input: ClassVar[bool] = False  # takes rows shared by all models as they are (Dense)
+
+    @property
+    def random(self) -> bool:
+        """Does its training forward pass draw random numbers (`Context.keys`)?"""
+        return False
 
     def output_width(self, n_in: int) -> int:
         return n_in
@@ -99,6 +105,7 @@ class Dense(Layer):
     starts_block: ClassVar[bool] = True
     n_trainable: ClassVar[int] = 2
     penalised_array: ClassVar[int | None] = 0
+    reads_shared_input: ClassVar[bool] = True
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -276,6 +283,10 @@ class Dropout(Layer):
     def __post_init__(self):
         if not 0 <= self.rate < 1:
             raise ModelFileError(f"dropout rate {self.rate} must be at least 0 and below 1")
+
+    @property
+    def random(self) -> bool:
+        return self.rate > 0
 
     def forward(self, params, state, x, ctx, index):
         if not ctx.training or self.rate == 0:
