@@ -25,7 +25,8 @@ transferlab.configure()
 
 CASES = {
     "tutorial [5, 5], 500 rows": (2, (5, 5), 1000, {}, False),
-    "tutorial + BatchNormalization": (2, (5, 5), 1000, {}, True),
+    "tutorial + BatchNormalization + Dropout": (2, (5, 5), 1000, {}, True),
+    "tutorial, Adam": (2, (5, 5), 1000, {"optimizer": "adam"}, False),
     "[5, 5], 100,000 rows": (2, (5, 5), 101_000, {}, False),
     "[64, 64], 64 features, Adam": (64, (64, 64), 1000, {"optimizer": "adam"}, False),
     "[256, 256], 512 features, 20,000 rows": (512, (256, 256), 21_000, {}, False),

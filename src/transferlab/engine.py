@@ -323,7 +323,14 @@ def train_models(
     # Every block runs the same single-device programs, blocks dealt over the devices a wave
     # at a time and dispatched asynchronously, a chunk of epochs per call: a model's numbers
     # never depend on the shard size, the number of devices or its position (the tests check).
-    outputs = []
+    outputs, in_flight = [], []
+
+    def collect(wave):
+        for job in wave:
+            trained = (job["carry"]["params"], job["carry"]["state"])
+            curves = jax.tree.map(lambda *chunks: np.concatenate(chunks), *jax.device_get(job["curves"]))
+            outputs.append(jax.device_get((*trained, curves, job["final"])))
+
     for wave_start in range(0, n_blocks, len(devices)):
         wave = []
         for offset, block in enumerate(range(wave_start, min(wave_start + len(devices), n_blocks))):
@@ -349,10 +356,12 @@ def train_models(
                 job["carry"], curves, job["final"] = program(
                     job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
                 job["curves"].append(curves)
-        for job in wave:
-            trained = (job["carry"]["params"], job["carry"]["state"])
-            curves = jax.tree.map(lambda *chunks: np.concatenate(chunks), *jax.device_get(job["curves"]))
-            outputs.append(jax.device_get((*trained, curves, job["final"])))
+        # the next wave's orders are drawn while this one trains: at most two waves in flight
+        in_flight.append(wave)
+        if len(in_flight) == 2:
+            collect(in_flight.pop(0))
+    for wave in in_flight:
+        collect(wave)
     if _compiled_program.cache_info().misses != misses:
         _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
 
@@ -433,8 +442,10 @@ def batch_work(plan, n_inputs: int) -> int:
             work += (width if width <= layer_types.UNROLL_WIDTH else 1) + (
                 out if out <= layer_types.UNROLL_WIDTH else 1
             ) + 4
-        else:
+        elif spec.n_trainable:  # normalisation: statistics, their gradients, state
             work += 8
+        else:  # dropout draws a mask, an activation is one elementwise function
+            work += 4 if spec.random else 2
         width = out
     return work
 
