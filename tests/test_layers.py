@@ -288,3 +288,22 @@ def test_every_strategy_applies_to_an_architecture_of_every_layer_type(tmp_path)
     with Store.in_folder(tmp_path) as store:
         runs = store.runs_frame(1)
     assert (runs["status"] == "done").all() and len(runs) == 1 + len(entries) + 0
+
+
+def test_a_two_class_model_file_with_a_softmax_head_keeps_it(tmp_path):
+    """Two classes default to one sigmoid unit, but a user's model with two softmax units
+    is reused as it is (no new head)."""
+    from transferlab import study
+    from transferlab.config import study_from_dict
+
+    arch = models.mlp(2, (4,), 2)
+    path = tmp_path / "two.keras"
+    models.save_model_file(models.build_keras_model(arch, models.fresh_weights(arch, np.random.default_rng(0))), path)
+    raw = {"name": "file", "seed": 1, "repeats": 1, "source": {"model_file": str(path)},
+           "target": {"seed": 2, "centers": 2, "n_samples": 100, "n_train": 60},
+           "training": {"epochs": 1}, "strategies": [{"name": "transfer", "freeze": 1}]}
+    (forward,) = study.plan_study(study_from_dict(raw)).directions
+    assert forward.notice is None and forward.recipes["transfer freeze=1"].arch == arch
+    raw["target"]["centers"] = 3  # three classes: a fresh 3-unit softmax head
+    (other,) = study.plan_study(study_from_dict(raw)).directions
+    assert other.recipes["transfer freeze=1"].arch.head == Dense(3, "softmax") and "new_head" in other.notice

@@ -343,13 +343,17 @@ class StudyConfig(BaseModel):
         )
         return models.Architecture(n_inputs, body.layers[:-1] + (head,))
 
-    def head_for(self, task: tasks.Task) -> models.Dense:
+    def head_for(self, task: tasks.Task, source_head: models.Dense | None = None) -> models.Dense:
         """The output layer a task needs: one sigmoid unit for two classes (unless
         `output_activation` says otherwise), softmax (or `output_activation`) over more
-        classes, one linear unit per regression target."""
+        classes, one linear unit per regression target. A given source model's output
+        layer is kept when it already fits the task (two softmax units for two classes)."""
         if task.kind != "classification":
             return models.output_layer(task.n_outputs, "linear")
         chosen = self.model.output_activation
+        if (chosen is None and source_head is not None and source_head.units == task.n_outputs
+                and source_head.activation == "softmax"):
+            return models.output_layer(source_head.units, "softmax")
         if task.n_outputs == 2 and chosen in (None, "sigmoid"):
             return models.output_layer(1, "sigmoid")
         return models.output_layer(task.n_outputs, chosen or "softmax")
@@ -499,7 +503,7 @@ def _check_model_file(config: StudyConfig, source: str) -> None:
     target_task = config.target.make("target")
     check_model_fits(arch, target_task, model_file)
     try:
-        check_strategies(config, arch, config.head_for(target_task))
+        check_strategies(config, arch, config.head_for(target_task, arch.head))
     except ValueError as error:
         raise StudyFileError(f"{source}: {error} (source model {Path(model_file).name}: {arch.describe()})") from None
 

@@ -336,7 +336,7 @@ def build_plan(config, given_model=None) -> Plan:
     for name, from_spec, to_spec, from_task, to_task, source_arch, trains, title in pairs:
         if source_arch is None:
             source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
-        head = config.head_for(to_task)
+        head = config.head_for(to_task, source_arch.head if given_model is not None else None)
         try:
             strategies_ = check_strategies(config, source_arch, head)
         except ValueError as error:
