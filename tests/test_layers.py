@@ -307,3 +307,22 @@ def test_a_two_class_model_file_with_a_softmax_head_keeps_it(tmp_path):
     raw["target"]["centers"] = 3  # three classes: a fresh 3-unit softmax head
     (other,) = study.plan_study(study_from_dict(raw)).directions
     assert other.recipes["transfer freeze=1"].arch.head == Dense(3, "softmax") and "new_head" in other.notice
+
+
+def test_functional_chains_load_and_branches_or_regularisers_are_refused(tmp_path):
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, activation="relu", name="a")(inputs)
+    chain = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(hidden))
+    assert models.architecture_of(chain, "chain.keras").describe() == "3 → 4 relu → 2 softmax"
+    skip = keras.layers.Concatenate(name="join")([hidden, inputs])
+    branched = keras.Model(inputs, keras.layers.Dense(2, name="out2")(skip))
+    with pytest.raises(models.ModelFileError, match="branched.keras: layer 'join' is a Concatenate"):
+        models.architecture_of(branched, "branched.keras")
+    shared = keras.layers.Dense(3, name="twice")
+    twice = keras.Model(inputs, keras.layers.Dense(2, name="out3")(shared(shared(inputs))))
+    with pytest.raises(models.ModelFileError, match="layer 'twice' is not fed by the layer before it"):
+        models.architecture_of(twice, "twice.keras")
+    regularised = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, kernel_regularizer="l2", name="reg"),
+                                    keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(models.ModelFileError, match="layer 'reg' has a kernel_regularizer; transferlab trains without"):
+        models.architecture_of(regularised, "reg.keras")

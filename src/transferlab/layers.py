@@ -395,7 +395,20 @@ def from_keras(layer, source: str) -> Layer:
             f"{source}: layer {layer.name!r} is a {type(layer).__name__}; transferlab trains chains of "
             f"{supported()} layers"
         )
+    _check_no_penalties(layer, source)
     return cls.from_keras(layer, source)
+
+
+def _check_no_penalties(layer, source: str) -> None:
+    """Regularisers and constraints change what `fit` computes; the engine has neither."""
+    for attribute in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "gamma_regularizer",
+                      "beta_regularizer", "kernel_constraint", "bias_constraint", "gamma_constraint",
+                      "beta_constraint"):
+        if getattr(layer, attribute, None) is not None:
+            raise ModelFileError(
+                f"{source}: layer {layer.name!r} has a {attribute}; transferlab trains without regularisers "
+                "and constraints (rebuild the model without it; the l2sp strategy adds an L2 pull)"
+            )
 
 
 def _activation_name(serialized) -> str:

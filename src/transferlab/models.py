@@ -182,12 +182,34 @@ def architecture_of(model, source: str = "model") -> Architecture:
     if not model_layers:
         raise ModelFileError(f"{source}: the model has no layers")
     specs = [layers.from_keras(layer, source) for layer in model_layers]
+    _check_chain(model, model_layers, source)
     if not isinstance(specs[-1], Dense):
         raise ModelFileError(
             f"{source}: layer {model_layers[-1].name!r}: the last layer must be a Dense output layer "
             "(give it the activation instead of a separate layer)"
         )
     return Architecture(_input_width(model, model_layers, source), tuple(specs))
+
+
+def _check_chain(model, model_layers: list, source: str) -> None:
+    """A functional model must be a plain chain: one input, each layer fed by the one before."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelFileError(f"{source}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                             "transferlab trains chains of layers with one input and one output")
+    previous = model.inputs[0]
+    for layer in model_layers:
+        if len(layer._inbound_nodes) != 1 or layer.input is not previous:
+            raise ModelFileError(
+                f"{source}: layer {layer.name!r} is not fed by the layer before it (a branch, a skip connection "
+                "or a shared layer); transferlab trains chains of layers"
+            )
+        previous = layer.output
+    if model.outputs[0] is not previous:
+        raise ModelFileError(f"{source}: the model's output is not its last layer's; transferlab trains chains of layers")
 
 
 def _input_width(model, model_layers: list, source: str) -> int:
