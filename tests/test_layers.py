@@ -62,7 +62,7 @@ def test_binary_classification_equals_keras_fit_with_one_sigmoid_unit():
 def test_dropout_keeps_one_minus_rate_of_the_units_scaled_up_in_training_only():
     rate = 0.3
     x = np.ones((400, 50, 4), np.float32)
-    keys = engine.jax.random.split(engine.jax.random.PRNGKey(0), 4)
+    keys = np.array([1, 2, 3, 4], np.uint32)  # one key per model (the engine hashes seed, step, layer)
     training, _ = Dropout(rate).forward((), (), x, Context(True, keys=[keys]), 0)
     training = np.asarray(training)
     kept = training != 0
@@ -70,8 +70,14 @@ def test_dropout_keeps_one_minus_rate_of_the_units_scaled_up_in_training_only():
     test = stats.binomtest(int(kept.sum()), kept.size, 1 - rate)
     assert test.pvalue > 1e-3, (kept.mean(), test.pvalue)
     per_model = kept.reshape(-1, 4).mean(axis=0)
-    assert not np.array_equal(kept[..., 0], kept[..., 1]), "each model draws its own mask"
     assert np.all(np.abs(per_model - (1 - rate)) < 0.02)
+    flat = kept.reshape(-1, 4).astype(float)  # models, units and rows independent of each other
+    assert np.abs(np.corrcoef(flat.T)[np.triu_indices(4, 1)]).max() < 0.03
+    assert abs(np.corrcoef(flat[:-1, 0], flat[1:, 0])[0, 1]) < 0.03
+    for unit in (0, 49):  # every unit's keep rate over the rows
+        assert stats.binomtest(int(kept[:, unit].sum()), kept[:, unit].size, 1 - rate).pvalue > 1e-4
+    one, _ = Dropout(rate).forward((), (), x[..., 0], Context(True, keys=[keys[0]]), 0)  # one model's step
+    assert np.array_equal(np.asarray(one), training[..., 0])
     evaluation, _ = Dropout(rate).forward((), (), x, Context(False), 0)
     assert np.array_equal(np.asarray(evaluation), x)
 

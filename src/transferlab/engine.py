@@ -502,7 +502,7 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
     penalties = inputs.get("penalties")
     objective = objectives.get(loss)
     # each model's dropout masks: a key from its run's seed, folded with the step and layer
-    dropout_keys = _each_model(lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), 1), inputs["seeds"], per_model)
+    dropout_keys = layer_types.mix32(inputs["seeds"].astype(jnp.uint32) ^ jnp.uint32(0x5BD1E995))
     uses_keys = any(spec.random for spec in plan)
 
     def objective_of(params, state, xb, yb, ctx):
@@ -524,8 +524,8 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
         """Per layer, each model's dropout key for this optimizer step."""
         if not uses_keys:
             return None
-        per_step = _each_model(lambda key: jax.random.fold_in(key, step), dropout_keys, per_model)
-        return [_each_model(lambda key: jax.random.fold_in(key, layer), per_step, per_model) for layer in range(len(plan))]
+        per_step = layer_types.mix32(dropout_keys + jnp.asarray(step, jnp.uint32) * jnp.uint32(0x85EBCA6B))
+        return [layer_types.mix32(per_step ^ jnp.uint32((layer + 1) * 0xC2B2AE35 % 2**32)) for layer in range(len(plan))]
 
     def optimizer_step(carry, xb, yb, multipliers, global_step):
         params, state, slots, step = carry
@@ -623,11 +623,6 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
     blank = jax.tree.map(lambda shape: jnp.zeros(shape.shape, shape.dtype), jax.eval_shape(final_metrics))
     final = jax.lax.cond(chunk["finish"], final_metrics, lambda: blank)
     return dict(params=params, state=state, slots=slots, step=step, was_frozen=was_frozen), curves, final
-
-
-def _each_model(function, array, per_model: bool):
-    """`function` on one model's value, or mapped over the models' first axis."""
-    return function(array) if per_model else jax.vmap(function)(array)
 
 
 def _evaluate(params, state, x, y, plan, objective, per_model: bool = False) -> dict:
