@@ -1,18 +1,19 @@
 """The vectorised trainer: many models of one architecture in one XLA program.
 
-A model is a chain of Dense and BatchNormalization layers. The engine computes what
-`keras.Model.fit` computes for each model (Keras' categorical cross-entropy or mean
-squared error, SGD update, batches in the given order with the last partial batch
-kept, BatchNormalization in training mode unless frozen, Keras' running training
-metrics and end-of-epoch validation metrics) but for a whole shard at once. It is a
-pure function of arrays: no files, studies or printing.
+A model is a chain of layers (`transferlab.layers`) trained on an objective
+(`transferlab.objectives`) by an optimizer (`transferlab.optimizers`). The engine
+computes what `keras.Model.fit` computes for each model (the loss, the optimizer's
+update, batches in the given order with the last partial batch kept, normalisation and
+dropout in training mode unless frozen, Keras' running training metrics and end-of-epoch
+validation metrics) but for a whole shard at once. It is a pure function of arrays: no
+files, studies or printing.
 
-Layout, chosen for tiny layers: every per-model array keeps the model axis *last*
-(`x: (batch, features, models)`, `kernel: (in, out, models)`), and contractions over
-narrow layers are unrolled into fused multiply-adds, so XLA emits a few elementwise
-loops vectorised across models instead of thousands of tiny matrix products. Models
-train in fixed blocks (`models_per_block`), one compiled single-device program for
-all blocks, dealt over the host's XLA devices (one per core) and run concurrently.
+Layout by size: narrow models keep the model axis *last* (`x: (batch, features,
+models)`, `kernel: (in, out, models)`) and contract with unrolled multiply-adds, so XLA
+emits a few elementwise loops vectorised across models; wide ones run a step written
+for one model under `jax.vmap` (batched matrix products). Models train in fixed blocks
+(`models_per_block`), one compiled single-device program for all blocks and epoch
+chunks, dealt over the host's XLA devices (one per core) and run concurrently.
 """
 
 from __future__ import annotations
