@@ -146,7 +146,8 @@ class _GivenOrders:
     def next(self, epochs: int) -> np.ndarray:
         chunk = self.orders[:, self.epoch : self.epoch + epochs]
         self.epoch += epochs
-        return np.ascontiguousarray(np.moveaxis(chunk, 0, -1))
+        padding = np.zeros((chunk.shape[0], epochs - chunk.shape[1], chunk.shape[2]), chunk.dtype)
+        return np.ascontiguousarray(np.moveaxis(np.concatenate([chunk, padding], axis=1), 0, -1))
 
 
 def models_per_block(plan, n_inputs: int) -> int:
@@ -163,10 +164,15 @@ def models_per_block(plan, n_inputs: int) -> int:
 
 
 def epoch_chunk(epochs: int, n_rows: int, block: int = MODELS_PER_BLOCK) -> int:
-    """Epochs per engine call: the largest divisor of `epochs` whose row orders for a block
-    stay within `ORDER_VALUES` (one compiled program serves every chunk of a study)."""
+    """Epochs per engine call: a power of two, at least `epochs` where a block's row orders
+    for that many epochs fit `ORDER_VALUES`, else the largest that fits. The last chunk is
+    padded with skipped epochs, so one compiled program serves every chunk of a study and
+    every study of 16 or more epochs on the same data (no recompiling for another count)."""
     most = max(1, ORDER_VALUES // max(1, n_rows * block))
-    return max(d for d in range(1, min(epochs, most) + 1) if epochs % d == 0)
+    chunk = 1
+    while chunk < epochs and chunk * 2 <= most:
+        chunk *= 2
+    return chunk
 
 
 LOSSES = objectives.LOSSES
@@ -329,7 +335,7 @@ def train_models(
     def collect(wave):
         for job in wave:
             trained = (job["carry"]["params"], job["carry"]["state"])
-            curves = jax.tree.map(lambda *chunks: np.concatenate(chunks), *jax.device_get(job["curves"]))
+            curves = jax.tree.map(lambda *chunks: np.concatenate(chunks)[: config.epochs], *jax.device_get(job["curves"]))
             outputs.append(jax.device_get((*trained, curves, job["final"])))
 
     for wave_start in range(0, n_blocks, len(devices)):
@@ -345,14 +351,17 @@ def train_models(
                              extras=jax.device_put(dict(shared, **extras), device),
                              multipliers=block_multipliers, stream=stream, curves=[]))
         for first in range(0, config.epochs, chunk):
+            active = np.arange(first, first + chunk) < config.epochs  # the last chunk may be padded
             for job in wave:
                 if len(job["curves"]) >= 2:  # at most two chunks of orders in flight per block
                     jax.block_until_ready(job["curves"][-2])
+                multipliers_ = job["multipliers"][first : first + chunk]
                 per_epoch = dict(
                     epoch=np.arange(first, first + chunk, dtype=np.int32),
-                    multipliers=job["multipliers"][first : first + chunk],
+                    multipliers=np.concatenate([multipliers_, np.repeat(multipliers_[-1:], chunk - len(multipliers_), 0)]),
                     orders=job["stream"].next(chunk),
-                    finish=np.asarray(first + chunk == config.epochs),  # the last chunk evaluates
+                    active=active,
+                    finish=np.asarray(first + chunk >= config.epochs),  # the last chunk evaluates
                 )
                 job["carry"], curves, job["final"] = program(
                     job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
@@ -609,8 +618,15 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
         [tuple(slot) for slot in carry["slots"]],
         carry["step"],
     )
-    per_epoch = {key: chunk[key] for key in ("epoch", "multipliers", "orders")}
-    ((params, state, slots, step), was_frozen), curves = jax.lax.scan(epoch, (start, carry["was_frozen"]), per_epoch)
+    def epoch_or_skip(outer, per_epoch):
+        """A padding epoch past the study's last leaves everything as it is."""
+        models = per_epoch["orders"].shape[1:]  # (models,), or () for one model
+        skipped = {name: jnp.zeros(models, jnp.float32) for name in objective.curve_names()}
+        return jax.lax.cond(per_epoch["active"], epoch, lambda o, _: (o, skipped), outer, per_epoch)
+
+    per_epoch = {key: chunk[key] for key in ("epoch", "multipliers", "orders", "active")}
+    ((params, state, slots, step), was_frozen), curves = jax.lax.scan(
+        epoch_or_skip, (start, carry["was_frozen"]), per_epoch)
 
     def final_metrics():
         """The trained models on both splits, in inference mode (as `evaluate`)."""
