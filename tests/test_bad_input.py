@@ -84,20 +84,20 @@ def _write(tmp_path, raw, name="study.toml") -> Path:
     return path
 
 
+def _unsafe_name(name: str) -> str:
+    """The one-line refusal of a study name that cannot name a folder."""
+    return (f"{{dir}}/study.toml: name {name!r} is not a safe folder name (it names the output folder): use 1 to 100 "
+            "letters, digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot "
+            "nor a space")
+
+
 # (id, study-file content or None, expected message with {dir} for tmp_path)
 STUDY_FILE_CASES = [
     ("not-toml", "name = \n", "{dir}/study.toml: not valid TOML: Invalid value (at line 1, column 8)"),
     ("missing-name", {k: v for k, v in TINY.items() if k != "name"}, "{dir}/study.toml: name: missing; this field is required"),
-    ("name-escapes-folder", _study(name="../x"),
-     "{dir}/study.toml: name '../x' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
-     "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),
-    ("name-empty", _study(name=""),
-     "{dir}/study.toml: name '' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
-     "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),
-    ("name-too-long", _study(name="a" * 300),
-     "{dir}/study.toml: name '" + "a" * 300 + "' is not a safe folder name (it names the output folder): use 1 to 100 "
-     "letters, digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor "
-     "a space"),
+    ("name-escapes-folder", _study(name="../x"), _unsafe_name("../x")),
+    ("name-empty", _study(name=""), _unsafe_name("")),
+    ("name-too-long", _study(name="a" * 300), _unsafe_name("a" * 300)),
     ("epochs-ceiling", _study(**{"training.epochs": 10**9}),
      "{dir}/study.toml: training.epochs: 1000000000 is above the ceiling of 100000 (every epoch's curves are "
      "stored for every run)"),
@@ -140,12 +140,8 @@ STUDY_FILE_CASES = [
     ("two-clippings", _study(training={"optimizer": "adam", "clipnorm": 1.0, "clipvalue": 0.5}),
      "{dir}/study.toml: training: give one of clipnorm, clipvalue and global_clipnorm, not clipnorm and clipvalue "
      "(Keras takes one)"),
-    ("name-trailing-dot", _study(name="study."),
-     "{dir}/study.toml: name 'study.' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
-     "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),
-    ("name-with-a-slash", _study(name="a/b"),
-     "{dir}/study.toml: name 'a/b' is not a safe folder name (it names the output folder): use 1 to 100 letters, "
-     "digits, spaces, '.', '_' or '-', starting with a letter or digit and ending with neither a dot nor a space"),
+    ("name-trailing-dot", _study(name="study."), _unsafe_name("study.")),
+    ("name-with-a-slash", _study(name="a/b"), _unsafe_name("a/b")),
 ]
 
 

@@ -153,7 +153,7 @@ class _GivenOrders:
 def models_per_block(plan, n_inputs: int) -> int:
     """Models per compiled block: `MODELS_PER_BLOCK`, halved until a block's weights fit
     `BLOCK_WEIGHTS`."""
-    widths = _widths(plan, n_inputs)
+    widths = layer_types.layer_widths(n_inputs, plan)
     weights = sum(
         sum(int(np.prod(shape)) for shape in spec.weight_shapes(n_in)) for spec, n_in in zip(plan, widths[:-1])
     )
@@ -412,8 +412,8 @@ def _trim_heap() -> None:
 @dataclass(frozen=True)
 class ProgramShape:
     """What of the training settings shapes the compiled program: the batch size and the
-    optimizer's kind and state arrays (its hyperparameters are runtime inputs; epochs come
-    with the arrays' shapes)."""
+    optimizer's kind and state arrays (its hyperparameters are runtime inputs; the epoch
+    chunk's length comes with the arrays' shapes, `epoch_chunk`)."""
 
     batch_size: int
     optimizer: optimizers.OptimizerShape
@@ -475,7 +475,7 @@ def per_model_layout(plan, n_inputs: int) -> bool:
     the model axis first and runs batched matrix products); narrow ones with the model
     axis last and unrolled multiply-adds. Per model once a Dense layer is wider than
     `PER_MODEL_WIDTH` on either side (measured in bench/wide_layers.py)."""
-    widths = _widths(plan, n_inputs)
+    widths = layer_types.layer_widths(n_inputs, plan)
     return any(
         spec.starts_block and max(n_in, n_out) > PER_MODEL_WIDTH
         for spec, n_in, n_out in zip(plan, widths[:-1], widths[1:])
@@ -678,15 +678,8 @@ def _evaluate(params, state, x, y, plan, objective, per_model: bool = False) -> 
 def evaluation_rows(plan, n_inputs: int, n_models: int) -> int:
     """Rows per evaluation chunk: the widest activation of a chunk stays near
     `EVALUATION_VALUES` floats (never below 256 rows or above the default)."""
-    widest = max(_widths(plan, n_inputs))
+    widest = max(layer_types.layer_widths(n_inputs, plan))
     return int(min(EVALUATION_ROWS, max(256, EVALUATION_VALUES // (widest * n_models))))
-
-
-def _widths(plan, n_inputs: int) -> list[int]:
-    widths = [n_inputs]
-    for spec in plan:
-        widths.append(spec.output_width(widths[-1]))
-    return widths
 
 
 def _forward(params, state, x, plan, ctx: Context):

@@ -108,8 +108,7 @@ class Dense(Layer):
     reads_shared_input: ClassVar[bool] = True
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ModelFileError(f"activation {self.activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+        _check_activation(self.activation)
         for name in (self.kernel_initializer, self.bias_initializer):
             if name not in initializers.INITIALIZERS:
                 raise ModelFileError(
@@ -147,18 +146,11 @@ class Dense(Layer):
 
     @classmethod
     def from_keras(cls, layer, source: str) -> Dense:
-        import keras
-
         if not layer.use_bias:
             raise ModelFileError(f"{source}: layer {layer.name!r} has use_bias=False; use a bias")
-        activation = _activation_name(keras.activations.serialize(layer.activation))
-        if activation not in ACTIVATIONS:
-            raise ModelFileError(
-                f"{source}: layer {layer.name!r} uses activation {activation!r}; supported: " + ", ".join(ACTIVATIONS)
-            )
         return cls(
             units=int(layer.units),
-            activation=activation,
+            activation=_keras_activation(layer, source),
             kernel_initializer=initializers.initializer_name(layer.kernel_initializer),
             bias_initializer=initializers.initializer_name(layer.bias_initializer),
         )
@@ -328,8 +320,7 @@ class Activation(Layer):
     keras_class: ClassVar[str] = "Activation"
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ModelFileError(f"activation {self.activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+        _check_activation(self.activation)
 
     def forward(self, params, state, x, ctx, index):
         return ACTIVATION_FUNCTIONS[self.activation](x), state
@@ -341,14 +332,7 @@ class Activation(Layer):
 
     @classmethod
     def from_keras(cls, layer, source: str) -> Activation:
-        import keras
-
-        activation = _activation_name(keras.activations.serialize(layer.activation))
-        if activation not in ACTIVATIONS:
-            raise ModelFileError(
-                f"{source}: layer {layer.name!r} uses activation {activation!r}; supported: " + ", ".join(ACTIVATIONS)
-            )
-        return cls(activation)
+        return cls(_keras_activation(layer, source))
 
     def describe(self) -> str:
         return f"Activation({self.activation})"
@@ -414,9 +398,31 @@ def _check_no_penalties(layer, source: str) -> None:
             )
 
 
-def _activation_name(serialized) -> str:
+def _check_activation(name: str) -> None:
+    if name not in ACTIVATIONS:
+        raise ModelFileError(f"activation {name!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+
+
+def _keras_activation(layer, source: str) -> str:
+    """A Keras layer's activation by transferlab's name, or a message naming the layer."""
+    import keras
+
+    serialized = keras.activations.serialize(layer.activation)
     name = serialized if isinstance(serialized, str) else (serialized or {}).get("config", {}).get("name")
-    return _ACTIVATION_ALIASES.get(name, name)
+    name = _ACTIVATION_ALIASES.get(name, name)
+    if name not in ACTIVATIONS:
+        raise ModelFileError(
+            f"{source}: layer {layer.name!r} uses activation {name!r}; supported: " + ", ".join(ACTIVATIONS)
+        )
+    return name
+
+
+def layer_widths(n_inputs: int, specs) -> list[int]:
+    """The input width, then the output width of each layer of a chain."""
+    widths = [n_inputs]
+    for spec in specs:
+        widths.append(spec.output_width(widths[-1]))
+    return widths
 
 
 def _check_feature_axis(layer, source: str) -> None:

@@ -25,6 +25,7 @@ from transferlab.layers import (  # noqa: F401  (the names models has always off
     Layer,
     LayerNormalization,
     ModelFileError,
+    layer_widths,
 )
 from transferlab.initializers import INITIALIZERS  # noqa: F401
 
@@ -33,14 +34,6 @@ DenseSpec = Dense  # the names of the layer specs before layers were types
 BatchNormSpec = BatchNormalization
 LayerSpec = Layer
 sample_initializer = initializers.sample
-
-
-def layer_widths(n_inputs: int, specs) -> list[int]:
-    """The input width, then the output width of each layer."""
-    widths = [n_inputs]
-    for spec in specs:
-        widths.append(spec.output_width(widths[-1]))
-    return widths
 
 
 @dataclass(frozen=True)
