@@ -116,16 +116,19 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path):
 
 
 def test_model_layers_dropout_and_output_rules(tmp_path):
+    from transferlab import tasks
+
     message = _error(tmp_path, TUTORIAL + '[model]\nlayers = [{ type = "conv1d", filters = 3 }]\n')
     assert "study.toml: model: layers[0].type: 'conv1d' is not a layer type; use one of dense" in message
     message = _error(tmp_path, TUTORIAL + '[model]\nhidden = [4]\nlayers = [{ type = "dense", units = 3 }]\n')
     assert "give either layers or hidden" in message
     message = _error(tmp_path, TUTORIAL + "[model]\ndropout = 1.0\n")
     assert "model.dropout: Input should be less than 1" in message
+    dropped = load_study(_write(tmp_path, TUTORIAL + "[model]\ndropout = 0.3\nbatch_norm = true\n"))
+    assert dropped.architecture(2, dropped.head_for(tasks.blobs(1))).describe() == (
+        "2 → 5 relu → BN → dropout 0.3 → 5 relu → BN → dropout 0.3 → 3 softmax")
     config = load_study(_write(tmp_path, TUTORIAL + '[model]\nlayers = [{ type = "dense", units = 7 }, '
                                                    '{ type = "activation", activation = "tanh" }]\n'))
-    from transferlab import tasks
-
     three, two = tasks.blobs(1), tasks.blobs(1, centers=2)
     arch = config.architecture(2, config.head_for(three))
     assert arch.describe() == "2 → 7 linear → tanh → 3 softmax" and arch.n_hidden == 1

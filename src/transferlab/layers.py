@@ -469,10 +469,9 @@ ACTIVATION_FUNCTIONS: dict[str, Any] = {
 
 @jax.custom_vjp
 def _dense(x, kernel, bias):
-    """`x @ kernel + bias` per model: x `(B, I, M)`, kernel `(I, O, M)`, bias `(O, M)`; or one
-    model's `x (B, I)`, kernel `(I, O)`, bias `(O,)`."""
-    if kernel.ndim == 2:
-        return x @ kernel + bias
+    """`x @ kernel + bias` per model: x `(B, I, M)` (or `(B, I)` shared by every model),
+    kernel `(I, O, M)`, bias `(O, M)`. One model's Dense (the per-model layout) is a plain
+    matrix product in `Dense.forward`, differentiated by JAX."""
     return _contract_inputs(x, kernel) + bias[None]
 
 
@@ -482,8 +481,6 @@ def _dense_forward(x, kernel, bias):
 
 def _dense_backward(residuals, upstream):
     x, kernel = residuals
-    if kernel.ndim == 2:  # one model
-        return upstream @ kernel.T, x.T @ upstream, jnp.sum(upstream, axis=0)
     if x.shape[1] > UNROLL_WIDTH and kernel.shape[1] > UNROLL_WIDTH:
         d_kernel = jnp.einsum("bim,bom->iom", x, upstream)
     else:
