@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from transferlab import models, study
-from transferlab.config import study_from_dict
+from transferlab.config import StudyFileError, study_from_dict
 from transferlab.executors import LocalExecutor
 from transferlab.store import Store
 
@@ -158,9 +158,19 @@ def test_a_source_model_that_does_not_fit_is_named(tmp_path, small_study_dict):
     path = tmp_path / "wide.keras"
     models.save_model_file(models.build_keras_model(arch), path)
     raw = dict(small_study_dict, source_repeats=1, source={"model_file": str(path)})
-    with pytest.raises(models.ModelFileError, match="wide.keras: the source model has 4 input features but the target task has 2; no reuse "
-                       "strategy adapts the input layer \\(only standalone fits\\)"):
-        study.run_study(study_from_dict(raw), tmp_path / "out")
+    with pytest.raises(StudyFileError, match=r"strategies\[1\]: transfer freeze=0 reuses the source's first layer, which "
+                       r"takes 4 features, but the target has 2 \(x0, x1\); use new_input .* \(source model wide.keras: "):
+        study_from_dict(raw)
+    raw["strategies"] = [{"name": "standalone"}, {"name": "new_input", "freeze": 1}]  # adapting the input fits
+    study.run_study(study_from_dict(raw), tmp_path / "out")
+    from transferlab.report import build_report
+
+    outputs = build_report(tmp_path / "out")
+    assert list(outputs.summary["strategy"]) == ["standalone", "new_input freeze=1"]
+    assert outputs.runs_done == outputs.runs_planned == 6
+    recipe = next(r for r in outputs.directions[0].recipes if r["strategy"] == "new_input freeze=1")
+    assert recipe["layers"][0]["origin"] == "fresh" and recipe["layers"][1]["origin"] == "source layer 1"
+    assert recipe["layers"][1]["learning_rate"] == "×0" and "input features" in recipe["layers"][0]["note"]
 
 
 def test_cli_run_writes_table_csv_plots_and_report(tmp_path, small_study_dict):

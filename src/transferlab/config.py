@@ -7,11 +7,12 @@ hidden layers (2)`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -20,7 +21,9 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    PrivateAttr,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -53,10 +56,71 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 STUDY_NAME = re.compile(r"\w(?:[\w .-]{0,98}[\w-])?")  # no separators, no "..", no trailing dot or space
 
 
-class BlobsTask(BaseModel):
-    """A `make_blobs` classification task: the tutorial's parameters are the defaults."""
+class _Preparation(BaseModel):
+    """What every task may say about its rows (`transferlab.data.build` does it): a `query`,
+    the `classes` kept (in this order), a seeded subsample of `n_rows`, dropping rows with
+    missing values, the split and the feature standardisation. `name` replaces the
+    task's title in tables and the report."""
 
     model_config = _STRICT
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    query: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    classes: Annotated[list[int | str | bool], Field(min_length=1, max_length=MAX_WIDTH)] | None = None
+    n_rows: Annotated[int, Field(ge=2, le=MAX_SAMPLES)] | None = None
+    dropna: bool = False
+    split: Literal["first", "random"] | None = None
+    test_fraction: Annotated[Finite, Field(gt=0, lt=1)] | None = None
+    standardize: bool | Literal["source"] | None = None
+    model_file: str | None = None  # [source] only: an existing .keras source model
+
+    DEFAULT_SPLIT: ClassVar[str] = "random"
+    DEFAULT_STANDARDIZE: ClassVar[bool] = True
+
+    def options(self, **extra) -> dict:
+        """The dataset options (`data.build.Options`) this table gives."""
+        given = {
+            "name": self.name, "query": self.query,
+            "classes": None if self.classes is None else tuple(self.classes),
+            "n_rows": self.n_rows, "dropna": self.dropna,
+            "split": self.split or self.DEFAULT_SPLIT, "test_fraction": self.test_fraction,
+            "standardize": self.DEFAULT_STANDARDIZE if self.standardize is None else self.standardize,
+        }
+        return {**given, **extra}
+
+    @property
+    def given(self) -> bool:
+        """Does the table name a task (a source may be only a model file)?"""
+        return True
+
+
+class _Generated(_Preparation):
+    """A generated task: the first `n_train` rows train, features as generated (unless the
+    table says otherwise)."""
+
+    DEFAULT_SPLIT: ClassVar[str] = "first"
+    DEFAULT_STANDARDIZE: ClassVar[bool] = False
+
+    def make(self, role: str, source_scaler=None) -> tasks.Task:
+        options = self.options(seed=self.seed)
+        del options["name"]
+        if self.test_fraction is None or "n_train" in self.model_fields_set:
+            options["n_train"] = self.n_train
+        task = tasks.generate(self.kind, self.generator_params(), self.name or self.describe(),
+                              **_with_source_scaler(options, source_scaler))
+        return dataclasses.replace(task, name=role)
+
+    def generator_params(self) -> dict:
+        """The generator's arguments (`tasks.generate`)."""
+        return self.model_dump(include=set(type(self).GENERATOR_FIELDS))
+
+    @property
+    def given(self) -> bool:
+        return self.seed is not None
+
+
+class BlobsTask(_Generated):
+    """A `make_blobs` classification task: the tutorial's parameters are the defaults."""
+
     kind: Literal["blobs"] = "blobs"
     seed: Seed
     n_samples: Samples = 1000
@@ -64,26 +128,19 @@ class BlobsTask(BaseModel):
     n_features: Width = 2
     cluster_std: Annotated[Finite, Field(gt=0)] = 2.0
     n_train: PositiveInt = 500
+    GENERATOR_FIELDS: ClassVar[tuple] = ("seed", "n_samples", "centers", "n_features", "cluster_std", "n_train")
 
     @model_validator(mode="after")
     def _train_split_fits(self):
         return _check_split(self)
 
-    def make(self, name: str) -> tasks.Task:
-        return tasks.generate(self.kind, self.generator_params(), name)
-
-    def generator_params(self) -> dict:
-        """The generator's arguments (`tasks.generate`): every field but the kind."""
-        return self.model_dump(exclude={"kind", "model_file"})
-
     def describe(self) -> str:
         return f"blobs(seed={self.seed})"
 
 
-class RegressionTask(BaseModel):
+class RegressionTask(_Generated):
     """A `make_regression` task; different seeds give different coefficients."""
 
-    model_config = _STRICT
     kind: Literal["regression"]
     seed: Seed
     n_samples: Samples = 1000
@@ -92,6 +149,7 @@ class RegressionTask(BaseModel):
     n_targets: Width = 1
     noise: Annotated[Finite, Field(ge=0)] = 10.0
     n_train: PositiveInt = 500
+    GENERATOR_FIELDS: ClassVar[tuple] = ("seed", "n_samples", "n_features", "n_informative", "n_targets", "noise", "n_train")
 
     @model_validator(mode="after")
     def _train_split_fits(self):
@@ -100,9 +158,6 @@ class RegressionTask(BaseModel):
                 f"n_informative ({self.n_informative}) cannot exceed n_features ({self.n_features})"
             )
         return _check_split(self)
-
-    make = BlobsTask.make
-    generator_params = BlobsTask.generator_params
 
     def describe(self) -> str:
         return f"regression(seed={self.seed})"
@@ -123,6 +178,149 @@ def _check_split(task):
     return task
 
 
+class _Dataset(_Preparation):
+    """A task from data: which columns (`target`, `features` or `drop`), whether it is
+    classification or regression (`task`; by default the target's type decides), the split
+    (`split`, or `split_column` with its `train`/`test` values, or `train_path` and
+    `test_path`), `n_train` training rows of the split's training part, and the `seed` of
+    the random split and subsample."""
+
+    target: Annotated[str, Field(min_length=1)] | Annotated[list[str], Field(min_length=1)] | None = None
+    features: Annotated[list[str], Field(min_length=1)] | None = None
+    drop: list[str] | None = None
+    task: Literal["classification", "regression"] | None = None
+    n_train: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = None
+    split_column: Annotated[str, Field(min_length=1)] | None = None
+    train: str | int | bool = "train"
+    test: str | int | bool = "test"
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _one_split(self):
+        if self.split_column is not None and self.split is not None:
+            raise ValueError("give split or split_column (the column decides the split), not both")
+        if self.features is not None and self.drop is not None:
+            raise ValueError("give features or drop, not both")
+        return self
+
+    def make(self, role: str, source_scaler=None) -> tasks.Task:
+        from transferlab.data import build
+
+        options = self.options(
+            target=None if self.target is None else (self.target if isinstance(self.target, str) else tuple(self.target)),
+            features=None if self.features is None else tuple(self.features),
+            drop=tuple(self.drop or ()), task=self.task, n_train=self.n_train, split_column=self.split_column,
+            train=self.train, test=self.test, seed=self.seed,
+        )
+        return build.build_task(self.table(), build.Options(**_with_source_scaler(options, source_scaler)), role)
+
+
+class _FileDataset(_Dataset):
+    """A data file (`path`, relative to the study file), or separate `train_path` and `test_path`."""
+
+    path: Annotated[str, Field(min_length=1)] | None = None
+    train_path: Annotated[str, Field(min_length=1)] | None = None
+    test_path: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self):
+        pair = (self.train_path is not None, self.test_path is not None)
+        if self.path is not None and any(pair):
+            raise ValueError("give path, or train_path and test_path, not both")
+        if any(pair) and not all(pair):
+            raise ValueError("give both train_path and test_path (or one path)")
+        if all(pair) and (self.split is not None or self.split_column is not None):
+            raise ValueError("train_path and test_path are the split; drop split and split_column")
+        if not self.given and self.model_file is None:
+            raise ValueError(f"give path = the {self.kind} file (or train_path and test_path)")
+        return self
+
+    @property
+    def given(self) -> bool:
+        return self.path is not None or self.train_path is not None
+
+    def paths(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in ("path", "train_path", "test_path") if getattr(self, k) is not None}
+
+    def table(self):
+        from transferlab.data import read
+
+        if self.path is not None:
+            return read.read_file(self.kind, self.path, **self.keys())
+        return read.read_pair(self.kind, Path(self.train_path), Path(self.test_path), **self.keys())
+
+    def keys(self) -> dict:
+        return {}
+
+
+class CsvTask(_FileDataset):
+    kind: Literal["csv"]
+
+
+class ParquetTask(_FileDataset):
+    kind: Literal["parquet"]
+
+
+class NpzTask(_FileDataset):
+    """Arrays `x_key` (rows, features) and `y_key` (labels, or (rows, targets)) of an `.npz`."""
+
+    kind: Literal["npz"]
+    x_key: Annotated[str, Field(min_length=1)] = "x"
+    y_key: Annotated[str, Field(min_length=1)] = "y"
+
+    def keys(self) -> dict:
+        return {"x_key": self.x_key, "y_key": self.y_key}
+
+
+class SklearnTask(_Dataset):
+    """One of the datasets scikit-learn ships (no download)."""
+
+    kind: Literal["sklearn"]
+    dataset: Literal["iris", "digits", "wine", "breast_cancer", "diabetes", "linnerud"] | None = None
+
+    @model_validator(mode="after")
+    def _named(self):
+        if self.dataset is None and self.model_file is None:
+            raise ValueError("give dataset = one of iris, digits, wine, breast_cancer, diabetes, linnerud")
+        return self
+
+    @property
+    def given(self) -> bool:
+        return self.dataset is not None
+
+    def table(self):
+        from transferlab.data import read
+
+        return read.load_sklearn(self.dataset)
+
+
+class GivenTask(BaseModel):
+    """A `Task` object given in Python (`Task.from_frame`, `Task.from_arrays`)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    kind: Literal["task"] = "task"
+    task: tasks.Task
+    model_file: str | None = None
+    standardize: None = None
+
+    @field_serializer("task")
+    def _summary(self, task: tasks.Task) -> dict:
+        return {"name": task.provenance.get("name", task.name), "fingerprint": task.fingerprint()}
+
+    def make(self, role: str, source_scaler=None) -> tasks.Task:
+        return self.task
+
+    @property
+    def given(self) -> bool:
+        return True
+
+
+def _with_source_scaler(options: dict, source_scaler) -> dict:
+    if options.get("standardize") == "source" and source_scaler is not None:
+        return {**options, "standardize": source_scaler}
+    return options
+
+
 class _ModelFileSource:
     """A source is a task to train source models on, or `model_file`, an existing `.keras`
     source model (then the task's `seed` is optional: give it to report the source task)."""
@@ -136,28 +334,31 @@ class _ModelFileSource:
 
 class BlobsSource(_ModelFileSource, BlobsTask):
     seed: Seed | None = None
-    model_file: str | None = None
 
 
 class RegressionSource(_ModelFileSource, RegressionTask):
     seed: Seed | None = None
-    model_file: str | None = None
 
 
-TASK_KINDS = ("blobs", "regression")
+TASK_KINDS = ("blobs", "regression", "csv", "parquet", "npz", "sklearn", "task")
+DATA_TASKS = {"csv": CsvTask, "parquet": ParquetTask, "npz": NpzTask, "sklearn": SklearnTask, "task": GivenTask}
 
 
 def _task_kind(value) -> str:
+    if isinstance(value, tasks.Task):
+        return "task"
     return value.get("kind", "blobs") if isinstance(value, dict) else getattr(value, "kind", "blobs")
 
 
 def _task_union(blobs: type, regression: type):
+    members = [Annotated[blobs, Tag("blobs")], Annotated[regression, Tag("regression")]]
+    members += [Annotated[cls, Tag(kind)] for kind, cls in DATA_TASKS.items()]
     return Annotated[
-        Annotated[blobs, Tag("blobs")] | Annotated[regression, Tag("regression")],
+        Union[tuple(members)],
         Discriminator(
             _task_kind,
             custom_error_type="unknown_kind",
-            custom_error_message="kind must be one of " + ", ".join(repr(k) for k in TASK_KINDS),
+            custom_error_message="kind must be one of " + ", ".join(repr(k) for k in TASK_KINDS[:-1]),
         ),
     ]
 
@@ -316,6 +517,28 @@ class StudyConfig(BaseModel):
     training: TrainingConfig = TrainingConfig()
     strategies: Annotated[list[dict[str, Any]], Field(min_length=1)]
     execution: ExecutionConfig = ExecutionConfig()
+    _tasks: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _roles(self):
+        if self.target.model_file is not None:
+            raise ValueError("target.model_file: only the source may be a model file; remove it from [target]")
+        if self.source.standardize == "source":
+            raise ValueError("source.standardize: \"source\" is for the target (it applies the source task's "
+                             "scaler); use true or false")
+        if self.target.standardize == "source" and not self.source.given:
+            raise ValueError("target.standardize: \"source\" needs a source task to take the scaler from; "
+                             "describe the source task in [source] or use true")
+        return self
+
+    def tasks(self) -> dict[str, tasks.Task | None]:
+        """The source task (None when the source is only a model file) and the target task,
+        built once from their tables; a `DataError` names the role and the field."""
+        if not self._tasks:
+            source = _made(self.source, "source") if self.source.given else None
+            target = _made(self.target, "target", None if source is None else source.scaler)
+            self._tasks.update(source=source, target=target)
+        return dict(self._tasks)
 
     @model_validator(mode="after")
     def _safe_name(self):
@@ -358,8 +581,20 @@ class StudyConfig(BaseModel):
             return models.output_layer(1, "sigmoid")
         return models.output_layer(task.n_outputs, chosen or "softmax")
 
-    def parsed_strategies(self) -> list:
+    def parsed_strategies(self) -> list:  # noqa: D102
         return [parse_strategy(entry, f"strategies[{i}]") for i, entry in enumerate(self.strategies)]
+
+
+class TaskDataError(ValueError):
+    """A task's data cannot be made; the message starts with the role and field (`target.query`)."""
+
+
+def _made(table, role: str, source_scaler=None) -> tasks.Task:
+    try:
+        return table.make(role, source_scaler)
+    except tasks.DataError as error:
+        field = f"{role}.{error.field}" if error.field else role
+        raise TaskDataError(f"{field}: {error}") from None
 
 
 # --- strategies --------------------------------------------------------------------------
@@ -402,16 +637,21 @@ def parse_strategy(entry: dict[str, Any], where: str = "strategy"):
 
 
 def check_strategies(
-    config: StudyConfig, source_arch: models.Architecture, head: models.Dense
+    config: StudyConfig, source_arch: models.Architecture, head: models.Dense,
+    n_inputs: int | None = None, features: tuple[tuple[str, ...] | None, tuple[str, ...]] | None = None,
 ) -> list:
-    """Parse every strategy and check it applies to the source model and the target's output
-    layer over the study's epochs; returns the strategy values."""
+    """Parse every strategy and check it applies to the source model, the target's
+    `n_inputs` features (the source's when None) and output layer over the study's epochs;
+    returns the strategy values. `features` (source names or None, target names) name the
+    columns when a strategy needs equal input widths and they differ."""
     parsed, labels = [], {}
     for index, entry in enumerate(config.strategies):
         where = f"strategies[{index}]"
         strategy = parse_strategy(entry, where)
         try:
-            strategy.recipe(source_arch, head, config.training.epochs)
+            strategy.recipe(source_arch, head, config.training.epochs, n_inputs)
+        except strategies.InputWidthError as error:
+            raise ValueError(f"{where}: {strategy.label} {_width_problem(error, features)}") from None
         except strategies.StrategyError as error:
             field = f"{where}.{error.parameter}" if error.parameter else where
             raise ValueError(f"{field}: {error}") from None
@@ -420,6 +660,18 @@ def check_strategies(
         labels[strategy.label] = where
         parsed.append(strategy)
     return parsed
+
+
+def _width_problem(error, features) -> str:
+    """`reuses the source's first layer, which takes 4 features (a, b, c, d), but the target has 3 (a, b, e)`."""
+    from transferlab.data.select import listing
+
+    source_names, target_names = features or (None, None)
+    source_list = f" ({listing(source_names)})" if source_names else ""
+    target_list = f" ({listing(target_names)})" if target_names else ""
+    return (f"reuses the source's first layer, which takes {error.source_width} features{source_list}, but the "
+            f"target has {error.target_width}{target_list}; use new_input (a fresh first layer on the target's "
+            "features) or standalone, or give both tasks the same features")
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -445,25 +697,23 @@ def load_study(path: str | Path) -> StudyConfig:
 
 def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = None) -> StudyConfig:
     """Validate a study given as a dict (the Python API's way in); `strategies` may hold
-    strategy values (`Finetune(lr=0.1)`) as well as dicts. A `source.model_file` is loaded
+    strategy values (`Finetune(lr=0.1)`) as well as dicts, `source` and `target` `Task`
+    objects. The tasks' data are read and made once here; a `source.model_file` is loaded
     (safely) to check that the strategies fit it."""
+    raw = dict(raw)
     if isinstance(raw.get("strategies"), list):
-        raw = {
-            **raw,
-            "strategies": [
-                entry if isinstance(entry, dict) else strategies.strategy_to_dict(entry)
-                for entry in raw["strategies"]
-            ],
-        }
+        raw["strategies"] = [
+            entry if isinstance(entry, dict) else strategies.strategy_to_dict(entry) for entry in raw["strategies"]
+        ]
+    for role in ("source", "target"):
+        if isinstance(raw.get(role), tasks.Task):
+            raw[role] = {"kind": "task", "task": raw[role]}
     try:
         config = StudyConfig.model_validate(raw)
     except ValidationError as error:
         raise StudyFileError(f"{source}: {_first_problem(error)}") from None
+    _resolve_paths(config, base_dir)
     if config.source.model_file is not None:
-        model_path = Path(config.source.model_file)
-        if base_dir is not None and not model_path.is_absolute():
-            model_path = (base_dir / model_path).resolve()
-        config.source.model_file = str(model_path)
         if config.source_repeats != 1:
             raise StudyFileError(
                 f"{source}: source_repeats: a study that names source.model_file has one source "
@@ -479,51 +729,55 @@ def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = No
                 f"{source}: reverse: a reverse study trains source models on the target task; "
                 "it cannot reverse a given source.model_file — drop model_file or set reverse = false"
             )
+    try:
+        built = config.tasks()
+    except TaskDataError as error:
+        raise StudyFileError(f"{source}: {error}") from None
+    if config.source.model_file is not None:
         _check_model_file(config, source)
-    else:
-        source_task, target_task = config.source.make("source"), config.target.make("target")
-        try:
-            try:
-                check_input_width(source_task.n_features, target_task.n_features, "source task", "target task")
-            except ValueError as error:
-                raise ValueError(f"target: {error}") from None
-            directions = [(source_task, target_task)] + ([(target_task, source_task)] if config.reverse else [])
-            for from_task, to_task in directions:
-                source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
-                check_strategies(config, source_arch, config.head_for(to_task))
-        except ValueError as error:
-            raise StudyFileError(f"{source}: {error}") from None
+        return config
+    source_task, target_task = built["source"], built["target"]
+    try:
+        directions = [(source_task, target_task)] + ([(target_task, source_task)] if config.reverse else [])
+        for from_task, to_task in directions:
+            source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
+            check_strategies(config, source_arch, config.head_for(to_task), to_task.n_features,
+                             (from_task.feature_names, to_task.feature_names))
+    except ValueError as error:
+        raise StudyFileError(f"{source}: {error}") from None
     return config
+
+
+def _resolve_paths(config: StudyConfig, base_dir: Path | None) -> None:
+    """File paths in the study are relative to the study file's folder; stored absolute."""
+    for table in (config.source, config.target):
+        for name in ("model_file", "path", "train_path", "test_path"):
+            value = getattr(table, name, None)
+            if value is None:
+                continue
+            path = Path(value).expanduser()
+            if base_dir is not None and not path.is_absolute():
+                path = base_dir / path
+            setattr(table, name, str(path.resolve()))
 
 
 def _check_model_file(config: StudyConfig, source: str) -> None:
     """The strategies must fit the given source model (its errors name the model file)."""
     model_file = config.source.model_file
     arch = models.architecture_of(models.load_model_file(model_file), source=model_file)
-    target_task = config.target.make("target")
-    check_model_fits(arch, target_task, model_file)
+    built = config.tasks()
+    target_task = built["target"]
+    source_names = built["source"].feature_names if built["source"] is not None else None
+    if built["source"] is not None and built["source"].n_features != arch.n_inputs:
+        raise StudyFileError(
+            f"{source}: source: the source task has {built['source'].n_features} features but "
+            f"{Path(model_file).name} takes {arch.n_inputs}; describe the task the model was trained on, "
+            "or leave only model_file in [source]")
     try:
-        check_strategies(config, arch, config.head_for(target_task, arch.head))
+        check_strategies(config, arch, config.head_for(target_task, arch.head), target_task.n_features,
+                         (source_names, target_task.feature_names))
     except ValueError as error:
         raise StudyFileError(f"{source}: {error} (source model {Path(model_file).name}: {arch.describe()})") from None
-
-
-def check_model_fits(arch: models.Architecture, target_task: tasks.Task, model_file: str) -> None:
-    """A given source model must take the target's input features (its error names the file)."""
-    try:
-        check_input_width(arch.n_inputs, target_task.n_features, "source model", "target task")
-    except ValueError as error:
-        raise models.ModelFileError(f"{model_file}: {error}") from None
-
-
-def check_input_width(source_width: int, target_width: int, source_name: str, target_name: str) -> None:
-    """Reuse needs the same input features; only `standalone` fits another input width."""
-    if source_width != target_width:
-        raise ValueError(
-            f"the {source_name} has {source_width} input features but the {target_name} has "
-            f"{target_width}; no reuse strategy adapts the input layer (only standalone fits): use a "
-            f"source with {target_width} features"
-        )
 
 
 def _first_problem(error: ValidationError) -> str:

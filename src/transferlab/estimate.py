@@ -49,12 +49,12 @@ def estimate(plan, shard_size: int, runs: int | None = None, devices: int | None
     epochs = plan.training.epochs
     data = weights = device_bytes = 0
     for direction in plan.directions:
-        tasks = [(spec, spec.params) for spec in (direction.source_spec, direction.target_spec) if spec is not None]
-        for _, params in tasks:
-            rows, features = params["n_samples"], params["n_features"]
-            outputs = params.get("centers", params.get("n_targets", 1))
-            data = max(data, rows * (features + outputs) * 8 * 3)  # float64 from scikit-learn, float32 copies
-        n_train = max(params["n_train"] for _, params in tasks)
+        tasks = [direction.source_task] if direction.source_spec is not None else []
+        tasks.append(direction.target_task)
+        for task in tasks:
+            rows = len(task.x_train) + len(task.x_test)
+            data = max(data, rows * (task.n_features + task.n_outputs) * 8 * 3)  # float64 as read, float32 copies
+        n_train = max(len(task.x_train) for task in tasks)
         for recipe in list(direction.recipes.values()) + [direction.source_recipe]:
             arch = recipe.arch
             model_weights = sum(int(np.prod(s)) for i in range(len(arch.layers)) for s in arch.weight_shapes(i))

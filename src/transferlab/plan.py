@@ -21,28 +21,38 @@ from transferlab import models, tasks
 from transferlab.engine import SGDConfig
 from transferlab.strategies import STRATEGIES, Recipe, Standalone, head_fits, strategy_to_dict
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 _ROLE_CODES = {"source": 0, "target": 1}
 NO_SOURCE = -1
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """How to make a task's arrays again: its generator (`blobs`, `regression`) and arguments."""
+    """A task as the plan holds it: its kind, the SHA-256 fingerprint of its arrays (the
+    arrays themselves are stored once in the results database), its feature and class
+    names, and where it came from (`provenance`: descriptive, shown in the report)."""
 
     kind: str
-    params: dict
+    fingerprint: str
     description: str
+    feature_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    provenance: dict = field(default_factory=dict, compare=False)
 
-    def make(self, name: str) -> tasks.Task:
-        return tasks.generate(self.kind, self.params, name)
+    @classmethod
+    def of(cls, task: tasks.Task) -> TaskSpec:
+        return cls(task.kind, task.fingerprint(), task.provenance.get("name", task.name),
+                   tuple(task.feature_names), tuple(task.class_names), dict(task.provenance))
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "params": dict(self.params), "description": self.description}
+        return {"kind": self.kind, "fingerprint": self.fingerprint, "description": self.description,
+                "feature_names": list(self.feature_names), "class_names": list(self.class_names),
+                "provenance": self.provenance}
 
     @classmethod
     def from_dict(cls, data: dict) -> TaskSpec:
-        return cls(data["kind"], dict(data["params"]), data["description"])
+        return cls(data["kind"], data["fingerprint"], data["description"], tuple(data["feature_names"]),
+                   tuple(data["class_names"]), dict(data.get("provenance") or {}))
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,11 @@ class Direction:
 
     def _task(self, role: str, spec: TaskSpec) -> tasks.Task:
         if role not in self._made:
-            self._made[role] = spec.make(role)
+            raise RuntimeError(f"the {role} task's arrays were not attached to the plan (Plan.attach_tasks)")
         return self._made[role]
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        return {role: spec for role, spec in (("source", self.source_spec), ("target", self.target_spec)) if spec}
 
     @property
     def title(self) -> str:
@@ -180,6 +193,24 @@ class Plan:
     def direction(self, name: str) -> Direction | None:
         return next((d for d in self.directions if d.name == name), None)
 
+    def tasks(self) -> dict[str, tasks.Task]:
+        """Every task the plan trains on, by fingerprint."""
+        found = {}
+        for direction in self.directions:
+            for role, spec in direction.task_specs().items():
+                found[spec.fingerprint] = direction._task(role, spec)
+        return found
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        """The forward direction's tasks by role (`source` only when the plan has a source task)."""
+        return self.directions[0].task_specs()
+
+    def attach_tasks(self, by_fingerprint: dict[str, tasks.Task]) -> None:
+        """Give a stored plan its tasks' arrays (read back from the database)."""
+        for direction in self.directions:
+            for role, spec in direction.task_specs().items():
+                direction._made[role] = by_fingerprint[spec.fingerprint]
+
     def runs(self, direction: Direction) -> list[RunSpec]:
         """Source runs (one per source model) then target runs, in a fixed order."""
         runs = []
@@ -246,7 +277,7 @@ class Plan:
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
 
-_DESCRIPTIVE_KEYS = frozenset({"study", "model_file", "notes", "source_title", "description"})
+_DESCRIPTIVE_KEYS = frozenset({"study", "model_file", "notes", "source_title", "description", "provenance"})
 
 
 def _without(data, keys: frozenset):
@@ -304,26 +335,23 @@ def strategy_from_dict(data: dict):
 # --- building the plan (the edge: a validated study file) ---------------------------------
 
 
-def task_spec(task_config) -> TaskSpec:
-    """The spec of a `[source]`/`[target]` table: its generator and arguments."""
-    return TaskSpec(task_config.kind, task_config.generator_params(), task_config.describe())
-
-
 def build_plan(config, given_model=None) -> Plan:
     """The plan of a validated `StudyConfig`; `given_model` is the loaded `source.model_file`.
 
     Raises `StudyFileError` (or `ModelFileError`) when a strategy does not fit."""
-    from transferlab.config import StudyFileError, check_model_fits, check_strategies
+    from transferlab.config import StudyFileError, TaskDataError, check_strategies
 
     sgd = config.training.sgd()
-    target_spec = task_spec(config.target)
-    source_spec = task_spec(config.source) if config.source.seed is not None else None
-    target_task = target_spec.make("target")
-    source_task = source_spec.make("source") if source_spec is not None else None
+    try:
+        built = config.tasks()
+    except TaskDataError as error:
+        raise StudyFileError(f"{config.name}: {error}") from None
+    source_task, target_task = built["source"], built["target"]
+    target_spec = TaskSpec.of(target_task)
+    source_spec = TaskSpec.of(source_task) if source_task is not None else None
     model_sha = None
     if given_model is not None:
         source_arch = models.architecture_of(given_model, source=config.source.model_file)
-        check_model_fits(source_arch, target_task, config.source.model_file)
         model_sha = models.file_sha256(config.source.model_file)
         pairs = [("forward", source_spec, target_spec, source_task, target_task, source_arch, False,
                   Path(config.source.model_file).name)]
@@ -337,11 +365,12 @@ def build_plan(config, given_model=None) -> Plan:
         if source_arch is None:
             source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
         head = config.head_for(to_task, source_arch.head if given_model is not None else None)
+        features = (None if from_task is None else from_task.feature_names, to_task.feature_names)
         try:
-            strategies_ = check_strategies(config, source_arch, head)
+            strategies_ = check_strategies(config, source_arch, head, to_task.n_features, features)
         except ValueError as error:
             raise StudyFileError(f"{config.name}: {error}") from None
-        recipes = {s.label: s.recipe(source_arch, head, sgd.epochs) for s in strategies_}
+        recipes = {s.label: s.recipe(source_arch, head, sgd.epochs, to_task.n_features) for s in strategies_}
         source_recipe = Standalone().recipe(source_arch, source_arch.head, sgd.epochs)
         direction = Direction(name, from_spec, to_spec, source_arch, strategies_, recipes, source_recipe, trains, title)
         direction._made.update({k: v for k, v in (("source", from_task), ("target", to_task)) if v is not None})

@@ -10,6 +10,7 @@ once, in canonical JSON; resume, report and retrain read it back.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import sqlite3
@@ -22,7 +23,7 @@ import pandas as pd
 
 DATABASE_NAME = "results.sqlite"
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATUSES = ("planned", "done", "diverged")
 SPLITS = ("train", "test")
 # the final metrics every study table shows (others a future objective adds appear too)
@@ -40,6 +41,10 @@ CREATE TABLE IF NOT EXISTS studies (
     plan_sha256 TEXT NOT NULL UNIQUE,
     versions_json TEXT NOT NULL,
     created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (  -- every task's final arrays, written once with the study
+    fingerprint TEXT PRIMARY KEY,    -- SHA-256 of the arrays (transferlab.tasks.Task.fingerprint)
+    arrays BLOB NOT NULL             -- x_train, y_train, x_test, y_test as an .npz archive (no pickles)
 );
 CREATE TABLE IF NOT EXISTS source_models (
     study_id INTEGER NOT NULL REFERENCES studies(id),
@@ -205,7 +210,14 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?)",
                 (plan.name, canonical_json(plan.to_dict()), plan_sha, json.dumps(versions), _now()),
             )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO tasks (fingerprint, arrays) VALUES (?, ?)",
+                [(fingerprint, _task_arrays(task)) for fingerprint, task in plan.tasks().items()],
+            )
         return int(cursor.lastrowid)
+
+    def has_study(self) -> bool:
+        return not self._empty and self._db.execute("SELECT count(*) FROM studies").fetchone()[0] > 0
 
     def study_holding(self, plan_sha256: str) -> int | None:
         """The id of the stored study with this plan, None if the folder holds no study yet;
@@ -248,12 +260,34 @@ class Store:
 
         study = self.study()
         try:
-            return study["id"], Plan.from_dict(study["plan"])
+            plan = Plan.from_dict(study["plan"])
         except (KeyError, TypeError, ValueError) as error:
             raise StoreError(
                 f"{self.path}: the stored plan cannot be read ({type(error).__name__}: {error}); "
                 "rerun the study into a new folder"
             ) from None
+        plan.attach_tasks({spec.fingerprint: self._task(role, spec)
+                           for direction in plan.directions for role, spec in direction.task_specs().items()})
+        return study["id"], plan
+
+    def _task(self, role: str, spec):
+        """A task's arrays read back, checked against the fingerprint the plan holds."""
+        from transferlab.tasks import Scaler, Task
+
+        row = self._db.execute("SELECT arrays FROM tasks WHERE fingerprint = ?", (spec.fingerprint,)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: the {role} task's data ({spec.fingerprint[:12]}) are missing; "
+                             "rerun the study into a new folder")
+        with np.load(io.BytesIO(row[0]), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        scaler = spec.provenance.get("scaler")
+        task = Task(role, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], spec.kind,
+                    feature_names=spec.feature_names, class_names=spec.class_names, provenance=spec.provenance,
+                    scaler=None if scaler is None else Scaler.from_dict(scaler))
+        if task.fingerprint() != spec.fingerprint:
+            raise StoreError(f"{self.path}: the stored {role} task's data do not match their fingerprint (the "
+                             "database is damaged); rerun the study into a new folder")
+        return task
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -472,6 +506,12 @@ class Store:
         wide["first_run"] = [first_run[(d, s)] for d, s in zip(wide["direction"], wide["strategy"])]
         wide = wide.sort_values(["first_run", "epoch"])
         return wide[order].reset_index(drop=True)
+
+
+def _task_arrays(task) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=task.x_train, y_train=task.y_train, x_test=task.x_test, y_test=task.y_test)
+    return buffer.getvalue()
 
 
 def _curve_order(names) -> list[str]:

@@ -38,6 +38,17 @@ class StrategyError(ValueError):
         self.parameter = parameter
 
 
+class InputWidthError(StrategyError):
+    """The strategy reuses the source's first layer, which takes another number of features
+    than the target has; the study names both feature lists."""
+
+    def __init__(self, source_width: int, target_width: int):
+        super().__init__(
+            f"reuses the source's first layer, which takes {source_width} features, but the target has "
+            f"{target_width}; use new_input (re-initialises the first layer) or standalone", "input")
+        self.source_width, self.target_width = source_width, target_width
+
+
 @dataclass(frozen=True, eq=False)
 class Recipe:
     """What the engine needs to start and train one run.
@@ -145,9 +156,18 @@ def _width(layout: _Layout) -> int:
     return layer_widths(layout.n_inputs, layout.layers)[-1]
 
 
-def _reuse_all(source: Architecture, head: Dense, reuse_head: bool = True) -> _Layout:
+def _start(source: Architecture, n_inputs: int | None, reuses_first: bool = True) -> _Layout:
+    """An empty target model on the target's features (the source's when not given); a
+    strategy that reuses the source's first layer needs the same number of them."""
+    n_inputs = source.n_inputs if n_inputs is None else n_inputs
+    if reuses_first and n_inputs != source.n_inputs:
+        raise InputWidthError(source.n_inputs, n_inputs)
+    return _Layout(n_inputs)
+
+
+def _reuse_all(source: Architecture, head: Dense, n_inputs: int | None, reuse_head: bool = True) -> _Layout:
     """Every hidden layer from the source, and its output layer where it fits."""
-    layout = _Layout(source.n_inputs)
+    layout = _start(source, n_inputs)
     for block in source.blocks[:-1]:
         _source_block(layout, source, block)
     _add_head(layout, source, head, reuse=reuse_head, fresh_reason="fresh output layer (new_head)")
@@ -215,8 +235,8 @@ class Standalone:
     def label(self) -> str:
         return "standalone"
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
-        layout = _Layout(source.n_inputs)
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+        layout = _start(source, n_inputs, reuses_first=False)
         for block in source.blocks[:-1]:
             _source_block(layout, source, block, fresh_note="fresh")
         layout.add_block([head], [FRESH], ["fresh"])
@@ -243,9 +263,9 @@ class Transfer:
     def label(self) -> str:
         return f"transfer freeze={self.freeze}"
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
         _check_range(self.freeze, 0, source.n_hidden, "freeze", _has_hidden(source))
-        layout = _reuse_all(source, head)
+        layout = _reuse_all(source, head, n_inputs)
         return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
 
 
@@ -269,9 +289,9 @@ class Reinit:
     def label(self) -> str:
         return f"reinit keep={self.keep}" + (" frozen" if self.freeze else "")
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
         _check_range(self.keep, 1, source.n_hidden, "keep", _has_hidden(source))
-        layout = _Layout(source.n_inputs)
+        layout = _start(source, n_inputs)
         for index, block in enumerate(source.blocks[:-1]):
             _source_block(layout, source, block, fresh_note=None if index < self.keep else "re-initialised")
         _add_head(layout, source, head, reuse=False, fresh_reason="re-initialised")
@@ -306,10 +326,10 @@ class InsertLayer:
         frozen = "" if self.freeze or self.after == 0 else " unfrozen"
         return f"insert_layer after={self.after} {self.units} {self.activation}{frozen}"
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
         _check_range(self.after, 0, source.n_hidden, "after", _has_hidden(source))
         hidden = source.blocks[:-1]
-        layout = _Layout(source.n_inputs)
+        layout = _start(source, n_inputs, reuses_first=self.after > 0)
         for block in hidden[: self.after]:
             _source_block(layout, source, block)
         initializer = source.layers[_first_dense(source, hidden[0])].kernel_initializer if hidden else "glorot_uniform"
@@ -350,10 +370,49 @@ class NewHead:
     def label(self) -> str:
         return "new_head" + (f" freeze={self.freeze}" if self.freeze else "")
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
         _check_range(self.freeze, 0, source.n_hidden, "freeze", _has_hidden(source))
-        layout = _reuse_all(source, head, reuse_head=False)
+        layout = _reuse_all(source, head, n_inputs, reuse_head=False)
         return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
+
+
+@dataclass(frozen=True)
+class NewInput:
+    """Adapt the input: a fresh first hidden layer sized to the target's features, every
+    later layer from the source (the first `freeze` of them frozen) and the source's output
+    layer where it fits. Lets a source trained on other columns serve the target."""
+
+    freeze: int = 0
+    name: ClassVar[str] = "new_input"
+    uses_source: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "a fresh first hidden layer on the target's features, every later layer from the source "
+        "(the first `freeze` of them frozen): for a source with other input columns"
+    )
+    reference: ClassVar[str] = "input adaptation (re-learn the input layer; Yosinski et al. 2014's upper layers)"
+
+    def __post_init__(self):
+        _check_at_least(self.freeze, 0, "freeze")
+
+    @property
+    def label(self) -> str:
+        return "new_input" + (f" freeze={self.freeze}" if self.freeze else "")
+
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+        if source.n_hidden < 1:
+            raise StrategyError("the source has no hidden layer to re-initialise; use standalone")
+        _check_range(self.freeze, 0, source.n_hidden - 1, "freeze",
+                     f"the hidden layers after the first: {_has_hidden(source)}")
+        layout = _start(source, n_inputs, reuses_first=False)
+        first, *later = source.blocks[:-1]
+        _source_block(layout, source, first,
+                      fresh_note=f"re-initialised for the target's {layout.n_inputs} input features (new_input)")
+        for block in later:
+            _source_block(layout, source, block)
+        _add_head(layout, source, head, reuse=True)
+        per_block = np.ones((epochs, len(layout.blocks)), np.float32)
+        per_block[:, 1 : 1 + self.freeze] = 0.0
+        return _recipe(layout, _block_multipliers(layout, per_block))
 
 
 @dataclass(frozen=True)
@@ -381,8 +440,8 @@ class Finetune:
         spread = "" if self.layer_factor == 1 else f" layer×{_fmt(self.layer_factor)}"
         return f"finetune lr×{_fmt(self.lr)}{spread}"
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
-        layout = _reuse_all(source, head)
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+        layout = _reuse_all(source, head, n_inputs)
         reused = [b for b, layers in enumerate(layout.blocks) if layout.origins[layers[0]] is not FRESH]
         if not reused:
             raise StrategyError("the source model has no layer the target can reuse; use standalone")
@@ -419,13 +478,13 @@ class TwoStage:
         head = "" if self.fresh_head else " source head"
         return f"two_stage head={self.head_epochs} lr×{_fmt(self.lr)}{head}"
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
         if self.head_epochs >= epochs:
             raise StrategyError(
                 f"{self.head_epochs} leaves no epochs for the second stage (the study trains {epochs})",
                 "head_epochs",
             )
-        layout = _reuse_all(source, head, reuse_head=not self.fresh_head)
+        layout = _reuse_all(source, head, n_inputs, reuse_head=not self.fresh_head)
         per_block = np.full((epochs, len(layout.blocks)), self.lr, np.float32)
         per_block[: self.head_epochs, :-1] = 0.0
         per_block[: self.head_epochs, -1] = 1.0
@@ -450,8 +509,8 @@ class GradualUnfreeze:
     def label(self) -> str:
         return f"gradual_unfreeze every={self.every}"
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
-        layout = _reuse_all(source, head)
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+        layout = _reuse_all(source, head, n_inputs)
         n_blocks = len(layout.blocks)
         last_start = self.every * (n_blocks - 1)
         if last_start >= epochs:
@@ -490,8 +549,8 @@ class L2SP:
     def label(self) -> str:
         return f"l2sp α={_fmt(self.alpha)} β={_fmt(self.beta)}"
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int) -> Recipe:
-        layout = _reuse_all(source, head)
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+        layout = _reuse_all(source, head, n_inputs)
         penalties = tuple(
             0.0 if spec.penalised_array is None else (self.alpha if origin is not FRESH else self.beta)
             for spec, origin in zip(layout.layers, layout.origins)
@@ -501,7 +560,7 @@ class L2SP:
 
 STRATEGIES: dict[str, type] = {
     cls.name: cls
-    for cls in (Standalone, Transfer, Reinit, InsertLayer, NewHead, Finetune, TwoStage, GradualUnfreeze, L2SP)
+    for cls in (Standalone, Transfer, Reinit, InsertLayer, NewHead, NewInput, Finetune, TwoStage, GradualUnfreeze, L2SP)
 }
 
 

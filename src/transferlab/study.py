@@ -169,11 +169,32 @@ def run_study(
 
 
 def _check_existing_study(folder: Path, plan: Plan) -> None:
-    """A database already in the folder must be readable and hold this same study."""
+    """A database already in the folder must be readable and hold this same study, on the
+    same data: a task whose data changed is named."""
     if not (folder / DATABASE_NAME).exists():
         return
     with Store.in_folder(folder, readonly=True) as store:
+        if not store.has_study():
+            return
+        stored = _stored_fingerprints(store.study()["plan"])
+        for role, spec in plan.task_specs().items():
+            before = stored.get(role)
+            if before is not None and before != spec.fingerprint:
+                raise StoreError(
+                    f"{store.path}: the data of the {role} task ({spec.description}) changed since this folder's "
+                    f"study ran (fingerprint {before[:12]} → {spec.fingerprint[:12]}); restore the data, or choose "
+                    "another --out folder (nothing here was changed)")
         store.study_holding(plan.sha256())
+
+
+def _stored_fingerprints(stored_plan: dict) -> dict[str, str]:
+    """The forward direction's task fingerprints by role, as the folder's plan holds them."""
+    try:
+        forward = stored_plan["directions"][0]
+        return {role: forward[f"{role}_task"]["fingerprint"] for role in ("source", "target")
+                if forward.get(f"{role}_task")}
+    except (KeyError, IndexError, TypeError):
+        return {}
 
 
 def cohort_is_penalised(direction: Direction, arch: models.Architecture) -> bool:

@@ -1,22 +1,66 @@
 """Tasks: the data a model is trained and judged on.
 
 A `Task` holds train/test arrays: one-hot targets for classification, real-valued
-targets for regression. The built-in `blobs` task is the tutorial's `make_blobs`
-problem, row for row; `regression` is scikit-learn's `make_regression`.
+targets for regression, with the names of its features and classes and a record of
+where its rows came from. The built-in `blobs` task is the tutorial's `make_blobs`
+problem, row for row; `regression` is scikit-learn's `make_regression`. Tasks from files,
+DataFrames, arrays and scikit-learn's bundled datasets are made by `transferlab.data`
+(`Task.from_frame`, `Task.from_arrays`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.datasets import make_blobs, make_regression
 
 KINDS = ("classification", "regression")
+FINGERPRINT_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class TaskError(ValueError):
     """Task data that cannot be trained on; the message says what to fix."""
+
+
+class DataError(TaskError):
+    """A dataset option or file that cannot make a task; `field` names the option at fault
+    (`path`, `target`, `classes`, ...) so a study file's message can name the field."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Feature standardisation as `sklearn.preprocessing.StandardScaler` fits it: the mean
+    and population standard deviation of training rows (a constant feature keeps scale 1)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Scaler:
+        x = np.asarray(x, np.float64)
+        scale = x.std(axis=0)
+        scale = np.where(scale < 10 * np.finfo(np.float64).eps, 1.0, scale)
+        return cls(x.mean(axis=0), scale)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        if np.shape(x)[1] != len(self.mean):
+            raise DataError(
+                f"the scaler was fitted on {len(self.mean)} features but the data have {np.shape(x)[1]}",
+                "standardize",
+            )
+        return (np.asarray(x, np.float64) - self.mean) / self.scale
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Scaler:
+        return cls(np.asarray(data["mean"], np.float64), np.asarray(data["scale"], np.float64))
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,11 +78,52 @@ class Task:
     y_test: np.ndarray
     kind: str = "classification"
     params: dict = field(default_factory=dict)
+    feature_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    provenance: dict = field(default_factory=dict)
+    scaler: Scaler | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise TaskError(f"task {self.name!r}: kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
         check_task_arrays(self)
+        if not self.feature_names:
+            object.__setattr__(self, "feature_names", tuple(f"x{i}" for i in range(self.n_features)))
+        if not self.class_names and self.kind == "classification":
+            object.__setattr__(self, "class_names", tuple(str(i) for i in range(self.n_outputs)))
+        if len(self.feature_names) != self.n_features:
+            raise TaskError(f"task {self.name!r}: {len(self.feature_names)} feature names for {self.n_features} features")
+        if self.kind == "classification" and len(self.class_names) != self.n_outputs:
+            raise TaskError(f"task {self.name!r}: {len(self.class_names)} class names for {self.n_outputs} classes")
+
+    @classmethod
+    def from_frame(cls, frame, target, **options) -> Task:
+        """A task from a pandas DataFrame: `target` names the label column (or columns, for
+        regression); `options` are the study file's dataset options (`features`, `drop`,
+        `task`, `query`, `classes`, `n_rows`, `dropna`, `split`, `n_train`, `test_fraction`,
+        `split_column`, `train`, `test`, `standardize`, `seed`, `name`); `standardize` may
+        also be another task's `scaler`."""
+        from transferlab.data import build
+
+        return build.task_from_frame(frame, target, **options)
+
+    @classmethod
+    def from_arrays(cls, x, y, feature_names=None, **options) -> Task:
+        """A task from arrays: `x` is `(rows, features)`, `y` one label per row (or
+        `(rows, targets)` for regression); options as `from_frame`."""
+        from transferlab.data import build
+
+        return build.task_from_arrays(x, y, feature_names, **options)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the final arrays (dtype, shape and bytes of x and y, train and test):
+        the data's identity, whatever file or code produced them."""
+        digest = hashlib.sha256()
+        for name in FINGERPRINT_ARRAYS:
+            array = np.ascontiguousarray(getattr(self, name))
+            digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
 
     @property
     def loss(self) -> str:
@@ -103,12 +188,6 @@ def check_task_arrays(task: Task) -> None:
         )
 
 
-def split_task(name: str, x: np.ndarray, y: np.ndarray, n_train: int, kind: str, params: dict) -> Task:
-    """The first `n_train` rows train and the rest test, as the tutorial splits its data."""
-    x, y = x.astype(np.float32), y.astype(np.float32)
-    return Task(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:], kind, params)
-
-
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Keras' `to_categorical`: integer labels → float32 one-hot rows."""
     return np.eye(n_classes, dtype=np.float32)[labels]
@@ -126,28 +205,9 @@ def blobs(
     """The tutorial's problem: `make_blobs(...)`, first `n_train` rows train, the rest test."""
     if not 0 < n_train < n_samples:
         raise TaskError(f"blobs: n_train must be between 1 and n_samples-1 ({n_samples - 1})")
-    x, labels = make_blobs(
-        n_samples=n_samples,
-        centers=centers,
-        n_features=n_features,
-        cluster_std=cluster_std,
-        random_state=seed,
-    )
-    return split_task(
-        name or f"blobs(seed={seed})",
-        x,
-        one_hot(labels, centers),
-        n_train,
-        "classification",
-        dict(
-            seed=seed,
-            n_samples=n_samples,
-            centers=centers,
-            n_features=n_features,
-            cluster_std=cluster_std,
-            n_train=n_train,
-        ),
-    )
+    params = dict(seed=seed, n_samples=n_samples, centers=centers, n_features=n_features,
+                  cluster_std=cluster_std, n_train=n_train)
+    return generate("blobs", params, name or f"blobs(seed={seed})")
 
 
 def regression(
@@ -165,38 +225,23 @@ def regression(
     split's mean and standard deviation, so one learning rate serves every seed."""
     if not 0 < n_train < n_samples:
         raise TaskError(f"regression: n_train must be between 1 and n_samples-1 ({n_samples - 1})")
-    x, y = make_regression(
-        n_samples=n_samples,
-        n_features=n_features,
-        n_informative=n_informative or n_features,
-        n_targets=n_targets,
-        noise=noise,
-        random_state=seed,
-    )
-    y = y.reshape(n_samples, n_targets)
-    mean, std = y[:n_train].mean(axis=0), y[:n_train].std(axis=0)
-    y = (y - mean) / np.where(std > 0, std, 1.0)
-    return split_task(
-        name or f"regression(seed={seed})",
-        x,
-        y,
-        n_train,
-        "regression",
-        dict(
-            seed=seed,
-            n_samples=n_samples,
-            n_features=n_features,
-            n_informative=n_informative or n_features,
-            n_targets=n_targets,
-            noise=noise,
-            n_train=n_train,
-        ),
-    )
+    params = dict(seed=seed, n_samples=n_samples, n_features=n_features, n_informative=n_informative or n_features,
+                  n_targets=n_targets, noise=noise, n_train=n_train)
+    return generate("regression", params, name or f"regression(seed={seed})")
 
 
-GENERATORS = {"blobs": blobs, "regression": regression}
+GENERATORS = ("blobs", "regression")
 
 
-def generate(kind: str, params: dict, name: str) -> Task:
-    """A generated task by its kind (`blobs`, `regression`) and the generator's arguments."""
-    return GENERATORS[kind](**params, name=name)
+def generate(kind: str, params: dict, name: str, **options) -> Task:
+    """A generated task by its kind (`blobs`, `regression`) and the generator's arguments;
+    `options` are dataset options (`transferlab.data.build.Options`), by default the
+    tutorial's: the first `n_train` rows train, features as generated."""
+    from transferlab.data import build, read
+
+    options = {"split": "first", "standardize": False, **options}
+    if options.get("test_fraction") is None:
+        options.setdefault("n_train", params["n_train"])
+    task = build.build_task(read.generated(kind, params), build.Options.of(**options), name, description=name)
+    object.__setattr__(task, "params", dict(params))
+    return task

@@ -1,0 +1,245 @@
+"""A table and its options → a `Task`: the one pipeline every kind of data goes through.
+
+Order: target and feature columns → `query` → `classes` → numeric features → missing
+values (refused, or dropped with `dropna`) → `n_rows` → split → `n_train` → arrays →
+standardisation (features from the task's own training rows, as `StandardScaler` fits
+them, or another task's scaler; regression targets by the training rows' mean and std).
+What was done is recorded in the task's `provenance`, which the report shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+from pandas.api import types
+
+from transferlab.data import select
+from transferlab.data.read import Part, Table
+from transferlab.data.split import METHODS, split_rows
+from transferlab.tasks import KINDS, DataError, Scaler, Task, one_hot
+
+STANDARDIZE = (True, False, "source")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a task is made from a dataset (the study file's dataset fields)."""
+
+    target: str | tuple[str, ...] | None = None
+    features: tuple[str, ...] | None = None
+    drop: tuple[str, ...] = ()
+    task: str | None = None
+    query: str | None = None
+    classes: tuple | None = None
+    n_rows: int | None = None
+    dropna: bool = False
+    split: str = "random"
+    n_train: int | None = None
+    test_fraction: float | None = None
+    split_column: str | None = None
+    train: object = "train"
+    test: object = "test"
+    standardize: bool | str | Scaler = True
+    seed: int = 0
+    name: str | None = None
+
+    @classmethod
+    def of(cls, **given) -> Options:
+        """Options from keyword arguments (the Python API), each name checked."""
+        known = {f.name for f in fields(cls)}
+        for key in given:
+            if key not in known:
+                raise DataError(f"unknown option {key!r} (options: {', '.join(sorted(known))})", key)
+        for key in ("features", "drop", "classes"):
+            if given.get(key) is not None and not isinstance(given[key], (str, bytes)):
+                given[key] = tuple(given[key])
+            elif isinstance(given.get(key), str):
+                given[key] = (given[key],)
+        if given.get("drop") is None:
+            given.pop("drop", None)
+        return cls(**given)
+
+
+def build_task(table: Table, options: Options, role: str, source_scaler: Scaler | None = None,
+               description: str | None = None) -> Task:
+    """The task `options` make of `table`. `source_scaler` serves `standardize = "source"`."""
+    if options.task is not None and options.task not in KINDS:
+        raise DataError(f"{options.task!r} is not a task kind; use \"classification\" or \"regression\"", "task")
+    if options.split not in METHODS:
+        raise DataError(f"{options.split!r} is not a split; use one of {', '.join(METHODS)}", "split")
+    targets = select.target_columns(table, options.target)
+    features = select.feature_columns(table, targets, options.features, options.drop, options.split_column)
+    if options.split_column is not None and options.split_column not in table.frame.columns:
+        raise DataError(f"column {options.split_column!r} is not in {table.name} "
+                        f"(its columns: {select.listing(table.frame.columns)})", "split_column")
+    kind = options.task or infer_kind(table.frame[list(targets)])
+    if kind == "classification" and len(targets) != 1:
+        raise DataError(f"a classification task has one label column; got {len(targets)}", "target")
+    if kind == "regression":
+        if options.classes is not None:
+            raise DataError("classes selects labels of a classification task; this task is regression", "classes")
+        select.check_numeric(table, targets, "target")
+
+    rows_read = len(table.frame)
+    table = select.apply_query(table, options.query)
+    if kind == "classification" and options.classes is not None:
+        table, _ = select.select_classes(table, targets[0], options.classes)
+    select.check_numeric(table, features, "features")
+    before = len(table.frame)
+    table = select.finite_rows(table, features + targets, options.dropna)
+    dropped = before - len(table.frame)
+    classes = None
+    if kind == "classification":
+        table, classes = select.select_classes(table, targets[0], options.classes)
+    table = select.subsample(table, options.n_rows, options.seed)
+
+    frame = table.frame
+    codes = None if classes is None else _codes(frame[targets[0]], classes)
+    class_names = None if classes is None else [_label_text(c) for c in classes]
+    parts = _parts(table, options)
+    method = "column" if parts is not None else options.split
+    split = split_rows(len(frame), method, options.seed, options.n_train, options.test_fraction,
+                       labels=codes if method == "random" else None, parts=parts, class_names=class_names)
+
+    x = frame[list(features)].apply(pd.to_numeric).to_numpy(dtype=np.float64)
+    if kind == "classification":
+        y = one_hot(codes, len(classes))
+        target_scaling = None
+    else:
+        y = frame[list(targets)].apply(pd.to_numeric).to_numpy(dtype=np.float64)
+        mean, std = y[split.train].mean(axis=0), y[split.train].std(axis=0)
+        y = (y - mean) / np.where(std > 0, std, 1.0)
+        target_scaling = {"mean": mean.tolist(), "std": std.tolist()}
+    scaler, scaling = _scaler(options.standardize, x[split.train], source_scaler)
+    if scaler is not None:
+        x = scaler.apply(x)
+
+    name = options.name or description or _describe(table.name, options)
+    provenance = {
+        "name": name,
+        "origin": table.origin,
+        "target": list(targets),
+        "features": list(features),
+        "task": kind,
+        "classes": class_names,
+        "query": options.query,
+        "classes_selected": None if options.classes is None else [_label_text(c) for c in options.classes],
+        "n_rows": options.n_rows,
+        "rows_read": rows_read,
+        "rows_dropped_missing": dropped,
+        "rows": len(frame),
+        "split": split.description,
+        "train_rows": len(split.train),
+        "test_rows": len(split.test),
+        "standardize": scaling,
+        "scaler": None if scaler is None else scaler.to_dict(),
+        "target_standardization": target_scaling,
+    }
+    return Task(
+        name=role, x_train=x[split.train].astype(np.float32), y_train=y[split.train].astype(np.float32),
+        x_test=x[split.test].astype(np.float32), y_test=y[split.test].astype(np.float32), kind=kind,
+        feature_names=tuple(features), class_names=tuple(class_names or ()), provenance=provenance, scaler=scaler,
+    )
+
+
+def infer_kind(targets: pd.DataFrame) -> str:
+    """Integers, booleans, text and categories are classes; floating-point numbers are
+    regression targets."""
+    floats = [types.is_float_dtype(targets[c]) for c in targets.columns]
+    return "regression" if all(floats) or len(targets.columns) > 1 else "classification"
+
+
+def _codes(labels: pd.Series, classes: list) -> np.ndarray:
+    """Each row's class index: its label's position in `classes`."""
+    values = labels.astype(object) if isinstance(labels.dtype, pd.CategoricalDtype) else labels
+    return pd.Categorical(values, categories=classes).codes.astype(np.int64)
+
+
+def _label_text(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _parts(table: Table, options: Options) -> np.ndarray | None:
+    """`train`/`test`/`other` per row, when the split is given by a column or by two files."""
+    if table.parts is not None:
+        if options.split_column is not None:
+            raise DataError("the data come as train_path and test_path already; drop split_column", "split_column")
+        return table.parts.to_numpy()
+    if options.split_column is None:
+        return None
+    values = table.frame[options.split_column]
+    text = values.astype(str)
+    parts = np.full(len(values), "other", dtype=object)
+    for part, wanted in (("train", options.train), ("test", options.test)):
+        matches = (values == wanted).to_numpy() | (text == str(wanted)).to_numpy()
+        if not matches.any():
+            raise DataError(f"no row of {table.name} has {options.split_column} = {wanted!r} (its values: "
+                            f"{select.listing(pd.unique(values))})", part)
+        parts[matches] = part
+    return parts
+
+
+def _scaler(standardize, x_train: np.ndarray, source_scaler: Scaler | None) -> tuple[Scaler | None, str]:
+    if isinstance(standardize, Scaler):
+        return standardize, "features by a given scaler"
+    if standardize is True:
+        return Scaler.fit(x_train), "features by the task's own training rows (StandardScaler)"
+    if standardize is False:
+        return None, "none"
+    if standardize == "source":
+        if source_scaler is None:
+            raise DataError("\"source\" needs a source task that is standardised itself (standardize = true)",
+                            "standardize")
+        return source_scaler, "features by the source task's scaler (its training rows' mean and scale)"
+    raise DataError(f"{standardize!r} is not an option; use true, false or \"source\"", "standardize")
+
+
+def _describe(base: str, options: Options) -> str:
+    details = []
+    if options.query:
+        details.append(options.query)
+    if options.classes is not None:
+        details.append("classes " + ", ".join(_label_text(c) for c in options.classes))
+    if options.n_rows is not None:
+        details.append(f"{options.n_rows} rows")
+    return base + (f" ({'; '.join(details)})" if details else "")
+
+
+# --- the Python API ----------------------------------------------------------------------
+
+
+def task_from_frame(frame: pd.DataFrame, target, **options) -> Task:
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}", "frame")
+    frame = frame.reset_index(drop=True)
+    frame.columns = [str(c) for c in frame.columns]
+    name = options.get("name") or "DataFrame"
+    origin = {"kind": "frame", "rows": len(frame), "columns": len(frame.columns)}
+    table = Table(frame, name, None, origin, (Part(name, 0, len(frame), 0),))
+    return build_task(table, Options.of(target=target, **options), options.get("name") or name)
+
+
+def task_from_arrays(x, y, feature_names=None, **options) -> Task:
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2:
+        raise DataError(f"x has shape {x.shape}; give (rows, features)", "x")
+    if y.ndim not in (1, 2) or len(y) != len(x):
+        raise DataError(f"y has shape {y.shape}; give one label (or row of targets) per row of x ({len(x)})", "y")
+    names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(x.shape[1])]
+    if len(names) != x.shape[1]:
+        raise DataError(f"{len(names)} feature names for {x.shape[1]} features", "feature_names")
+    frame = pd.DataFrame(x, columns=names)
+    target = ["y"] if y.ndim == 1 else [f"y{i}" for i in range(y.shape[1])]
+    if y.ndim == 1:
+        frame["y"] = y
+    else:
+        for index, column in enumerate(target):
+            frame[column] = y[:, index]
+    options.setdefault("name", "arrays")
+    return task_from_frame(frame, target[0] if len(target) == 1 else target, **options)
