@@ -200,8 +200,9 @@ MODEL_FILE_CASES = [
      "by model.save); re-save the model with model.save('x.keras')"),
     ("a-folder", "folder.keras", "{models}/folder.keras: is a folder, not a model file; give the path of a .keras file"),
     ("missing", "nothere.keras", "{models}/nothere.keras: model file not found"),
-    ("does-not-fit", "wide.keras", "{models}/wide.keras: the source model has 4 input features but the target task "
-     "has 2; no reuse strategy adapts the input layer (only standalone fits): use a source with 2 features"),
+    ("does-not-fit", "wide.keras", "{study}: strategies[1]: transfer freeze=1 reuses the source's first layer, which "
+     "takes 4 features, but the target has 2 (x0, x1); use new_input (a fresh first layer on the target's features) "
+     "or standalone, or give both tasks the same features (source model wide.keras: 4 → 5 relu → 5 relu → 3 softmax)"),
     ("unsafe-lambda", "unsafe.keras", "{models}/unsafe.keras: the model contains code (a Lambda layer or similar) "
      "that would only load with safe_mode=False; transferlab treats model files as data — rebuild it from standard "
      "layers"),
@@ -212,7 +213,7 @@ MODEL_FILE_CASES = [
 def test_model_file_errors(tmp_path, model_files, case_id, file_name, expected):
     study_file = _model_study(tmp_path, file_name, model_files)
     code, _, stderr = invoke("run", study_file, "--out", tmp_path / "out")
-    _assert_one_line(code, stderr, "error: " + expected.format(models=model_files))
+    _assert_one_line(code, stderr, "error: " + expected.format(models=model_files, study=study_file))
     assert not (tmp_path / "out").exists()
 
 
@@ -311,7 +312,7 @@ def test_an_old_schema_database_is_refused(tmp_path, finished):
     old.close()
     _refused_unchanged(out, ("run", study_file, "--out", out),
                        f"error: {out}/results.sqlite: written by another version of transferlab (database "
-                       "schema 2, this version uses 4); choose a new --out folder (nothing here was changed)")
+                       "schema 2, this version uses 5); choose a new --out folder (nothing here was changed)")
 
 
 def test_a_folder_given_as_study_file(tmp_path):

@@ -205,7 +205,7 @@ def test_every_strategy_runs_through_the_cli_and_the_report_shows_them(tmp_path)
     names = {entry["name"] for entry in catalogue["strategies"]}
     assert names == set(STRATEGIES)  # the catalogue example holds every strategy
     labels = ["standalone", "transfer freeze=0", "transfer freeze=2", "reinit keep=1", "insert_layer after=1 5 relu",
-              "new_head", "finetune lr×0.1", "finetune lr×0.5 layer×0.5", "two_stage head=20 lr×0.1",
+              "new_head", "new_input freeze=1", "finetune lr×0.1", "finetune lr×0.5 layer×0.5", "two_stage head=20 lr×0.1",
               "gradual_unfreeze every=10", "l2sp α=0.01 β=0.01"]
     report = (out / "report.html").read_text()
     for label in labels:
@@ -236,9 +236,10 @@ def test_the_python_api_takes_strategy_values(tmp_path):
     ({"strategies": [{"name": "fine_tune"}]}, "unknown strategy 'fine_tune'; choose one of standalone, transfer(freeze=0)"),
     ({"target": {"kind": "regresion", "seed": 2}}, "target: kind must be one of 'blobs', 'regression'"),
     ({"target": {"kind": "regression", "seed": 2, "centers": 3}}, "target.centers: unknown field"),
-    ({"target": {"kind": "blobs", "seed": 2, "n_features": 4}},
-     "target: the source task has 2 input features but the target task has 4; no reuse strategy adapts the "
-     "input layer (only standalone fits)"),
+    ({"target": {"kind": "blobs", "seed": 2, "n_features": 4}, "strategies": [{"name": "standalone"}, {"name": "transfer"}]},
+     "s.toml: strategies[1]: transfer freeze=0 reuses the source's first layer, which takes 2 features (x0, x1), but "
+     "the target has 4 (x0, x1, x2, x3); use new_input (a fresh first layer on the target's features) or standalone, "
+     "or give both tasks the same features"),
     ({"bn_frozen": "frozen"}, "bn_frozen: Input should be 'inference' or 'train'"),
 ])
 def test_study_file_errors_name_field_and_fix(change, message):
@@ -294,7 +295,7 @@ def test_a_database_from_another_schema_is_refused_and_left_alone(tmp_path):
     old.commit()
     old.close()
     before = path.read_bytes()
-    with pytest.raises(StoreError, match="database schema 0, this version uses 4"):
+    with pytest.raises(StoreError, match="database schema 0, this version uses 5"):
         Store.in_folder(tmp_path)
     assert path.read_bytes() == before
 

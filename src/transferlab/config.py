@@ -106,7 +106,7 @@ class _Generated(_Preparation):
         if self.test_fraction is None or "n_train" in self.model_fields_set:
             options["n_train"] = self.n_train
         task = tasks.generate(self.kind, self.generator_params(), self.name or self.describe(),
-                              **_with_source_scaler(options, source_scaler))
+                              source_scaler=source_scaler, **options)
         return dataclasses.replace(task, name=role)
 
     def generator_params(self) -> dict:
@@ -212,7 +212,7 @@ class _Dataset(_Preparation):
             drop=tuple(self.drop or ()), task=self.task, n_train=self.n_train, split_column=self.split_column,
             train=self.train, test=self.test, seed=self.seed,
         )
-        return build.build_task(self.table(), build.Options(**_with_source_scaler(options, source_scaler)), role)
+        return build.build_task(self.table(), build.Options(**options), role, source_scaler)
 
 
 class _FileDataset(_Dataset):
@@ -313,12 +313,6 @@ class GivenTask(BaseModel):
     @property
     def given(self) -> bool:
         return True
-
-
-def _with_source_scaler(options: dict, source_scaler) -> dict:
-    if options.get("standardize") == "source" and source_scaler is not None:
-        return {**options, "standardize": source_scaler}
-    return options
 
 
 class _ModelFileSource:

@@ -233,7 +233,7 @@ def regression(
 GENERATORS = ("blobs", "regression")
 
 
-def generate(kind: str, params: dict, name: str, **options) -> Task:
+def generate(kind: str, params: dict, name: str, source_scaler: Scaler | None = None, **options) -> Task:
     """A generated task by its kind (`blobs`, `regression`) and the generator's arguments;
     `options` are dataset options (`transferlab.data.build.Options`), by default the
     tutorial's: the first `n_train` rows train, features as generated."""
@@ -242,6 +242,7 @@ def generate(kind: str, params: dict, name: str, **options) -> Task:
     options = {"split": "first", "standardize": False, **options}
     if options.get("test_fraction") is None:
         options.setdefault("n_train", params["n_train"])
-    task = build.build_task(read.generated(kind, params), build.Options.of(**options), name, description=name)
+    task = build.build_task(read.generated(kind, params), build.Options.of(**options), name, source_scaler,
+                            description=name)
     object.__setattr__(task, "params", dict(params))
     return task

@@ -52,7 +52,7 @@ def split_rows(
         return _given(parts, seed, n_train)
     if n_train is not None and test_fraction is None:
         if n_train >= n_rows:
-            raise DataError(f"{n_train} leaves no test rows: the task has {n_rows} rows; lower n_train", "n_train")
+            raise DataError(f"{n_train} leaves no test rows: the task has {n_rows} rows (after any selection); lower n_train", "n_train")
         if method == "first":
             return Split(np.arange(n_train), np.arange(n_train, n_rows), f"first {n_train} rows train, the rest test")
         train, test = _random(n_rows, labels, seed, class_names, train_size=n_train)
