@@ -20,44 +20,59 @@ from transferlab.tasks import Task
 _DPI = 110
 
 
+SCATTER_POINTS = 4000  # at most this many points per task (a fixed random choice beyond)
+
+
 def tasks_scatter(tasks: dict[str, Task], path: Path) -> Path:
-    """The tutorial's first figure: each problem's points coloured by class."""
+    """The tutorial's first figure: each problem's points coloured by class (or by target
+    for regression), on its two features, or on its first two principal components when it
+    has more."""
     fig = Figure(figsize=(5 * len(tasks), 4.2))
     axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, (title, task) in zip(axes[0], tasks.items()):
         x = np.concatenate([task.x_train, task.x_test])
-        if x.shape[1] == 1 and task.kind != "regression":  # one feature: classes spread on the y axis
-            labels = np.concatenate([task.labels_train, task.labels_test])
-            jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(x))
-            for label in np.unique(labels):
-                chosen = labels == label
-                ax.scatter(x[chosen, 0], label + jitter[chosen], s=9, alpha=0.7, label=f"class {label}")
-            ax.set_title(title)
-            ax.set_xlabel("x[0]")
-            ax.set_ylabel("class (jittered)")
-            ax.legend(fontsize=8, markerscale=1.5)
-            continue
-        if task.kind == "regression":
-            y = np.concatenate([task.y_train, task.y_test])[:, 0]
-            if x.shape[1] > 1:
-                points = ax.scatter(x[:, 0], x[:, 1], c=y, s=9, cmap="viridis")
-                fig.colorbar(points, ax=ax, label="target (standardised)")
-                ax.set_ylabel("x[1]")
-            else:
-                ax.scatter(x[:, 0], y, s=9)
-                ax.set_ylabel("target (standardised)")
-            ax.set_title(title)
-            ax.set_xlabel("x[0]")
-            continue
-        labels = np.concatenate([task.labels_train, task.labels_test])
-        for label in np.unique(labels):
-            points = x[labels == label]
-            ax.scatter(points[:, 0], points[:, 1], s=9, alpha=0.7, label=f"class {label}")
+        y = np.concatenate([task.y_train, task.y_test])
+        if len(x) > SCATTER_POINTS:
+            chosen = np.sort(np.random.default_rng(0).choice(len(x), SCATTER_POINTS, replace=False))
+            x, y = x[chosen], y[chosen]
+        points, (x_label, y_label) = _plane(x, task.feature_names)
         ax.set_title(title)
-        ax.set_xlabel("x[0]")
-        ax.set_ylabel("x[1]")
-        ax.legend(fontsize=8, markerscale=1.5)
+        ax.set_xlabel(x_label)
+        if task.kind == "regression":
+            if points.shape[1] > 1:
+                drawn = ax.scatter(points[:, 0], points[:, 1], c=y[:, 0], s=9, cmap="viridis")
+                fig.colorbar(drawn, ax=ax, label="target (standardised)")
+                ax.set_ylabel(y_label)
+            else:
+                ax.scatter(points[:, 0], y[:, 0], s=9)
+                ax.set_ylabel("target (standardised)")
+            continue
+        labels = y.argmax(axis=1) if y.shape[1] > 1 else (y[:, 0] > 0.5).astype(int)
+        names = task.class_names
+        jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(x))
+        for label in np.unique(labels):
+            chosen = labels == label
+            name = names[label] if label < len(names) else str(label)
+            if points.shape[1] == 1:  # one feature: classes spread on the y axis
+                ax.scatter(points[chosen, 0], label + jitter[chosen], s=9, alpha=0.7, label=name)
+            else:
+                ax.scatter(points[chosen, 0], points[chosen, 1], s=9, alpha=0.7, label=name)
+        ax.set_ylabel("class (jittered)" if points.shape[1] == 1 else y_label)
+        ax.legend(fontsize=8, markerscale=1.5, ncols=1 + len(names) // 8)
     return _save(fig, path)
+
+
+def _plane(x: np.ndarray, names) -> tuple[np.ndarray, tuple[str, str]]:
+    """Points to draw: the features themselves (one or two), else the first two principal
+    components, labelled with their share of the variance."""
+    if x.shape[1] <= 2:
+        labels = tuple(names[:2]) + ("",) * (2 - min(2, len(names)))
+        return x, labels
+    centred = x.astype(np.float64) - x.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    share = singular**2 / max((singular**2).sum(), 1e-300)
+    points = centred @ axes[:2].T
+    return points, tuple(f"principal component {i + 1} ({share[i]:.0%} of variance)" for i in range(2))
 
 
 def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accuracy") -> Path:

@@ -220,6 +220,7 @@ def render_html(outputs: Outputs, plan) -> str:
         for s in outputs.source_models
     ]
     return template.render(
+        data=data_provenance(plan),
         study=outputs.study,
         plan=plan,
         pending=outputs.pending,
@@ -234,6 +235,69 @@ def render_html(outputs: Outputs, plan) -> str:
         source_repeats=plan.source_repeats,
         config_toml=html.escape(as_toml(outputs.study["config"])),
     )
+
+
+def data_provenance(plan) -> dict:
+    """Per task (columns) what the report says about its data (rows): origin, file hash,
+    fingerprint, rows, columns, classes, selection, split, preprocessing."""
+    specs = plan.task_specs()
+    rows = [(label, [_provenance_value(key, spec) for spec in specs.values()]) for key, label in _PROVENANCE_ROWS]
+    return {"roles": [f"{role}: {spec.description}" for role, spec in specs.items()],
+            "rows": [{"label": label, "cells": values} for label, values in rows if any(values)]}
+
+
+_PROVENANCE_ROWS = (
+    ("origin", "from"), ("file_sha256", "file SHA-256"), ("fingerprint", "data fingerprint (SHA-256)"),
+    ("rows", "rows"), ("features", "feature columns"), ("target", "target"), ("classes", "classes"),
+    ("selection", "selection"), ("split", "split"), ("standardize", "standardisation"),
+)
+
+
+def _provenance_value(key: str, spec) -> str:
+    from transferlab.data.select import listing
+
+    data = spec.provenance
+    origin = data.get("origin", {})
+    if key == "origin":
+        if "generator" in origin:
+            params = ", ".join(f"{k}={v}" for k, v in origin.get("params", {}).items() if k != "n_train")
+            return f"{origin['generator']}({params})"
+        if "dataset" in origin:
+            return f"{origin['loader']}() (bundled with scikit-learn)"
+        if "train" in origin:
+            return f"{origin['train']['path']} (train) and {origin['test']['path']} (test)"
+        return origin.get("path", "a DataFrame or arrays given in Python")
+    if key == "file_sha256":
+        if "train" in origin:
+            return f"{origin['train']['sha256'][:16]}… / {origin['test']['sha256'][:16]}…"
+        return f"{origin['sha256'][:16]}…" if origin.get("sha256") else ""
+    if key == "fingerprint":
+        return f"{spec.fingerprint[:16]}…"
+    if key == "rows":
+        if "rows" not in data:
+            return ""
+        read = f"{data['rows_read']:,} read, " if data.get("rows_read") != data["rows"] else ""
+        return f"{read}{data['rows']:,} used: {data['train_rows']:,} train, {data['test_rows']:,} test"
+    if key == "features":
+        return f"{len(spec.feature_names)}: {listing(spec.feature_names, 12)}"
+    if key == "target":
+        return f"{', '.join(data.get('target', []))} ({spec.kind})" if data.get("target") else spec.kind
+    if key == "classes":
+        return listing(spec.class_names, 20) if spec.class_names else ""
+    if key == "selection":
+        parts = [f"query {data['query']}" if data.get("query") else "",
+                 f"classes {', '.join(data['classes_selected'])}" if data.get("classes_selected") else "",
+                 f"{data['n_rows']:,} rows drawn at random" if data.get("n_rows") else "",
+                 f"{data['rows_dropped_missing']:,} rows with missing values dropped" if data.get("rows_dropped_missing") else ""]
+        return "; ".join(p for p in parts if p) or ("all rows" if data else "")
+    if key == "split":
+        return data.get("split", "")
+    if key == "standardize":
+        text = data.get("standardize", "")
+        if data.get("target_standardization"):
+            text += "; targets by the training rows' mean and std"
+        return text
+    return ""
 
 
 def _fmt(value) -> str:
