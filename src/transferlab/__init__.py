@@ -6,6 +6,7 @@ persistent compile cache; call it before the first study.
 """
 
 from transferlab._backend import configure
+from transferlab.tasks import Task
 
-__all__ = ["configure"]
+__all__ = ["Task", "configure"]
 __version__ = "0.1.0"
