@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import ROOT
 from test_bad_input import invoke
 from transferlab.config import as_toml
-
-from conftest import ROOT
 
 EXAMPLES = ROOT / "examples"
 
@@ -26,7 +25,7 @@ def test_data_examples_run_through_the_cli(tmp_path, example):
         if "path" in study[role]:
             study[role]["path"] = str(EXAMPLES / study[role]["path"])
     (tmp_path / "study.toml").write_text(as_toml(study))
-    code, stdout, stderr = invoke("run", tmp_path / "study.toml", "--out", tmp_path / "out", "--quiet")
+    code, _, stderr = invoke("run", tmp_path / "study.toml", "--out", tmp_path / "out", "--quiet")
     assert code == 0, stderr
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert len(summary) == len(study["strategies"]) and summary["n"].min() >= 2

@@ -205,8 +205,8 @@ def blobs(
     """The tutorial's problem: `make_blobs(...)`, first `n_train` rows train, the rest test."""
     if not 0 < n_train < n_samples:
         raise TaskError(f"blobs: n_train must be between 1 and n_samples-1 ({n_samples - 1})")
-    params = dict(seed=seed, n_samples=n_samples, centers=centers, n_features=n_features,
-                  cluster_std=cluster_std, n_train=n_train)
+    params = {"seed": seed, "n_samples": n_samples, "centers": centers, "n_features": n_features,
+              "cluster_std": cluster_std, "n_train": n_train}
     return generate("blobs", params, name or f"blobs(seed={seed})")
 
 
@@ -225,8 +225,8 @@ def regression(
     split's mean and standard deviation, so one learning rate serves every seed."""
     if not 0 < n_train < n_samples:
         raise TaskError(f"regression: n_train must be between 1 and n_samples-1 ({n_samples - 1})")
-    params = dict(seed=seed, n_samples=n_samples, n_features=n_features, n_informative=n_informative or n_features,
-                  n_targets=n_targets, noise=noise, n_train=n_train)
+    params = {"seed": seed, "n_samples": n_samples, "n_features": n_features,
+              "n_informative": n_informative or n_features, "n_targets": n_targets, "noise": noise, "n_train": n_train}
     return generate("regression", params, name or f"regression(seed={seed})")
 
 

@@ -85,7 +85,7 @@ def apply_query(table: Table, query: str | None) -> Table:
         return table
     try:
         mask = table.frame.eval(query)
-    except Exception as error:  # pandas raises many kinds for a bad expression
+    except Exception as error:  # noqa: BLE001  (pandas raises many kinds for a bad expression)
         reason = " ".join(str(error).split()) or type(error).__name__
         raise DataError(f"{query!r} does not parse or run on {table.name}'s columns ({reason})", "query") from None
     if not isinstance(mask, pd.Series) or not types.is_bool_dtype(mask):
