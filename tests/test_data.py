@@ -199,6 +199,12 @@ def test_tasks_from_a_frame_and_from_arrays_agree():
     assert Task.from_arrays(changed, y, seed=1).fingerprint() != from_arrays.fingerprint()
     with pytest.raises(DataError, match="unknown option 'n_trian'"):
         Task.from_frame(frame, target="answer", n_trian=5)
+    with pytest.raises(DataError, match=r"^query: 'answer == 1' matches none of the 80 rows of DataFrame$"):
+        Task.from_frame(frame, target="answer", query="answer == 1")
+    with pytest.raises(DataError, match=r"^standardize: in Python, give the source task's scaler"):
+        Task.from_frame(frame, target="answer", standardize="source")
+    with pytest.raises(DataError, match=r"^y: shape \(79,\); give one label"):
+        Task.from_arrays(x, y[:79])
 
 
 def test_blobs_through_the_pipeline_equal_the_tutorial_rule():
@@ -210,3 +216,25 @@ def test_blobs_through_the_pipeline_equal_the_tutorial_rule():
     np.testing.assert_array_equal(task.labels_test, labels[500:])
     subset = config.BlobsTask.model_validate({"seed": 2, "centers": 4, "classes": [3, 1], "n_train": 250}).make("target")
     assert subset.class_names == ("3", "1") and subset.n_outputs == 2
+
+
+def test_a_reverse_plan_stores_each_task_once_and_reads_both_directions_back(tmp_path):
+    from transferlab.config import study_from_dict
+    from transferlab.plan import build_plan
+    from transferlab.store import Store
+
+    raw = {"name": "iris", "reverse": True, "repeats": 1,
+           "source": {"kind": "sklearn", "dataset": "iris", "classes": ["setosa", "versicolor"]},
+           "target": {"kind": "sklearn", "dataset": "iris", "classes": ["virginica", "versicolor"],
+                      "standardize": "source"},
+           "strategies": [{"name": "standalone"}, {"name": "new_input"}]}
+    plan = build_plan(study_from_dict(raw))
+    assert len(plan.tasks()) == 2
+    with Store(tmp_path / "results.sqlite") as store:
+        store.open_study(plan, {})
+        _, stored = store.stored_plan()
+    assert stored.sha256() == plan.sha256()
+    forward, reverse = stored.directions
+    np.testing.assert_array_equal(reverse.source_task.x_train, forward.target_task.x_train)
+    assert reverse.target_task.class_names == ("setosa", "versicolor")
+    assert forward.target_task.provenance["standardize"].startswith("features by the source task's scaler")

@@ -63,3 +63,8 @@ def test_a_python_study_takes_task_objects(tmp_path):
         assert text in html, text
     again = study.run_study(study_from_dict(raw), tmp_path / "out")  # same data: it resumes
     assert again.trained_runs == 0
+    alone = study.retrain_run(tmp_path / "out", "target", "transfer freeze=0", 1, 1)  # from the stored arrays
+    stored = outputs.directions[0]
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    row = runs[(runs.strategy == "transfer freeze=0") & (runs.source_index == 1) & (runs.repeat == 1)].iloc[0]
+    assert abs(float(alone.final["test_accuracy"][0]) - row.test_accuracy) < 1e-6, stored.name

@@ -162,6 +162,7 @@ class Store:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 if not tables:  # a new database; an existing one is left byte for byte until a write
                     self._db.executescript(SCHEMA)
+                    self._empty = False
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.OperationalError as error:

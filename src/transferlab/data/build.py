@@ -51,7 +51,7 @@ class Options:
         known = {f.name for f in fields(cls)}
         for key in given:
             if key not in known:
-                raise DataError(f"unknown option {key!r} (options: {', '.join(sorted(known))})", key)
+                raise DataError(f"unknown option {key!r} (options: {', '.join(sorted(known))})")
         for key in ("features", "drop", "classes"):
             if given.get(key) is not None and not isinstance(given[key], (str, bytes)):
                 given[key] = tuple(given[key])
@@ -215,25 +215,34 @@ def _describe(base: str, options: Options) -> str:
 
 
 def task_from_frame(frame: pd.DataFrame, target, **options) -> Task:
+    """`Task.from_frame`: errors say which option is at fault (`query: ...`)."""
     if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}", "frame")
+        raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}", "frame")
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c) for c in frame.columns]
     name = options.get("name") or "DataFrame"
     origin = {"kind": "frame", "rows": len(frame), "columns": len(frame.columns)}
     table = Table(frame, name, None, origin, (Part(name, 0, len(frame), 0),))
-    return build_task(table, Options.of(target=target, **options), options.get("name") or name)
+    try:
+        return build_task(table, Options.of(target=target, **options), name)
+    except DataError as error:
+        if error.field == "standardize" and options.get("standardize") == "source":
+            raise DataError("standardize: in Python, give the source task's scaler: standardize=source.scaler",
+                            error.field) from None
+        raise DataError(f"{error.field}: {error}" if error.field else str(error), error.field) from None
 
 
 def task_from_arrays(x, y, feature_names=None, **options) -> Task:
+    """`Task.from_arrays`: the arrays as a frame (features `x0`, ... unless named; the label
+    `y`, or targets `y0`, ...), then `task_from_frame`."""
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2:
-        raise DataError(f"x has shape {x.shape}; give (rows, features)", "x")
+        raise DataError(f"x: shape {x.shape}; give (rows, features)", "x")
     if y.ndim not in (1, 2) or len(y) != len(x):
-        raise DataError(f"y has shape {y.shape}; give one label (or row of targets) per row of x ({len(x)})", "y")
+        raise DataError(f"y: shape {y.shape}; give one label (or row of targets) per row of x ({len(x)})", "y")
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(x.shape[1])]
     if len(names) != x.shape[1]:
-        raise DataError(f"{len(names)} feature names for {x.shape[1]} features", "feature_names")
+        raise DataError(f"feature_names: {len(names)} names for {x.shape[1]} features", "feature_names")
     frame = pd.DataFrame(x, columns=names)
     target = ["y"] if y.ndim == 1 else [f"y{i}" for i in range(y.shape[1])]
     if y.ndim == 1:
