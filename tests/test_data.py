@@ -238,3 +238,16 @@ def test_a_reverse_plan_stores_each_task_once_and_reads_both_directions_back(tmp
     np.testing.assert_array_equal(reverse.source_task.x_train, forward.target_task.x_train)
     assert reverse.target_task.class_names == ("setosa", "versicolor")
     assert forward.target_task.provenance["standardize"].startswith("features by the source task's scaler")
+
+
+def test_a_semicolon_csv_is_read_with_its_separator(tmp_path):
+    frame = pd.DataFrame({"a": [1.5, 2.5, 3.5, 4.5] * 3, "b": range(12), "label": ["x", "y"] * 6})
+    frame.to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    task = make("csv", path=str(tmp_path / "semi.csv"), target="label", split="first", n_train=8, standardize=False)
+    np.testing.assert_array_equal(everything(task)[0], frame[["a", "b"]].to_numpy(np.float32))
+
+
+def test_a_chosen_target_of_a_bundled_dataset_is_in_the_title():
+    task = make("sklearn", dataset="linnerud", target="Pulse", features=["Chins", "Situps", "Jumps"])
+    assert task.provenance["name"] == "linnerud (target Pulse)"
+    assert make("sklearn", dataset="linnerud").provenance["name"] == "linnerud"

@@ -116,7 +116,7 @@ def build_task(table: Table, options: Options, role: str, source_scaler: Scaler 
     if scaler is not None:
         x = scaler.apply(x)
 
-    name = options.name or description or _describe(table.name, options)
+    name = options.name or description or _describe(table.name, options, targets if table.target not in (None, targets) else None)
     provenance = {
         "name": name,
         "origin": table.origin,
@@ -200,8 +200,9 @@ def _scaler(standardize, x_train: np.ndarray, source_scaler: Scaler | None) -> t
     raise DataError(f"{standardize!r} is not an option; use true, false or \"source\"", "standardize")
 
 
-def _describe(base: str, options: Options) -> str:
-    details = []
+def _describe(base: str, options: Options, chosen_target: tuple[str, ...] | None = None) -> str:
+    """`digits (classes 5, 6, 7)`, `linnerud (target Pulse)`: the dataset and what was chosen."""
+    details = [f"target {', '.join(chosen_target)}"] if chosen_target else []
     if options.query:
         details.append(options.query)
     if options.classes is not None:

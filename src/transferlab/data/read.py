@@ -105,9 +105,19 @@ def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str 
     return Table(frame, path.name, target, origin, (Part(path.name, 0, len(frame), header),))
 
 
+SEPARATORS = (";", "\t", "|")  # tried when a comma finds only one column
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV file; a file separated by semicolons, tabs or bars (one column when read with
+    commas, its header holding the separator) is read with that separator."""
     try:
-        return pd.read_csv(path, skipinitialspace=True)
+        frame = pd.read_csv(path, skipinitialspace=True)
+        if len(frame.columns) == 1:
+            separator = next((sep for sep in SEPARATORS if sep in str(frame.columns[0])), None)
+            if separator is not None:
+                frame = pd.read_csv(path, sep=separator, skipinitialspace=True)
+        return frame
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; give a CSV file with a header line and rows", "path") from None
     except pd.errors.ParserError as error:
