@@ -10,8 +10,9 @@
   `test` value test (others are left out); or, from two files, `train_path` and `test_path`.
 
 `n_train` smaller than the training part keeps the test part unchanged and trains on the
-first `n_train` rows of the training part, shuffled with the seed where it was not already
-(`random` shuffles): how much target data does transfer need?
+first `n_train` rows of the training part: in file order for `first`, in `random`'s
+shuffled order, and after a seeded shuffle for a given (`column`) split: how much target
+data does transfer need?
 """
 
 from __future__ import annotations
