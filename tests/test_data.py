@@ -251,3 +251,18 @@ def test_a_chosen_target_of_a_bundled_dataset_is_in_the_title():
     task = make("sklearn", dataset="linnerud", target="Pulse", features=["Chins", "Situps", "Jumps"])
     assert task.provenance["name"] == "linnerud (target Pulse)"
     assert make("sklearn", dataset="linnerud").provenance["name"] == "linnerud"
+
+
+def test_n_train_of_a_given_split_is_a_seeded_sample_of_its_training_rows(table_file):
+    root, frame = table_file
+    whole = make("csv", path=str(root / "animals.csv"), target="species", split_column="fold", standardize=False)
+    part = make("csv", path=str(root / "animals.csv"), target="species", split_column="fold", n_train=20, seed=5,
+                standardize=False)
+    np.testing.assert_array_equal(part.x_test, whole.x_test)
+    rows = {tuple(r) for r in whole.x_train.tolist()}
+    assert len(part.x_train) == 20 and all(tuple(r) in rows for r in part.x_train.tolist())
+    expected = np.random.default_rng(5).permutation(45)[:20]
+    np.testing.assert_array_equal(part.x_train, whole.x_train[expected])
+    first = make("csv", path=str(root / "animals.csv"), target="species", drop=["fold"], split="first",
+                 test_fraction=0.25, n_train=10, standardize=False)
+    np.testing.assert_array_equal(first.x_train, whole.x_train[:10])  # file order: the first rows

@@ -575,7 +575,7 @@ class StudyConfig(BaseModel):
             return models.output_layer(1, "sigmoid")
         return models.output_layer(task.n_outputs, chosen or "softmax")
 
-    def parsed_strategies(self) -> list:  # noqa: D102
+    def parsed_strategies(self) -> list:
         return [parse_strategy(entry, f"strategies[{i}]") for i, entry in enumerate(self.strategies)]
 
 
