@@ -29,6 +29,7 @@ def data_dir(tmp_path_factory):
     (root / "empty.csv").write_text("")
     (root / "ragged.csv").write_text("a,b,label\n1,2,no\n3,4,5,6\n")
     (root / "not.parquet").write_text("hello")
+    (root / "latin.csv").write_bytes("a,b,c,group,label\n1,2,3,north,caf\u00e9\n".encode("latin-1"))
     good.assign(a=good["a"].astype(str).where(good.index != 3, "red")).to_csv(root / "text.csv", index=False)
     holes = good.copy()
     holes.loc[[5, 9], "a"] = np.nan
@@ -91,6 +92,8 @@ DATA_CASES = [
      "fields in line 3, saw 4)"),
     ("not-parquet", {"target.kind": "parquet", "target.path": "not.parquet"},
      W + ": target.path: {dir}/not.parquet: cannot read it as parquet ({any}); check the file and its kind"),
+    ("not-utf-8", {"target.path": "latin.csv"},
+     W + ": target.path: {dir}/latin.csv: not UTF-8 text (byte 0xe9 on line 2); save the file as UTF-8"),
     ("missing-target-column", {"target.target": "lable"},
      W + ": target.target: column 'lable' is not in good.csv (its columns: a, b, c, group, label)"),
     ("text-feature", {"target.path": "text.csv"},

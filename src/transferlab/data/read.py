@@ -87,7 +87,9 @@ def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str 
             frame, header = _read_npz(path, x_key, y_key), 0
     except DataError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError, ImportError) as error:
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text ({_first_bad_byte(path)}); save the file as UTF-8", field_name) from None
+    except (OSError, ValueError, ImportError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise DataError(f"{path}: cannot read it as {kind} ({reason}); check the file and its kind", field_name) from None
     if frame.empty or not len(frame.columns):
@@ -122,6 +124,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty; give a CSV file with a header line and rows", "path") from None
     except pd.errors.ParserError as error:
         raise DataError(f"{path}: not a well-formed CSV file ({' '.join(str(error).split())})", "path") from None
+
+
+def _first_bad_byte(path: Path) -> str:
+    """`byte 0xe9 on line 2`: where a file stops being UTF-8."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"byte {data[error.start]:#04x} on line {data[:error.start].count(b'\n') + 1}"
+    return "a byte that is not UTF-8"
 
 
 def _read_npz(path: Path, x_key: str, y_key: str) -> pd.DataFrame:
