@@ -132,7 +132,8 @@ def _first_bad_byte(path: Path) -> str:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        return f"byte {data[error.start]:#04x} on line {data[:error.start].count(b'\n') + 1}"
+        line = data[: error.start].count(b"\n") + 1
+        return f"byte {data[error.start]:#04x} on line {line}"
     return "a byte that is not UTF-8"
 
 
