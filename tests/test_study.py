@@ -180,7 +180,8 @@ def test_cli_run_writes_table_csv_plots_and_report(tmp_path, small_study_dict):
     result = subprocess.run([sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    for label in ("standalone", "transfer freeze=0", "transfer freeze=2", "95% CI", "mean (std)"):
+    for label in ("standalone", "transfer freeze=0", "transfer freeze=2", "95% CI", "mean (std)", "learning speed",
+                  "jumpstart", "epochs to threshold"):
         assert label in result.stdout
     for name in ("summary.csv", "per_source.csv", "runs.csv", "curves_mean.csv", "tasks.png",
                  "learning_curves.png", "boxplot.png", "report.html"):

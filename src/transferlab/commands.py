@@ -54,9 +54,13 @@ def demo(
 
 
 @app.command()
-def report(folder: Path = typer.Argument(..., help="an output folder of `transferlab run`")) -> None:
+def report(
+    folder: Path = typer.Argument(..., help="an output folder of `transferlab run`"),
+    threshold: float = typer.Option(None, "--threshold", help="the time-to-threshold score "
+                                    "(default: the study's [report] threshold, else 95% of standalone's final mean)"),
+) -> None:
     """Rebuild the table, CSVs, plots and report.html of FOLDER from its database."""
-    outputs = _write_report(folder)
+    outputs = _write_report(folder, threshold)
     _print_outputs(outputs)
 
 
@@ -85,7 +89,7 @@ def _load(path: Path):
     return _guard(load)
 
 
-def _write_report(folder: Path):
+def _write_report(folder: Path, threshold: float | None = None):
     interrupts.set_message(
         f"the report in {folder}/ was not finished (the results are safe); run `transferlab report {folder}` to write it"
     )
@@ -93,7 +97,7 @@ def _write_report(folder: Path):
     def write():
         from transferlab.report import build_report
 
-        return build_report(folder)
+        return build_report(folder, threshold)
 
     return _guard(write)
 
@@ -160,8 +164,17 @@ def _describe(config) -> str:
     )
 
 
+def _speed_title(direction) -> str:
+    if direction.threshold is None:
+        level = f"no threshold: {direction.threshold_source}"
+    else:
+        level = f"threshold {direction.threshold:.3f} = {direction.threshold_source}"
+    return (f"learning speed ({direction.metric_label}; {level}; mean (Δ vs standalone), * = Holm p < 0.05; "
+            "epochs to threshold: never-reached runs count as epochs + 1)")
+
+
 def _print_outputs(outputs) -> None:
-    from transferlab import stats
+    from transferlab import speed, stats
 
     for direction in outputs.directions:
         prefix = f"{outputs.study['name']}" + (f" ({direction.name})" if len(outputs.directions) > 1 else "")
@@ -174,6 +187,8 @@ def _print_outputs(outputs) -> None:
             for column in wide.columns[1:]:
                 wide[column] = [f"{v:.3f}" for v in wide[column]]
             _print_frame(wide, f"mean {direction.metric_label} per source model")
+        if direction.speed:
+            _print_frame(speed.compact_table(direction.speed), _speed_title(direction))
         if direction.diverged:
             console.print(f"note: {stats.DIVERGED_NOTE}", highlight=False)
     both = outputs.side_by_side()

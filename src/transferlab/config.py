@@ -491,6 +491,14 @@ class ExecutionConfig(BaseModel):
         return None if self.memory is None else parse_size(self.memory)
 
 
+class ReportConfig(BaseModel):
+    """How the report reads the results (never part of the study's identity: changing it
+    and running `transferlab report` again is fine)."""
+
+    model_config = _STRICT
+    threshold: Finite | None = None  # time to threshold: default 95% of standalone's final mean
+
+
 class StudyConfig(BaseModel):
     """A whole study: tasks, model, training, strategies and repeats.
 
@@ -511,6 +519,7 @@ class StudyConfig(BaseModel):
     training: TrainingConfig = TrainingConfig()
     strategies: Annotated[list[dict[str, Any]], Field(min_length=1)]
     execution: ExecutionConfig = ExecutionConfig()
+    report: ReportConfig = ReportConfig()
     _tasks: dict = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from transferlab import plots, stats
+from transferlab import plots, speed, stats
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, check_writable, write_text
 from transferlab.store import Store
@@ -35,6 +35,9 @@ class DirectionReport:
     sources_done: int = 0
     sources_planned: int = 0
     figures: dict[str, str] = field(default_factory=dict)
+    speed: dict[str, pd.DataFrame] = field(default_factory=dict)
+    threshold: float | None = None
+    threshold_source: str = ""
 
     @property
     def diverged(self) -> int:
@@ -91,10 +94,12 @@ class Outputs:
         return stats.side_by_side({d.name: d.summary for d in self.directions})
 
 
-def build_report(folder: str | Path) -> Outputs:
+def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
     """Rebuild every table, figure and `report.html` of `folder` from its database: one
     consistent snapshot (a run may be committing meanwhile), read through the stored plan.
-    Each file is written to a temporary name and renamed, so none is ever seen half-written."""
+    Each file is written to a temporary name and renamed, so none is ever seen half-written.
+    `threshold` is the time-to-threshold level (default: the study's `[report] threshold`,
+    else 95% of standalone's final mean)."""
     folder = Path(folder)
     if (folder / "results.sqlite").is_file():  # (a missing database gets its own message)
         check_writable(folder, "make it writable, or copy the folder and report the copy")
@@ -106,9 +111,15 @@ def build_report(folder: str | Path) -> Outputs:
         mean_curves = store.mean_curves(study_id)
         source_models = store.source_models(study_id)
         layer_records = store.layer_records(study_id)
+        thresholds, measures = {}, {}
+        for direction in plan.directions:
+            chosen = runs[runs["direction"] == direction.name]
+            thresholds[direction.name] = _threshold(threshold, study, stats.summary_table(chosen, direction.score))
+            measures[direction.name] = store.learning_measures(
+                study_id, direction.name, _curve_metric(direction.score), thresholds[direction.name][0])
 
     files: dict[str, Path] = {}
-    directions, summaries, per_sources = [], [], []
+    directions, summaries, per_sources, speeds = [], [], [], []
     for direction in plan.directions:
         name = direction.name
         chosen = runs[runs["direction"] == name]
@@ -137,6 +148,12 @@ def build_report(folder: str | Path) -> Outputs:
         if report.runs_done:  # finished runs, diverged ones included: the plot counts those
             files[f"boxplot{suffix}.png"] = plots.accuracy_boxplot(chosen, folder / f"boxplot{suffix}.png", direction.score)
             report.figures["boxplot"] = f"boxplot{suffix}.png"
+        report.threshold, report.threshold_source = thresholds[name]
+        report.speed = speed.speed_tables(
+            speed.with_measures(chosen, measures[name], plan.training.epochs, direction.score))
+        if report.threshold is None:
+            del report.speed["time_to_threshold"]
+        speeds.append(speed.long_table(report.speed, name, report.threshold))
         directions.append(report)
         summaries.append(report.summary.assign(direction=name, metric=direction.score))
         per_sources.append(report.per_source.assign(direction=name))
@@ -144,6 +161,7 @@ def build_report(folder: str | Path) -> Outputs:
     tables = {
         "summary.csv": pd.concat(summaries, ignore_index=True),
         "per_source.csv": pd.concat(per_sources, ignore_index=True),
+        "learning_speed.csv": pd.concat(speeds, ignore_index=True),
         "runs.csv": runs,
         "curves_mean.csv": mean_curves,
     }
@@ -162,6 +180,32 @@ def build_report(folder: str | Path) -> Outputs:
     outputs = Outputs(folder=folder, directions=directions, files=files, study=study, source_models=source_models)
     files["report.html"] = write_text(folder / "report.html", render_html(outputs, plan))
     return outputs
+
+
+def _speed_part(measure: str, summary: pd.DataFrame) -> dict:
+    """One learning-speed measure as the report shows it (times with one decimal)."""
+    table = stats.display_table(summary, digits=1 if measure == "time_to_threshold" else 3)
+    if "censored" in summary:
+        table["never reached"] = [f"{c} of {n}" if c else "" for c, n in zip(summary["censored"], summary["n"])]
+    return {"label": speed.MEASURES[measure], "columns": list(table.columns), "rows": table.to_dict("records")}
+
+
+def _curve_metric(score: str) -> str:
+    """`test_accuracy` → `accuracy`: the name of the score's per-epoch curve."""
+    return score.removeprefix("test_")
+
+
+def _threshold(given: float | None, study: dict, summary: pd.DataFrame) -> tuple[float | None, str]:
+    """The time-to-threshold level and where it came from, in words."""
+    if given is not None:
+        return float(given), "given to the report"
+    configured = (study.get("config", {}).get("report") or {}).get("threshold")
+    if configured is not None:
+        return float(configured), "the study's [report] threshold"
+    default = speed.default_threshold(summary)
+    if default is None:
+        return None, "no standalone runs to take a default from: give [report] threshold"
+    return default, f"{speed.THRESHOLD_SHARE:.0%} of standalone's final mean"
 
 
 def _recipes(records: pd.DataFrame) -> list[dict]:
@@ -205,6 +249,7 @@ def render_html(outputs: Outputs, plan) -> str:
                 "table": table.to_dict("records"),
                 "columns": list(table.columns),
                 "per_source": per_source.to_dict("records"),
+                "speed": [_speed_part(measure, summary) for measure, summary in direction.speed.items()],
             }
         )
     both = outputs.side_by_side()

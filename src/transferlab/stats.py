@@ -137,11 +137,11 @@ def per_source_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.Da
     )
 
 
-def format_mean_std(mean: float, std: float) -> str:
+def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
     """The tutorial's `mean (std)`; `–` where there is nothing to average."""
     if np.isnan(mean):
         return "–"
-    return f"{mean:.3f} ({std:.3f})" if not np.isnan(std) else f"{mean:.3f}"
+    return f"{mean:.{digits}f} ({std:.{digits}f})" if not np.isnan(std) else f"{mean:.{digits}f}"
 
 
 def side_by_side(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -165,22 +165,23 @@ def side_by_side(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def display_table(summary: pd.DataFrame) -> pd.DataFrame:
+def display_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The summary as printed and reported: formatted strings, one row per strategy."""
     rows = []
     any_diverged = "diverged" in summary.columns and bool((summary["diverged"] > 0).any())
     for row in summary.itertuples(index=False):
+        d = digits
         diff = (
             ""
             if np.isnan(row.diff)
-            else f"{row.diff:+.3f} [{row.diff_ci_low:+.3f}, {row.diff_ci_high:+.3f}]"
+            else f"{row.diff:+.{d}f} [{row.diff_ci_low:+.{d}f}, {row.diff_ci_high:+.{d}f}]"
         )
         rows.append(
             {
                 "strategy": row.strategy,
                 "n": str(row.n) + (f" ({row.sources} src)" if row.sources > 1 else ""),
-                "mean (std)": format_mean_std(row.mean, row.std),
-                "95% CI": "" if np.isnan(row.ci_low) else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]",
+                "mean (std)": format_mean_std(row.mean, row.std, d),
+                "95% CI": "" if np.isnan(row.ci_low) else f"[{row.ci_low:.{d}f}, {row.ci_high:.{d}f}]",
                 "Δ vs standalone [95% CI]": diff,
                 "p (Holm)": "" if np.isnan(row.p_holm) else f"{row.p_holm:.2g}",
             }

@@ -435,6 +435,26 @@ class Store:
         wide = wide.reindex(columns=columns).astype(float)
         return runs.join(wide, on="run_id")
 
+    def learning_measures(self, study_id: int, direction: str, name: str, threshold: float | None) -> pd.DataFrame:
+        """Per finished target run of `direction`, from its per-epoch test curve of metric
+        `name`: the value after epoch 1 (`jumpstart`), the mean over epochs (`auc`) and the
+        first epoch at or above `threshold` (`reached`, NULL if never or without a
+        threshold), computed inside SQLite so memory stays flat."""
+        return pd.read_sql_query(
+            """
+            SELECT r.id AS run_id,
+                   max(CASE WHEN m.epoch = 1 THEN m.value END) AS jumpstart,
+                   avg(m.value) AS auc,
+                   min(CASE WHEN m.value >= :threshold THEN m.epoch END) AS reached
+            FROM metrics m JOIN runs r ON r.id = m.run_id
+            WHERE r.study_id = :study AND r.direction = :direction AND r.role = 'target'
+                  AND r.status = 'done' AND m.split = 'test' AND m.name = :name
+            GROUP BY r.id
+            """,
+            self._db,
+            params={"study": study_id, "direction": direction, "name": name, "threshold": threshold},
+        )
+
     def layer_records(self, study_id: int) -> pd.DataFrame:
         """Each strategy's target architecture and per-layer record (one row per direction and strategy)."""
         return pd.read_sql_query(
