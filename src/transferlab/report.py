@@ -149,11 +149,12 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
             files[f"boxplot{suffix}.png"] = plots.accuracy_boxplot(chosen, folder / f"boxplot{suffix}.png", direction.score)
             report.figures["boxplot"] = f"boxplot{suffix}.png"
         report.threshold, report.threshold_source = thresholds[name]
-        report.speed = speed.speed_tables(
-            speed.with_measures(chosen, measures[name], plan.training.epochs, direction.score))
-        if report.threshold is None:
-            del report.speed["time_to_threshold"]
-        speeds.append(speed.long_table(report.speed, name, report.threshold))
+        if report.runs_done:
+            report.speed = speed.speed_tables(
+                speed.with_measures(chosen, measures[name], plan.training.epochs, direction.score))
+            if report.threshold is None:
+                del report.speed["time_to_threshold"]
+            speeds.append(speed.long_table(report.speed, name, report.threshold))
         directions.append(report)
         summaries.append(report.summary.assign(direction=name, metric=direction.score))
         per_sources.append(report.per_source.assign(direction=name))
@@ -161,7 +162,7 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
     tables = {
         "summary.csv": pd.concat(summaries, ignore_index=True),
         "per_source.csv": pd.concat(per_sources, ignore_index=True),
-        "learning_speed.csv": pd.concat(speeds, ignore_index=True),
+        "learning_speed.csv": pd.concat(speeds, ignore_index=True) if speeds else pd.DataFrame(columns=["measure"]),
         "runs.csv": runs,
         "curves_mean.csv": mean_curves,
     }

@@ -36,6 +36,8 @@ HIGHER_IS_BETTER = {"jumpstart": True, "auc": True, "time_to_threshold": False, 
 
 def default_threshold(summary: pd.DataFrame, share: float = THRESHOLD_SHARE) -> float | None:
     """`share` of standalone's final mean (None without a standalone row to take it from)."""
+    if summary.empty:
+        return None
     base = summary[summary["strategy"] == stats.BASELINE]
     if base.empty or np.isnan(base.iloc[0]["mean"]):
         return None
