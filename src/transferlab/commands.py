@@ -164,13 +164,11 @@ def _describe(config) -> str:
     )
 
 
-def _speed_title(direction) -> str:
+def _speed_note(direction) -> str:
     if direction.threshold is None:
-        level = f"no threshold: {direction.threshold_source}"
-    else:
-        level = f"threshold {direction.threshold:.3f} = {direction.threshold_source}"
-    return (f"learning speed ({direction.metric_label}; {level}; mean (Δ vs standalone), * = Holm p < 0.05; "
-            "epochs to threshold: never-reached runs count as epochs + 1)")
+        return f"no time to threshold: {direction.threshold_source}"
+    return (f"epochs to threshold {direction.threshold:.3f} ({direction.threshold_source}); never: runs that did "
+            "not reach it, counted as epochs + 1")
 
 
 def _print_outputs(outputs) -> None:
@@ -188,7 +186,9 @@ def _print_outputs(outputs) -> None:
                 wide[column] = [f"{v:.3f}" for v in wide[column]]
             _print_frame(wide, f"mean {direction.metric_label} per source model")
         if direction.speed:
-            _print_frame(speed.compact_table(direction.speed), _speed_title(direction))
+            title = f"learning speed, {direction.metric_label}: mean (Δ vs standalone, * Holm p < 0.05)"
+            _print_frame(speed.compact_table(direction.speed), title)
+            console.print(escape(_speed_note(direction)), highlight=False)
         if direction.diverged:
             console.print(f"note: {stats.DIVERGED_NOTE}", highlight=False)
     both = outputs.side_by_side()
