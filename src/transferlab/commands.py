@@ -37,7 +37,12 @@ def run(
 ) -> None:
     """Run STUDY_FILE into an output folder (rerun to resume), then write the table, plots and report."""
     config = _load(study_file)
-    _run_and_report(config, out or Path(config.name), quiet, force)
+    from transferlab.sweep import Sweep
+
+    if isinstance(config, Sweep):
+        _run_sweep_and_report(config, out or Path(config.name), quiet, force)
+    else:
+        _run_and_report(config, out or Path(config.name), quiet, force)
 
 
 @app.command()
@@ -155,6 +160,62 @@ def _run_and_report(config, out: Path, quiet: bool, force: bool) -> None:
     console.print(f"wall time {time.perf_counter() - started:.1f} s")
 
 
+def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
+    from transferlab.estimate import available_memory, estimate, shard_size_for
+    from transferlab.study import plan_sweep, run_sweep
+
+    started = time.perf_counter()
+    plans = _guard(lambda: plan_sweep(sweep))
+    works = [estimate(plan, shard_size_for(plan, point.config.execution)) for point, plan in plans]
+    available = available_memory()
+    axes = " × ".join(f"{path} ({len(values)})" for path, values in sweep.axes.items())
+    console.print(f"[bold]{escape(sweep.name)}[/]: a {sweep.mode} sweep of {len(plans)} points over "
+                  f"{escape(axes)}; each {escape(_describe(sweep.points[0].config))} → {escape(str(out))}/",
+                  highlight=False)
+    runs = sum(w.runs for w in works)
+    peak = max(w.peak_bytes for w in works)
+    console.print(f"plan: {runs:,} runs, {sum(w.model_epochs for w in works):,} model-epochs, estimated peak "
+                  f"memory {peak / 2**30:.1f} GiB (the largest point)", highlight=False)
+    if available and peak > available and not force:
+        _fail(f"{sweep.name}: the estimated peak memory of a point exceeds what this machine has available; "
+              "lower repeats, epochs or layer widths, or pass --force to start anyway")
+    interrupts.set_message(f"finished shards are saved in {out}/results.sqlite; rerun the same command to resume")
+    with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(escape(stage), total=total)
+            bar.update(tasks[stage], completed=done)
+
+        def notify(message: str) -> None:
+            bar.console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
+
+        outcome = _guard(lambda: run_sweep(sweep, out, progress=progress, notify=notify, plans=plans))
+    if outcome.skipped_runs:
+        console.print(f"resumed: {outcome.skipped_runs} runs were already done, trained {outcome.trained_runs}")
+    if outcome.diverged_runs:
+        console.print(f"[yellow]{outcome.diverged_runs} runs diverged[/] (loss NaN or infinite); they are stored "
+                      "as diverged and counted in the tables")
+    from transferlab.engine import release_programs
+
+    release_programs()
+    _print_outputs(_write_report(out))
+    console.print(f"wall time {time.perf_counter() - started:.1f} s")
+
+
+def _print_sweep(outputs) -> None:
+    _print_frame(outputs.pivot, f"{outputs.name}: mean {outputs.metric_label} per point (Δ vs standalone, "
+                                "* = Holm p < 0.05 within the point)")
+    for line in outputs.headline:
+        console.print(escape(line), highlight=False)
+    for line in outputs.pending:
+        console.print(f"[yellow]not finished:[/] {escape(line)}; rerun the sweep to resume", highlight=False)
+    names = ", ".join(sorted(path.name for path in outputs.files.values()))
+    console.print(f"wrote {escape(str(outputs.folder))}/: {escape(names)}", highlight=False)
+
+
 def _describe(config) -> str:
     n_strategies = len(config.strategies)
     return (
@@ -173,6 +234,11 @@ def _speed_note(direction) -> str:
 
 def _print_outputs(outputs) -> None:
     from transferlab import speed, stats
+    from transferlab.sweep_report import SweepOutputs
+
+    if isinstance(outputs, SweepOutputs):
+        _print_sweep(outputs)
+        return
 
     for direction in outputs.directions:
         prefix = f"{outputs.study['name']}" + (f" ({direction.name})" if len(outputs.directions) > 1 else "")

@@ -70,6 +70,7 @@ class _Preparation(BaseModel):
     dropna: bool = False
     split: Literal["first", "random"] | None = None
     test_fraction: Annotated[Finite, Field(gt=0, lt=1)] | None = None
+    train_part: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = None
     standardize: bool | Literal["source"] | None = None
     model_file: str | None = None  # [source] only: an existing .keras source model
 
@@ -83,6 +84,7 @@ class _Preparation(BaseModel):
             "classes": None if self.classes is None else tuple(self.classes),
             "n_rows": self.n_rows, "dropna": self.dropna,
             "split": self.split or self.DEFAULT_SPLIT, "test_fraction": self.test_fraction,
+            "train_part": self.train_part,
             "standardize": self.DEFAULT_STANDARDIZE if self.standardize is None else self.standardize,
         }
         return {**given, **extra}
@@ -680,8 +682,9 @@ def _width_problem(error, features) -> str:
 # --- loading -----------------------------------------------------------------------------
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    """Read, validate and resolve a study file, or raise one `StudyFileError` line."""
+def load_study(path: str | Path):
+    """Read, validate and resolve a study file (a `StudyConfig`, or a `Sweep` when it has a
+    `[sweep]` table), or raise one `StudyFileError` line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -695,6 +698,10 @@ def load_study(path: str | Path) -> StudyConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise StudyFileError(f"{path}: not valid TOML: {error}") from None
+    if "sweep" in raw:  # many studies: `transferlab.sweep.Sweep`
+        from transferlab.sweep import sweep_from_dict
+
+        return sweep_from_dict(raw, source=str(path), base_dir=path.parent)
     return study_from_dict(raw, source=str(path), base_dir=path.parent)
 
 
@@ -847,12 +854,17 @@ def as_toml(config: dict) -> str:
             lines.append(f"{key} = {toml_value(value)}")
     for name, table in tables.items():
         lines.append(f"\n[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items() if v is not None]
+        lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in table.items() if v is not None]
     for name, entries in arrays.items():
         for entry in entries:
             lines.append(f"\n[[{name}]]")
             lines += [f"{k} = {toml_value(v)}" for k, v in entry.items()]
     return "\n".join(lines)
+
+
+def _toml_key(key: str) -> str:
+    """A bare key where TOML allows one, else quoted (`"target.n_train"`)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
 
 
 def toml_value(value) -> str:

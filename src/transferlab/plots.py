@@ -152,3 +152,57 @@ def _save(fig, path: Path) -> Path:
     with atomic_path(path) as temporary:
         fig.savefig(temporary, dpi=_DPI, format="png")
     return path
+
+
+def sweep_figure(table: pd.DataFrame, axes: dict, path: Path, metric_label: str) -> Path:
+    """Left: each strategy's mean score with its 95% interval against the swept value
+    (standalone in black); right: the difference to standalone with its 95% interval, a
+    filled marker where Holm-corrected p < 0.05. One numeric axis is drawn to scale (log
+    for `n_train` or a wide range); several axes are drawn point by point."""
+    fig = Figure(figsize=(12, 4.4))
+    score_ax, diff_ax = fig.subplots(1, 2)
+    names = list(axes)
+    numeric = len(names) == 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axes[names[0]])
+    if numeric:
+        values = [float(v) for v in axes[names[0]]]
+        x_of = {point: float(group.iloc[0][names[0]]) for point, group in table.groupby("point")}
+        log = names[0].endswith("n_train") or (min(values) > 0 and max(values) / min(values) >= 10)
+        label = names[0]
+    else:
+        x_of = {point: float(point) for point in table["point"].unique()}
+        log, label = False, "sweep point"
+    for strategy in dict.fromkeys(table["strategy"]):
+        rows = table[table["strategy"] == strategy].sort_values("point")
+        x = np.array([x_of[p] for p in rows["point"]])
+        baseline = strategy == "standalone"
+        style = {"color": "black", "linewidth": 2.2} if baseline else {}
+        line, = score_ax.plot(x, rows["mean"], marker="o", label=strategy, **style)
+        score_ax.fill_between(x, rows["ci_low"], rows["ci_high"], alpha=0.15, color=line.get_color())
+        if baseline:
+            continue
+        diff = rows["diff"].to_numpy(float)
+        errors = np.vstack([diff - rows["diff_ci_low"].to_numpy(float), rows["diff_ci_high"].to_numpy(float) - diff])
+        diff_ax.errorbar(x, diff, yerr=errors, color=line.get_color(), capsize=3, marker=None, linestyle="-")
+        significant = rows["p_holm"].to_numpy(float) < 0.05
+        diff_ax.scatter(x[significant], diff[significant], color=line.get_color(), zorder=3, s=36)
+        diff_ax.scatter(x[~significant], diff[~significant], facecolors="white", edgecolors=line.get_color(),
+                        zorder=3, s=36)
+    diff_ax.axhline(0, color="black", linewidth=1)
+    for ax in (score_ax, diff_ax):
+        ax.set_xlabel(label)
+        if log:
+            ax.set_xscale("log")
+        if not numeric:
+            points = sorted(x_of)
+            ax.set_xticks([x_of[p] for p in points])
+            ax.set_xticklabels([_point_label(table, p, names) for p in points], rotation=30, ha="right", fontsize=7)
+    score_ax.set_ylabel(f"{metric_label} (mean, 95% interval)")
+    diff_ax.set_ylabel("Δ vs standalone (95% interval; filled: Holm p < 0.05)")
+    score_ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _point_label(table: pd.DataFrame, point: int, names: list[str]) -> str:
+    row = table[table["point"] == point].iloc[0]
+    return ", ".join(f"{name.split('.')[-1]}={row[name]}" for name in names)

@@ -103,6 +103,12 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
     folder = Path(folder)
     if (folder / "results.sqlite").is_file():  # (a missing database gets its own message)
         check_writable(folder, "make it writable, or copy the folder and report the copy")
+    with Store.in_folder(folder, readonly=True) as store:
+        holds_sweep = store.sweep() is not None
+    if holds_sweep:
+        from transferlab.sweep_report import build_sweep_report
+
+        return build_sweep_report(folder)
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
         study = store.study()
         study_id, plan = store.stored_plan()

@@ -40,7 +40,15 @@ CREATE TABLE IF NOT EXISTS studies (
     plan_json TEXT NOT NULL,         -- the canonical plan (transferlab.plan.Plan)
     plan_sha256 TEXT NOT NULL UNIQUE,
     versions_json TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    point_index INTEGER,             -- a sweep's point (NULL: a plain study)
+    point_json TEXT                  -- the point's values, e.g. {{"target.n_train": 50}}
+);
+CREATE TABLE IF NOT EXISTS sweeps (  -- at most one: the folder holds this sweep's points
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec_json TEXT NOT NULL,         -- mode, axes and each point's plan hash
+    sha256 TEXT NOT NULL UNIQUE
 );
 CREATE TABLE IF NOT EXISTS tasks (  -- every task's final arrays, written once with the study
     fingerprint TEXT PRIMARY KEY,    -- SHA-256 of the arrays (transferlab.tasks.Task.fingerprint)
@@ -196,20 +204,22 @@ class Store:
 
     # --- studies -------------------------------------------------------------------------
 
-    def open_study(self, plan, versions: dict) -> int:
+    def open_study(self, plan, versions: dict, point=None) -> int:
         """The study's id: created on first run, reused on resume, refused if the folder holds
-        a different study (a different plan: tasks, model, training, strategies or seeds)."""
+        a different study (a different plan: tasks, model, training, strategies or seeds).
+        `point` (a sweep's `Point`) stores the study as that point of the folder's sweep."""
         from transferlab.plan import canonical_json
 
         plan_sha = plan.sha256()
-        stored = self.study_holding(plan_sha)
+        stored = self.study_holding(plan_sha, sweep_point=point is not None)
         if stored is not None:
             return stored
         with self._transaction():
             cursor = self._db.execute(
-                "INSERT INTO studies (name, plan_json, plan_sha256, versions_json, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (plan.name, canonical_json(plan.to_dict()), plan_sha, json.dumps(versions), _now()),
+                "INSERT INTO studies (name, plan_json, plan_sha256, versions_json, created_at, point_index, "
+                "point_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (plan.name, canonical_json(plan.to_dict()), plan_sha, json.dumps(versions), _now(),
+                 None if point is None else point.index, None if point is None else canonical_json(point.values)),
             )
             self._db.executemany(
                 "INSERT OR IGNORE INTO tasks (fingerprint, arrays) VALUES (?, ?)",
@@ -220,11 +230,46 @@ class Store:
     def has_study(self) -> bool:
         return not self._empty and self._db.execute("SELECT count(*) FROM studies").fetchone()[0] > 0
 
-    def study_holding(self, plan_sha256: str) -> int | None:
-        """The id of the stored study with this plan, None if the folder holds no study yet;
-        a folder holding another study is refused."""
+    def sweep(self) -> dict | None:
+        """The sweep this folder holds (`name`, `spec`, `sha256`), None for a plain study."""
         if self._empty:
             return None
+        row = self._db.execute("SELECT name, spec_json, sha256 FROM sweeps").fetchone()
+        return None if row is None else {"name": row[0], "spec": json.loads(row[1]), "sha256": row[2]}
+
+    def open_sweep(self, name: str, spec: dict, sha256: str) -> None:
+        """Record that this folder holds the sweep (refused if it holds anything else)."""
+        self.check_holds_sweep(name, sha256)
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO sweeps (name, spec_json, sha256) VALUES (?, ?, ?)",
+                             (name, json.dumps(spec, sort_keys=True), sha256))
+
+    def check_holds_sweep(self, name: str, sha256: str) -> None:
+        """A sweep may run into an empty folder or one holding this same sweep."""
+        stored = self.sweep()
+        if stored is None:
+            if self.has_study():
+                held = self._db.execute("SELECT name FROM studies").fetchone()[0]
+                raise StoreError(f"{self.path}: this folder holds study {held!r}, not the sweep {name!r}; choose "
+                                 "another --out folder (nothing here was changed)")
+            return
+        if stored["sha256"] != sha256:
+            raise StoreError(f"{self.path}: this folder holds sweep {stored['name']!r} with a different "
+                             "configuration; choose another --out folder (nothing here was changed)")
+
+    def study_holding(self, plan_sha256: str, sweep_point: bool = False) -> int | None:
+        """The id of the stored study with this plan, None if the folder holds no study yet;
+        a folder holding another study (or a sweep, for a plain study) is refused. A sweep's
+        point is looked up among the folder's points (the sweep was checked as a whole)."""
+        if self._empty:
+            return None
+        if sweep_point:
+            row = self._db.execute("SELECT id FROM studies WHERE plan_sha256 = ?", (plan_sha256,)).fetchone()
+            return None if row is None else row[0]
+        held = self.sweep()
+        if held is not None:
+            raise StoreError(f"{self.path}: this folder holds sweep {held['name']!r}; choose another --out folder "
+                             "(nothing here was changed)")
         row = self._db.execute("SELECT id, name, plan_sha256 FROM studies").fetchone()
         if row is None:
             return None
@@ -236,13 +281,20 @@ class Store:
             )
         return study_id
 
-    def study(self) -> dict:
-        """The stored study: id, name, plan (as stored), its hash, versions, creation time."""
+    def points(self) -> list[dict]:
+        """A sweep folder's stored points in order: study id, index and values."""
+        rows = self._db.execute(
+            "SELECT id, point_index, point_json FROM studies WHERE point_index IS NOT NULL ORDER BY point_index")
+        return [{"study_id": r[0], "index": r[1], "values": json.loads(r[2])} for r in rows.fetchall()]
+
+    def study(self, study_id: int | None = None) -> dict:
+        """The stored study (or sweep point `study_id`): id, name, plan (as stored), its hash,
+        versions, creation time."""
         if self._empty:
             raise StoreError(f"{self.path}: no study has been run into this folder yet")
-        row = self._db.execute(
-            "SELECT id, name, plan_json, plan_sha256, versions_json, created_at FROM studies"
-        ).fetchone()
+        query = "SELECT id, name, plan_json, plan_sha256, versions_json, created_at FROM studies"
+        row = self._db.execute(query + " WHERE id = ?", (study_id,)).fetchone() if study_id is not None else (
+            self._db.execute(query + " ORDER BY id").fetchone())
         if row is None:
             raise StoreError(f"{self.path}: no study has been run into this folder yet")
         keys = ("id", "name", "plan", "plan_sha256", "versions", "created_at")
@@ -255,11 +307,11 @@ class Store:
         study["config"] = study["plan"].get("study", {})
         return study
 
-    def stored_plan(self):
-        """`(study id, Plan)` as stored when the study first ran."""
+    def stored_plan(self, study_id: int | None = None):
+        """`(study id, Plan)` as stored when the study (or sweep point `study_id`) first ran."""
         from transferlab.plan import Plan
 
-        study = self.study()
+        study = self.study(study_id)
         try:
             plan = Plan.from_dict(study["plan"])
         except (KeyError, TypeError, ValueError) as error:

@@ -125,47 +125,143 @@ def run_study(
     for direction in plan.directions:
         if direction.notice:
             notify(direction.notice)
-    trained = skipped = diverged = 0
     with FolderLock(folder), Store.in_folder(folder) as store:
         remove_stale_temporaries(folder)
-        study_id = store.open_study(plan, versions())
-        check_source_files(store, study_id, plan)
-        planned = {direction.name: plan.runs(direction) for direction in plan.directions}
-        store.plan_runs(study_id, _planned_rows(plan, planned))
-        stored = {(r.direction, r.role, r.strategy_json, r.source_index, r.repeat): r for r in store.runs(study_id)}
-        for direction in plan.directions:
-            runs = planned[direction.name]
-            pending = [run for run in runs if stored[run.key].status == "planned"]
-            trained += len(pending)
-            skipped += len(runs) - len(pending)
-            stage = "" if direction.name == "forward" else "reverse: "
-            targets = [run for run in pending if run.role == "target"]
-            target_jobs = []
-            for arch, cohort in cohorts(targets, direction.recipes).items():
-                penalised = cohort_is_penalised(direction, arch)
-                target_jobs += [
-                    ShardJob(arch, direction.target_task, plan.training, shard, direction.recipes,
-                             bn_frozen=plan.bn_frozen, penalised=penalised)
-                    for shard in shard_runs(cohort, shard_size)
-                ]
-            if direction.trains_sources:
-                sources = [run for run in pending if run.role == "source"]
-                diverged += _train_sources(store, study_id, folder, plan, direction, sources, shard_size, stored,
-                                           executor, progress, stage)
-            elif not store.source_models(study_id):
-                store.record_source_model(_given_source_record(plan, study_id, direction.source_task))
-            if not target_jobs:
-                continue
-            source_weights = load_source_weights(store, study_id, direction)
-            for job in target_jobs:
-                job.source_weights = _weights_for(job.runs, source_weights)
-            done, total = 0, len(targets)
+        return _train_plan(store, folder, plan, executor, progress, shard_size)
+
+
+def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Progress, shard_size: int,
+                point=None) -> StudyOutcome:
+    """Train what is still planned of `plan` (a sweep's `point`, or the folder's study) while
+    the caller holds the folder's lock."""
+    trained = skipped = diverged = 0
+    label = "" if point is None else f"{point.label}: "
+    study_id = store.open_study(plan, versions(), point)
+    check_source_files(store, study_id, plan)
+    planned = {direction.name: plan.runs(direction) for direction in plan.directions}
+    store.plan_runs(study_id, _planned_rows(plan, planned))
+    stored = {(r.direction, r.role, r.strategy_json, r.source_index, r.repeat): r for r in store.runs(study_id)}
+    for direction in plan.directions:
+        runs = planned[direction.name]
+        pending = [run for run in runs if stored[run.key].status == "planned"]
+        trained += len(pending)
+        skipped += len(runs) - len(pending)
+        stage = label + ("" if direction.name == "forward" else "reverse: ")
+        targets = [run for run in pending if run.role == "target"]
+        target_jobs = []
+        for arch, cohort in cohorts(targets, direction.recipes).items():
+            penalised = cohort_is_penalised(direction, arch)
+            target_jobs += [
+                ShardJob(arch, direction.target_task, plan.training, shard, direction.recipes,
+                         bn_frozen=plan.bn_frozen, penalised=penalised)
+                for shard in shard_runs(cohort, shard_size)
+            ]
+        if direction.trains_sources:
+            sources = [run for run in pending if run.role == "source"]
+            diverged += _train_sources(store, study_id, folder, plan, direction, sources, shard_size, stored,
+                                       executor, progress, stage, point)
+        elif not store.source_models(study_id):
+            store.record_source_model(_given_source_record(plan, study_id, direction.source_task))
+        if not target_jobs:
+            continue
+        source_weights = load_source_weights(store, study_id, direction)
+        for job in target_jobs:
+            job.source_weights = _weights_for(job.runs, source_weights)
+        done, total = 0, len(targets)
+        progress(stage + "target runs", done, total)
+        for job, result in executor.map(target_jobs):
+            diverged += store.finish_shard([stored[r.key].id for r in job.runs], result)
+            done += len(job.runs)
             progress(stage + "target runs", done, total)
-            for job, result in executor.map(target_jobs):
-                diverged += store.finish_shard([stored[r.key].id for r in job.runs], result)
-                done += len(job.runs)
-                progress(stage + "target runs", done, total)
     return StudyOutcome(study_id, folder, trained, skipped, [d.notice for d in plan.directions if d.notice], diverged)
+
+
+# --- running a sweep ---------------------------------------------------------------------
+
+
+@dataclass
+class SweepOutcome:
+    folder: Path
+    points: list[StudyOutcome]
+
+    @property
+    def trained_runs(self) -> int:
+        return sum(o.trained_runs for o in self.points)
+
+    @property
+    def skipped_runs(self) -> int:
+        return sum(o.skipped_runs for o in self.points)
+
+    @property
+    def diverged_runs(self) -> int:
+        return sum(o.diverged_runs for o in self.points)
+
+
+def plan_sweep(sweep) -> list[tuple]:
+    """`(point, plan)` for every point of a validated sweep."""
+    return [(point, plan_study(point.config)) for point in sweep.points]
+
+
+def run_sweep(
+    sweep,
+    folder: str | Path,
+    executor=None,
+    progress: Progress | None = None,
+    notify: Callable[[str], None] | None = None,
+    shard_size: int | None = None,
+    plans: list[tuple] | None = None,
+) -> SweepOutcome:
+    """Train every point of `sweep` (a `transferlab.sweep.Sweep`) into `folder`'s one
+    database, point by point, each exactly as `run_study` would; rerun to resume."""
+    from transferlab.estimate import shard_size_for
+    from transferlab.sweep import Sweep
+
+    plans = plans or plan_sweep(sweep)
+    spec = sweep.spec([plan.sha256() for _, plan in plans])
+    sha = Sweep.sha256(spec)
+    folder = prepare_output_folder(folder)
+    executor = executor or LocalExecutor()
+    progress = progress or (lambda stage, done, total: None)
+    notify = notify or (lambda message: None)
+    _check_existing_sweep(folder, sweep.name, plans, sha)
+    for point, plan in plans:
+        for direction in plan.directions:
+            if direction.notice:
+                notify(f"{point.label}: {direction.notice}")
+    with FolderLock(folder), Store.in_folder(folder) as store:
+        remove_stale_temporaries(folder)
+        store.open_sweep(sweep.name, spec, sha)
+        outcomes = [
+            _train_plan(store, folder, plan, executor, progress,
+                        shard_size or shard_size_for(plan, point.config.execution), point)
+            for point, plan in plans
+        ]
+    return SweepOutcome(folder, outcomes)
+
+
+def _check_existing_sweep(folder: Path, name: str, plans: list[tuple], sha: str) -> None:
+    """The folder must be empty or hold this sweep, on the same data (a point whose task's
+    data changed is named)."""
+    if not (folder / DATABASE_NAME).exists():
+        return
+    with Store.in_folder(folder, readonly=True) as store:
+        held = store.sweep()
+        if held is not None and held["sha256"] != sha:
+            stored = {p["index"]: p["study_id"] for p in store.points()}
+            for point, plan in plans:
+                if point.index not in stored:
+                    continue
+                stored_plan = store.study(stored[point.index])["plan"]
+                if not _same_settings(stored_plan, plan):
+                    continue
+                before = _stored_fingerprints(stored_plan)
+                for role, spec in plan.task_specs().items():
+                    if before.get(role) not in (None, spec.fingerprint):
+                        raise StoreError(
+                            f"{store.path}: the data of the {role} task ({spec.description}) at sweep point "
+                            f"{point.label} changed since this folder's sweep ran; restore the data, or choose "
+                            "another --out folder (nothing here was changed)")
+        store.check_holds_sweep(name, sha)
 
 
 def _check_existing_study(folder: Path, plan: Plan) -> None:
@@ -176,7 +272,10 @@ def _check_existing_study(folder: Path, plan: Plan) -> None:
     with Store.in_folder(folder, readonly=True) as store:
         if not store.has_study():
             return
-        stored = _stored_fingerprints(store.study()["plan"])
+        if store.sweep() is not None:
+            store.study_holding(plan.sha256())  # refuses: the folder holds a sweep
+        stored_plan = store.study()["plan"]
+        stored = _stored_fingerprints(stored_plan) if _same_settings(stored_plan, plan) else {}
         for role, spec in plan.task_specs().items():
             before = stored.get(role)
             if before is not None and before != spec.fingerprint:
@@ -185,6 +284,17 @@ def _check_existing_study(folder: Path, plan: Plan) -> None:
                     f"study ran (fingerprint {before[:12]} → {spec.fingerprint[:12]}); restore the data, or choose "
                     "another --out folder (nothing here was changed)")
         store.study_holding(plan.sha256())
+
+
+def _same_settings(stored_plan: dict, plan: Plan) -> bool:
+    """Do the stored study and this one have the same study file (a Python `Task`'s summary
+    aside)? Then differing fingerprints mean the data changed, not the configuration."""
+    from transferlab.plan import _without, canonical_json
+
+    def settings(study: dict) -> str:
+        return canonical_json(_without(study, frozenset({"task"})))
+
+    return settings(stored_plan.get("study", {})) == settings(plan.to_dict()["study"])
 
 
 def _stored_fingerprints(stored_plan: dict) -> dict[str, str]:
@@ -211,7 +321,8 @@ def check_source_files(store: Store, study_id: int, plan: Plan) -> None:
         models.check_file_sha256(record["file"], record["file_sha256"])
 
 
-def _train_sources(store, study_id, folder, plan, direction, sources, shard_size, stored, executor, progress, stage):
+def _train_sources(store, study_id, folder, plan, direction, sources, shard_size, stored, executor, progress, stage,
+                   point=None):
     """Train the direction's source models, save each as a `.keras` file, record them."""
     recipes = {"standalone": direction.source_recipe}
     jobs = [
@@ -222,7 +333,7 @@ def _train_sources(store, study_id, folder, plan, direction, sources, shard_size
     progress(stage + "source models", done, total)
     for job, result in executor.map(jobs):
         records = [
-            _save_source_model(folder, study_id, run, result, i, direction)
+            _save_source_model(folder, study_id, run, result, i, direction, point)
             for i, run in enumerate(job.runs)
         ]
         diverged += store.finish_shard([stored[r.key].id for r in job.runs], result, records)
@@ -268,10 +379,12 @@ def _weights_for(shard: list[RunSpec], source_weights: dict) -> dict:
     return {index: source_weights[index] for index in needed}
 
 
-def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index: int, direction: Direction) -> dict:
+def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index: int, direction: Direction,
+                       point=None) -> dict:
     weights = [tuple(array[index] for array in arrays) for arrays in result.weights]
     prefix = "" if direction.name == "forward" else "reverse_"
-    path = folder / SOURCE_DIR / f"{prefix}source_{run.source_index:03d}.keras"
+    sources = folder / SOURCE_DIR if point is None else folder / SOURCE_DIR / f"point_{point.index:03d}"
+    path = sources / f"{prefix}source_{run.source_index:03d}.keras"
     with atomic_path(path) as temporary:  # a reader never sees a half-written model file
         models.save_model_file(models.build_keras_model(direction.source_arch, weights), temporary)
     return {

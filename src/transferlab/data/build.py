@@ -38,6 +38,7 @@ class Options:
     split: str = "random"
     n_train: int | None = None
     test_fraction: float | None = None
+    train_part: int | None = None
     split_column: str | None = None
     train: object = "train"
     test: object = "test"
@@ -101,7 +102,8 @@ def build_task(table: Table, options: Options, role: str, source_scaler: Scaler 
     parts = _parts(table, options)
     method = "column" if parts is not None else options.split
     split = split_rows(len(frame), method, options.seed, options.n_train, options.test_fraction,
-                       labels=codes if method == "random" else None, parts=parts, class_names=class_names)
+                       labels=codes if method == "random" else None, parts=parts, class_names=class_names,
+                       train_part=options.train_part)
 
     x = frame[list(features)].apply(pd.to_numeric).to_numpy(dtype=np.float64)
     if kind == "classification":

@@ -46,11 +46,22 @@ def split_rows(
     labels: np.ndarray | None = None,
     parts: np.ndarray | None = None,
     class_names: list[str] | None = None,
+    train_part: int | None = None,
 ) -> Split:
     """Train and test positions. `labels` (class codes, named by `class_names`) stratify a
     random split; `parts` (`"train"`/`"test"`/other per row) is the `column` method's split."""
     if method == "column":
         return _given(parts, seed, n_train)
+    if train_part is not None:  # the split as if n_train were train_part, then n_train of its rows
+        if test_fraction is not None:
+            raise DataError("give train_part or test_fraction, not both (each sets the split)", "train_part")
+        if n_train is not None and n_train > train_part:
+            raise DataError(f"{n_train} is larger than train_part ({train_part})", "n_train")
+        if train_part >= n_rows:
+            raise DataError(f"{train_part} leaves no test rows: the task has {n_rows} rows (after any selection); "
+                            "lower it (a sweep over n_train sets it to the largest n_train)", "train_part")
+        whole = split_rows(n_rows, method, seed, train_part, None, labels, parts, class_names)
+        return _fewer(whole, n_train, shuffle_seed=None)
     if n_train is not None and test_fraction is None:
         if n_train >= n_rows:
             raise DataError(f"{n_train} leaves no test rows: the task has {n_rows} rows (after any selection); lower n_train", "n_train")

@@ -1,0 +1,149 @@
+"""What a sweep shows: every point's final-score table in one long CSV, a pivot (strategy ×
+point: mean and Δ vs standalone), the sample-efficiency figure (score and Δ against the
+swept value, 95% bands, a log axis for `n_train`) and, for a sweep over `n_train`, the
+headline: the largest `n_train` at which each strategy still beats standalone
+significantly. All rebuilt from the results database alone."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from transferlab import plots, stats
+from transferlab.config import as_toml
+from transferlab.folder import atomic_path, write_text
+from transferlab.store import Store
+from transferlab.study import check_source_files
+
+
+@dataclass
+class SweepOutputs:
+    folder: Path
+    name: str
+    axes: dict[str, list]
+    table: pd.DataFrame  # one row per point and strategy
+    metric: str
+    headline: list[str]
+    pending: list[str]
+    files: dict[str, Path] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    @property
+    def pivot(self) -> pd.DataFrame:
+        return pivot_table(self.table, list(self.axes))
+
+    @property
+    def metric_label(self) -> str:
+        return {"test_accuracy": "test accuracy", "test_r2": "test R²"}.get(self.metric, self.metric)
+
+
+def build_sweep_report(folder: str | Path) -> SweepOutputs:
+    """Tables, the sweep figure and `report.html` of a sweep folder."""
+    folder = Path(folder)
+    with Store.in_folder(folder, readonly=True) as store, store.snapshot():
+        sweep = store.sweep()
+        points = store.points()
+        rows, pending, metric, config = [], [], "test_accuracy", {}
+        for point in points:
+            study_id, plan = store.stored_plan(point["study_id"])
+            check_source_files(store, study_id, plan)
+            runs = store.runs_frame(study_id)
+            direction = plan.directions[0]
+            metric, config = direction.score, plan.study
+            chosen = runs[runs["direction"] == direction.name]
+            summary = stats.summary_table(chosen, direction.score)
+            for row in summary.to_dict("records"):
+                rows.append({"point": point["index"], **point["values"], **row})
+            targets = chosen[chosen["role"] == "target"]
+            done = int(targets["status"].isin(stats.FINISHED).sum())
+            if done < len(targets):
+                pending.append(f"{_label(point['values'])}: {done} of {len(targets)} target runs")
+    axes = sweep["spec"]["axes"]
+    missing = len(sweep["spec"]["points"]) - len(points)
+    if missing:
+        pending.append(f"{missing} of {len(sweep['spec']['points'])} points not started")
+    table = pd.DataFrame(rows)
+    outputs = SweepOutputs(folder, sweep["name"], axes, table, metric, headline(table, axes), pending, config=config)
+    outputs.files["sweep_summary.csv"] = folder / "sweep_summary.csv"
+    with atomic_path(outputs.files["sweep_summary.csv"]) as temporary:
+        table.to_csv(temporary, index=False)
+    if not table.empty:
+        outputs.files["sweep.png"] = plots.sweep_figure(table, axes, folder / "sweep.png", outputs.metric_label)
+    outputs.files["report.html"] = write_text(folder / "report.html", render_html(outputs))
+    return outputs
+
+
+def pivot_table(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Strategy × point: `mean (Δ*)` with `*` where Holm-corrected p < 0.05."""
+    if table.empty:
+        return pd.DataFrame(columns=["strategy"])
+    columns = {}
+    for _, point in table.groupby("point", sort=True):
+        label = _label({axis: point.iloc[0][axis] for axis in axes})
+        cells = {}
+        for row in point.itertuples(index=False):
+            text = "–" if np.isnan(row.mean) else f"{row.mean:.3f}"
+            if not np.isnan(row.diff):
+                text += f" ({row.diff:+.3f}{'*' if row.p_holm < 0.05 else ''})"
+            cells[row.strategy] = text
+        columns[label] = cells
+    frame = pd.DataFrame(columns)
+    frame = frame.loc[list(dict.fromkeys(table["strategy"]))]
+    frame.insert(0, "strategy", frame.index)
+    return frame.reset_index(drop=True)
+
+
+def headline(table: pd.DataFrame, axes: dict[str, list]) -> list[str]:
+    """For each swept `n_train` (per combination of the other axes): the largest value at
+    which each strategy beats standalone significantly (Δ > 0, Holm p < 0.05)."""
+    lines = []
+    if table.empty:
+        return lines
+    for axis in axes:
+        if not axis.endswith(".n_train"):
+            continue
+        others = [a for a in axes if a != axis]
+        groups = table.groupby(others, sort=False) if others else [((), table)]
+        for key, group in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            prefix = "" if not others else "with " + _label(dict(zip(others, key))) + ": "
+            parts = []
+            for strategy in dict.fromkeys(group["strategy"]):
+                if strategy == stats.BASELINE:
+                    continue
+                rows = group[group["strategy"] == strategy]
+                better = rows[(rows["diff"] > 0) & (rows["p_holm"] < 0.05)]
+                parts.append(f"{strategy}: {int(better[axis].max()) if not better.empty else 'none'}")
+            lines.append(f"{prefix}largest {axis} at which each strategy beats standalone significantly "
+                         "(Δ > 0, Holm p < 0.05): " + ", ".join(parts))
+    return lines
+
+
+def _label(values: dict) -> str:
+    return ", ".join(f"{path}={value}" for path, value in values.items())
+
+
+def render_html(outputs: SweepOutputs) -> str:
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("transferlab", "templates"),
+                                     autoescape=jinja2.select_autoescape(["html", "j2"]))
+    import base64
+
+    figure = None
+    if "sweep.png" in outputs.files:
+        figure = base64.b64encode(outputs.files["sweep.png"].read_bytes()).decode("ascii")
+    pivot = outputs.pivot
+    points = []
+    for _, group in outputs.table.groupby("point", sort=True) if not outputs.table.empty else []:
+        display = stats.display_table(group.drop(columns=["point", *outputs.axes]))
+        points.append({"label": _label({a: group.iloc[0][a] for a in outputs.axes}),
+                       "columns": list(display.columns), "rows": display.to_dict("records")})
+    return environment.get_template("sweep.html.j2").render(
+        outputs=outputs, figure=figure, pivot_columns=list(pivot.columns), pivot=pivot.to_dict("records"),
+        points=points, axes_json=json.dumps(outputs.axes), config_toml=html.escape(as_toml(outputs.config)),
+    )

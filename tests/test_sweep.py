@@ -1,0 +1,147 @@
+"""Sweeps: points expand as grid or zip, each point is a full study whose numbers do not
+depend on the other points, an n_train sweep tests every point on the same rows, the whole
+sweep lives in one database, resumes after an interruption and reports the sample-efficiency
+table, figure and headline; bad sweep tables are one line."""
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from test_bad_input import _assert_one_line, _folder_digest, _write, invoke
+from transferlab import study
+from transferlab.config import StudyFileError, load_study
+from transferlab.store import Store
+from transferlab.sweep import expand, sweep_from_dict
+
+BASE = {
+    "name": "sweep", "seed": 4, "repeats": 2, "source_repeats": 2,
+    "source": {"kind": "blobs", "seed": 1, "n_samples": 200, "n_train": 100},
+    "target": {"kind": "blobs", "seed": 2, "n_samples": 200},
+    "training": {"epochs": 3},
+    "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 1}],
+}
+
+
+def _sweep(**axes) -> dict:
+    return {**BASE, "sweep": {path.replace("__", "."): values for path, values in axes.items()}}
+
+
+def test_grid_and_zip_expand_as_documented():
+    axes = {"a": [1, 2], "b": ["x", "y", "z"]}
+    assert expand(axes, "grid") == [{"a": a, "b": b} for a in (1, 2) for b in ("x", "y", "z")]
+    assert expand({"a": [1, 2], "b": [3, 4]}, "zip") == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
+    with pytest.raises(StudyFileError, match=r"zip needs lists of one length \(a: 2, b: 3\)"):
+        expand(axes, "zip")
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"mode": "diagonal", "seed": [1]}, 'sweep.mode: \'diagonal\' is not a mode; use "grid" or "zip"'),
+    ({"trainingg.epochs": [1, 2]}, 'sweep."trainingg.epochs": not a field a sweep can vary'),
+    ({"name": ["a", "b"]}, 'sweep."name": not a field a sweep can vary'),
+    ({"training.epochs": 5}, 'sweep."training.epochs": give a list of values, e.g. [10, 50, 200]'),
+    ({"training.epochs": [2, 2]}, 'sweep."training.epochs": a value is listed twice'),
+    ({"target.n_train": [50, 500]},
+     "s.toml (sweep point target.n_train=50): target.train_part: 500 leaves no test rows: the task has 200 rows "
+     "(after any selection); lower it (a sweep over n_train sets it to the largest n_train)"),
+    ({}, "sweep: give at least one field path and its values"),
+])
+def test_bad_sweep_tables_are_one_line(table, message):
+    with pytest.raises(StudyFileError) as caught:
+        sweep_from_dict({**BASE, "sweep": table}, source="s.toml")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_n_train_sweep_tests_every_point_on_the_same_rows():
+    sweep = sweep_from_dict(_sweep(target__n_train=[20, 40, 80]))
+    targets = [point.config.tasks()["target"] for point in sweep.points]
+    for task in targets:
+        np.testing.assert_array_equal(task.x_test, targets[0].x_test)
+    assert [len(t.x_train) for t in targets] == [20, 40, 80] and len(targets[0].x_test) == 120
+    np.testing.assert_array_equal(targets[0].x_train, targets[2].x_train[:20])  # the first rows of one part
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A three-point n_train sweep run through the CLI."""
+    root = tmp_path_factory.mktemp("sweep")
+    study_file = _write(root, _sweep(target__n_train=[20, 40, 80]), name="sweep.toml")
+    code, stdout, stderr = invoke("run", study_file, "--out", root / "out", "--quiet")
+    assert code == 0, stderr
+    return root, study_file, stdout
+
+
+def test_a_sweep_runs_into_one_database_and_reports(swept):
+    root, study_file, stdout = swept
+    out = root / "out"
+    assert "mean test accuracy per point" in stdout and "target.n_train=80" in stdout
+    assert "largest target.n_train at which each strategy beats standalone significantly" in stdout
+    with Store.in_folder(out, readonly=True) as store:
+        points = store.points()
+        assert [p["values"] for p in points] == [{"target.n_train": n} for n in (20, 40, 80)]
+        plans = [store.stored_plan(p["study_id"])[1] for p in points]
+    tests = {plan.directions[0].target_task.x_test.tobytes() for plan in plans}
+    assert len(tests) == 1  # the same test rows at every point
+    summary = pd.read_csv(out / "sweep_summary.csv")
+    assert len(summary) == 3 * 2 and set(summary["target.n_train"]) == {20, 40, 80}
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Mean test accuracy per point" in html
+    code, stdout, stderr = invoke("run", study_file, "--out", out, "--quiet")  # all done: it resumes
+    assert code == 0, stderr and "resumed" in stdout
+    code, _, stderr = invoke("report", out)
+    assert code == 0, stderr
+
+
+def _point_results(folder, n_train) -> pd.DataFrame:
+    with Store.in_folder(folder, readonly=True) as store:
+        point = next(p for p in store.points() if p["values"] == {"target.n_train": n_train})
+        runs = store.runs_frame(point["study_id"])
+    return runs[["direction", "role", "strategy", "source_index", "repeat", "seed", "test_accuracy"]].reset_index(drop=True)
+
+
+class _Interrupting:
+    """The local executor, stopped (as by Ctrl-C) after `shards` finished shards."""
+
+    def __init__(self, shards: int):
+        from transferlab.executors import LocalExecutor
+
+        self.inner, self.left = LocalExecutor(), shards
+
+    def map(self, jobs):
+        for item in self.inner.map(jobs):
+            if self.left == 0:
+                raise KeyboardInterrupt
+            self.left -= 1
+            yield item
+
+
+def test_points_do_not_depend_on_each_other_and_an_interrupted_sweep_resumes(swept, tmp_path):
+    root, _, _ = swept
+    # another sweep holding two of the three points, interrupted, then resumed
+    two = sweep_from_dict(_sweep(target__n_train=[40, 80]))
+    with pytest.raises(KeyboardInterrupt):
+        study.run_sweep(two, tmp_path / "two", executor=_Interrupting(2), shard_size=4)
+    with sqlite3.connect(tmp_path / "two" / "results.sqlite") as db:
+        statuses = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+    assert statuses.get("planned", 0) > 0 and statuses.get("done", 0) > 0
+    outcome = study.run_sweep(two, tmp_path / "two", shard_size=4)
+    assert outcome.skipped_runs > 0
+    for n_train in (40, 80):
+        pd.testing.assert_frame_equal(_point_results(tmp_path / "two", n_train), _point_results(root / "out", n_train))
+
+
+def test_a_sweep_folder_refuses_other_studies_and_sweeps(swept, tmp_path):
+    root, _, _ = swept
+    out = root / "out"
+    plain = _write(tmp_path, {**BASE, "target": {**BASE["target"], "n_train": 100}}, name="plain.toml")
+    before = _folder_digest(out)
+    code, _, stderr = invoke("run", plain, "--out", out)
+    _assert_one_line(code, stderr, f"error: {out}/results.sqlite: this folder holds sweep 'sweep'; choose another "
+                                   "--out folder (nothing here was changed)")
+    other = _write(tmp_path, _sweep(target__n_train=[20, 60]), name="other.toml")
+    code, _, stderr = invoke("run", other, "--out", out)
+    _assert_one_line(code, stderr, f"error: {out}/results.sqlite: this folder holds sweep 'sweep' with a different "
+                                   "configuration; choose another --out folder (nothing here was changed)")
+    assert _folder_digest(out) == before
+    assert isinstance(load_study(other), type(sweep_from_dict(_sweep(target__n_train=[20]))))
