@@ -43,8 +43,8 @@ def test_grid_and_zip_expand_as_documented():
     ({"training.epochs": 5}, 'sweep."training.epochs": give a list of values, e.g. [10, 50, 200]'),
     ({"training.epochs": [2, 2]}, 'sweep."training.epochs": a value is listed twice'),
     ({"target.n_train": [50, 500]},
-     "s.toml (sweep point target.n_train=50): target.train_part: 500 leaves no test rows: the task has 200 rows "
-     "(after any selection); lower it (a sweep over n_train sets it to the largest n_train)"),
+     ("s.toml (sweep point target.n_train=50): target.train_part: 500 leaves no test rows: the task has 200 rows "
+      "(after any selection); lower it (a sweep over n_train sets it to the largest n_train)")),
     ({}, "sweep: give at least one field path and its values"),
 ])
 def test_bad_sweep_tables_are_one_line(table, message):
@@ -75,7 +75,7 @@ def swept(tmp_path_factory):
 def test_a_sweep_runs_into_one_database_and_reports(swept):
     root, study_file, stdout = swept
     out = root / "out"
-    assert "mean test accuracy per point" in stdout and "target.n_train=80" in stdout
+    assert "mean test accuracy and Δ vs standalone per target.n_train" in stdout and "standalone" in stdout
     assert "largest target.n_train at which each strategy beats standalone significantly" in stdout
     with Store.in_folder(out, readonly=True) as store:
         points = store.points()
@@ -86,7 +86,7 @@ def test_a_sweep_runs_into_one_database_and_reports(swept):
     summary = pd.read_csv(out / "sweep_summary.csv")
     assert len(summary) == 3 * 2 and set(summary["target.n_train"]) == {20, 40, 80}
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "Mean test accuracy per point" in html
+    assert "data:image/png;base64," in html and "Mean test accuracy per target.n_train" in html
     code, stdout, stderr = invoke("run", study_file, "--out", out, "--quiet")  # all done: it resumes
     assert code == 0, stderr and "resumed" in stdout
     code, _, stderr = invoke("report", out)

@@ -206,8 +206,9 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
 
 
 def _print_sweep(outputs) -> None:
-    _print_frame(outputs.pivot, f"{outputs.name}: mean {outputs.metric_label} per point (Δ vs standalone, "
-                                "* = Holm p < 0.05 within the point)")
+    per = next(iter(outputs.axes)) if len(outputs.axes) == 1 else "point"
+    _print_frame(outputs.pivot, f"{outputs.name}: mean {outputs.metric_label} and Δ vs standalone per {per} "
+                                "(* = Holm p < 0.05 within the point)")
     for line in outputs.headline:
         console.print(escape(line), highlight=False)
     for line in outputs.pending:

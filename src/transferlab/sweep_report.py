@@ -80,17 +80,17 @@ def build_sweep_report(folder: str | Path) -> SweepOutputs:
 
 
 def pivot_table(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
-    """Strategy × point: `mean (Δ*)` with `*` where Holm-corrected p < 0.05."""
+    """Strategy × point: `mean Δ*` (Δ vs standalone, `*` where Holm-corrected p < 0.05)."""
     if table.empty:
         return pd.DataFrame(columns=["strategy"])
     columns = {}
     for _, point in table.groupby("point", sort=True):
-        label = _label({axis: point.iloc[0][axis] for axis in axes})
+        label = _short_label({axis: point.iloc[0][axis] for axis in axes})
         cells = {}
         for row in point.itertuples(index=False):
             text = "–" if np.isnan(row.mean) else f"{row.mean:.3f}"
             if not np.isnan(row.diff):
-                text += f" ({row.diff:+.3f}{'*' if row.p_holm < 0.05 else ''})"
+                text += f" {row.diff:+.3f}{'*' if row.p_holm < 0.05 else ''}"
             cells[row.strategy] = text
         columns[label] = cells
     frame = pd.DataFrame(columns)
@@ -123,6 +123,13 @@ def headline(table: pd.DataFrame, axes: dict[str, list]) -> list[str]:
             lines.append(f"{prefix}largest {axis} at which each strategy beats standalone significantly "
                          "(Δ > 0, Holm p < 0.05): " + ", ".join(parts))
     return lines
+
+
+def _short_label(values: dict) -> str:
+    """A pivot column: the value alone for one axis (the title names it), else `n_train=10, lr=0.1`."""
+    if len(values) == 1:
+        return str(next(iter(values.values())))
+    return ", ".join(f"{path.split('.')[-1]}={value}" for path, value in values.items())
 
 
 def _label(values: dict) -> str:
