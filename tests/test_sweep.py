@@ -83,6 +83,13 @@ def test_a_sweep_runs_into_one_database_and_reports(swept):
         plans = [store.stored_plan(p["study_id"])[1] for p in points]
     tests = {plan.directions[0].target_task.x_test.tobytes() for plan in plans}
     assert len(tests) == 1  # the same test rows at every point
+    # the source task is the same at every point: its models are trained once and adopted by the others
+    assert "reused 4 runs of other points" in stdout.replace("\n", " ")
+    sources = [_point_results(out, n)[lambda t: t.role == "source"].reset_index(drop=True) for n in (20, 40, 80)]
+    for other in sources[1:]:
+        pd.testing.assert_frame_equal(other, sources[0])
+    assert len({tuple(sorted(r["file"] for r in Store.in_folder(out, readonly=True).source_models(p["study_id"])))
+                for p in points}) == 1  # one set of .keras files
     summary = pd.read_csv(out / "sweep_summary.csv")
     assert len(summary) == 3 * 2 and set(summary["target.n_train"]) == {20, 40, 80}
     html = (out / "report.html").read_text()

@@ -195,6 +195,9 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
         outcome = _guard(lambda: run_sweep(sweep, out, progress=progress, notify=notify, plans=plans))
     if outcome.skipped_runs:
         console.print(f"resumed: {outcome.skipped_runs} runs were already done, trained {outcome.trained_runs}")
+    if outcome.reused_runs:
+        console.print(f"reused {outcome.reused_runs} runs of other points (same data, recipe, training and seed: "
+                      "bit-identical) instead of training them again", highlight=False)
     if outcome.diverged_runs:
         console.print(f"[yellow]{outcome.diverged_runs} runs diverged[/] (loss NaN or infinite); they are stored "
                       "as diverged and counted in the tables")

@@ -82,8 +82,12 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL CHECK (status IN ('planned', 'done', 'diverged')),
     diverged_epoch INTEGER,          -- first epoch whose loss was NaN or infinite
     finished_at TEXT,
+    reuse_key TEXT,                  -- what decides its numbers (task data, recipe, training, seed) for a
+                                     -- run that reuses no source model: another study's finished run with
+                                     -- this key is adopted instead of trained again (sweeps, matrices)
     UNIQUE (study_id, direction, role, strategy_json, source_index, repeat)
 );
+CREATE INDEX IF NOT EXISTS runs_by_reuse_key ON runs (reuse_key) WHERE reuse_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS final_metrics (  -- evaluated with the trained weights
     run_id INTEGER NOT NULL REFERENCES runs(id),
     split TEXT NOT NULL CHECK (split IN ('train', 'test')),
@@ -349,8 +353,8 @@ class Store:
         with self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO runs (study_id, direction, role, strategy, strategy_json, "
-                "source_index, repeat, seed, architecture_json, layers_json, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned')",
+                "source_index, repeat, seed, architecture_json, layers_json, reuse_key, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned')",
                 (
                     (
                         study_id,
@@ -363,10 +367,42 @@ class Store:
                         run["seed"],
                         json.dumps(run["architecture"], sort_keys=True),
                         json.dumps(run["layers"], ensure_ascii=False),
+                        run.get("reuse_key"),
                     )
                     for run in runs
                 ),
             )
+
+    def adopt_runs(self, study_id: int, run_ids: list[int]) -> set[int]:
+        """Give each planned run of `run_ids` the results of a finished run with the same
+        `reuse_key` in another study of this folder (its curves, final metrics, status and,
+        for a source run, its source model record); one transaction. Returns the adopted ids."""
+        adopted = set()
+        with self._transaction():
+            for run_id in run_ids:
+                donor = self._db.execute(
+                    "SELECT d.id, d.status, d.diverged_epoch, d.study_id, d.direction, d.source_index, r.role, "
+                    "r.direction, r.source_index FROM runs r JOIN runs d ON d.reuse_key = r.reuse_key "
+                    "WHERE r.id = ? AND r.status = 'planned' AND d.status != 'planned' AND d.study_id != ? "
+                    "ORDER BY d.id LIMIT 1", (run_id, study_id)).fetchone()
+                if donor is None:
+                    continue
+                donor_id, status, diverged_epoch, donor_study, donor_direction, donor_index, role, direction, index = donor
+                self._db.execute("INSERT INTO metrics (run_id, split, epoch, name, value) "
+                                 "SELECT ?, split, epoch, name, value FROM metrics WHERE run_id = ?", (run_id, donor_id))
+                self._db.execute("INSERT INTO final_metrics (run_id, split, name, value) "
+                                 "SELECT ?, split, name, value FROM final_metrics WHERE run_id = ?", (run_id, donor_id))
+                self._db.execute("UPDATE runs SET status = ?, diverged_epoch = ?, finished_at = ? WHERE id = ?",
+                                 (status, diverged_epoch, _now(), run_id))
+                if role == "source":
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO source_models (study_id, direction, source_index, file, file_sha256, "
+                        "weights_sha256, trained_here, seed, metrics_json, created_at) "
+                        "SELECT ?, ?, ?, file, file_sha256, weights_sha256, trained_here, seed, metrics_json, created_at "
+                        "FROM source_models WHERE study_id = ? AND direction = ? AND source_index = ?",
+                        (study_id, direction, index, donor_study, donor_direction, donor_index))
+                adopted.add(run_id)
+        return adopted
 
     def runs(self, study_id: int, role: str | None = None) -> list[StoredRun]:
         query = (

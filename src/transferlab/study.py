@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,7 @@ class StudyOutcome:
     skipped_runs: int
     notices: list[str] = field(default_factory=list)
     diverged_runs: int = 0
+    reused_runs: int = 0
 
 
 Progress = Callable[[str, int, int], None]
@@ -141,11 +144,14 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
     planned = {direction.name: plan.runs(direction) for direction in plan.directions}
     store.plan_runs(study_id, _planned_rows(plan, planned))
     stored = {(r.direction, r.role, r.strategy_json, r.source_index, r.repeat): r for r in store.runs(study_id)}
+    planned_ids = [r.id for r in stored.values() if r.status == "planned"]
+    adopted = store.adopt_runs(study_id, planned_ids) if point is not None else set()
     for direction in plan.directions:
         runs = planned[direction.name]
-        pending = [run for run in runs if stored[run.key].status == "planned"]
+        pending = [run for run in runs if stored[run.key].status == "planned" and stored[run.key].id not in adopted]
+        reused = sum(1 for run in runs if stored[run.key].id in adopted)
         trained += len(pending)
-        skipped += len(runs) - len(pending)
+        skipped += len(runs) - len(pending) - reused
         stage = label + ("" if direction.name == "forward" else "reverse: ")
         targets = [run for run in pending if run.role == "target"]
         target_jobs = []
@@ -173,7 +179,8 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
             diverged += store.finish_shard([stored[r.key].id for r in job.runs], result)
             done += len(job.runs)
             progress(stage + "target runs", done, total)
-    return StudyOutcome(study_id, folder, trained, skipped, [d.notice for d in plan.directions if d.notice], diverged)
+    return StudyOutcome(study_id, folder, trained, skipped, [d.notice for d in plan.directions if d.notice], diverged,
+                        len(adopted))
 
 
 # --- running a sweep ---------------------------------------------------------------------
@@ -195,6 +202,10 @@ class SweepOutcome:
     @property
     def diverged_runs(self) -> int:
         return sum(o.diverged_runs for o in self.points)
+
+    @property
+    def reused_runs(self) -> int:
+        return sum(o.reused_runs for o in self.points)
 
 
 def plan_sweep(sweep) -> list[tuple]:
@@ -342,11 +353,32 @@ def _train_sources(store, study_id, folder, plan, direction, sources, shard_size
     return diverged
 
 
+def reuse_key(plan: Plan, direction: Direction, run: RunSpec) -> str | None:
+    """What decides a run's numbers when it reuses no source model: its task's data, its
+    recipe, the training settings, the frozen-BN policy, whether its cohort trains with the
+    L2 term, and its seed. Equal keys give bit-identical runs (a model's numbers do not
+    depend on its shard), so another study's finished run is adopted instead of retrained."""
+    from transferlab.plan import canonical_json, recipe_to_dict
+
+    if run.role == "target" and run.strategy.uses_source:
+        return None
+    source = run.role == "source"
+    task = direction.source_spec if source else direction.target_spec
+    recipe = direction.source_recipe if source else direction.recipes[run.strategy.label]
+    content = {
+        "task": task.fingerprint, "recipe": recipe_to_dict(recipe), "training": dataclasses.asdict(plan.training),
+        "bn_frozen": plan.bn_frozen, "seed": run.seed, "role": run.role,
+        "penalised": False if source else cohort_is_penalised(direction, recipe.arch),
+    }
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
+
 def _planned_rows(plan: Plan, planned: dict[str, list[RunSpec]]):
     for direction in plan.directions:
         for run in planned[direction.name]:
             recipe = direction.source_recipe if run.role == "source" else direction.recipes[run.strategy.label]
             yield {
+                "reuse_key": reuse_key(plan, direction, run) if direction.trains_sources or run.role == "target" else None,
                 "direction": run.direction,
                 "role": run.role,
                 "strategy": run.strategy.label,
