@@ -169,9 +169,10 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
     works = [estimate(plan, shard_size_for(plan, point.config.execution)) for point, plan in plans]
     available = available_memory()
     axes = " × ".join(f"{path} ({len(values)})" for path, values in sweep.axes.items())
-    console.print(f"[bold]{escape(sweep.name)}[/]: a {sweep.mode} sweep of {len(plans)} points over "
-                  f"{escape(axes)}; each {escape(_describe(sweep.points[0].config))} → {escape(str(out))}/",
-                  highlight=False)
+    shape = (f"a transfer matrix of {len(sweep.axes['matrix.tasks'])} tasks ({len(plans)} ordered pairs)"
+             if sweep.mode == "matrix" else f"a {sweep.mode} sweep of {len(plans)} points over {axes}")
+    console.print(f"[bold]{escape(sweep.name)}[/]: {escape(shape)}; each {escape(_describe(sweep.points[0].config))} "
+                  f"→ {escape(str(out))}/", highlight=False)
     runs = sum(w.runs for w in works)
     peak = max(w.peak_bytes for w in works)
     console.print(f"plan: {runs:,} runs, {sum(w.model_epochs for w in works):,} model-epochs, estimated peak "
@@ -208,7 +209,21 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
     console.print(f"wall time {time.perf_counter() - started:.1f} s")
 
 
+def _print_matrix(outputs) -> None:
+    for strategy, grid in outputs.grids().items():
+        _print_frame(grid, f"{strategy}: Δ vs standalone (* Holm p < 0.05, whole matrix)")
+    for line in outputs.headline:
+        console.print(escape(line), highlight=False)
+
+
 def _print_sweep(outputs) -> None:
+    if outputs.is_matrix:
+        _print_matrix(outputs)
+        for line in outputs.pending:
+            console.print(f"[yellow]not finished:[/] {escape(line)}; rerun the matrix to resume", highlight=False)
+        names = ", ".join(sorted(path.name for path in outputs.files.values()))
+        console.print(f"wrote {escape(str(outputs.folder))}/: {escape(names)}", highlight=False)
+        return
     per = next(iter(outputs.axes)) if len(outputs.axes) == 1 else "point"
     _print_frame(outputs.pivot, f"{outputs.name}: mean {outputs.metric_label} and Δ vs standalone per {per} "
                                 "(* = Holm p < 0.05 within the point)")

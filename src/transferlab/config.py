@@ -698,6 +698,10 @@ def load_study(path: str | Path):
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise StudyFileError(f"{path}: not valid TOML: {error}") from None
+    if "matrix" in raw:  # every ordered pair of tasks: a `transferlab.sweep.Sweep`
+        from transferlab.sweep import matrix_from_dict
+
+        return matrix_from_dict(raw, source=str(path), base_dir=path.parent)
     if "sweep" in raw:  # many studies: `transferlab.sweep.Sweep`
         from transferlab.sweep import sweep_from_dict
 

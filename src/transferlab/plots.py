@@ -206,3 +206,44 @@ def sweep_figure(table: pd.DataFrame, axes: dict, path: Path, metric_label: str)
 def _point_label(table: pd.DataFrame, point: int, names: list[str]) -> str:
     row = table[table["point"] == point].iloc[0]
     return ", ".join(f"{name.split('.')[-1]}={row[name]}" for name in names)
+
+
+def matrix_heatmaps(table: pd.DataFrame, labels: list[str], path: Path) -> Path:
+    """One heatmap per strategy: Δ vs the target's standalone for every ordered pair (rows
+    source, columns target), the value in each cell, `*` where Holm p < 0.05 over the matrix."""
+    strategies = [s for s in dict.fromkeys(table["strategy"]) if s != "standalone"]
+    per_row = min(3, max(1, len(strategies)))
+    rows = -(-len(strategies) // per_row)
+    size = 1.2 + 0.55 * len(labels)
+    fig = Figure(figsize=(size * per_row + 1, size * rows + 0.6))
+    axes = fig.subplots(rows, per_row, squeeze=False)
+    limit = float(np.nanmax(np.abs(table.loc[table["strategy"] != "standalone", "diff"]))) if strategies else 1.0
+    limit = limit if np.isfinite(limit) and limit > 0 else 1.0
+    for index in range(rows * per_row):
+        ax = axes[index // per_row][index % per_row]
+        if index >= len(strategies):
+            ax.set_visible(False)
+            continue
+        strategy = strategies[index]
+        grid = np.full((len(labels), len(labels)), np.nan)
+        marks = np.zeros_like(grid, dtype=bool)
+        for row in table[table["strategy"] == strategy].itertuples(index=False):
+            i, j = labels.index(row.source), labels.index(row.target)
+            grid[i, j] = row.diff
+            marks[i, j] = row.p_matrix < 0.05
+        image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:+.2f}{'*' if marks[i, j] else ''}", ha="center", va="center",
+                            fontsize=7)
+        ax.set_xticks(range(len(labels)))
+        ax.set_yticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_title(strategy, fontsize=9)
+        ax.set_xlabel("target task", fontsize=8)
+        ax.set_ylabel("source task", fontsize=8)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="Δ vs standalone")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,4 +1,6 @@
-"""Sweeps: one study file, many studies. A `[sweep]` table gives dotted field paths and
+"""Sweeps and transfer matrices: one study file, many studies.
+
+A `[sweep]` table gives dotted field paths and
 lists of values (`"target.n_train" = [10, 50, 200]`); `mode = "grid"` (every
 combination, the default) or `"zip"` (the i-th value of every list together). Every
 point is a full study with the same seed rules, so a point's numbers do not depend on
@@ -8,6 +10,13 @@ folder, and the sweep resumes after an interruption like a study.
 A sweep over a task's `n_train` keeps that task's test rows the same at every point: each
 point splits as if `n_train` were the largest swept value (`train_part`) and trains on
 the first `n_train` rows of that training part.
+
+A `[matrix]` table lists tasks (`tasks = [{ kind = "blobs", seed = 1 }, ...]`); every
+ordered pair i → j (i ≠ j) is a point: the study's strategies from source task i to
+target task j, with j's own standalone baseline. Source models of a task are trained
+once and reused by every pair that starts from it, as are the standalone runs of a
+target (a run that reuses no source model is adopted from any point with the same data,
+recipe, training and seed: `Store.adopt_runs`).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from transferlab.plan import canonical_json
 
 MODES = ("grid", "zip")
 MAX_POINTS = 1000
+MAX_MATRIX_TASKS = 32
 FIXED_FIELDS = ("name", "sweep", "strategies", "execution", "report")
 
 
@@ -147,3 +157,45 @@ def _fixed_test_parts(base: dict, axes: dict[str, list]) -> dict:
         if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             fixed[f"{role}.train_part"] = max(values)
     return fixed
+
+
+def matrix_from_dict(raw: dict, source: str = "study", base_dir: Path | None = None) -> Sweep:
+    """Every ordered pair of a `[matrix]` table's tasks as a point (`mode = "matrix"`);
+    errors name the task or the pair."""
+    table = raw.get("matrix")
+    tasks = table.get("tasks") if isinstance(table, dict) else None
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise StudyFileError(f"{source}: matrix.tasks: give a list of task tables, e.g. "
+                             "tasks = [{ kind = \"blobs\", seed = 1 }, { kind = \"blobs\", seed = 2 }]")
+    extra = [key for key in table if key != "tasks"]
+    if extra:
+        raise StudyFileError(f"{source}: matrix.{extra[0]}: unknown field; the matrix table holds tasks")
+    if not 2 <= len(tasks) <= MAX_MATRIX_TASKS:
+        raise StudyFileError(f"{source}: matrix.tasks: give 2 to {MAX_MATRIX_TASKS} tasks (got {len(tasks)})")
+    for key in ("source", "target", "sweep", "reverse"):
+        if key in raw:
+            raise StudyFileError(f"{source}: {key}: a matrix study takes its tasks from matrix.tasks; remove {key}")
+    base = {key: value for key, value in raw.items() if key != "matrix"}
+    labels = _task_labels(tasks, base, source, base_dir)
+    points = []
+    for index, (i, j) in enumerate((i, j) for i in range(len(tasks)) for j in range(len(tasks)) if i != j):
+        point_raw = {**copy.deepcopy(base), "source": copy.deepcopy(tasks[i]), "target": copy.deepcopy(tasks[j])}
+        values = {"source": labels[i], "target": labels[j]}
+        config = study_from_dict(point_raw, source=f"{source} (matrix pair {labels[i]} → {labels[j]})",
+                                 base_dir=base_dir)
+        points.append(Point(index, values, config))
+    return Sweep(str(raw.get("name")), "matrix", {"matrix.tasks": labels}, tuple(points))
+
+
+def _task_labels(tasks: list[dict], base: dict, source: str, base_dir: Path | None) -> list[str]:
+    """Each task's title (its `name`, or what it is made of), made unique by position."""
+    labels = []
+    for index, task in enumerate(tasks):
+        probe = {**copy.deepcopy(base), "source": copy.deepcopy(task), "target": copy.deepcopy(task),
+                 "strategies": [{"name": "standalone"}]}
+        config = study_from_dict(probe, source=f"{source} (matrix.tasks[{index}])", base_dir=base_dir)
+        labels.append(config.tasks()["target"].provenance.get("name", f"task {index}"))
+    for index, label in enumerate(labels):
+        if labels.count(label) > 1:
+            labels[index] = f"{label} #{index + 1}"
+    return labels

@@ -15,7 +15,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from transferlab import plots, stats
+from transferlab import matrix_report, plots, stats
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, write_text
 from transferlab.store import Store
@@ -33,6 +33,17 @@ class SweepOutputs:
     pending: list[str]
     files: dict[str, Path] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    mode: str = "grid"
+    labels: list[str] = field(default_factory=list)  # a matrix's tasks
+
+    @property
+    def is_matrix(self) -> bool:
+        return self.mode == "matrix"
+
+    def grids(self) -> dict[str, pd.DataFrame]:
+        """A matrix's Δ grid per strategy, as printed."""
+        return {strategy: matrix_report.grid_text(self.table, strategy, self.labels)
+                for strategy in dict.fromkeys(self.table["strategy"]) if strategy != stats.BASELINE}
 
     @property
     def pivot(self) -> pd.DataFrame:
@@ -69,12 +80,34 @@ def build_sweep_report(folder: str | Path) -> SweepOutputs:
     if missing:
         pending.append(f"{missing} of {len(sweep['spec']['points'])} points not started")
     table = pd.DataFrame(rows)
+    mode = sweep["spec"]["mode"]
+    if mode == "matrix":
+        return _matrix_outputs(folder, sweep, table, metric, pending, config)
     outputs = SweepOutputs(folder, sweep["name"], axes, table, metric, headline(table, axes), pending, config=config)
     outputs.files["sweep_summary.csv"] = folder / "sweep_summary.csv"
     with atomic_path(outputs.files["sweep_summary.csv"]) as temporary:
         table.to_csv(temporary, index=False)
     if not table.empty:
         outputs.files["sweep.png"] = plots.sweep_figure(table, axes, folder / "sweep.png", outputs.metric_label)
+    outputs.files["report.html"] = write_text(folder / "report.html", render_html(outputs))
+    return outputs
+
+
+def _matrix_outputs(folder: Path, sweep: dict, table: pd.DataFrame, metric: str, pending: list[str],
+                    config: dict) -> SweepOutputs:
+    labels = list(sweep["spec"]["axes"]["matrix.tasks"])
+    table = matrix_report.with_matrix_holm(table)
+    best = matrix_report.best_per_target(table, labels) if not table.empty else pd.DataFrame()
+    outputs = SweepOutputs(folder, sweep["name"], {"source": labels, "target": labels}, table, metric,
+                           matrix_report.best_lines(best), pending, config=config, mode="matrix", labels=labels)
+    files = {"matrix_summary.csv": table, "matrix_best.csv": best,
+             "matrix_asymmetry.csv": matrix_report.asymmetry(table, labels) if not table.empty else pd.DataFrame()}
+    for name, frame in files.items():
+        outputs.files[name] = folder / name
+        with atomic_path(outputs.files[name]) as temporary:
+            frame.to_csv(temporary, index=False)
+    if not table.empty:
+        outputs.files["matrix.png"] = plots.matrix_heatmaps(table, labels, folder / "matrix.png")
     outputs.files["report.html"] = write_text(folder / "report.html", render_html(outputs))
     return outputs
 
@@ -142,15 +175,19 @@ def render_html(outputs: SweepOutputs) -> str:
     import base64
 
     figure = None
-    if "sweep.png" in outputs.files:
-        figure = base64.b64encode(outputs.files["sweep.png"].read_bytes()).decode("ascii")
-    pivot = outputs.pivot
+    for name in ("sweep.png", "matrix.png"):
+        if name in outputs.files:
+            figure = base64.b64encode(outputs.files[name].read_bytes()).decode("ascii")
+    pivot = outputs.pivot if not outputs.is_matrix else pd.DataFrame(columns=["strategy"])
+    grids = [{"strategy": strategy, "columns": list(grid.columns), "rows": grid.to_dict("records")}
+             for strategy, grid in (outputs.grids().items() if outputs.is_matrix and not outputs.table.empty else [])]
     points = []
     for _, group in outputs.table.groupby("point", sort=True) if not outputs.table.empty else []:
-        display = stats.display_table(group.drop(columns=["point", *outputs.axes]))
+        display = stats.display_table(group.drop(columns=["point", *outputs.axes, "p_matrix"], errors="ignore"))
         points.append({"label": _label({a: group.iloc[0][a] for a in outputs.axes}),
                        "columns": list(display.columns), "rows": display.to_dict("records")})
     return environment.get_template("sweep.html.j2").render(
         outputs=outputs, figure=figure, pivot_columns=list(pivot.columns), pivot=pivot.to_dict("records"),
         points=points, axes_json=json.dumps(outputs.axes), config_toml=html.escape(as_toml(outputs.config)),
+        grids=grids,
     )
