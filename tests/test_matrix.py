@@ -101,4 +101,4 @@ def test_the_report_marks_the_whole_matrix(ran):
         chosen = best[best.target == target].iloc[0]
         assert chosen["diff"] == pytest.approx(group["diff"].max())
     html = (out / "report.html").read_text()
-    assert "transfer matrix of 3 tasks" in html and "data:image/png;base64," in html
+    assert "transfer matrix of 3 tasks" in html and "data:image/png;base64," in html and "Asymmetry" in html

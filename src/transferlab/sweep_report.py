@@ -165,6 +165,16 @@ def _short_label(values: dict) -> str:
     return ", ".join(f"{path.split('.')[-1]}={value}" for path, value in values.items())
 
 
+def _asymmetry_rows(outputs: SweepOutputs) -> list[dict]:
+    """A matrix's Δ(i → j) against Δ(j → i), formatted for the report."""
+    if not outputs.is_matrix or outputs.table.empty:
+        return []
+    frame = matrix_report.asymmetry(outputs.table, outputs.labels)
+    return [{"strategy": r.strategy, "pair": f"{r.task_i} ↔ {r.task_j}", "forward": f"{r.delta_i_to_j:+.3f}",
+             "backward": f"{r.delta_j_to_i:+.3f}", "asymmetry": f"{r.asymmetry:+.3f}"}
+            for r in frame.itertuples(index=False) if not np.isnan(r.asymmetry)]
+
+
 def _label(values: dict) -> str:
     return ", ".join(f"{path}={value}" for path, value in values.items())
 
@@ -189,5 +199,5 @@ def render_html(outputs: SweepOutputs) -> str:
     return environment.get_template("sweep.html.j2").render(
         outputs=outputs, figure=figure, pivot_columns=list(pivot.columns), pivot=pivot.to_dict("records"),
         points=points, axes_json=json.dumps(outputs.axes), config_toml=html.escape(as_toml(outputs.config)),
-        grids=grids,
+        grids=grids, asymmetry=_asymmetry_rows(outputs),
     )
