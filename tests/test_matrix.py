@@ -102,3 +102,26 @@ def test_the_report_marks_the_whole_matrix(ran):
         assert chosen["diff"] == pytest.approx(group["diff"].max())
     html = (out / "report.html").read_text()
     assert "transfer matrix of 3 tasks" in html and "data:image/png;base64," in html and "Asymmetry" in html
+
+
+def test_the_matrix_holds_exactly_the_planned_runs_and_each_cell_is_the_difference_of_means(ran):
+    root, _ = ran
+    with Store.in_folder(root / "out", readonly=True) as store:
+        points = store.points()
+        assert len(points) == 6
+        per_pair = []
+        for point in points:
+            runs = store.runs_frame(point["study_id"])
+            assert (runs.status == "done").all()
+            assert (runs.role == "source").sum() == 2 and (runs.role == "target").sum() == 2 + 2 * 2
+            per_pair.append((point["values"], runs))
+        models = {(r["file"], r["file_sha256"]) for p in points for r in store.source_models(p["study_id"])}
+    assert len(models) == 3 * 2  # two source models per task, shared by the pairs that start from it
+    table = pd.read_csv(root / "out" / "matrix_summary.csv")
+    for values, runs in per_pair:
+        targets = runs[runs.role == "target"]
+        units = targets[targets.strategy == "transfer freeze=1"].groupby("source_index")["test_accuracy"].mean()
+        base = targets[targets.strategy == "standalone"]["test_accuracy"]
+        cell = table[(table.source == values["source"]) & (table.target == values["target"])
+                     & (table.strategy == "transfer freeze=1")]["diff"].item()
+        assert cell == pytest.approx(units.mean() - base.mean())

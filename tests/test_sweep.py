@@ -152,3 +152,42 @@ def test_a_sweep_folder_refuses_other_studies_and_sweeps(swept, tmp_path):
                                    "configuration; choose another --out folder (nothing here was changed)")
     assert _folder_digest(out) == before
     assert isinstance(load_study(other), type(sweep_from_dict(_sweep(target__n_train=[20]))))
+
+
+def test_a_sweep_point_equals_the_same_study_run_alone(swept, tmp_path):
+    root, _, _ = swept
+    point = sweep_from_dict(_sweep(target__n_train=[20, 40, 80])).points[1]
+    study.run_study(point.config, tmp_path / "alone")
+    with Store.in_folder(tmp_path / "alone", readonly=True) as store:
+        study_id, _ = store.stored_plan()
+        alone = store.runs_frame(study_id)
+    alone = alone[["direction", "role", "strategy", "source_index", "repeat", "seed", "test_accuracy"]]
+    pd.testing.assert_frame_equal(alone.reset_index(drop=True), _point_results(root / "out", 40))
+
+
+def test_a_value_of_the_wrong_type_names_the_point_and_field():
+    with pytest.raises(StudyFileError, match=r"^s.toml \(sweep point target.n_train=ten\): target.n_train: "
+                                             r"Input should be a valid integer"):
+        sweep_from_dict({**BASE, "sweep": {"target.n_train": ["ten"]}}, source="s.toml")
+
+
+def test_results_and_export_read_every_table_of_a_sweep(swept, tmp_path):
+    import transferlab
+
+    root, _, _ = swept
+    tables = transferlab.results(root / "out")
+    assert set(tables) == {"runs", "curves", "summary", "learning_speed", "points"}
+    assert sorted(tables["points"]["target.n_train"]) == [20, 40, 80]
+    summary = tables["summary"]
+    reported = pd.read_csv(root / "out" / "sweep_summary.csv")
+    merged = summary.merge(reported, on=["point", "strategy"], suffixes=("", "_csv"))
+    np.testing.assert_allclose(merged["mean"], merged["mean_csv"])
+    runs, curves = tables["runs"], tables["curves"]
+    assert len(curves) == len(runs[runs.status == "done"]) * 3 * 4  # epochs × (loss, accuracy on train and test)
+    assert set(tables["learning_speed"]["measure"]) >= {"jumpstart", "auc", "final"}
+    code, stdout, stderr = invoke("export", root / "out", "--format", "csv", "--out", tmp_path / "export")
+    assert code == 0, stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "export" / "points.csv"),
+                                  tables["points"], check_dtype=False)
+    code, _, _ = invoke("export", root / "out", "--out", tmp_path / "parquet")
+    assert code == 0 and len(pd.read_parquet(tmp_path / "parquet" / "runs.parquet")) == len(runs)

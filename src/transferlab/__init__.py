@@ -8,5 +8,13 @@ persistent compile cache; call it before the first study.
 from transferlab._backend import configure
 from transferlab.tasks import Task
 
-__all__ = ["Task", "configure"]
+__all__ = ["Task", "configure", "results"]
+
+
+def results(folder):
+    """Every table of an output folder (study, sweep or matrix) as pandas DataFrames:
+    `runs`, `curves`, `summary`, `learning_speed`, `points` (see `transferlab.frames`)."""
+    from transferlab.frames import results as read
+
+    return read(folder)
 __version__ = "0.1.0"

@@ -70,6 +70,25 @@ def report(
 
 
 @app.command()
+def export(
+    folder: Path = typer.Argument(..., help="an output folder of `transferlab run`"),
+    format: str = typer.Option("parquet", "--format", help="parquet or csv"),
+    out: Path = typer.Option(None, "--out", "-o", help="where to write (default: FOLDER/export/)"),
+) -> None:
+    """Write FOLDER's tables (runs, curves, summary, learning_speed, points) as Parquet or CSV files."""
+    if format not in ("parquet", "csv"):
+        _fail(f"--format {format!r}: use parquet or csv")
+
+    def write():
+        from transferlab.frames import export as write_tables
+
+        return write_tables(folder, format, out)
+
+    paths = _guard(write)
+    console.print(f"wrote {escape(str(paths[0].parent))}/: {escape(', '.join(p.name for p in paths))}", highlight=False)
+
+
+@app.command()
 def strategies() -> None:
     """List every strategy with its parameters (and defaults), what it does and its source."""
     from transferlab.config import toml_value

@@ -1,0 +1,88 @@
+"""Results for notebooks: every table of an output folder as pandas DataFrames, read from
+its database (nothing is written), and `export` to Parquet or CSV files.
+
+`results(DIR)` works on any folder: a study, a sweep or a matrix. Its tables carry the
+run's identity (direction, role, strategy, source model, repeat, seed) and, for a sweep
+or matrix, the point (`point` and one column per swept value, or `source_task` and
+`target_task`):
+
+- `runs`: one row per run with its status and final metrics;
+- `curves`: every run's per-epoch metrics, long (`split`, `name`, `epoch`, `value`);
+- `summary`: per direction (and point) and strategy, the final score's statistics;
+- `learning_speed`: the same statistics for jumpstart, area under the curve, time to
+  threshold and the final score;
+- `points`: a sweep's or matrix's points (empty for a plain study).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from transferlab import speed, stats
+from transferlab.store import Store
+
+TABLES = ("runs", "curves", "summary", "learning_speed", "points")
+FORMATS = ("parquet", "csv")
+
+
+def results(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """Every table of `folder` (a study, sweep or matrix) as DataFrames."""
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
+    with Store.in_folder(folder, readonly=True) as store, store.snapshot():
+        sweep = store.sweep()
+        points = store.points() if sweep is not None else [{"study_id": None, "index": None, "values": {}}]
+        for point in points:
+            study_id, plan = store.stored_plan(point["study_id"])
+            extra = _point_columns(point, sweep)
+            runs = store.runs_frame(study_id)
+            curves = store.metrics_frame(study_id).merge(
+                runs[["run_id", "direction", "role", "strategy", "source_index", "repeat"]], on="run_id")
+            frames["runs"].append(runs.assign(**extra))
+            frames["curves"].append(curves.assign(**extra))
+            for direction in plan.directions:
+                chosen = runs[runs["direction"] == direction.name]
+                summary = stats.summary_table(chosen, direction.score)
+                frames["summary"].append(summary.assign(direction=direction.name, metric=direction.score, **extra))
+                threshold = speed.default_threshold(summary)
+                measures = store.learning_measures(study_id, direction.name, direction.score.removeprefix("test_"),
+                                                   threshold)
+                if summary.empty:
+                    continue
+                tables = speed.speed_tables(speed.with_measures(chosen, measures, plan.training.epochs, direction.score))
+                if threshold is None:
+                    del tables["time_to_threshold"]
+                frames["learning_speed"].append(speed.long_table(tables, direction.name, threshold).assign(**extra))
+            if point["index"] is not None:
+                frames["points"].append(pd.DataFrame([{"study_id": study_id, **extra}]))
+    return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in frames.items()}
+
+
+def _point_columns(point: dict, sweep: dict | None) -> dict:
+    if sweep is None:
+        return {}
+    if sweep["spec"]["mode"] == "matrix":
+        return {"point": point["index"], "source_task": point["values"]["source"],
+                "target_task": point["values"]["target"]}
+    return {"point": point["index"], **point["values"]}
+
+
+def export(folder: str | Path, format: str = "parquet", out: str | Path | None = None) -> list[Path]:
+    """Write every table of `results(folder)` to `out` (default `FOLDER/export/`) as
+    `NAME.parquet` or `NAME.csv`; returns the paths."""
+    from transferlab.folder import atomic_path
+
+    if format not in FORMATS:
+        raise ValueError(f"--format {format!r}: use parquet or csv")
+    out = Path(out) if out is not None else Path(folder) / "export"
+    written = []
+    for name, frame in results(folder).items():
+        path = out / f"{name}.{format}"
+        with atomic_path(path) as temporary:
+            if format == "parquet":
+                frame.to_parquet(temporary, index=False)
+            else:
+                frame.to_csv(temporary, index=False)
+        written.append(path)
+    return written
