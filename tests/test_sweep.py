@@ -75,7 +75,7 @@ def swept(tmp_path_factory):
 def test_a_sweep_runs_into_one_database_and_reports(swept):
     root, study_file, stdout = swept
     out = root / "out"
-    assert "mean test accuracy and Δ vs standalone per target.n_train" in stdout and "standalone" in stdout
+    assert "mean test accuracy and Δ vs standalone by target.n_train" in stdout and "standalone" in stdout
     assert "largest target.n_train at which each strategy beats standalone significantly" in stdout
     with Store.in_folder(out, readonly=True) as store:
         points = store.points()

@@ -244,8 +244,7 @@ def _print_sweep(outputs) -> None:
         console.print(f"wrote {escape(str(outputs.folder))}/: {escape(names)}", highlight=False)
         return
     per = next(iter(outputs.axes)) if len(outputs.axes) == 1 else "point"
-    _print_frame(outputs.pivot, f"{outputs.name}: mean {outputs.metric_label} and Δ vs standalone per {per} "
-                                "(* = Holm p < 0.05 within the point)")
+    _print_frame(outputs.pivot, f"mean {outputs.metric_label} and Δ vs standalone by {per} (* Holm p < 0.05)")
     for line in outputs.headline:
         console.print(escape(line), highlight=False)
     for line in outputs.pending:
