@@ -64,7 +64,7 @@ def _pair_runs(folder, source, target) -> pd.DataFrame:
 
 
 def test_a_pair_equals_its_study_run_alone(ran, tmp_path):
-    root, stdout = ran
+    root, _ = ran
     raw = {key: value for key, value in BASE.items() if key != "matrix"}
     raw.update(source=dict(TASK, seed=3), target=dict(TASK, seed=1))
     study.run_study(study_from_dict(raw), tmp_path / "alone")

@@ -185,7 +185,7 @@ def test_results_and_export_read_every_table_of_a_sweep(swept, tmp_path):
     runs, curves = tables["runs"], tables["curves"]
     assert len(curves) == len(runs[runs.status == "done"]) * 3 * 4  # epochs × (loss, accuracy on train and test)
     assert set(tables["learning_speed"]["measure"]) >= {"jumpstart", "auc", "final"}
-    code, stdout, stderr = invoke("export", root / "out", "--format", "csv", "--out", tmp_path / "export")
+    code, _, stderr = invoke("export", root / "out", "--format", "csv", "--out", tmp_path / "export")
     assert code == 0, stderr
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "export" / "points.csv"),
                                   tables["points"], check_dtype=False)

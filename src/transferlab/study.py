@@ -10,11 +10,11 @@ at a time (`FolderLock`).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,15 @@ from transferlab.folder import (
     prepare_output_folder,
     remove_stale_temporaries,
 )
-from transferlab.plan import NO_SOURCE, Direction, Plan, RunSpec, build_plan, run_seed, strategy_identity  # noqa: F401  (API)
+from transferlab.plan import (  # noqa: F401  (API)
+    NO_SOURCE,
+    Direction,
+    Plan,
+    RunSpec,
+    build_plan,
+    run_seed,
+    strategy_identity,
+)
 from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
 from transferlab.store import DATABASE_NAME, Store, StoreError
 from transferlab.strategies import Recipe
