@@ -87,3 +87,36 @@ def test_the_report_shows_learning_speed_with_its_threshold(finished):
     given = build_report(finished, threshold=0.2).directions[0]  # `transferlab report --threshold 0.2`
     assert given.threshold == 0.2 and given.threshold_source == "given to the report"
     assert given.speed["time_to_threshold"]["censored"].sum() <= forward.speed["time_to_threshold"]["censored"].sum()
+
+
+def test_measures_of_hand_made_curves_including_censored_runs(finished, tmp_path):
+    """Curves written by hand into a copy of the database: the measures equal NumPy's."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(finished, tmp_path / "copy")
+    db = sqlite3.connect(tmp_path / "copy" / "results.sqlite")
+    runs = [row[0] for row in db.execute("SELECT id FROM runs WHERE role = 'target' ORDER BY id")]
+    curves = {run: np.round(np.linspace(0.1, 0.2 + 0.1 * (i % 7), 4), 4) for i, run in enumerate(runs)}
+    curves[runs[0]] = np.array([0.3, 0.3, 0.3, 0.3])  # never reaches the threshold: censored
+    for run, values in curves.items():
+        for epoch, value in enumerate(values, start=1):
+            db.execute("UPDATE metrics SET value = ? WHERE run_id = ? AND split = 'test' AND name = 'accuracy' "
+                       "AND epoch = ?", (float(value), run, epoch))
+    db.commit()
+    db.close()
+    threshold = 0.45
+    with Store.in_folder(tmp_path / "copy", readonly=True) as store:
+        study_id, _ = store.stored_plan()
+        measured = store.learning_measures(study_id, "forward", "accuracy", threshold).set_index("run_id")
+        frame = store.runs_frame(study_id)
+    for run, values in curves.items():
+        reached = np.flatnonzero(values >= threshold)
+        assert measured.loc[run, "jumpstart"] == pytest.approx(values[0])
+        assert measured.loc[run, "auc"] == pytest.approx(values.mean())
+        if len(reached):
+            assert measured.loc[run, "reached"] == reached[0] + 1
+        else:
+            assert np.isnan(measured.loc[run, "reached"])
+    table = speed.with_measures(frame, measured.reset_index(), 4, "test_accuracy").set_index("run_id")
+    assert table.loc[runs[0], "censored"] and table.loc[runs[0], "time_to_threshold"] == 5

@@ -191,3 +191,20 @@ def test_results_and_export_read_every_table_of_a_sweep(swept, tmp_path):
                                   tables["points"], check_dtype=False)
     code, _, _ = invoke("export", root / "out", "--out", tmp_path / "parquet")
     assert code == 0 and len(pd.read_parquet(tmp_path / "parquet" / "runs.parquet")) == len(runs)
+
+
+def test_a_two_dimensional_sweep_gets_a_figure_and_a_headline_per_dimension(tmp_path):
+    from transferlab.report import build_report
+
+    sweep = sweep_from_dict({**_sweep(target__n_train=[20, 40]),
+                             "sweep": {"target.n_train": [20, 40], "training.learning_rate": [0.01, 0.05]}})
+    assert [p.values for p in sweep.points] == [
+        {"target.n_train": n, "training.learning_rate": lr} for n in (20, 40) for lr in (0.01, 0.05)]
+    study.run_sweep(sweep, tmp_path / "out")
+    outputs = build_report(tmp_path / "out")
+    assert {"sweep.png", "sweep_1.png", "sweep_2.png"} <= set(outputs.files)
+    assert [line.split(":")[0] for line in outputs.headline] == [
+        "with training.learning_rate=0.01", "with training.learning_rate=0.05"]
+    assert list(outputs.pivot.columns) == ["strategy", "n_train=20, learning_rate=0.01", "n_train=20, learning_rate=0.05",
+                                           "n_train=40, learning_rate=0.01", "n_train=40, learning_rate=0.05"]
+    assert "By training.learning_rate" in (tmp_path / "out" / "report.html").read_text()

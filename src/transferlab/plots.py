@@ -247,3 +247,44 @@ def matrix_heatmaps(table: pd.DataFrame, labels: list[str], path: Path) -> Path:
         fig.colorbar(image, ax=ax, shrink=0.8, label="Δ vs standalone")
     fig.tight_layout()
     return _save(fig, path)
+
+
+MAX_PANELS = 12
+
+
+def sweep_dimension_figure(table: pd.DataFrame, axes: dict, axis: str, path: Path, metric_label: str) -> Path:
+    """One swept dimension of a multi-dimensional sweep: the score against `axis` per
+    strategy (95% bands), one panel per combination of the other dimensions' values."""
+    others = [name for name in axes if name != axis]
+    groups = list(table.groupby(others, sort=False)) if others else [((), table)]
+    groups = groups[:MAX_PANELS]
+    per_row = min(3, len(groups))
+    rows = -(-len(groups) // per_row)
+    fig = Figure(figsize=(4.6 * per_row, 3.6 * rows))
+    panels = fig.subplots(rows, per_row, squeeze=False, sharey=True)
+    values = axes[axis]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    for index, (key, group) in enumerate(groups):
+        ax = panels[index // per_row][index % per_row]
+        key = key if isinstance(key, tuple) else (key,)
+        for strategy in dict.fromkeys(group["strategy"]):
+            rows_ = group[group["strategy"] == strategy]
+            order = [values.index(v) for v in rows_[axis]]
+            rows_ = rows_.iloc[np.argsort(order)]
+            x = rows_[axis].astype(float).to_numpy() if numeric else np.sort(order)
+            style = {"color": "black", "linewidth": 2.2} if strategy == "standalone" else {}
+            line, = ax.plot(x, rows_["mean"], marker="o", label=strategy, **style)
+            ax.fill_between(x, rows_["ci_low"], rows_["ci_high"], alpha=0.15, color=line.get_color())
+        if numeric and (axis.endswith("n_train") or (min(values) > 0 and max(values) / min(values) >= 10)):
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(values)))
+            ax.set_xticklabels([str(v) for v in values], fontsize=8)
+        ax.set_title(", ".join(f"{name.split('.')[-1]}={value}" for name, value in zip(others, key)), fontsize=9)
+        ax.set_xlabel(axis)
+    for index in range(len(groups), rows * per_row):
+        panels[index // per_row][index % per_row].set_visible(False)
+    panels[0][0].set_ylabel(f"{metric_label} (mean, 95% interval)")
+    panels[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

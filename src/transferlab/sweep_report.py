@@ -89,6 +89,11 @@ def build_sweep_report(folder: str | Path) -> SweepOutputs:
         table.to_csv(temporary, index=False)
     if not table.empty:
         outputs.files["sweep.png"] = plots.sweep_figure(table, axes, folder / "sweep.png", outputs.metric_label)
+        if len(axes) > 1:  # one figure per dimension, a panel per combination of the others
+            for index, axis in enumerate(axes):
+                name = f"sweep_{index + 1}.png"
+                outputs.files[name] = plots.sweep_dimension_figure(table, axes, axis, folder / name,
+                                                                   outputs.metric_label)
     outputs.files["report.html"] = write_text(folder / "report.html", render_html(outputs))
     return outputs
 
@@ -188,6 +193,8 @@ def render_html(outputs: SweepOutputs) -> str:
     for name in ("sweep.png", "matrix.png"):
         if name in outputs.files:
             figure = base64.b64encode(outputs.files[name].read_bytes()).decode("ascii")
+    dimensions = [{"axis": axis, "image": base64.b64encode(outputs.files[f"sweep_{i + 1}.png"].read_bytes()).decode()}
+                  for i, axis in enumerate(outputs.axes) if f"sweep_{i + 1}.png" in outputs.files]
     pivot = outputs.pivot if not outputs.is_matrix else pd.DataFrame(columns=["strategy"])
     grids = [{"strategy": strategy, "columns": list(grid.columns), "rows": grid.to_dict("records")}
              for strategy, grid in (outputs.grids().items() if outputs.is_matrix and not outputs.table.empty else [])]
@@ -199,5 +206,5 @@ def render_html(outputs: SweepOutputs) -> str:
     return environment.get_template("sweep.html.j2").render(
         outputs=outputs, figure=figure, pivot_columns=list(pivot.columns), pivot=pivot.to_dict("records"),
         points=points, axes_json=json.dumps(outputs.axes), config_toml=html.escape(as_toml(outputs.config)),
-        grids=grids, asymmetry=_asymmetry_rows(outputs),
+        grids=grids, asymmetry=_asymmetry_rows(outputs), dimensions=dimensions,
     )
