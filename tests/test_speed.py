@@ -120,3 +120,15 @@ def test_measures_of_hand_made_curves_including_censored_runs(finished, tmp_path
             assert np.isnan(measured.loc[run, "reached"])
     table = speed.with_measures(frame, measured.reset_index(), 4, "test_accuracy").set_index("run_id")
     assert table.loc[runs[0], "censored"] and table.loc[runs[0], "time_to_threshold"] == 5
+
+
+def test_results_of_a_plain_study(finished):
+    import transferlab
+
+    tables = transferlab.results(finished)
+    outputs = build_report(finished)
+    assert tables["points"].empty and "point" not in tables["runs"]
+    np.testing.assert_allclose(tables["summary"]["mean"], outputs.summary["mean"])
+    speed_csv = pd.read_csv(finished / "learning_speed.csv")
+    np.testing.assert_allclose(tables["learning_speed"]["mean"], speed_csv["mean"])
+    assert set(tables["curves"]["name"]) == {"loss", "accuracy"} and set(tables["curves"]["split"]) == {"train", "test"}

@@ -208,3 +208,15 @@ def test_a_two_dimensional_sweep_gets_a_figure_and_a_headline_per_dimension(tmp_
     assert list(outputs.pivot.columns) == ["strategy", "n_train=20, learning_rate=0.01", "n_train=20, learning_rate=0.05",
                                            "n_train=40, learning_rate=0.01", "n_train=40, learning_rate=0.05"]
     assert "By training.learning_rate" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_sweep_point_run_retrains_alone(swept):
+    root, _, _ = swept
+    stored = _point_results(root / "out", 40)
+    row = stored[(stored.strategy == "transfer freeze=1") & (stored.source_index == 1) & (stored.repeat == 0)].iloc[0]
+    alone = study.retrain_run(root / "out", "target", "transfer freeze=1", 1, 0, point=1)
+    assert float(alone.final["test_accuracy"][0]) == pytest.approx(row.test_accuracy, abs=1e-6)
+    from transferlab.store import StoreError
+
+    with pytest.raises(StoreError, match="this folder holds a sweep; give point = one of 0, 1, 2"):
+        study.retrain_run(root / "out", "target", "transfer freeze=1", 1, 0)

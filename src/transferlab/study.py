@@ -481,14 +481,23 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, kind: str) -> dict[str, 
 
 
 def retrain_run(
-    folder: str | Path, role: str, strategy_label: str, source_index: int, repeat: int, direction: str = "forward"
+    folder: str | Path, role: str, strategy_label: str, source_index: int, repeat: int, direction: str = "forward",
+    point: int | None = None,
 ):
-    """Train one stored run again on its own (a shard of one) from the plan stored in `folder`.
+    """Train one stored run again on its own (a shard of one) from the plan stored in `folder`
+    (in a sweep or matrix folder, that of point number `point`).
 
     Returns the engine's `ShardResult`; reproducibility means it equals the stored run.
     """
     with Store.in_folder(folder, readonly=True) as store:
-        study_id, plan = store.stored_plan()
+        chosen_id = None
+        if store.sweep() is not None:
+            found = [p["study_id"] for p in store.points() if p["index"] == point]
+            if not found:
+                raise StoreError(f"{Path(folder) / 'results.sqlite'}: this folder holds a sweep; give point = one of "
+                                 f"{', '.join(str(p['index']) for p in store.points())}")
+            chosen_id = found[0]
+        study_id, plan = store.stored_plan(chosen_id)
         chosen = plan.direction(direction)
         wanted = (direction, role, strategy_label, source_index, repeat)
         run = None if chosen is None else next(
