@@ -6,8 +6,8 @@ significantly. All rebuilt from the results database alone."""
 
 from __future__ import annotations
 
+import base64
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,8 +187,6 @@ def _label(values: dict) -> str:
 def render_html(outputs: SweepOutputs) -> str:
     environment = jinja2.Environment(loader=jinja2.PackageLoader("transferlab", "templates"),
                                      autoescape=jinja2.select_autoescape(["html", "j2"]))
-    import base64
-
     figure = None
     for name in ("sweep.png", "matrix.png"):
         if name in outputs.files:
@@ -205,6 +203,6 @@ def render_html(outputs: SweepOutputs) -> str:
                        "columns": list(display.columns), "rows": display.to_dict("records")})
     return environment.get_template("sweep.html.j2").render(
         outputs=outputs, figure=figure, pivot_columns=list(pivot.columns), pivot=pivot.to_dict("records"),
-        points=points, axes_json=json.dumps(outputs.axes), config_toml=html.escape(as_toml(outputs.config)),
+        points=points, config_toml=html.escape(as_toml(outputs.config)),
         grids=grids, asymmetry=_asymmetry_rows(outputs), dimensions=dimensions,
     )
