@@ -142,41 +142,8 @@ def _run_and_report(config, out: Path, quiet: bool, force: bool) -> None:
             f"{config.name}: the estimated peak memory ({work.describe(available)}) exceeds what this machine has "
             "available; lower repeats, epochs, layer widths or [execution] shard_size, or pass --force to start anyway"
         )
-    interrupts.set_message(
-        f"finished shards are saved in {out}/results.sqlite; rerun the same command to resume"
-    )
-    with Progress(
-        TextColumn("{task.description:<14}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
-        def notify(message: str) -> None:
-            bar.console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
-
-        outcome = _guard(lambda: run_study(plan, out, progress=progress, notify=notify,
-                                           shard_size=shard_size))
-    if outcome.skipped_runs:
-        console.print(f"resumed: {outcome.skipped_runs} runs were already done, trained {outcome.trained_runs}")
-    if outcome.diverged_runs:
-        console.print(f"[yellow]{outcome.diverged_runs} runs diverged[/] (loss NaN or infinite); they are "
-                      "stored as diverged and counted in the table")
-    from transferlab.engine import release_programs
-
-    release_programs()
-    outputs = _write_report(out)
-    _print_outputs(outputs)
-    console.print(f"wall time {time.perf_counter() - started:.1f} s")
+    _train_and_report(out, quiet, started, lambda progress, notify: run_study(
+        plan, out, progress=progress, notify=notify, shard_size=shard_size))
 
 
 def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
@@ -199,6 +166,13 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
     if available and peak > available and not force:
         _fail(f"{sweep.name}: the estimated peak memory of a point exceeds what this machine has available; "
               "lower repeats, epochs or layer widths, or pass --force to start anyway")
+    _train_and_report(out, quiet, started, lambda progress, notify: run_sweep(
+        sweep, out, progress=progress, notify=notify, plans=plans))
+
+
+def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:
+    """Run `train(progress, notify)` (a study or a sweep) under a progress bar, say what the
+    outcome holds besides trained runs, then write and print the report."""
     interrupts.set_message(f"finished shards are saved in {out}/results.sqlite; rerun the same command to resume")
     with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=quiet, transient=False) as bar:
@@ -212,7 +186,7 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
         def notify(message: str) -> None:
             bar.console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
 
-        outcome = _guard(lambda: run_sweep(sweep, out, progress=progress, notify=notify, plans=plans))
+        outcome = _guard(lambda: train(progress, notify))
     if outcome.skipped_runs:
         console.print(f"resumed: {outcome.skipped_runs} runs were already done, trained {outcome.trained_runs}")
     if outcome.reused_runs:

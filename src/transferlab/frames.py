@@ -35,6 +35,7 @@ def results(folder: str | Path) -> dict[str, pd.DataFrame]:
         points = store.points() if sweep is not None else [{"study_id": None, "index": None, "values": {}}]
         for point in points:
             study_id, plan = store.stored_plan(point["study_id"])
+            config = store.study(study_id)["config"]
             extra = _point_columns(point, sweep)
             runs = store.runs_frame(study_id)
             curves = store.metrics_frame(study_id).merge(
@@ -45,14 +46,12 @@ def results(folder: str | Path) -> dict[str, pd.DataFrame]:
                 chosen = runs[runs["direction"] == direction.name]
                 summary = stats.summary_table(chosen, direction.score)
                 frames["summary"].append(summary.assign(direction=direction.name, metric=direction.score, **extra))
-                threshold = speed.default_threshold(summary)
-                measures = store.learning_measures(study_id, direction.name, direction.score.removeprefix("test_"),
+                threshold, _ = speed.threshold_for(None, config, summary)
+                measures = store.learning_measures(study_id, direction.name, speed.curve_metric(direction.score),
                                                    threshold)
                 if summary.empty:
                     continue
-                tables = speed.speed_tables(speed.with_measures(chosen, measures, plan.training.epochs, direction.score))
-                if threshold is None:
-                    del tables["time_to_threshold"]
+                tables = speed.tables_for(chosen, measures, plan.training.epochs, direction.score, threshold)
                 frames["learning_speed"].append(speed.long_table(tables, direction.name, threshold).assign(**extra))
             if point["index"] is not None:
                 frames["points"].append(pd.DataFrame([{"study_id": study_id, **extra}]))

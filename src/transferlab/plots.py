@@ -166,7 +166,7 @@ def sweep_figure(table: pd.DataFrame, axes: dict, path: Path, metric_label: str)
     if numeric:
         values = [float(v) for v in axes[names[0]]]
         x_of = {point: float(group.iloc[0][names[0]]) for point, group in table.groupby("point")}
-        log = names[0].endswith("n_train") or (min(values) > 0 and max(values) / min(values) >= 10)
+        log = _log_axis(names[0], values)
         label = names[0]
     else:
         x_of = {point: float(point) for point in table["point"].unique()}
@@ -175,9 +175,7 @@ def sweep_figure(table: pd.DataFrame, axes: dict, path: Path, metric_label: str)
         rows = table[table["strategy"] == strategy].sort_values("point")
         x = np.array([x_of[p] for p in rows["point"]])
         baseline = strategy == "standalone"
-        style = {"color": "black", "linewidth": 2.2} if baseline else {}
-        line, = score_ax.plot(x, rows["mean"], marker="o", label=strategy, **style)
-        score_ax.fill_between(x, rows["ci_low"], rows["ci_high"], alpha=0.15, color=line.get_color())
+        line = _score_line(score_ax, x, rows, strategy)
         if baseline:
             continue
         diff = rows["diff"].to_numpy(float)
@@ -201,6 +199,19 @@ def sweep_figure(table: pd.DataFrame, axes: dict, path: Path, metric_label: str)
     score_ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _score_line(ax, x, rows: pd.DataFrame, strategy: str):
+    """A strategy's mean score against `x` with its 95% band; standalone in black."""
+    style = {"color": "black", "linewidth": 2.2} if strategy == "standalone" else {}
+    line, = ax.plot(x, rows["mean"], marker="o", label=strategy, **style)
+    ax.fill_between(x, rows["ci_low"], rows["ci_high"], alpha=0.15, color=line.get_color())
+    return line
+
+
+def _log_axis(axis: str, values) -> bool:
+    """A log axis for `n_train` or a range over a factor of ten."""
+    return axis.endswith("n_train") or (min(values) > 0 and max(values) / min(values) >= 10)
 
 
 def _point_label(table: pd.DataFrame, point: int, names: list[str]) -> str:
@@ -272,10 +283,8 @@ def sweep_dimension_figure(table: pd.DataFrame, axes: dict, axis: str, path: Pat
             order = [values.index(v) for v in rows_[axis]]
             rows_ = rows_.iloc[np.argsort(order)]
             x = rows_[axis].astype(float).to_numpy() if numeric else np.sort(order)
-            style = {"color": "black", "linewidth": 2.2} if strategy == "standalone" else {}
-            line, = ax.plot(x, rows_["mean"], marker="o", label=strategy, **style)
-            ax.fill_between(x, rows_["ci_low"], rows_["ci_high"], alpha=0.15, color=line.get_color())
-        if numeric and (axis.endswith("n_train") or (min(values) > 0 and max(values) / min(values) >= 10)):
+            _score_line(ax, x, rows_, strategy)
+        if numeric and _log_axis(axis, values):
             ax.set_xscale("log")
         if not numeric:
             ax.set_xticks(range(len(values)))

@@ -117,12 +117,14 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
         mean_curves = store.mean_curves(study_id)
         source_models = store.source_models(study_id)
         layer_records = store.layer_records(study_id)
-        thresholds, measures = {}, {}
+        summaries_by_direction, thresholds, measures = {}, {}, {}
         for direction in plan.directions:
             chosen = runs[runs["direction"] == direction.name]
-            thresholds[direction.name] = _threshold(threshold, study, stats.summary_table(chosen, direction.score))
+            summaries_by_direction[direction.name] = stats.summary_table(chosen, direction.score)
+            thresholds[direction.name] = speed.threshold_for(threshold, study["config"],
+                                                             summaries_by_direction[direction.name])
             measures[direction.name] = store.learning_measures(
-                study_id, direction.name, _curve_metric(direction.score), thresholds[direction.name][0])
+                study_id, direction.name, speed.curve_metric(direction.score), thresholds[direction.name][0])
 
     files: dict[str, Path] = {}
     directions, summaries, per_sources, speeds = [], [], [], []
@@ -136,7 +138,7 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
             name=name,
             title=direction.title,
             metric=direction.score,
-            summary=stats.summary_table(chosen, direction.score),
+            summary=summaries_by_direction[name],
             per_source=stats.per_source_table(chosen, direction.score),
             recipes=_recipes(layer_records[layer_records["direction"] == name]),
             runs_done=int(targets["status"].isin(stats.FINISHED).sum()),
@@ -156,10 +158,8 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
             report.figures["boxplot"] = f"boxplot{suffix}.png"
         report.threshold, report.threshold_source = thresholds[name]
         if report.runs_done:
-            report.speed = speed.speed_tables(
-                speed.with_measures(chosen, measures[name], plan.training.epochs, direction.score))
-            if report.threshold is None:
-                del report.speed["time_to_threshold"]
+            report.speed = speed.tables_for(chosen, measures[name], plan.training.epochs, direction.score,
+                                            report.threshold)
             speeds.append(speed.long_table(report.speed, name, report.threshold))
         directions.append(report)
         summaries.append(report.summary.assign(direction=name, metric=direction.score))
@@ -195,24 +195,6 @@ def _speed_part(measure: str, summary: pd.DataFrame) -> dict:
     if "censored" in summary:
         table["never reached"] = [f"{c} of {n}" if c else "" for c, n in zip(summary["censored"], summary["n"])]
     return {"label": speed.MEASURES[measure], "columns": list(table.columns), "rows": table.to_dict("records")}
-
-
-def _curve_metric(score: str) -> str:
-    """`test_accuracy` → `accuracy`: the name of the score's per-epoch curve."""
-    return score.removeprefix("test_")
-
-
-def _threshold(given: float | None, study: dict, summary: pd.DataFrame) -> tuple[float | None, str]:
-    """The time-to-threshold level and where it came from, in words."""
-    if given is not None:
-        return float(given), "given to the report"
-    configured = (study.get("config", {}).get("report") or {}).get("threshold")
-    if configured is not None:
-        return float(configured), "the study's [report] threshold"
-    default = speed.default_threshold(summary)
-    if default is None:
-        return None, "no standalone runs to take a default from: give [report] threshold"
-    return default, f"{speed.THRESHOLD_SHARE:.0%} of standalone's final mean"
 
 
 def _recipes(records: pd.DataFrame) -> list[dict]:

@@ -34,6 +34,36 @@ THRESHOLD_SHARE = 0.95
 HIGHER_IS_BETTER = {"jumpstart": True, "auc": True, "time_to_threshold": False, "final": True}
 
 
+def curve_metric(score: str) -> str:
+    """`test_accuracy` → `accuracy`: the name of the score's per-epoch curve."""
+    return score.removeprefix("test_")
+
+
+def threshold_for(given: float | None, study_config: dict, summary: pd.DataFrame) -> tuple[float | None, str]:
+    """The time-to-threshold level and where it came from, in words: `given` (the report's
+    `--threshold`), else the study's `[report] threshold`, else the default share of
+    standalone's final mean."""
+    if given is not None:
+        return float(given), "given to the report"
+    configured = (study_config.get("report") or {}).get("threshold")
+    if configured is not None:
+        return float(configured), "the study's [report] threshold"
+    default = default_threshold(summary)
+    if default is None:
+        return None, "no standalone runs to take a default from: give [report] threshold"
+    return default, f"{THRESHOLD_SHARE:.0%} of standalone's final mean"
+
+
+def tables_for(runs: pd.DataFrame, measures: pd.DataFrame, epochs: int, score: str,
+               threshold: float | None) -> dict[str, pd.DataFrame]:
+    """A direction's learning-speed tables from its runs and their per-run measures
+    (`Store.learning_measures`); without a threshold, no time to threshold."""
+    tables = speed_tables(with_measures(runs, measures, epochs, score))
+    if threshold is None:
+        del tables["time_to_threshold"]
+    return tables
+
+
 def default_threshold(summary: pd.DataFrame, share: float = THRESHOLD_SHARE) -> float | None:
     """`share` of standalone's final mean (None without a standalone row to take it from)."""
     if summary.empty:

@@ -215,7 +215,7 @@ class Store:
         from transferlab.plan import canonical_json
 
         plan_sha = plan.sha256()
-        stored = self.study_holding(plan_sha, sweep_point=point is not None)
+        stored = self.study_holding(plan_sha) if point is None else self.point_holding(plan_sha)
         if stored is not None:
             return stored
         with self._transaction():
@@ -261,15 +261,19 @@ class Store:
             raise StoreError(f"{self.path}: this folder holds sweep {stored['name']!r} with a different "
                              "configuration; choose another --out folder (nothing here was changed)")
 
-    def study_holding(self, plan_sha256: str, sweep_point: bool = False) -> int | None:
-        """The id of the stored study with this plan, None if the folder holds no study yet;
-        a folder holding another study (or a sweep, for a plain study) is refused. A sweep's
-        point is looked up among the folder's points (the sweep was checked as a whole)."""
+    def point_holding(self, plan_sha256: str) -> int | None:
+        """The id of the sweep point with this plan, None if not stored yet (the folder's
+        sweep was checked as a whole by `check_holds_sweep`)."""
         if self._empty:
             return None
-        if sweep_point:
-            row = self._db.execute("SELECT id FROM studies WHERE plan_sha256 = ?", (plan_sha256,)).fetchone()
-            return None if row is None else row[0]
+        row = self._db.execute("SELECT id FROM studies WHERE plan_sha256 = ?", (plan_sha256,)).fetchone()
+        return None if row is None else row[0]
+
+    def study_holding(self, plan_sha256: str) -> int | None:
+        """The id of the stored study with this plan, None if the folder holds no study yet;
+        a folder holding another study, or a sweep, is refused."""
+        if self._empty:
+            return None
         held = self.sweep()
         if held is not None:
             raise StoreError(f"{self.path}: this folder holds sweep {held['name']!r}; choose another --out folder "

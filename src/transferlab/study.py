@@ -268,18 +268,9 @@ def _check_existing_sweep(folder: Path, name: str, plans: list[tuple], sha: str)
         if held is not None and held["sha256"] != sha:
             stored = {p["index"]: p["study_id"] for p in store.points()}
             for point, plan in plans:
-                if point.index not in stored:
-                    continue
-                stored_plan = store.study(stored[point.index])["plan"]
-                if not _same_settings(stored_plan, plan):
-                    continue
-                before = _stored_fingerprints(stored_plan)
-                for role, spec in plan.task_specs().items():
-                    if before.get(role) not in (None, spec.fingerprint):
-                        raise StoreError(
-                            f"{store.path}: the data of the {role} task ({spec.description}) at sweep point "
-                            f"{point.label} changed since this folder's sweep ran; restore the data, or choose "
-                            "another --out folder (nothing here was changed)")
+                if point.index in stored:
+                    _refuse_changed_data(store, store.study(stored[point.index])["plan"], plan,
+                                         f" at sweep point {point.label}", "sweep")
         store.check_holds_sweep(name, sha)
 
 
@@ -293,16 +284,22 @@ def _check_existing_study(folder: Path, plan: Plan) -> None:
             return
         if store.sweep() is not None:
             store.study_holding(plan.sha256())  # refuses: the folder holds a sweep
-        stored_plan = store.study()["plan"]
-        stored = _stored_fingerprints(stored_plan) if _same_settings(stored_plan, plan) else {}
-        for role, spec in plan.task_specs().items():
-            before = stored.get(role)
-            if before is not None and before != spec.fingerprint:
-                raise StoreError(
-                    f"{store.path}: the data of the {role} task ({spec.description}) changed since this folder's "
-                    f"study ran (fingerprint {before[:12]} → {spec.fingerprint[:12]}); restore the data, or choose "
-                    "another --out folder (nothing here was changed)")
+        _refuse_changed_data(store, store.study()["plan"], plan, "", "study")
         store.study_holding(plan.sha256())
+
+
+def _refuse_changed_data(store: Store, stored_plan: dict, plan: Plan, where: str, ran: str) -> None:
+    """With the same settings as the stored plan, a task whose fingerprint differs means its
+    data changed since the folder's study (or sweep point) ran: refused, naming the task."""
+    if not _same_settings(stored_plan, plan):
+        return
+    before = _stored_fingerprints(stored_plan)
+    for role, spec in plan.task_specs().items():
+        if before.get(role) not in (None, spec.fingerprint):
+            raise StoreError(
+                f"{store.path}: the data of the {role} task ({spec.description}){where} changed since this folder's "
+                f"{ran} ran (fingerprint {before[role][:12]} → {spec.fingerprint[:12]}); restore the data, or choose "
+                "another --out folder (nothing here was changed)")
 
 
 def _same_settings(stored_plan: dict, plan: Plan) -> bool:
