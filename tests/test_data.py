@@ -266,3 +266,14 @@ def test_n_train_of_a_given_split_is_a_seeded_sample_of_its_training_rows(table_
     first = make("csv", path=str(root / "animals.csv"), target="species", drop=["fold"], split="first",
                  test_fraction=0.25, n_train=10, standardize=False)
     np.testing.assert_array_equal(first.x_train, whole.x_train[:10])  # file order: the first rows
+
+
+def test_the_fingerprint_covers_every_array():
+    task = make("sklearn", dataset="iris", seed=0, standardize=False)
+    fingerprint = task.fingerprint()
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        arrays = {k: getattr(task, k).copy() for k in ("x_train", "y_train", "x_test", "y_test")}
+        arrays[name][-1, 0] += 1.0
+        changed = Task(task.name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], task.kind,
+                       feature_names=task.feature_names, class_names=task.class_names)
+        assert changed.fingerprint() != fingerprint, name

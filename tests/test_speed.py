@@ -132,3 +132,11 @@ def test_results_of_a_plain_study(finished):
     speed_csv = pd.read_csv(finished / "learning_speed.csv")
     np.testing.assert_allclose(tables["learning_speed"]["mean"], speed_csv["mean"])
     assert set(tables["curves"]["name"]) == {"loss", "accuracy"} and set(tables["curves"]["split"]) == {"train", "test"}
+
+
+def test_the_threshold_comes_from_the_report_then_the_study_file_then_standalone():
+    summary = pd.DataFrame([{"strategy": "standalone", "mean": 0.8}, {"strategy": "transfer freeze=0", "mean": 0.9}])
+    assert speed.threshold_for(0.5, {"report": {"threshold": 0.6}}, summary) == (0.5, "given to the report")
+    assert speed.threshold_for(None, {"report": {"threshold": 0.6}}, summary) == (0.6, "the study's [report] threshold")
+    assert speed.threshold_for(None, {}, summary) == (pytest.approx(0.76), "95% of standalone's final mean")
+    assert speed.threshold_for(None, {}, summary.iloc[1:])[0] is None

@@ -220,3 +220,15 @@ def test_a_sweep_point_run_retrains_alone(swept):
 
     with pytest.raises(StoreError, match="this folder holds a sweep; give point = one of 0, 1, 2"):
         study.retrain_run(root / "out", "target", "transfer freeze=1", 1, 0)
+
+
+def test_the_headline_counts_only_significant_gains():
+    from transferlab.sweep_report import headline
+
+    rows = [{"target.n_train": n, "strategy": s, "diff": d, "p_holm": p}
+            for n, s, d, p in [(10, "a", 0.10, 0.01), (50, "a", 0.08, 0.20), (100, "a", -0.01, 0.5),
+                               (10, "b", 0.02, 0.30), (50, "b", 0.05, 0.04), (100, "b", 0.01, 0.9)]]
+    rows += [{"target.n_train": n, "strategy": "standalone", "diff": np.nan, "p_holm": np.nan} for n in (10, 50, 100)]
+    lines = headline(pd.DataFrame(rows), {"target.n_train": [10, 50, 100]})
+    assert lines == ["largest target.n_train at which each strategy beats standalone significantly "
+                     "(Δ > 0, Holm p < 0.05): a: 10, b: 50"]
