@@ -29,9 +29,13 @@ from transferlab import layers as layer_types
 from transferlab import objectives, optimizers
 from transferlab.layers import Context
 
-# A batch loop is unrolled (faster, longer compile) while batches × per-batch work stays
-# under this budget; larger epochs run as a `lax.scan` (bounded compile time).
+# An epoch's batches run in a loop over groups of up to `MAX_GROUP` batches, unrolled in
+# the program while group × per-batch work stays under `UNROLL_BUDGET`. The loop runs as
+# many groups as the real rows need (a runtime count), so one program serves every row
+# count up to its arrays' shapes; 4 measured fastest on the tutorial's model at 20 to 500
+# rows (bench/RESULTS.md, "Programs shared across row counts").
 UNROLL_BUDGET = 640
+MAX_GROUP = 4
 # Architectures with a Dense layer wider than this on either side train per model (mapped
 # with `jax.vmap`, matrix products); narrower ones with the model axis last.
 PER_MODEL_WIDTH = 16
@@ -121,33 +125,53 @@ def shuffle_orders(seeds, epochs: int, n_rows: int) -> np.ndarray:
 class OrderStream:
     """Row orders drawn epoch by epoch from each model's own generator (seeded by its run's
     seed), so memory holds one chunk of epochs, never models × epochs × rows. Drawing
-    epochs in chunks gives the same orders as drawing them all at once."""
+    epochs in chunks gives the same orders as drawing them all at once.
 
-    def __init__(self, seeds, n_rows: int):
+    `width` (at least `n_rows`) pads each epoch's order with row 0 for a program built
+    for more rows (`RowPadding`): the draws, and so the real part, are the same."""
+
+    def __init__(self, seeds, n_rows: int, width: int | None = None):
         self.n_rows = n_rows
+        self.width = n_rows if width is None else width
         self.generators = [np.random.default_rng(np.random.SeedSequence(int(s), spawn_key=(1,))) for s in seeds]
-        self.dtype = np.int16 if n_rows < 2**15 else np.int32
+        self.dtype = order_dtype(self.width)
 
     def next(self, epochs: int) -> np.ndarray:
-        """The next `epochs` epochs' orders, `(epochs, rows, models)`."""
+        """The next `epochs` epochs' orders, `(epochs, width, models)`."""
         rows = np.broadcast_to(np.arange(self.n_rows, dtype=self.dtype), (epochs, self.n_rows))
-        orders = np.empty((epochs, self.n_rows, len(self.generators)), self.dtype)
+        orders = np.zeros((epochs, self.width, len(self.generators)), self.dtype)
         for model, generator in enumerate(self.generators):
-            orders[:, :, model] = generator.permuted(rows, axis=-1)
+            orders[:, : self.n_rows, model] = generator.permuted(rows, axis=-1)
         return orders
+
+
+def order_dtype(width: int):
+    return np.int16 if width < 2**15 else np.int32
 
 
 class _GivenOrders:
     """Explicit orders `(models, epochs, rows)`, handed out like an `OrderStream`."""
 
-    def __init__(self, orders: np.ndarray):
-        self.orders, self.epoch = orders, 0
+    def __init__(self, orders: np.ndarray, width: int):
+        self.orders, self.epoch, self.width = orders, 0, width
 
     def next(self, epochs: int) -> np.ndarray:
-        chunk = self.orders[:, self.epoch : self.epoch + epochs]
+        chunk = self.orders[:, self.epoch : self.epoch + epochs].astype(order_dtype(self.width))
         self.epoch += epochs
-        padding = np.zeros((chunk.shape[0], epochs - chunk.shape[1], chunk.shape[2]), chunk.dtype)
-        return np.ascontiguousarray(np.moveaxis(np.concatenate([chunk, padding], axis=1), 0, -1))
+        padded = np.zeros((chunk.shape[0], epochs, self.width), chunk.dtype)
+        padded[:, : chunk.shape[1], : chunk.shape[2]] = chunk
+        return np.ascontiguousarray(np.moveaxis(padded, 0, -1))
+
+
+@dataclass(frozen=True)
+class RowPadding:
+    """The row counts a program is built for, when larger than a task's own: points of a
+    sweep that differ only in how many rows they train or test on then share one compiled
+    program. Padded rows are masked out of every batch, statistic and metric, and batches
+    past the real rows are skipped, so a run equals its unpadded run to float rounding."""
+
+    train: int
+    test: int
 
 
 def models_per_block(plan, n_inputs: int) -> int:
@@ -220,6 +244,7 @@ def train_models(
     loss: str = "categorical_crossentropy",
     bn_frozen: str = "inference",
     orders: np.ndarray | None = None,
+    padding: RowPadding | None = None,
 ) -> ShardResult:
     """Train `models` layer stacks of one architecture at once.
 
@@ -243,6 +268,8 @@ def train_models(
       statistics keep updating; only gamma and beta stay fixed).
     - `orders`: explicit row orders `(models, epochs, rows)` instead of the seeds' (for
       reference runs that replay a given batch order).
+    - `padding`: train as if the splits had `padding.train` and `padding.test` rows (a
+      `RowPadding`), so calls on different row counts share one compiled program.
     """
     plan = layer_plan(layers, weights)
     objective = objectives.get(loss)
@@ -267,6 +294,10 @@ def train_models(
             f"orders must be (models, epochs, rows) = ({n_models}, {config.epochs}, "
             f"{x_train.shape[0]}); got {orders.shape}"
         )
+    if padding is not None and (padding.train < len(x_train) or padding.test < len(x_test)):
+        raise ValueError(
+            f"padding to {padding.train} training and {padding.test} test rows is less than the task's "
+            f"{len(x_train)} and {len(x_test)}")
     block_size = models_per_block(plan, x_train.shape[1])
     n_blocks = -(-n_models // block_size)
     weights = [[np.asarray(a, np.float32) for a in arrays] for arrays in weights]
@@ -296,6 +327,15 @@ def train_models(
         # with nothing frozen are bit-identical under either
         bn_inference=np.asarray(bn_frozen == "inference"),
     )
+    # the real row counts are runtime inputs; the arrays take the padded shapes (whole
+    # evaluation chunks), and each epoch's order whole groups of batches
+    padding = padding or RowPadding(len(x_train), len(x_test))
+    shared["rows"] = np.asarray([len(x_train), len(x_test)], np.int32)
+    for split, size in (("train", padding.train), ("test", padding.test)):
+        for key in (f"x_{split}", f"y_{split}"):
+            shared[key] = _pad_rows(shared[key], padded_split_rows(size))
+    group_rows = batches_per_group(plan, x_train.shape[1], config.batch_size) * config.batch_size
+    order_width = -(-padding.train // group_rows) * group_rows
     penalised = penalties is not None
 
     def block_inputs(block: int) -> dict:
@@ -326,7 +366,7 @@ def train_models(
     misses = _compiled_program.cache_info().misses
     program = _compiled_program(plan, shape, penalised, loss)
     devices = jax.local_devices()
-    chunk = epoch_chunk(config.epochs, len(x_train), block_size)
+    chunk = epoch_chunk(config.epochs, order_width, block_size)
     # Every block runs the same single-device programs, blocks dealt over the devices a wave
     # at a time and dispatched asynchronously, a chunk of epochs per call: a model's numbers
     # never depend on the shard size, the number of devices or its position (the tests check).
@@ -344,9 +384,9 @@ def train_models(
             device = devices[offset]
             carry, extras, block_multipliers = block_inputs(block)
             if orders is None:
-                stream = OrderStream(models_last(seeds, block), len(x_train))
+                stream = OrderStream(models_last(seeds, block), len(x_train), order_width)
             else:
-                stream = _GivenOrders(np.moveaxis(models_last(orders, block), -1, 0))
+                stream = _GivenOrders(np.moveaxis(models_last(orders, block), -1, 0), order_width)
             wave.append(dict(device=device, carry=jax.device_put(carry, device),
                              extras=jax.device_put(dict(shared, **extras), device),
                              multipliers=block_multipliers, stream=stream, curves=[]))
@@ -384,6 +424,12 @@ def train_models(
         curves=curves,
         final=final,
     )
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """`array` with zero rows appended up to `rows`."""
+    filler = np.zeros((rows - len(array),) + array.shape[1:], array.dtype)
+    return np.concatenate([array, filler])
 
 
 def release_programs() -> None:
@@ -460,11 +506,14 @@ def batch_work(plan, n_inputs: int) -> int:
     return work
 
 
-def unrolls_batches(plan, n_inputs: int, n_rows: int, batch_size: int) -> bool:
-    """Unroll the batch loop when the whole epoch stays within `UNROLL_BUDGET` and the
-    layers are narrow (wide ones run per model, where a scanned loop measured faster)."""
-    n_batches = -(-n_rows // batch_size)
-    return not per_model_layout(plan, n_inputs) and n_batches * batch_work(plan, n_inputs) <= UNROLL_BUDGET
+def batches_per_group(plan, n_inputs: int, batch_size: int) -> int:
+    """Batches per iteration of an epoch's loop, unrolled in the program: as many as
+    `UNROLL_BUDGET` allows for narrow layers (XLA fuses across them), one for wide ones
+    (run per model, where a plain loop measured faster). It depends on the architecture
+    alone, so any number of rows runs the same loop body."""
+    if per_model_layout(plan, n_inputs):
+        return 1
+    return max(1, min(MAX_GROUP, UNROLL_BUDGET // batch_work(plan, n_inputs)))
 
 
 _PER_MODEL_INPUTS = ("seeds", "anchors", "penalties")
@@ -504,10 +553,13 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
     `per_model`, no model axis at all (the function is mapped over models)."""
     x_train, y_train = inputs["x_train"], inputs["y_train"]
     x_test, y_test = inputs["x_test"], inputs["y_test"]
-    n_rows = x_train.shape[0]
     batch = shape.batch_size
-    n_batches = -(-n_rows // batch)
-    full = n_rows // batch
+    # the real row counts arrive at run time (`RowPadding`): every program serves any number
+    # of rows up to its arrays' shapes, with the same arithmetic for each
+    n_rows, n_test_rows = inputs["rows"][0], inputs["rows"][1]
+    n_batches = (n_rows + batch - 1) // batch
+    group = batches_per_group(plan, x_train.shape[1], batch)
+    group_rows = group * batch
     anchors = inputs.get("anchors")
     penalties = inputs.get("penalties")
     objective = objectives.get(loss)
@@ -517,7 +569,8 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
 
     def objective_of(params, state, xb, yb, ctx):
         outputs, new_state = _forward(params, state, xb, plan, ctx)
-        batch_loss = jnp.mean(objective.loss(outputs, yb), axis=0)  # Keras "sum_over_batch_size"
+        # Keras' "sum_over_batch_size", over the batch's real rows
+        batch_loss = objectives.per_row(objectives.row_sum(objective.loss(outputs, yb), ctx.rows), ctx.row_count)
         if penalised:
             for layer, anchor in anchors.items():
                 kernel = params[int(layer)][plan[int(layer)].penalised_array]
@@ -537,10 +590,10 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
         per_step = layer_types.mix32(dropout_keys + jnp.asarray(step, jnp.uint32) * jnp.uint32(0x85EBCA6B))
         return [layer_types.mix32(per_step ^ jnp.uint32((layer + 1) * 0xC2B2AE35 % 2**32)) for layer in range(len(plan))]
 
-    def optimizer_step(carry, xb, yb, multipliers, global_step):
+    def optimizer_step(carry, xb, yb, multipliers, global_step, real, count):
         params, state, slots, step = carry
         frozen = [multipliers[layer] == 0 for layer in range(len(plan))]  # (M,) each
-        ctx = Context(True, [f & inputs["bn_inference"] for f in frozen], step_keys(global_step))
+        ctx = Context(True, [f & inputs["bn_inference"] for f in frozen], step_keys(global_step), real, count)
         grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, ctx)
         if optimizer.counts_steps:
             step = step + 1.0  # Keras' `iterations + 1` of this step
@@ -557,8 +610,6 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
             new_params.append(tuple(updated))
             new_slots.append(tuple(kept))
         return (new_params, new_state, new_slots, step), batch_loss, outputs
-
-    unrolled = unrolls_batches(plan, x_train.shape[1], n_rows, batch)
 
     def gather(order, start, size):
         """Rows `start … start+size` of each model's order: `(size, features, models)`."""
@@ -582,33 +633,35 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
         loss_total = jnp.zeros(order.shape[1:], jnp.float32)
         sums = objective.init(carry[0][-1][1].shape)  # the output bias is (outputs, models)
 
-        if unrolled:  # a small epoch: gather it whole, once
-            epoch_x, epoch_y = gather(order, 0, n_rows)
-
-        def run_batch(carry, start, size, batch_index, loss_total, sums):
-            if unrolled:
-                xb, yb = epoch_x[start : start + size], epoch_y[start : start + size]
-            else:
-                xb, yb = gather(order, start, size)
-            carry, batch_loss, outputs = optimizer_step(carry, xb, yb, multipliers, index * n_batches + batch_index)
+        def run_batch(inner, xb, yb, start, batch_index):
+            """One optimizer step on the batch at `start`; rows past the real ones are masked."""
+            carry, loss_total, sums = inner
+            real = start + jnp.arange(batch) < n_rows
+            count = jnp.clip(n_rows - start, 1, batch).astype(jnp.float32)
+            carry, batch_loss, outputs = optimizer_step(carry, xb, yb, multipliers, index * n_batches + batch_index,
+                                                        real, count)
             # Keras' loss tracker: mean of batch losses weighted by batch size
-            return carry, loss_total + batch_loss * size, objective.update(sums, outputs, yb)
+            return carry, loss_total + batch_loss * count, objective.update(sums, outputs, yb, real)
 
-        if unrolled:
-            for batch_index, start in enumerate(range(0, n_rows, batch)):
-                size = min(batch, n_rows - start)
-                carry, loss_total, sums = run_batch(carry, start, size, batch_index, loss_total, sums)
-        else:
+        def run_group(group_index, inner):
+            """`group` batches, unrolled; in the last group, a batch past the real rows is
+            skipped (it changes nothing, the step count included)."""
+            first = group_index * group_rows
+            group_x, group_y = gather(order, first, group_rows)
+            for offset in range(group):
+                start = first + offset * batch
+                xb, yb = group_x[offset * batch : (offset + 1) * batch], group_y[offset * batch : (offset + 1) * batch]
+                step = functools.partial(run_batch, xb=xb, yb=yb, start=start, batch_index=group_index * group + offset)
+                # a group starts within the real rows
+                inner = step(inner) if offset == 0 else jax.lax.cond(start < n_rows, step, lambda kept: kept, inner)
+            return inner
 
-            def scan_batch(inner, batch_index):
-                carry, loss_total, sums = inner
-                return run_batch(carry, batch_index * batch, batch, batch_index, loss_total, sums), None
-
-            (carry, loss_total, sums), _ = jax.lax.scan(scan_batch, (carry, loss_total, sums), jnp.arange(full))
-            if full * batch < n_rows:
-                carry, loss_total, sums = run_batch(carry, full * batch, n_rows - full * batch, full, loss_total, sums)
-        validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, objective, per_model)
-        curves = {"loss": loss_total / n_rows, **objective.finalise(sums, n_rows)}
+        # as many groups as the real rows need: the loop's length is a runtime number
+        n_groups = (n_rows + group_rows - 1) // group_rows
+        carry, loss_total, sums = jax.lax.fori_loop(0, n_groups, run_group, (carry, loss_total, sums))
+        validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, objective, per_model, n_test_rows)
+        epoch_rows = n_rows.astype(jnp.float32)
+        curves = {"loss": objectives.per_row(loss_total, epoch_rows), **objective.finalise(sums, epoch_rows)}
         curves.update({f"val_{name}": value for name, value in validation.items()})
         return (carry, is_frozen), curves
 
@@ -631,8 +684,8 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
     def final_metrics():
         """The trained models on both splits, in inference mode (as `evaluate`)."""
         final = {}
-        for split, (x, y) in (("train", (x_train, y_train)), ("test", (x_test, y_test))):
-            metrics = _evaluate(params, state, x, y, plan, objective, per_model)
+        for split, (x, y, real) in (("train", (x_train, y_train, n_rows)), ("test", (x_test, y_test, n_test_rows))):
+            metrics = _evaluate(params, state, x, y, plan, objective, per_model, real)
             final.update({f"{split}_{name}": value for name, value in metrics.items()})
         return final
 
@@ -642,44 +695,60 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
     return dict(params=params, state=state, slots=slots, step=step, was_frozen=was_frozen), curves, final
 
 
-def _evaluate(params, state, x, y, plan, objective, per_model: bool = False) -> dict:
-    """Loss and metrics of every model on a whole split `x (N, I)` shared by all models, in
-    inference mode (as `model.evaluate`), in chunks of rows (`evaluation_rows`)."""
+def _evaluate(params, state, x, y, plan, objective, per_model: bool, real_rows) -> dict:
+    """Loss and metrics of every model on the first `real_rows` (a runtime count) of a split
+    `x (N, I)` shared by all models, in inference mode (as `model.evaluate`), in chunks of
+    rows (`evaluation_rows`). N is a whole number of sum blocks (`padded_split_rows`) and
+    padding rows count as exact zeros, so the numbers do not depend on how far the split
+    is padded."""
     n_rows = x.shape[0]
     n_models = models_per_block(plan, x.shape[1])
     ctx = Context(training=False)
     # one model's rows, or a Dense first layer that reads rows shared by all models as they are
     shared_input = per_model or plan[0].reads_shared_input
 
-    def chunk(carry, rows_x, rows_y):
+    def chunk(carry, rows_x, rows_y, first):
         loss_sum, sums = carry
         inputs = rows_x if shared_input else jnp.broadcast_to(rows_x[:, :, None], rows_x.shape + (n_models,))
         outputs, _ = _forward(params, state, inputs, plan, ctx)
         targets = rows_y if per_model else rows_y[:, :, None]
-        return loss_sum + jnp.sum(objective.loss(outputs, targets), axis=0), objective.update(sums, outputs, targets)
+        real = first + jnp.arange(rows_x.shape[0]) < real_rows
+        loss = objectives.row_sum(objective.loss(outputs, targets), real)
+        return loss_sum + loss, objective.update(sums, outputs, targets, real)
 
     carry = (jnp.zeros(params[-1][1].shape[1:], jnp.float32), objective.init(params[-1][1].shape))
     size = evaluation_rows(plan, x.shape[1], n_models)
     if n_rows <= size:
-        loss_sum, sums = chunk(carry, x, y)
+        loss_sum, sums = chunk(carry, x, y, 0)
     else:
         full = n_rows // size
 
         def scan_chunk(carry, index):
             rows_x = jax.lax.dynamic_slice_in_dim(x, index * size, size)
             rows_y = jax.lax.dynamic_slice_in_dim(y, index * size, size)
-            return chunk(carry, rows_x, rows_y), None
+            return chunk(carry, rows_x, rows_y, index * size), None
 
         carry, _ = jax.lax.scan(scan_chunk, carry, jnp.arange(full))
-        loss_sum, sums = chunk(carry, x[full * size :], y[full * size :]) if full * size < n_rows else carry
-    return {"loss": loss_sum / n_rows, **objective.finalise(sums, n_rows)}
+        if full * size < n_rows:
+            loss_sum, sums = chunk(carry, x[full * size :], y[full * size :], full * size)
+        else:
+            loss_sum, sums = carry
+    count = real_rows.astype(jnp.float32)
+    return {"loss": objectives.per_row(loss_sum, count), **objective.finalise(sums, count)}
+
+
+def padded_split_rows(rows: int) -> int:
+    """A split's rows as the program holds them: whole sum blocks (`objectives.row_sum`),
+    so evaluation chunks are too."""
+    return -(-rows // objectives.SUM_BLOCK) * objectives.SUM_BLOCK
 
 
 def evaluation_rows(plan, n_inputs: int, n_models: int) -> int:
     """Rows per evaluation chunk: the widest activation of a chunk stays near
-    `EVALUATION_VALUES` floats (never below 256 rows or above the default)."""
+    `EVALUATION_VALUES` floats; whole sum blocks, at least one, at most `EVALUATION_ROWS`."""
     widest = max(layer_types.layer_widths(n_inputs, plan))
-    return int(min(EVALUATION_ROWS, max(256, EVALUATION_VALUES // (widest * n_models))))
+    blocks = max(1, EVALUATION_VALUES // (widest * n_models) // objectives.SUM_BLOCK)
+    return int(min(EVALUATION_ROWS, blocks * objectives.SUM_BLOCK))
 
 
 def _forward(params, state, x, plan, ctx: Context):

@@ -42,11 +42,15 @@ class Context:
     `training` (static): Keras' `training=True` (batch statistics, dropout active).
     `inference_stats`: per layer, `(models,)` bool where a BatchNormalization layer uses its
     moving statistics even in training (frozen, `bn_frozen = "inference"`).
-    `keys`: per layer, `(models,)` uint32 random keys for this step (dropout masks)."""
+    `keys`: per layer, `(models,)` uint32 random keys for this step (dropout masks).
+    `rows`: in a batch padded to its full size, the `(batch,)` mask of its real rows and
+    `row_count` their number; batch statistics then come from those rows alone."""
 
     training: bool
     inference_stats: list | None = None
     keys: list | None = None
+    rows: Any = None
+    row_count: Any = None
 
 
 @dataclass(frozen=True)
@@ -185,8 +189,7 @@ class BatchNormalization(Layer):
         moving_mean, moving_variance = state
         if not ctx.training:
             return _normalize(x, moving_mean[None], moving_variance[None], gamma, beta, self.epsilon), state
-        mean = jnp.mean(x, axis=0)
-        variance = jnp.var(x, axis=0)
+        mean, variance = _batch_moments(x, ctx)
         inference = ctx.inference_stats[index]  # (M,): frozen under bn_frozen = "inference"
         outputs = jnp.where(
             inference,
@@ -445,6 +448,17 @@ def mix32(h):
     h = h ^ (h >> 15)
     h = h * jnp.uint32(0x846CA68B)
     return h ^ (h >> 16)
+
+
+def _batch_moments(x, ctx: Context):
+    """Mean and (biased) variance over the batch axis, as `jnp.mean` / `jnp.var`; of the
+    real rows only when the batch is padded (`ctx.rows`)."""
+    if ctx.rows is None:
+        return jnp.mean(x, axis=0), jnp.var(x, axis=0)
+    real = ctx.rows.reshape((-1,) + (1,) * (x.ndim - 1))
+    mean = jnp.sum(jnp.where(real, x, 0.0), axis=0) * (1.0 / ctx.row_count)
+    variance = jnp.sum(jnp.where(real, jnp.square(x - mean[None]), 0.0), axis=0) * (1.0 / ctx.row_count)
+    return mean, variance
 
 
 def _normalize(x, mean, variance, gamma, beta, epsilon):

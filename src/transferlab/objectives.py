@@ -39,12 +39,14 @@ class Objective:
         """Zero sums for outputs `(outputs, models)`."""
         raise NotImplementedError
 
-    def update(self, sums: dict, outputs, targets) -> dict:
-        """Add one batch `(rows, outputs, models)` to the sums."""
+    def update(self, sums: dict, outputs, targets, rows=None) -> dict:
+        """Add one batch `(rows, outputs, models)` to the sums; where `rows` (a `(rows,)`
+        mask) is given, only the rows it marks count (padding is left out)."""
         raise NotImplementedError
 
-    def finalise(self, sums: dict, n_rows: int) -> dict:
-        """Each metric `(models,)` from the sums over `n_rows` rows."""
+    def finalise(self, sums: dict, n_rows) -> dict:
+        """Each metric `(models,)` from the sums over `n_rows` rows (a number, or a
+        runtime scalar when the rows are padded)."""
         raise NotImplementedError
 
     def curve_names(self) -> tuple[str, ...]:
@@ -63,11 +65,12 @@ class _Accuracy:
     def init(self, output_shape):
         return {"correct": jnp.zeros(output_shape[1:], jnp.float32)}
 
-    def update(self, sums, outputs, targets):
-        return {"correct": sums["correct"] + jnp.sum(self.hits(outputs, targets).astype(jnp.float32), axis=0)}
+    def update(self, sums, outputs, targets, rows=None):
+        hits = self.hits(outputs, targets).astype(jnp.float32)
+        return {"correct": sums["correct"] + row_sum(hits, rows)}
 
     def finalise(self, sums, n_rows):
-        return {"accuracy": sums["correct"] / n_rows}
+        return {"accuracy": per_row(sums["correct"], n_rows)}
 
 
 @dataclass(frozen=True)
@@ -129,22 +132,51 @@ class MeanSquaredError(Objective):
         per_output = jnp.zeros(output_shape, jnp.float32)
         return {"absolute": per_model, "sum_y": per_output, "sum_y2": per_output, "squared_error": per_output}
 
-    def update(self, sums, outputs, targets):
+    def update(self, sums, outputs, targets, rows=None):
         targets = jnp.broadcast_to(targets, outputs.shape)
         residual = targets - outputs
         return {
-            "absolute": sums["absolute"] + jnp.sum(jnp.mean(jnp.abs(residual), axis=1), axis=0),
-            "sum_y": sums["sum_y"] + jnp.sum(targets, axis=0),
-            "sum_y2": sums["sum_y2"] + jnp.sum(jnp.square(targets), axis=0),
-            "squared_error": sums["squared_error"] + jnp.sum(jnp.square(residual), axis=0),
+            "absolute": sums["absolute"] + row_sum(jnp.mean(jnp.abs(residual), axis=1), rows),
+            "sum_y": sums["sum_y"] + row_sum(targets, rows),
+            "sum_y2": sums["sum_y2"] + row_sum(jnp.square(targets), rows),
+            "squared_error": sums["squared_error"] + row_sum(jnp.square(residual), rows),
         }
 
     def finalise(self, sums, n_rows):
-        mean_y = sums["sum_y"] / n_rows
+        mean_y = per_row(sums["sum_y"], n_rows)
         total = sums["sum_y2"] - sums["sum_y"] * mean_y
         scores = 1.0 - sums["squared_error"] / total
         scores = jnp.where(jnp.isinf(scores), 0.0, scores)  # keras.metrics.R2Score's convention
-        return {"mae": sums["absolute"] / n_rows, "r2": jnp.mean(scores, axis=0)}
+        return {"mae": per_row(sums["absolute"], n_rows), "r2": jnp.mean(scores, axis=0)}
+
+
+def per_row(total, n_rows):
+    """`total / n_rows` as XLA computes it for a constant count (times the reciprocal), also
+    when the count arrives at run time, so both give the same bits."""
+    if isinstance(n_rows, int):
+        return total / n_rows
+    return total * (1.0 / n_rows)
+
+
+SUM_BLOCK = 256
+
+
+def row_sum(values, rows=None):
+    """The sum over the first (row) axis; with a `(rows,)` mask, of the marked rows only.
+
+    A whole number of `SUM_BLOCK`s of rows is summed block by block and the block sums
+    added in order, so appending padding rows (exact zeros, whole blocks) never changes
+    a bit of the result: a padded split sums to what the unpadded one does."""
+    if rows is not None:
+        values = jnp.where(rows.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0.0)
+    n_rows = values.shape[0]
+    if n_rows < SUM_BLOCK or n_rows % SUM_BLOCK:
+        return jnp.sum(values, axis=0)
+    blocks = jnp.sum(values.reshape((n_rows // SUM_BLOCK, SUM_BLOCK) + values.shape[1:]), axis=1)
+    total = blocks[0]
+    for block in range(1, n_rows // SUM_BLOCK):
+        total = total + blocks[block]
+    return total
 
 
 OBJECTIVES: dict[str, Objective] = {
