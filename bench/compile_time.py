@@ -63,8 +63,8 @@ def main() -> None:
         first, second = once(), once()
         plan = engine.layer_plan(arch.layers)
         layout = "per model" if engine.per_model_layout(plan, features) else "models last"
-        loop = "unrolled" if engine.unrolls_batches(plan, features, len(task.x_train), 32) else "scanned"
-        print(f"{name:50} {first - second:8.1f}s {second:7.2f}s  {layout}, {loop} batches, "
+        group = engine.batches_per_group(plan, features, 32)
+        print(f"{name:50} {first - second:8.1f}s {second:7.2f}s  {layout}, {group} batches a loop step, "
               f"{engine.models_per_block(plan, features)} models a block")
 
 

@@ -42,7 +42,7 @@ def test_hidden_256_256_on_512_features_and_20000_rows_equals_keras_fit():
     task = tasks.blobs(4, n_samples=21_000, n_train=20_000, n_features=512, centers=3, cluster_std=8.0)
     arch = models.mlp(512, (256, 256), 3)
     plan = engine.layer_plan(arch.layers)
-    assert engine.per_model_layout(plan, 512) and not engine.unrolls_batches(plan, 512, 20_000, 32)
+    assert engine.per_model_layout(plan, 512) and engine.batches_per_group(plan, 512, 32) == 1
     assert engine.models_per_block(plan, 512) < engine.MODELS_PER_BLOCK  # one run pads to few copies
     initial = models.fresh_weights(arch, np.random.default_rng(0))
     result, model, history, seconds = _fit_both(arch, initial, task, {}, keras.optimizers.SGD(0.01), epochs=2)

@@ -367,6 +367,8 @@ def train_models(
     program = _compiled_program(plan, shape, penalised, loss)
     devices = jax.local_devices()
     chunk = epoch_chunk(config.epochs, order_width, block_size)
+    _PROGRAMS_RUN.add((plan, shape, penalised, loss, block_size, chunk, order_width,
+                       tuple((key, np.shape(value)) for key, value in shared.items() if key != "hyper")))
     # Every block runs the same single-device programs, blocks dealt over the devices a wave
     # at a time and dispatched asynchronously, a chunk of epochs per call: a model's numbers
     # never depend on the shard size, the number of devices or its position (the tests check).
@@ -483,9 +485,13 @@ def _compiled_program(plan: tuple, shape: ProgramShape, penalised: bool, loss: s
     return jax.jit(program)
 
 
+_PROGRAMS_RUN: set = set()  # what identifies a compiled program: architecture, settings, shapes
+
+
 def compiled_programs() -> int:
-    """How many engine programs have been built in this process (for tests and benchmarks)."""
-    return _compiled_program.cache_info().misses
+    """How many distinct engine programs (architecture, settings and array shapes: one XLA
+    compilation each) this process has run (for tests and benchmarks)."""
+    return len(_PROGRAMS_RUN)
 
 
 def batch_work(plan, n_inputs: int) -> int:

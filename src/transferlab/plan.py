@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import models, tasks
-from transferlab.engine import SGDConfig
+from transferlab.engine import RowPadding, SGDConfig
 from transferlab.strategies import STRATEGIES, Recipe, Standalone, head_fits, strategy_to_dict
 
 PLAN_FORMAT = 2
@@ -189,6 +189,9 @@ class Plan:
     model_file: str | None = None
     model_file_sha256: str | None = None
     study: dict = field(default_factory=dict)
+    # per task fingerprint, the [train, test] rows its programs are built for when larger
+    # than its own (a sweep's points then share programs: `share_programs`)
+    padding: dict[str, list[int]] = field(default_factory=dict)
 
     def direction(self, name: str) -> Direction | None:
         return next((d for d in self.directions if d.name == name), None)
@@ -210,6 +213,11 @@ class Plan:
         for direction in self.directions:
             for role, spec in direction.task_specs().items():
                 direction._made[role] = by_fingerprint[spec.fingerprint]
+
+    def padding_for(self, spec: TaskSpec) -> RowPadding | None:
+        """The rows a task's programs are built for, or None for its own."""
+        rows = self.padding.get(spec.fingerprint)
+        return None if rows is None else RowPadding(*rows)
 
     def runs(self, direction: Direction) -> list[RunSpec]:
         """Source runs (one per source model) then target runs, in a fixed order."""
@@ -250,7 +258,7 @@ class Plan:
             "model_file": self.model_file,
             "model_file_sha256": self.model_file_sha256,
             "study": self.study,
-        }
+        } | ({"padding": self.padding} if self.padding else {})
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
@@ -267,6 +275,7 @@ class Plan:
             model_file=data.get("model_file"),
             model_file_sha256=data.get("model_file_sha256"),
             study=data.get("study", {}),
+            padding={k: list(v) for k, v in (data.get("padding") or {}).items()},
         )
 
     def sha256(self) -> str:
@@ -277,7 +286,9 @@ class Plan:
         return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
 
-_DESCRIPTIVE_KEYS = frozenset({"study", "model_file", "notes", "source_title", "description", "provenance"})
+# what describes or only shapes the programs (padding changes no number): not identity
+_DESCRIPTIVE_KEYS = frozenset({"study", "model_file", "notes", "source_title", "description", "provenance",
+                               "padding"})
 
 
 def _without(data, keys: frozenset):
@@ -388,3 +399,25 @@ def build_plan(config, given_model=None) -> Plan:
         # the display copy: a model-file study has no [model] table (the file is the model)
         study=config.model_dump(mode="json", exclude={"model"} if config.source.model_file else None),
     )
+
+
+# --- programs shared across plans ---------------------------------------------------------
+
+
+def share_programs(plans: list[Plan]) -> None:
+    """Let plans whose tasks differ only in row counts share compiled programs: every task
+    is padded (`RowPadding`) to the largest training and test split among the tasks of its
+    kind, width and outputs. Padding changes no number (the engine's masks and block sums
+    make a padded run equal its unpadded one, bit for bit; the tests check)."""
+    groups: dict[tuple, list[tuple[str, int, int]]] = {}
+    for plan in plans:
+        for fingerprint, task in plan.tasks().items():
+            key = (task.kind, task.n_features, task.y_train.shape[1:])
+            groups.setdefault(key, []).append((fingerprint, len(task.x_train), len(task.x_test)))
+    padding = {}
+    for members in groups.values():
+        train, test = max(m[1] for m in members), max(m[2] for m in members)
+        padding.update({fingerprint: [train, test] for fingerprint, n_train, n_test in members
+                        if (n_train, n_test) != (train, test)})
+    for plan in plans:
+        plan.padding = {f: padding[f] for f in plan.tasks() if f in padding}

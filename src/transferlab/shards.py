@@ -34,6 +34,7 @@ class ShardJob:
     bn_frozen: str = "inference"
     penalised: bool = False  # train with the (possibly all-zero) L2 term, so every shard of a
     # cohort with an L2-SP strategy shares one compiled program
+    padding: engine.RowPadding | None = None  # the rows the program is built for (`Plan.padding`)
 
     def initial_state(self):
         """Stacked initial weights `(models, …)`, multipliers `(models, epochs, layers)`, recipes."""
@@ -73,6 +74,7 @@ class ShardJob:
             penalties=penalties,
             loss=objectives.for_task(self.task.kind, self.arch.head).name,
             bn_frozen=self.bn_frozen,
+            padding=self.padding,
         )
 
 

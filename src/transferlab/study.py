@@ -35,6 +35,7 @@ from transferlab.plan import (  # noqa: F401  (API)
     RunSpec,
     build_plan,
     run_seed,
+    share_programs,
     strategy_identity,
 )
 from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
@@ -167,7 +168,7 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
             penalised = cohort_is_penalised(direction, arch)
             target_jobs += [
                 ShardJob(arch, direction.target_task, plan.training, shard, direction.recipes,
-                         bn_frozen=plan.bn_frozen, penalised=penalised)
+                         bn_frozen=plan.bn_frozen, penalised=penalised, padding=plan.padding_for(direction.target_spec))
                 for shard in shard_runs(cohort, shard_size)
             ]
         if direction.trains_sources:
@@ -217,8 +218,11 @@ class SweepOutcome:
 
 
 def plan_sweep(sweep) -> list[tuple]:
-    """`(point, plan)` for every point of a validated sweep."""
-    return [(point, plan_study(point.config)) for point in sweep.points]
+    """`(point, plan)` for every point of a validated sweep; points whose tasks differ only
+    in row counts share compiled programs (`share_programs`)."""
+    plans = [(point, plan_study(point.config)) for point in sweep.points]
+    share_programs([plan for _, plan in plans])
+    return plans
 
 
 def run_sweep(
@@ -342,7 +346,8 @@ def _train_sources(store, study_id, folder, plan, direction, sources, shard_size
     """Train the direction's source models, save each as a `.keras` file, record them."""
     recipes = {"standalone": direction.source_recipe}
     jobs = [
-        ShardJob(direction.source_arch, direction.source_task, plan.training, shard, recipes, bn_frozen=plan.bn_frozen)
+        ShardJob(direction.source_arch, direction.source_task, plan.training, shard, recipes, bn_frozen=plan.bn_frozen,
+                 padding=plan.padding_for(direction.source_spec))
         for shard in shard_runs(sources, shard_size)
     ]
     done, total, diverged = 0, len(sources), 0
@@ -506,10 +511,11 @@ def retrain_run(
         source_weights = load_source_weights(store, study_id, chosen) if role == "target" else {}
     if role == "source":
         job = ShardJob(chosen.source_arch, chosen.source_task, plan.training, [run],
-                       {"standalone": chosen.source_recipe}, bn_frozen=plan.bn_frozen)
+                       {"standalone": chosen.source_recipe}, bn_frozen=plan.bn_frozen,
+                       padding=plan.padding_for(chosen.source_spec))
     else:
         recipe = chosen.recipes[strategy_label]
         job = ShardJob(recipe.arch, chosen.target_task, plan.training, [run], chosen.recipes,
                        _weights_for([run], source_weights), bn_frozen=plan.bn_frozen,
-                       penalised=cohort_is_penalised(chosen, recipe.arch))
+                       penalised=cohort_is_penalised(chosen, recipe.arch), padding=plan.padding_for(chosen.target_spec))
     return job.execute()
