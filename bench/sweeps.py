@@ -3,11 +3,14 @@ memory, runs trained and adopted, and engine programs built, first with an empty
 cache, then with the cache the first run left.
 
     python bench/sweeps.py [EXAMPLE ...]    (default: sample_efficiency blobs_matrix)
+
+With PYTHONPATH set (e.g. to another checkout's src/), the runs use that transferlab.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -41,6 +44,8 @@ print(json.dumps({"points": len(sweep.points), "trained": outcome.trained_runs, 
 
 def run(example: str, cache: Path, folder: Path) -> dict:
     env = {"TRANSFERLAB_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:  # an A/B run against another checkout's src/
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     result = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", CHILD, str(EXAMPLES / f"{example}.toml"),
                              str(folder)], capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:

@@ -164,15 +164,21 @@ SUM_BLOCK = 256
 def row_sum(values, rows=None):
     """The sum over the first (row) axis; with a `(rows,)` mask, of the marked rows only.
 
-    A whole number of `SUM_BLOCK`s of rows is summed block by block and the block sums
-    added in order, so appending padding rows (exact zeros, whole blocks) never changes
-    a bit of the result: a padded split sums to what the unpadded one does."""
+    A whole number of `SUM_BLOCK`s of rows is summed block by block, each by pairwise
+    halving (an order fixed here, not left to XLA's reduction, whose order depends on the
+    array's shape), and the block sums are added in order; so appending padding rows
+    (exact zeros, whole blocks) never changes a bit of the result: a padded split sums to
+    what the unpadded one does."""
     if rows is not None:
         values = jnp.where(rows.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0.0)
     n_rows = values.shape[0]
     if n_rows < SUM_BLOCK or n_rows % SUM_BLOCK:
         return jnp.sum(values, axis=0)
-    blocks = jnp.sum(values.reshape((n_rows // SUM_BLOCK, SUM_BLOCK) + values.shape[1:]), axis=1)
+    blocks = values.reshape((n_rows // SUM_BLOCK, SUM_BLOCK) + values.shape[1:])
+    while blocks.shape[1] > 1:
+        half = blocks.shape[1] // 2
+        blocks = blocks[:, :half] + blocks[:, half:]
+    blocks = blocks[:, 0]
     total = blocks[0]
     for block in range(1, n_rows // SUM_BLOCK):
         total = total + blocks[block]
