@@ -14,6 +14,12 @@ emits a few elementwise loops vectorised across models; wide ones run a step wri
 for one model under `jax.vmap` (batched matrix products). Models train in fixed blocks
 (`models_per_block`), one compiled single-device program for all blocks and epoch
 chunks, dealt over the host's XLA devices (one per core) and run concurrently.
+
+Row counts are runtime inputs: the splits are padded to whole sum blocks (or to a
+sweep's largest split, `RowPadding`), each epoch runs as many groups of batches as its
+real rows need, a partial batch is a full one with its padding rows masked out of the
+loss, the batch statistics and the metrics, and sums over rows go in a fixed order. So
+any row count up to a program's shapes runs the same program, and padding changes no bit.
 """
 
 from __future__ import annotations
