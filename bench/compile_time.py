@@ -1,8 +1,9 @@
 """Benchmark: how long the engine takes to compile, across architectures and data sizes.
 
-Compile time is bounded by choosing, by size, between an unrolled and a scanned batch
-loop and between the model-last layout (unrolled multiply-adds) and the per-model one
-(vmapped matrix products). Each case trains a few models for 2 epochs with the
+Compile time is bounded by running an epoch as a loop over small groups of batches
+(unrolled within a group; one batch a step for wide layers) and by choosing, by size,
+between the model-last layout (unrolled multiply-adds) and the per-model one (vmapped
+matrix products). Each case trains a few models for 2 epochs with the
 persistent compile cache off; compile time = first call − second call.
 
     python bench/compile_time.py
@@ -64,7 +65,7 @@ def main() -> None:
         plan = engine.layer_plan(arch.layers)
         layout = "per model" if engine.per_model_layout(plan, features) else "models last"
         group = engine.batches_per_group(plan, features, 32)
-        print(f"{name:50} {first - second:8.1f}s {second:7.2f}s  {layout}, {group} batches a loop step, "
+        print(f"{name:50} {first - second:8.1f}s {second:7.2f}s  {layout}, {group} batch{'es' if group > 1 else ''} a loop step, "
               f"{engine.models_per_block(plan, features)} models a block")
 
 
