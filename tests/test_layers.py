@@ -255,7 +255,7 @@ def test_importing_changes_nothing_and_configure_does_it_once(tmp_path):
         "import jax\n"
         "print(jax.config.jax_compilation_cache_dir)\n"
         "transferlab.configure(); transferlab.configure()\n"
-        "print(os.environ['KERAS_BACKEND'], len(jax.local_devices()) == len(os.sched_getaffinity(0)))\n"
+        "print(os.environ['KERAS_BACKEND'], len(jax.devices('cpu')) == len(os.sched_getaffinity(0)))\n"
         "print(jax.config.jax_compilation_cache_dir.endswith('xla'))\n"
     )
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))  # the compile cache goes here, not the user's
