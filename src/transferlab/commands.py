@@ -253,7 +253,9 @@ def _print_outputs(outputs) -> None:
 
     for direction in outputs.directions:
         prefix = f"{outputs.study['name']}" + (f" ({direction.name})" if len(outputs.directions) > 1 else "")
-        _print_frame(stats.display_table(direction.summary), f"{prefix}: {direction.metric_label} on {direction.title}")
+        table = stats.display_table(direction.summary, bounds=stats.metric_bounds(direction.metric))
+        _print_frame(table, f"{prefix}: {direction.metric_label} on {direction.title}")
+        _print_verdict(direction)
         per_source = direction.per_source
         if not per_source.empty and per_source["source_index"].nunique() > 1 and per_source["strategy"].nunique() <= 6:
             wide = per_source.pivot(index="source_index", columns="strategy", values="mean")
@@ -275,6 +277,30 @@ def _print_outputs(outputs) -> None:
         console.print(f"[yellow]not finished:[/] {escape(line)}; rerun the study to resume", highlight=False)
     names = ", ".join(sorted(path.name for path in outputs.files.values()))
     console.print(f"wrote {escape(str(outputs.folder))}/: {escape(names)}", highlight=False)
+
+
+def _print_verdict(direction) -> None:
+    """The strategies ranked against standalone, the study's finding in a sentence, and
+    what to know before trusting it."""
+    import pandas as pd
+
+    from transferlab import verdict
+
+    if direction.findings:
+        rows = []
+        for found in direction.findings:
+            could = ""
+            if found.outcome == verdict.NO_DIFFERENCE:
+                needed = " / ".join("—" if n is None else f"{n:,}" for n in found.needed)
+                could = f"±{found.detectable:.3f}; {needed}"
+            rows.append({"strategy": found.strategy, "verdict": found.outcome,
+                         "Δ [95% CI]": "" if found.outcome == verdict.NOT_TESTED else
+                         f"{found.diff:+.3f} [{found.low:+.3f}, {found.high:+.3f}]",
+                         "could detect; source models for " + " / ".join(f"{d:g}" for d in verdict.SMALL_DIFFERENCES): could})
+        _print_frame(pd.DataFrame(rows), "verdict against standalone (Holm, 95%; detectable at 80% power)")
+    console.print(escape(direction.verdict), highlight=False)
+    for warning in direction.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def _print_frame(frame, title: str) -> None:

@@ -72,10 +72,15 @@ def best_per_target(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _p(p: float) -> str:
+    written = stats.format_p(p)
+    return written if written.startswith("<") else f"= {written}"
+
+
 def best_lines(best: pd.DataFrame) -> list[str]:
     lines = []
     for row in best.itertuples(index=False):
         verdict = "better than standalone" if row.diff > 0 and row.p_matrix < 0.05 else "no detectable gain"
         lines.append(f"{row.target}: best {row.strategy} from {row.source}, Δ {row.diff:+.3f} "
-                     f"[{row.diff_ci_low:+.3f}, {row.diff_ci_high:+.3f}] (Holm p = {row.p_matrix:.2g}: {verdict})")
+                     f"[{row.diff_ci_low:+.3f}, {row.diff_ci_high:+.3f}] (Holm p {_p(row.p_matrix)}: {verdict})")
     return lines

@@ -13,7 +13,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from transferlab import plots, speed, stats
+from transferlab import plots, speed, stats, verdict
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, check_writable, write_text
 from transferlab.store import Store
@@ -38,6 +38,9 @@ class DirectionReport:
     speed: dict[str, pd.DataFrame] = field(default_factory=dict)
     threshold: float | None = None
     threshold_source: str = ""
+    findings: list = field(default_factory=list)  # `verdict.Finding`s, best first
+    verdict: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def diverged(self) -> int:
@@ -146,6 +149,10 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
             sources_done=int(sources["status"].isin(stats.FINISHED).sum()),
             sources_planned=len(sources),
         )
+        report.findings = verdict.findings(report.summary)
+        report.verdict = verdict.sentence(report.findings, report.summary, report.metric_label)
+        report.warnings = verdict.warnings_for(report.summary, _source_scores(sources, direction),
+                                               stats.metric_bounds(direction.score))
         direction_curves = mean_curves[mean_curves["direction"] == name]
         if not direction_curves.empty:
             score = "accuracy" if direction.score == "test_accuracy" else "r2"
@@ -187,6 +194,29 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
     outputs = Outputs(folder=folder, directions=directions, files=files, study=study, source_models=source_models)
     files["report.html"] = write_text(folder / "report.html", render_html(outputs, plan))
     return outputs
+
+
+def _verdict_row(found) -> dict:
+    tested = found.outcome != verdict.NOT_TESTED
+    unclear = found.outcome == verdict.NO_DIFFERENCE
+    return {
+        "strategy": found.strategy, "outcome": found.outcome,
+        "css": {verdict.BETTER: "better", verdict.WORSE: "worse"}.get(found.outcome, ""),
+        "diff": f"{found.diff:+.3f} [{found.low:+.3f}, {found.high:+.3f}]" if tested else "",
+        "p": stats.format_p(found.p_holm),
+        "detectable": f"±{found.detectable:.3f}" if unclear else "",
+        "needed": [("more than 100,000" if n is None else f"{n:,}") if unclear else "" for n in found.needed]
+        or [""] * len(verdict.SMALL_DIFFERENCES),
+    }
+
+
+def _source_scores(sources: pd.DataFrame, direction) -> list[tuple[int, float]]:
+    """Each trained source model's score on its own task's test split."""
+    done = sources[sources["status"] == "done"]
+    if done.empty or direction.source_spec is None:
+        return []
+    metric = "test_r2" if direction.source_spec.kind == "regression" else "test_accuracy"
+    return [(int(i), float(v)) for i, v in zip(done["source_index"], done[metric])]
 
 
 def _speed_part(measure: str, summary: pd.DataFrame) -> dict:
@@ -231,9 +261,10 @@ def render_html(outputs: Outputs, plan) -> str:
             per_source["mean (std)"] = [
                 stats.format_mean_std(m, s) for m, s in zip(per_source["mean"], per_source["std"])
             ]
-        table = stats.display_table(direction.summary)
+        table = stats.display_table(direction.summary, bounds=stats.metric_bounds(direction.metric))
         sections.append(
             {
+                "verdict": [_verdict_row(found) for found in direction.findings],
                 "direction": direction,
                 "table": table.to_dict("records"),
                 "columns": list(table.columns),
@@ -264,6 +295,7 @@ def render_html(outputs: Outputs, plan) -> str:
         both_columns=[] if both is None else list(both.columns),
         sources=sources,
         figures=figures,
+        small=[f"{d:g}" for d in verdict.SMALL_DIFFERENCES],
         runs_done=outputs.runs_done,
         runs_planned=outputs.runs_planned,
         source_repeats=plan.source_repeats,

@@ -165,8 +165,36 @@ def side_by_side(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def display_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The summary as printed and reported: formatted strings, one row per strategy."""
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric's values (and so a mean's interval) can take."""
+    if metric.endswith("accuracy"):
+        return (0.0, 1.0)
+    if metric.endswith("r2"):
+        return (float("-inf"), 1.0)
+    return (float("-inf"), float("inf"))
+
+
+def format_p(p: float) -> str:
+    """A p-value as a reader expects it: `0.82`, `0.011`, `0.003`, `< 0.001`, `1`."""
+    if np.isnan(p):
+        return ""
+    if p < 0.001:
+        return "< 0.001"
+    if p >= 0.995:
+        return "1"
+    return f"{p:.2f}" if p >= 0.1 else f"{p:.3f}"
+
+
+def format_interval(low: float, high: float, bounds: tuple[float, float], digits: int = 3) -> str:
+    """`[low, high]`, clipped to the metric's range and marked † where the t-interval leaves it."""
+    clipped = low < bounds[0] or high > bounds[1]
+    low, high = max(low, bounds[0]), min(high, bounds[1])
+    return f"[{low:.{digits}f}, {high:.{digits}f}]" + ("†" if clipped else "")
+
+
+def display_table(summary: pd.DataFrame, digits: int = 3, bounds: tuple[float, float] = (-np.inf, np.inf)) -> pd.DataFrame:
+    """The summary as printed and reported: formatted strings, one row per strategy; mean
+    intervals clipped to `bounds` (the metric's range, `metric_bounds`)."""
     rows = []
     any_diverged = "diverged" in summary.columns and bool((summary["diverged"] > 0).any())
     for row in summary.itertuples(index=False):
@@ -181,9 +209,9 @@ def display_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
                 "strategy": row.strategy,
                 "n": str(row.n) + (f" ({row.sources} src)" if row.sources > 1 else ""),
                 "mean (std)": format_mean_std(row.mean, row.std, d),
-                "95% CI": "" if np.isnan(row.ci_low) else f"[{row.ci_low:.{d}f}, {row.ci_high:.{d}f}]",
+                "95% CI": "" if np.isnan(row.ci_low) else format_interval(row.ci_low, row.ci_high, bounds, d),
                 "Δ vs standalone [95% CI]": diff,
-                "p (Holm)": "" if np.isnan(row.p_holm) else f"{row.p_holm:.2g}",
+                "p (Holm)": format_p(row.p_holm),
             }
         )
         if any_diverged:
