@@ -1,0 +1,83 @@
+"""report.html in a real browser (headless Chromium driven by Selenium) at a phone's and a
+desktop's width: every image loads, nothing is wider than the window, the console stays
+clean and no request leaves the file. Screenshots go to the test's temporary folder.
+
+Without Chromium and its driver the test is skipped, unless TRANSFERLAB_REQUIRE_BROWSER is
+set (`.ci/run` installs both and sets it, so in CI it always runs)."""
+
+import os
+import shutil
+
+import pytest
+
+from transferlab import report, study
+from transferlab.config import StudyConfig
+
+WIDTHS = (420, 1400)
+
+
+def _driver():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("selenium is not installed: pip install -e '.[dev]'")
+    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if not (browser and driver):
+        if os.environ.get("TRANSFERLAB_REQUIRE_BROWSER"):
+            pytest.fail("chromium and chromedriver are required here (apt-get install chromium chromium-driver)")
+        pytest.skip("no chromium/chromedriver on this machine (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--hide-scrollbars", "--force-device-scale-factor=1"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory):
+    """A small study with two source models (so the report carries warnings and a verdict)."""
+    folder = tmp_path_factory.mktemp("browser") / "out"
+    config = StudyConfig.model_validate({
+        "name": "browser", "seed": 3, "repeats": 3, "source_repeats": 2,
+        "source": {"kind": "blobs", "seed": 1, "n_samples": 200, "n_train": 100},
+        "target": {"kind": "blobs", "seed": 2, "n_samples": 200, "n_train": 100},
+        "training": {"epochs": 4},
+        "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 0}, {"name": "transfer", "freeze": 2},
+                       {"name": "finetune", "lr": 0.1}],
+    })
+    study.run_study(config, folder)
+    report.build_report(folder)
+    return folder / "report.html"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_report_works_in_a_real_browser_at_phone_and_desktop_width(report_file, width, tmp_path):
+    driver = _driver()
+    try:
+        driver.set_window_size(width, 900)
+        driver.get(report_file.as_uri())
+        inner = driver.execute_script("return window.innerWidth")
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0, "
+            "i.getBoundingClientRect().right])")
+        assert images and all(loaded for _, loaded, _ in images), images
+        assert all(right <= inner + 1 for _, _, right in images), images
+        document_width = driver.execute_script("return document.documentElement.scrollWidth")
+        assert document_width <= inner, f"the page is {document_width} px wide in a {inner} px window"
+        assert "verdict" in driver.page_source and "Warning:" in driver.page_source
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == []
+        import json
+
+        requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+        urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
+        assert urls and all(url.startswith(("file:", "data:")) for url in urls), urls
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(width, min(height, 8000))
+        driver.save_screenshot(str(tmp_path / f"report-{width}.png"))
+        assert (tmp_path / f"report-{width}.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
