@@ -273,7 +273,7 @@ def test_a_folder_holding_another_study(tmp_path, finished):
     other = _write(tmp_path, _study(repeats=3))
     _refused_unchanged(copy, ("run", other, "--out", copy),
                        f"error: {copy}/results.sqlite: this folder holds study 'tiny' with a different "
-                       "configuration; choose another --out folder (nothing here was changed)")
+                       "configuration (repeats: 2 → 3); choose another --out folder (nothing here was changed)")
 
 
 @pytest.mark.parametrize("command", ["run", "report"])

@@ -233,7 +233,7 @@ def test_the_python_api_takes_strategy_values(tmp_path):
     ({"strategies": [{"name": "insert_layer", "units": 0}]}, "strategies[0].units: 0 must be 1 or more"),
     ({"strategies": [{"name": "reinit", "depth": 1}]},
      "strategies[0].depth: reinit has no parameter 'depth' (its parameters: keep, freeze)"),
-    ({"strategies": [{"name": "fine_tune"}]}, "unknown strategy 'fine_tune'; choose one of standalone, transfer(freeze=0)"),
+    ({"strategies": [{"name": "fine_tune"}]}, "unknown strategy 'fine_tune'; choose one of standalone, transfer (freeze = 0), reinit (keep = 1, freeze = false)"),
     ({"target": {"kind": "regresion", "seed": 2}}, "target: kind must be one of 'blobs', 'regression'"),
     ({"target": {"kind": "regression", "seed": 2, "centers": 3}}, "target.centers: unknown field"),
     ({"target": {"kind": "blobs", "seed": 2, "n_features": 4}, "strategies": [{"name": "standalone"}, {"name": "transfer"}]},

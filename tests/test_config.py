@@ -60,7 +60,7 @@ def test_packaged_demo_study_is_the_example():
 def test_unknown_strategy_lists_the_valid_ones(tmp_path):
     message = _error(tmp_path, TUTORIAL.replace('"standalone"', '"fine_tune"'))
     assert "strategies[0].name: unknown strategy 'fine_tune'" in message
-    assert "standalone" in message and "transfer(freeze=0)" in message
+    assert "standalone" in message and "transfer (freeze = 0)" in message
 
 
 def test_missing_field(tmp_path):

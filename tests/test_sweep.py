@@ -149,7 +149,8 @@ def test_a_sweep_folder_refuses_other_studies_and_sweeps(swept, tmp_path):
     other = _write(tmp_path, _sweep(target__n_train=[20, 60]), name="other.toml")
     code, _, stderr = invoke("run", other, "--out", out)
     _assert_one_line(code, stderr, f"error: {out}/results.sqlite: this folder holds sweep 'sweep' with a different "
-                                   "configuration; choose another --out folder (nothing here was changed)")
+                                   "configuration (sweep.target.n_train: [20, 40, 80] → [20, 60]); choose another "
+                                   "--out folder (nothing here was changed)")
     assert _folder_digest(out) == before
     assert isinstance(load_study(other), type(sweep_from_dict(_sweep(target__n_train=[20]))))
 

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from transferlab import interrupts
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)  # plain help: flags as users type them, no <bool> placeholders
 console = Console(width=None if sys.stdout.isatty() else 118)
 errors = Console(stderr=True)
 
@@ -179,6 +180,8 @@ def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
+            if total == 0:  # an empty phase (e.g. a sweep point's adopted source models): no bar
+                return
             if stage not in tasks:
                 tasks[stage] = bar.add_task(escape(stage), total=total)
             bar.update(tasks[stage], completed=done)
@@ -188,12 +191,14 @@ def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:
 
         outcome = _guard(lambda: train(progress, notify))
     if outcome.skipped_runs:
-        console.print(f"resumed: {outcome.skipped_runs} runs were already done, trained {outcome.trained_runs}")
+        was = "was" if outcome.skipped_runs == 1 else "were"
+        console.print(f"resumed: {_count(outcome.skipped_runs, 'run')} {was} already done, trained "
+                      f"{outcome.trained_runs}")
     if outcome.reused_runs:
-        console.print(f"reused {outcome.reused_runs} runs of other points (same data, recipe, training and seed: "
-                      "bit-identical) instead of training them again", highlight=False)
+        console.print(f"reused {_count(outcome.reused_runs, 'run')} of other points (same data, recipe, training and "
+                      "seed: bit-identical) instead of training them again", highlight=False)
     if outcome.diverged_runs:
-        console.print(f"[yellow]{outcome.diverged_runs} runs diverged[/] (loss NaN or infinite); they are stored "
+        console.print(f"[yellow]{_count(outcome.diverged_runs, 'run')} diverged[/] (loss NaN or infinite); stored "
                       "as diverged and counted in the tables")
     from transferlab.engine import release_programs
 
@@ -228,12 +233,16 @@ def _print_sweep(outputs) -> None:
 
 
 def _describe(config) -> str:
-    n_strategies = len(config.strategies)
     return (
-        f"{n_strategies} strategies × {config.repeats} repeats, {config.source_repeats} source "
-        f"model{'s' if config.source_repeats > 1 else ''}, {config.training.epochs} epochs"
+        f"{_count(len(config.strategies), 'strategy', 'strategies')} × {_count(config.repeats, 'repeat')}, "
+        f"{_count(config.source_repeats, 'source model')}, {_count(config.training.epochs, 'epoch')}"
         + (", both directions" if config.reverse else "")
     )
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 run`, `2 runs`, `1,024 runs`."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _speed_note(direction) -> str:

@@ -299,6 +299,26 @@ def _without(data, keys: frozenset):
     return data
 
 
+def changed_fields(before, after, prefix: str = "", shown: int = 5) -> str:
+    """What differs between two configurations, as `path: old → new` (the first `shown`)."""
+    changes = list(_changes(before, after, prefix))
+    text = "; ".join(changes[:shown])
+    return text + (f"; and {len(changes) - shown} more" if len(changes) > shown else "")
+
+
+def _changes(before, after, path: str):
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted(set(before) | set(after), key=str):
+            yield from _changes(before.get(key), after.get(key), f"{path}.{key}" if path else str(key))
+    elif before != after:
+        yield f"{path or 'value'}: {_short(before)} → {_short(after)}"
+
+
+def _short(value) -> str:
+    text = "none" if value is None else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def canonical_json(data) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -248,8 +248,9 @@ class Store:
             self._db.execute("INSERT OR IGNORE INTO sweeps (name, spec_json, sha256) VALUES (?, ?, ?)",
                              (name, json.dumps(spec, sort_keys=True), sha256))
 
-    def check_holds_sweep(self, name: str, sha256: str) -> None:
-        """A sweep may run into an empty folder or one holding this same sweep."""
+    def check_holds_sweep(self, name: str, sha256: str, differences: str = "") -> None:
+        """A sweep may run into an empty folder or one holding this same sweep (`differences`
+        names what changed, for the refusal)."""
         stored = self.sweep()
         if stored is None:
             if self.has_study():
@@ -259,7 +260,8 @@ class Store:
             return
         if stored["sha256"] != sha256:
             raise StoreError(f"{self.path}: this folder holds sweep {stored['name']!r} with a different "
-                             "configuration; choose another --out folder (nothing here was changed)")
+                             f"configuration{f' ({differences})' if differences else ''}; choose another --out "
+                             "folder (nothing here was changed)")
 
     def point_holding(self, plan_sha256: str) -> int | None:
         """The id of the sweep point with this plan, None if not stored yet (the folder's
@@ -269,9 +271,10 @@ class Store:
         row = self._db.execute("SELECT id FROM studies WHERE plan_sha256 = ?", (plan_sha256,)).fetchone()
         return None if row is None else row[0]
 
-    def study_holding(self, plan_sha256: str) -> int | None:
+    def study_holding(self, plan_sha256: str, differences: str = "") -> int | None:
         """The id of the stored study with this plan, None if the folder holds no study yet;
-        a folder holding another study, or a sweep, is refused."""
+        a folder holding another study, or a sweep, is refused (`differences` names what
+        changed, for the refusal)."""
         if self._empty:
             return None
         held = self.sweep()
@@ -285,7 +288,8 @@ class Store:
         if stored_hash != plan_sha256:
             raise StoreError(
                 f"{self.path}: this folder holds study {stored_name!r} with a different "
-                "configuration; choose another --out folder (nothing here was changed)"
+                f"configuration{f' ({differences})' if differences else ''}; choose another --out folder "
+                "(nothing here was changed)"
             )
         return study_id
 

@@ -570,11 +570,15 @@ def strategy_parameters(cls: type) -> dict[str, object]:
 
 
 def describe_strategies() -> str:
-    """One line listing every strategy and its parameters, for error messages."""
+    """One line listing every strategy and its parameters as a study file spells them
+    (`reinit (keep = 1, freeze = false)`), for error messages."""
+    import json
+
     parts = []
     for name, cls in STRATEGIES.items():
         params = strategy_parameters(cls)
-        parts.append(f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})" if params else name)
+        spelled = ", ".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
+        parts.append(f"{name} ({spelled})" if params else name)
     return ", ".join(parts)
 
 

@@ -34,6 +34,7 @@ from transferlab.plan import (  # noqa: F401  (API)
     Plan,
     RunSpec,
     build_plan,
+    changed_fields,
     run_seed,
     share_programs,
     strategy_identity,
@@ -246,7 +247,7 @@ def run_sweep(
     executor = executor or LocalExecutor()
     progress = progress or (lambda stage, done, total: None)
     notify = notify or (lambda message: None)
-    _check_existing_sweep(folder, sweep.name, plans, sha)
+    _check_existing_sweep(folder, sweep.name, plans, sha, spec["axes"])
     for point, plan in plans:
         for direction in plan.directions:
             if direction.notice:
@@ -262,7 +263,7 @@ def run_sweep(
     return SweepOutcome(folder, outcomes)
 
 
-def _check_existing_sweep(folder: Path, name: str, plans: list[tuple], sha: str) -> None:
+def _check_existing_sweep(folder: Path, name: str, plans: list[tuple], sha: str, sweep_axes: dict | None = None) -> None:
     """The folder must be empty or hold this sweep, on the same data (a point whose task's
     data changed is named)."""
     if not (folder / DATABASE_NAME).exists():
@@ -275,7 +276,14 @@ def _check_existing_sweep(folder: Path, name: str, plans: list[tuple], sha: str)
                 if point.index in stored:
                     _refuse_changed_data(store, store.study(stored[point.index])["plan"], plan,
                                          f" at sweep point {point.label}", "sweep")
-        store.check_holds_sweep(name, sha)
+        differences = ""
+        if held is not None and held["sha256"] != sha:
+            if held["spec"].get("axes") != sweep_axes:
+                differences = changed_fields(held["spec"].get("axes"), sweep_axes, "sweep")
+            elif plans and (first := store.points()):  # the same axes: compare the first point's settings
+                differences = changed_fields(store.study(first[0]["study_id"])["plan"].get("study", {}),
+                                             plans[0][1].to_dict()["study"])
+        store.check_holds_sweep(name, sha, differences)
 
 
 def _check_existing_study(folder: Path, plan: Plan) -> None:
@@ -288,8 +296,9 @@ def _check_existing_study(folder: Path, plan: Plan) -> None:
             return
         if store.sweep() is not None:
             store.study_holding(plan.sha256())  # refuses: the folder holds a sweep
-        _refuse_changed_data(store, store.study()["plan"], plan, "", "study")
-        store.study_holding(plan.sha256())
+        stored_plan = store.study()["plan"]
+        _refuse_changed_data(store, stored_plan, plan, "", "study")
+        store.study_holding(plan.sha256(), changed_fields(stored_plan.get("study", {}), plan.to_dict()["study"]))
 
 
 def _refuse_changed_data(store: Store, stored_plan: dict, plan: Plan, where: str, ran: str) -> None:
