@@ -253,10 +253,11 @@ def test_study_file_errors_name_field_and_fix(change, message):
 def test_unknown_strategy_lists_every_strategy_and_its_parameters():
     with pytest.raises(StudyFileError) as caught:
         study_from_dict(_study([{"name": "nope"}]))
-    for piece in ("reinit(keep=1, freeze=False)", "insert_layer(after=1, units=5, activation=relu, freeze=True)",
-                  "new_head(freeze=0)", "finetune(lr=0.1, layer_factor=1.0)",
-                  "two_stage(head_epochs=20, lr=0.1, fresh_head=True)", "gradual_unfreeze(every=10)",
-                  "l2sp(alpha=0.01, beta=0.01)"):
+    for piece in ("reinit (keep = 1, freeze = false)",
+                  'insert_layer (after = 1, units = 5, activation = "relu", freeze = true)',
+                  "new_head (freeze = 0)", "finetune (lr = 0.1, layer_factor = 1.0)",
+                  "two_stage (head_epochs = 20, lr = 0.1, fresh_head = true)", "gradual_unfreeze (every = 10)",
+                  "l2sp (alpha = 0.01, beta = 0.01)"):
         assert piece in str(caught.value)
 
 

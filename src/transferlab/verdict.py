@@ -97,6 +97,8 @@ def _units(row) -> tuple[int, float]:
 def findings(summary: pd.DataFrame, higher_is_better: bool = True) -> list[Finding]:
     """Every strategy against the baseline, ranked by its difference (best first; those
     without a test last)."""
+    if summary.empty:
+        return []
     base = summary[summary["strategy"] == BASELINE]
     if base.empty:
         return []
@@ -149,6 +151,8 @@ def _names(found: list[Finding]) -> str:
 
 
 def _source_limit(summary: pd.DataFrame) -> str:
+    if summary.empty:
+        return ""
     reusing = summary[summary["sources"] > 0]
     if reusing.empty:
         return ""
@@ -165,6 +169,8 @@ def warnings_for(summary: pd.DataFrame, source_scores: list[tuple[int, float]], 
     """What a reader must know before trusting the table: too few source models, a poor
     source model, intervals clipped to the metric's range, comparisons without a test."""
     notes = []
+    if summary.empty:
+        return notes + _poor_sources(source_scores)
     reusing = summary[summary["sources"] > 0]
     few = reusing[reusing["sources"] < MIN_SOURCES]
     if not few.empty:
