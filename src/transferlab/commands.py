@@ -71,6 +71,33 @@ def report(
 
 
 @app.command()
+def compare(
+    folder_a: Path = typer.Argument(..., help="an output folder of `transferlab run` (A)"),
+    folder_b: Path = typer.Argument(..., help="another one (B)"),
+    out: Path = typer.Option(Path("compare.csv"), "--out", "-o", help="the CSV to write"),
+) -> None:
+    """Compare two studies: the strategies they share, side by side, and B − A with its interval."""
+
+    def build():
+        from transferlab.compare import compare_studies
+
+        return compare_studies(folder_a, folder_b)
+
+    comparison = _guard(build)
+    from transferlab.compare import display
+    from transferlab.folder import atomic_path
+
+    a, b = comparison.names
+    _print_frame(display(comparison), f"{a} (A) vs {b} (B): {comparison.metric.replace('_', ' ')}, "
+                                      "units as in each study, Welch, Holm")
+    console.print(escape(f"configurations differ in: {comparison.differences}" if comparison.differences
+                         else "the configurations are the same"), highlight=False)
+    with atomic_path(out) as temporary:
+        comparison.table.to_csv(temporary, index=False)
+    console.print(f"wrote {escape(str(out))}", highlight=False)
+
+
+@app.command()
 def export(
     folder: Path = typer.Argument(..., help="an output folder of `transferlab run`"),
     format: str = typer.Option("parquet", "--format", help="parquet or csv"),

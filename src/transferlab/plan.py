@@ -299,6 +299,12 @@ def _without(data, keys: frozenset):
     return data
 
 
+def configuration(plan: dict) -> dict:
+    """A stored plan's study settings as they took effect (training settings resolved to
+    their defaults), for saying what differs between two studies."""
+    return {**plan.get("study", {}), "training": plan["training"], "bn_frozen": plan["bn_frozen"]}
+
+
 def changed_fields(before, after, prefix: str = "", shown: int = 5) -> str:
     """What differs between two configurations, as `path: old → new` (the first `shown`)."""
     changes = list(_changes(before, after, prefix))

@@ -1,4 +1,5 @@
-"""Figures: the two tasks, learning curves per strategy, test accuracy per strategy.
+"""Figures: the two tasks, learning curves per strategy and all strategies on one pair of
+axes, the score per strategy, per strategy and source model, sweeps and matrices.
 
 Each function takes plain tables and a path and writes one PNG; nothing else. Figures are
 `matplotlib.figure.Figure` objects drawn with Agg, never pyplot: no global backend or
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from transferlab.folder import atomic_path
-from transferlab.stats import FINISHED
+from transferlab.stats import BASELINE, FINISHED
 from transferlab.tasks import Task
 
 _DPI = 110
@@ -75,14 +78,37 @@ def _plane(x: np.ndarray, names) -> tuple[np.ndarray, tuple[str, str]]:
     return points, tuple(f"principal component {i + 1} ({share[i]:.0%} of variance)" for i in range(2))
 
 
+METRIC_NAMES = {"r2": "R²", "mae": "MAE", "accuracy": "accuracy", "loss": "loss"}
+
+
+def metric_name(name: str) -> str:
+    """A metric as a reader writes it: `test_r2` → `test R²`, `mae` → `MAE`."""
+    split, _, metric = name.rpartition("_") if name.startswith(("test_", "train_", "val_")) else ("", "", name)
+    split = {"val": "test"}.get(split, split)
+    return (f"{split} " if split else "") + METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
+def _curve_range(mean_curves: pd.DataFrame, names: list[str], floor: float | None = None) -> tuple[float, float]:
+    """One y-range for every panel of a metric: all strategies' mean ± std, both splits."""
+    low = min(float(np.nanmin(mean_curves[f"{n}_mean"] - np.nan_to_num(mean_curves[f"{n}_std"]))) for n in names)
+    high = max(float(np.nanmax(mean_curves[f"{n}_mean"] + np.nan_to_num(mean_curves[f"{n}_std"]))) for n in names)
+    if floor is not None:
+        low = max(low, floor)
+    pad = 0.03 * (high - low or 1.0)
+    return low - pad, high + pad
+
+
 def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accuracy") -> Path:
     """Loss and `score` (accuracy, or r2 for regression) per epoch for each strategy: mean
-    over runs with a ±1 std band; four strategies per row of panels."""
+    over runs with a ±1 std band; four strategies per row of panels, and one y-range per
+    metric across all panels, so panels compare (an R² axis stops at −1)."""
     strategies = list(dict.fromkeys(mean_curves["strategy"]))
     per_row = min(4, len(strategies))
     rows = -(-len(strategies) // per_row)
     fig = Figure(figsize=(3.6 * per_row, 3 * 2 * rows))
-    axes = fig.subplots(2 * rows, per_row, squeeze=False, sharey="row")
+    axes = fig.subplots(2 * rows, per_row, squeeze=False)
+    limits = {metric: _curve_range(mean_curves, [metric, f"val_{metric}"], -1.0 if metric == "r2" else None)
+              for metric in ("loss", score)}
     for unused in range(len(strategies), rows * per_row):
         for row in (2 * (unused // per_row), 2 * (unused // per_row) + 1):
             axes[row][unused % per_row].set_visible(False)
@@ -96,19 +122,44 @@ def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accurac
                 std = np.nan_to_num(table[f"{name}_std"].to_numpy())
                 ax.plot(table["epoch"], mean, label=label)
                 ax.fill_between(table["epoch"], mean - std, mean + std, alpha=0.25)
+            ax.set_ylim(*limits[metric])
             ax.set_title(strategy if row == panel else "", fontsize=9)
             ax.set_xlabel("epoch" if row == panel + 1 else "")
-            ax.set_ylabel(metric if column == 0 else "")
+            ax.set_ylabel(metric_name(metric) if column == 0 else "")
             ax.grid(alpha=0.3)
         axes[panel][column].legend(fontsize=8)
-    for ax in axes.flat:
-        ax.tick_params(labelleft=True)
     return _save(fig, path)
 
 
+def comparison_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accuracy") -> Path:
+    """Every strategy's mean test curve on one pair of axes, with a ±1 std band;
+    standalone in black."""
+    fig = Figure(figsize=(8, 4.6))
+    ax = fig.subplots()
+    for strategy in dict.fromkeys(mean_curves["strategy"]):
+        table = mean_curves[mean_curves["strategy"] == strategy]
+        mean = table[f"val_{score}_mean"].to_numpy()
+        std = np.nan_to_num(table[f"val_{score}_std"].to_numpy())
+        style = {"color": "black", "linewidth": 2.4, "zorder": 3} if strategy == BASELINE else {"linewidth": 1.4}
+        line, = ax.plot(table["epoch"], mean, label=strategy, **style)
+        ax.fill_between(table["epoch"], mean - std, mean + std, alpha=0.08 if strategy != BASELINE else 0.15,
+                        color=line.get_color())
+    low, high = _curve_range(mean_curves, [f"val_{score}"], -1.0 if score == "r2" else None)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{metric_name('test_' + score)} (mean ± std over runs)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right", ncol=2 if mean_curves["strategy"].nunique() > 6 else 1)
+    return _save(fig, path)
+
+
+HORIZONTAL_FROM = 8  # strategies from which the box plot turns its boxes on their side
+
+
 def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accuracy") -> Path:
-    """The tutorial's box-and-whisker plot; with several source models, each source model's
-    mean is drawn as a dot over its strategy's box."""
+    """The tutorial's box-and-whisker plot, with a line at standalone's mean and a legend
+    for every mark; with several source models, each one's mean is a dot over its
+    strategy's box; with many strategies the boxes lie on their side."""
     targets = runs[runs["role"] == "target"]
     diverged = targets[targets["status"] == "diverged"].groupby("strategy").size()
     runs = targets[targets["status"] == "done"]
@@ -118,30 +169,76 @@ def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accurac
     else:
         ax_floor = None
     strategies = list(dict.fromkeys(targets.loc[targets["status"].isin(FINISHED), "strategy"]))
-    fig = Figure(figsize=(max(5.0, 1.5 * len(strategies)), 4.8))
+    horizontal = len(strategies) >= HORIZONTAL_FROM
+    size = (7.5, 1.2 + 0.42 * len(strategies)) if horizontal else (max(5.0, 1.5 * len(strategies)), 4.8)
+    fig = Figure(figsize=size)
     ax = fig.subplots()
     data = [runs.loc[runs["strategy"] == s, metric].to_numpy() for s in strategies]
-    ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(strategies) + 1), strategies, rotation=20 if len(strategies) < 6 else 35,
-                  ha="right", fontsize=8 if len(strategies) > 6 else 10)
-    for position, strategy in enumerate(strategies, start=1):
+    positions = np.arange(len(strategies), 0, -1) if horizontal else np.arange(1, len(strategies) + 1)
+    ax.boxplot(data, positions=positions, showmeans=True, vert=not horizontal,
+               medianprops={"color": "tab:orange"}, meanprops={"marker": "^", "markerfacecolor": "tab:green",
+                                                                "markeredgecolor": "tab:green"})
+    if horizontal:
+        ax.set_yticks(positions, strategies, fontsize=8)
+    else:
+        ax.set_xticks(positions, strategies, rotation=20 if len(strategies) < 6 else 35, ha="right",
+                      fontsize=8 if len(strategies) > 6 else 10)
+    handles = [Line2D([], [], color="tab:orange", label="median"),
+               Line2D([], [], marker="^", color="tab:green", linestyle="", label="mean"),
+               Patch(facecolor="white", edgecolor="black", label="box: middle half of the runs; whiskers: 1.5 × IQR"),
+               Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="black", linestyle="",
+                      label="a run outside the whiskers")]
+    if BASELINE in strategies and len(data[strategies.index(BASELINE)]):
+        baseline = float(np.mean(data[strategies.index(BASELINE)]))
+        (ax.axvline if horizontal else ax.axhline)(baseline, color="gray", linestyle="--", linewidth=1)
+        handles.append(Line2D([], [], color="gray", linestyle="--", label=f"standalone mean ({baseline:.3f})"))
+    for position, strategy in zip(positions, strategies):
         group = runs[runs["strategy"] == strategy]
         if group["source_index"].nunique() > 1:
             means = group.groupby("source_index")[metric].mean().to_numpy()
             jitter = np.linspace(-0.12, 0.12, len(means))
-            ax.scatter(position + jitter, means, s=16, color="tab:red", zorder=3,
-                       label="mean per source model" if position == 1 or "mean per source model"
-                       not in ax.get_legend_handles_labels()[1] else None)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="lower left")
-    for position, strategy in enumerate(strategies, start=1):
-        if diverged.get(strategy, 0):  # a diverged run has no score: say how many, under the box
-            ax.annotate(f"{diverged[strategy]} diverged", (position, 0), xycoords=("data", "axes fraction"),
-                        xytext=(0, 4), textcoords="offset points", ha="center", fontsize=8, color="tab:red")
-    ax.set_ylabel(metric.replace("_", " "))
+            xy = (means, position + jitter) if horizontal else (position + jitter, means)
+            ax.scatter(*xy, s=16, color="tab:red", zorder=3)
+    if runs.groupby("strategy")["source_index"].nunique().gt(1).any():
+        handles.append(Line2D([], [], marker="o", color="tab:red", linestyle="", label="mean per source model"))
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.85)
+    for position, strategy in zip(positions, strategies):
+        if diverged.get(strategy, 0):  # a diverged run has no score: say how many, beside the box
+            xy, coords = ((0, position), ("axes fraction", "data")) if horizontal else ((position, 0),
+                                                                                      ("data", "axes fraction"))
+            ax.annotate(f"{diverged[strategy]} diverged", xy, xycoords=coords, xytext=(4, 4),
+                        textcoords="offset points", ha="left" if horizontal else "center", fontsize=8,
+                        color="tab:red")
+    (ax.set_xlabel if horizontal else ax.set_ylabel)(metric_name(metric))
     if ax_floor is not None:
-        ax.set_ylim(bottom=max(ax.get_ylim()[0], ax_floor - 0.1))
-    ax.grid(axis="y", alpha=0.3)
+        if horizontal:
+            ax.set_xlim(left=max(ax.get_xlim()[0], ax_floor - 0.1))
+        else:
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], ax_floor - 0.1))
+    ax.grid(axis="x" if horizontal else "y", alpha=0.3)
+    return _save(fig, path)
+
+
+def per_source_heatmap(per_source: pd.DataFrame, path: Path, metric: str) -> Path:
+    """Each transfer strategy's mean score on each source model (rows strategies, columns
+    source models), the value in each cell: which source model carries a strategy."""
+    strategies = list(dict.fromkeys(per_source["strategy"]))
+    sources = sorted(per_source["source_index"].unique())
+    grid = per_source.pivot(index="strategy", columns="source_index", values="mean").loc[strategies, sources]
+    fig = Figure(figsize=(2.5 + 0.6 * len(sources), 1.2 + 0.42 * len(strategies)))
+    ax = fig.subplots()
+    image = ax.imshow(grid.to_numpy(float), cmap="viridis", aspect="auto")
+    for i in range(len(strategies)):
+        for j in range(len(sources)):
+            value = grid.iat[i, j]
+            if np.isfinite(value):  # dark text on the bright end of the colour map
+                bright = image.norm(value) > 0.6
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if bright else "white")
+    ax.set_xticks(range(len(sources)), [str(s) for s in sources], fontsize=8)
+    ax.set_yticks(range(len(strategies)), strategies, fontsize=8)
+    ax.set_xlabel("source model")
+    fig.colorbar(image, ax=ax, label=f"mean {metric_name(metric)}")
     return _save(fig, path)
 
 

@@ -57,7 +57,7 @@ class DirectionReport:
 
     @property
     def metric_label(self) -> str:
-        return {"test_accuracy": "test accuracy", "test_r2": "test R²"}.get(self.metric, self.metric)
+        return plots.metric_name(self.metric)
 
 
 @dataclass
@@ -160,6 +160,13 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
                 direction_curves, folder / f"learning_curves{suffix}.png", score
             )
             report.figures["curves"] = f"learning_curves{suffix}.png"
+            files[f"curves_compared{suffix}.png"] = plots.comparison_curves(
+                direction_curves, folder / f"curves_compared{suffix}.png", score)
+            report.figures["compared"] = f"curves_compared{suffix}.png"
+        if not report.per_source.empty and report.per_source["source_index"].nunique() > 1:
+            files[f"per_source{suffix}.png"] = plots.per_source_heatmap(
+                report.per_source, folder / f"per_source{suffix}.png", direction.score)
+            report.figures["per_source"] = f"per_source{suffix}.png"
         if report.runs_done:  # finished runs, diverged ones included: the plot counts those
             files[f"boxplot{suffix}.png"] = plots.accuracy_boxplot(chosen, folder / f"boxplot{suffix}.png", direction.score)
             report.figures["boxplot"] = f"boxplot{suffix}.png"

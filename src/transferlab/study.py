@@ -35,6 +35,7 @@ from transferlab.plan import (  # noqa: F401  (API)
     RunSpec,
     build_plan,
     changed_fields,
+    configuration,
     run_seed,
     share_programs,
     strategy_identity,
@@ -281,8 +282,8 @@ def _check_existing_sweep(folder: Path, name: str, plans: list[tuple], sha: str,
             if held["spec"].get("axes") != sweep_axes:
                 differences = changed_fields(held["spec"].get("axes"), sweep_axes, "sweep")
             elif plans and (first := store.points()):  # the same axes: compare the first point's settings
-                differences = changed_fields(store.study(first[0]["study_id"])["plan"].get("study", {}),
-                                             plans[0][1].to_dict()["study"])
+                differences = changed_fields(configuration(store.study(first[0]["study_id"])["plan"]),
+                                             configuration(plans[0][1].to_dict()))
         store.check_holds_sweep(name, sha, differences)
 
 
@@ -298,7 +299,7 @@ def _check_existing_study(folder: Path, plan: Plan) -> None:
             store.study_holding(plan.sha256())  # refuses: the folder holds a sweep
         stored_plan = store.study()["plan"]
         _refuse_changed_data(store, stored_plan, plan, "", "study")
-        store.study_holding(plan.sha256(), changed_fields(stored_plan.get("study", {}), plan.to_dict()["study"]))
+        store.study_holding(plan.sha256(), changed_fields(configuration(stored_plan), configuration(plan.to_dict())))
 
 
 def _refuse_changed_data(store: Store, stored_plan: dict, plan: Plan, where: str, ran: str) -> None:

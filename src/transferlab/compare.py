@@ -1,0 +1,82 @@
+"""Two studies side by side: the strategies they share, each study's mean score, and the
+difference between the studies with its interval (Welch's test on the replication units,
+Holm across the strategies), plus which configuration fields differ. For example a study
+rerun with `bn_frozen = "train"`, another learning rate, or more source models."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from transferlab import stats
+from transferlab.plan import changed_fields, configuration
+from transferlab.store import Store, StoreError
+
+
+@dataclass
+class Comparison:
+    names: tuple[str, str]
+    metric: str
+    table: pd.DataFrame  # one row per shared strategy
+    differences: str  # the configuration fields that differ, `path: a → b; …`
+
+
+def compare_studies(folder_a: str | Path, folder_b: str | Path) -> Comparison:
+    """Compare the forward direction of two finished (or partly finished) study folders."""
+    studies = [_read(Path(folder)) for folder in (folder_a, folder_b)]
+    (name_a, metric_a, runs_a, config_a), (name_b, metric_b, runs_b, config_b) = studies
+    if metric_a != metric_b:
+        raise StoreError(f"{folder_a} reports {metric_a} and {folder_b} {metric_b}: only studies with the same "
+                         "headline metric can be compared")
+    order_a = list(dict.fromkeys(runs_a["strategy"]))
+    shared = [s for s in order_a if s in set(runs_b["strategy"])]
+    if not shared:
+        raise StoreError(f"{folder_a} and {folder_b} share no strategy (by label); nothing to compare")
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for strategy in shared:
+            units_a = stats.replication_units(runs_a[runs_a["strategy"] == strategy], metric_a).to_numpy(float)
+            units_b = stats.replication_units(runs_b[runs_b["strategy"] == strategy], metric_a).to_numpy(float)
+            row = {"strategy": strategy, "units_a": len(units_a), "mean_a": units_a.mean(),
+                   "units_b": len(units_b), "mean_b": units_b.mean(), "diff": units_b.mean() - units_a.mean(),
+                   "diff_ci_low": np.nan, "diff_ci_high": np.nan, "p_value": np.nan}
+            if len(units_a) > 1 and len(units_b) > 1 and (units_a.std() > 0 or units_b.std() > 0):
+                test = scipy_stats.ttest_ind(units_b, units_a, equal_var=False)
+                interval = test.confidence_interval(stats.CONFIDENCE)
+                row.update(diff_ci_low=float(interval.low), diff_ci_high=float(interval.high),
+                           p_value=float(test.pvalue))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table["p_holm"] = stats.holm(table["p_value"].tolist())
+    return Comparison((name_a, name_b), metric_a, table, changed_fields(config_a, config_b))
+
+
+def display(comparison: Comparison) -> pd.DataFrame:
+    """The comparison as printed: formatted strings."""
+    a, b = comparison.names
+    return pd.DataFrame([{
+        "strategy": row.strategy,
+        f"{a}: mean (units)": f"{row.mean_a:.3f} ({row.units_a})",
+        f"{b}: mean (units)": f"{row.mean_b:.3f} ({row.units_b})",
+        "Δ (B − A) [95% CI]": "" if np.isnan(row.diff_ci_low) else
+        f"{row.diff:+.3f} [{row.diff_ci_low:+.3f}, {row.diff_ci_high:+.3f}]",
+        "p (Holm)": stats.format_p(row.p_holm),
+    } for row in comparison.table.itertuples(index=False)])
+
+
+def _read(folder: Path):
+    """A folder's study name, headline metric, finished forward target runs and configuration."""
+    with Store.in_folder(folder, readonly=True) as store:
+        if store.sweep() is not None:
+            raise StoreError(f"{folder / 'results.sqlite'}: this folder holds a sweep; compare two study folders")
+        study_id, plan = store.stored_plan()
+        runs = store.runs_frame(study_id)
+    forward = plan.directions[0]
+    done = runs[(runs["direction"] == forward.name) & (runs["role"] == "target") & (runs["status"] == "done")]
+    return plan.name, forward.score, done, configuration(plan.to_dict())
