@@ -87,9 +87,11 @@ def compare(
     from transferlab.compare import display
     from transferlab.folder import atomic_path
 
-    a, b = comparison.names
-    _print_frame(display(comparison), f"{a} (A) vs {b} (B): {comparison.metric.replace('_', ' ')}, "
-                                      "units as in each study, Welch, Holm")
+    from transferlab.plots import metric_name
+
+    _print_frame(display(comparison), f"A = {folder_a} ({comparison.names[0]}), B = {folder_b} "
+                                      f"({comparison.names[1]}): {metric_name(comparison.metric)}; units as in each "
+                                      "study, Welch, Holm")
     console.print(escape(f"configurations differ in: {comparison.differences}" if comparison.differences
                          else "the configurations are the same"), highlight=False)
     with atomic_path(out) as temporary:

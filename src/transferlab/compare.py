@@ -59,11 +59,10 @@ def compare_studies(folder_a: str | Path, folder_b: str | Path) -> Comparison:
 
 def display(comparison: Comparison) -> pd.DataFrame:
     """The comparison as printed: formatted strings."""
-    a, b = comparison.names
     return pd.DataFrame([{
         "strategy": row.strategy,
-        f"{a}: mean (units)": f"{row.mean_a:.3f} ({row.units_a})",
-        f"{b}: mean (units)": f"{row.mean_b:.3f} ({row.units_b})",
+        "A: mean (units)": f"{row.mean_a:.3f} ({row.units_a})",
+        "B: mean (units)": f"{row.mean_b:.3f} ({row.units_b})",
         "Δ (B − A) [95% CI]": "" if np.isnan(row.diff_ci_low) else
         f"{row.diff:+.3f} [{row.diff_ci_low:+.3f}, {row.diff_ci_high:+.3f}]",
         "p (Holm)": stats.format_p(row.p_holm),

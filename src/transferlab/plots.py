@@ -175,7 +175,7 @@ def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accurac
     ax = fig.subplots()
     data = [runs.loc[runs["strategy"] == s, metric].to_numpy() for s in strategies]
     positions = np.arange(len(strategies), 0, -1) if horizontal else np.arange(1, len(strategies) + 1)
-    ax.boxplot(data, positions=positions, showmeans=True, vert=not horizontal,
+    ax.boxplot(data, positions=positions, showmeans=True, orientation="horizontal" if horizontal else "vertical",
                medianprops={"color": "tab:orange"}, meanprops={"marker": "^", "markerfacecolor": "tab:green",
                                                                 "markeredgecolor": "tab:green"})
     if horizontal:
