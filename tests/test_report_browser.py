@@ -1,5 +1,5 @@
-"""report.html in a real browser (headless Chromium driven by Selenium) at a phone's and a
-desktop's width: every image loads, nothing is wider than the window, the console stays
+"""report.html of a study and of a sweep in a real browser (headless Chromium driven by
+Selenium) from a small phone's width to a wide desktop's: every image loads, nothing is wider than the window, the console stays
 clean and no request leaves the file. Screenshots go to the test's temporary folder.
 
 Without Chromium and its driver the test is skipped, unless TRANSFERLAB_REQUIRE_BROWSER is
@@ -12,8 +12,9 @@ import pytest
 
 from transferlab import report, study
 from transferlab.config import StudyConfig
+from transferlab.sweep import sweep_from_dict
 
-WIDTHS = (420, 1400)
+WIDTHS = (360, 420, 1400, 1920)
 
 
 def _driver():
@@ -36,29 +37,36 @@ def _driver():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+STUDY = {
+    "name": "browser", "seed": 3, "repeats": 3, "source_repeats": 2,
+    "source": {"kind": "blobs", "seed": 1, "n_samples": 200, "n_train": 100},
+    "target": {"kind": "blobs", "seed": 2, "n_samples": 200, "n_train": 100},
+    "training": {"epochs": 4},
+    "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 0}, {"name": "transfer", "freeze": 2},
+                   {"name": "finetune", "lr": 0.1}],
+}
+
+
 @pytest.fixture(scope="module")
-def report_file(tmp_path_factory):
-    """A small study with two source models (so the report carries warnings and a verdict)."""
-    folder = tmp_path_factory.mktemp("browser") / "out"
-    config = StudyConfig.model_validate({
-        "name": "browser", "seed": 3, "repeats": 3, "source_repeats": 2,
-        "source": {"kind": "blobs", "seed": 1, "n_samples": 200, "n_train": 100},
-        "target": {"kind": "blobs", "seed": 2, "n_samples": 200, "n_train": 100},
-        "training": {"epochs": 4},
-        "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 0}, {"name": "transfer", "freeze": 2},
-                       {"name": "finetune", "lr": 0.1}],
-    })
-    study.run_study(config, folder)
-    report.build_report(folder)
-    return folder / "report.html"
+def report_files(tmp_path_factory):
+    """A small study with two source models (so the report carries warnings and a verdict),
+    and a small sweep (its own page)."""
+    root = tmp_path_factory.mktemp("browser")
+    study.run_study(StudyConfig.model_validate(STUDY), root / "study")
+    report.build_report(root / "study")
+    sweep = sweep_from_dict({**STUDY, "name": "browser-sweep", "sweep": {"target.n_train": [20, 100]}})
+    study.run_sweep(sweep, root / "sweep")
+    report.build_report(root / "sweep")
+    return {"study": root / "study" / "report.html", "sweep": root / "sweep" / "report.html"}
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_the_report_works_in_a_real_browser_at_phone_and_desktop_width(report_file, width, tmp_path):
+@pytest.mark.parametrize("page", ["study", "sweep"])
+def test_the_report_works_in_a_real_browser_at_phone_and_desktop_width(report_files, page, width, tmp_path):
     driver = _driver()
     try:
         driver.set_window_size(width, 900)
-        driver.get(report_file.as_uri())
+        driver.get(report_files[page].as_uri())
         inner = driver.execute_script("return window.innerWidth")
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0, "
@@ -67,7 +75,8 @@ def test_the_report_works_in_a_real_browser_at_phone_and_desktop_width(report_fi
         assert all(right <= inner + 1 for _, _, right in images), images
         document_width = driver.execute_script("return document.documentElement.scrollWidth")
         assert document_width <= inner, f"the page is {document_width} px wide in a {inner} px window"
-        assert "verdict" in driver.page_source and "Warning:" in driver.page_source
+        if page == "study":
+            assert "verdict" in driver.page_source and "Warning:" in driver.page_source
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert errors == []
         import json
@@ -77,7 +86,7 @@ def test_the_report_works_in_a_real_browser_at_phone_and_desktop_width(report_fi
         assert urls and all(url.startswith(("file:", "data:")) for url in urls), urls
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, min(height, 8000))
-        driver.save_screenshot(str(tmp_path / f"report-{width}.png"))
-        assert (tmp_path / f"report-{width}.png").stat().st_size > 10_000
+        driver.save_screenshot(str(tmp_path / f"{page}-{width}.png"))
+        assert (tmp_path / f"{page}-{width}.png").stat().st_size > 10_000
     finally:
         driver.quit()
