@@ -84,6 +84,12 @@ def test_the_report_works_in_a_real_browser_at_phone_and_desktop_width(report_fi
         requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
         urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
         assert urls and all(url.startswith(("file:", "data:")) for url in urls), urls
+        if width == WIDTHS[-1]:  # the print stylesheet: the page prints to a PDF of whole pages
+            import base64
+
+            pdf = base64.b64decode(driver.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})["data"])
+            assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
+            (tmp_path / f"{page}.pdf").write_bytes(pdf)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, min(height, 8000))
         driver.save_screenshot(str(tmp_path / f"{page}-{width}.png"))

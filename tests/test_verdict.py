@@ -3,6 +3,7 @@ difference), its power calculations against statsmodels, the warnings on constru
 studies, and the p-value and interval formats."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -95,3 +96,24 @@ def test_warnings_fire_for_few_source_models_a_poor_source_and_clipped_or_missin
                                         (1.0, "1"), (0.1, "0.10"), (float("nan"), "")])
 def test_p_values_are_written_consistently(p, written):
     assert stats.format_p(p) == written
+
+
+def test_a_study_with_two_source_models_and_a_poor_one_warns_in_the_terminal_and_the_report(tmp_path):
+    """Four epochs leave one of two source models far behind the other on its own task."""
+    from test_bad_input import _write, invoke
+
+    study_file = _write(tmp_path, {
+        "name": "warned", "seed": 3, "repeats": 3, "source_repeats": 2,
+        "source": {"kind": "blobs", "seed": 1, "n_samples": 200, "n_train": 100},
+        "target": {"kind": "blobs", "seed": 2, "n_samples": 200, "n_train": 100},
+        "training": {"epochs": 4},
+        "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 0}],
+    })
+    code, stdout, stderr = invoke("run", study_file, "--out", tmp_path / "out", "--quiet")
+    assert code == 0, stderr
+    text = " ".join(stdout.split())
+    assert "warning: 2 source models (fewer than 5): the intervals and tests of transfer freeze=0 describe these" in text
+    assert re.search(r"warning: source model \d scored 0\.\d{3} on its own task, far below the others", text)
+    assert "Only 2 source models: the result describes these models more than transfer from the source task." in text
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Warning: 2 source models (fewer than 5)" in html and 'class="verdict"' in html
