@@ -146,8 +146,7 @@ def sentence(found: list[Finding], summary: pd.DataFrame, metric_label: str) -> 
 
 
 def _names(found: list[Finding]) -> str:
-    names = [f.strategy for f in found]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return _plain(f.strategy for f in found)
 
 
 def _source_limit(summary: pd.DataFrame) -> str:
