@@ -35,15 +35,19 @@ def run(
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default: ./NAME from the study)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     force: bool = typer.Option(False, "--force", help="start even if the memory estimate exceeds what is available"),
+    ray: str = typer.Option(None, "--ray", metavar="auto|ADDRESS",
+                            help="train the shards on a Ray cluster (auto: the one this machine belongs to)"),
 ) -> None:
     """Run STUDY_FILE into an output folder (rerun to resume), then write the table, plots and report."""
     config = _load(study_file)
     from transferlab.sweep import Sweep
 
+    if ray is not None:
+        _require_ray()
     if isinstance(config, Sweep):
-        _run_sweep_and_report(config, out or Path(config.name), quiet, force)
+        _run_sweep_and_report(config, out or Path(config.name), quiet, force, ray)
     else:
-        _run_and_report(config, out or Path(config.name), quiet, force)
+        _run_and_report(config, out or Path(config.name), quiet, force, ray)
 
 
 @app.command()
@@ -156,7 +160,16 @@ def _write_report(folder: Path, threshold: float | None = None):
     return _guard(write)
 
 
-def _run_and_report(config, out: Path, quiet: bool, force: bool) -> None:
+def _require_ray() -> None:
+    from transferlab.executors import RAY_MISSING
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        _fail(f"--ray: {RAY_MISSING}")
+
+
+def _run_and_report(config, out: Path, quiet: bool, force: bool, ray: str | None = None) -> None:
     from transferlab.estimate import available_memory, estimate, shard_size_for
     from transferlab.study import plan_study, run_study
 
@@ -172,11 +185,12 @@ def _run_and_report(config, out: Path, quiet: bool, force: bool) -> None:
             f"{config.name}: the estimated peak memory ({work.describe(available)}) exceeds what this machine has "
             "available; lower repeats, epochs, layer widths or [execution] shard_size, or pass --force to start anyway"
         )
+    executor = config.execution.executor_for(ray)
     _train_and_report(out, quiet, started, lambda progress, notify: run_study(
-        plan, out, progress=progress, notify=notify, shard_size=shard_size))
+        plan, out, executor=executor, progress=progress, notify=notify, shard_size=shard_size))
 
 
-def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
+def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool, ray: str | None = None) -> None:
     from transferlab.estimate import available_memory, estimate, shard_size_for
     from transferlab.study import plan_sweep, run_sweep
 
@@ -196,8 +210,9 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool) -> None:
     if available and peak > available and not force:
         _fail(f"{sweep.name}: the estimated peak memory of a point exceeds what this machine has available; "
               "lower repeats, epochs or layer widths, or pass --force to start anyway")
+    executor = sweep.points[0].config.execution.executor_for(ray)
     _train_and_report(out, quiet, started, lambda progress, notify: run_sweep(
-        sweep, out, progress=progress, notify=notify, plans=plans))
+        sweep, out, executor=executor, progress=progress, notify=notify, plans=plans))
 
 
 def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:

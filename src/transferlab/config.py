@@ -481,6 +481,11 @@ class ExecutionConfig(BaseModel):
     model_config = _STRICT
     shard_size: Annotated[int, Field(ge=1, le=MAX_SHARD_SIZE)] | None = None
     memory: str | None = None
+    # where shards train: this process, or the workers of a Ray cluster (`address`: "auto"
+    # for the cluster this machine belongs to, or HEAD:PORT); never changes a result
+    executor: Literal["local", "ray"] = "local"
+    address: str = "auto"
+    cpus_per_shard: Annotated[int, Field(ge=1, le=1024)] = 1
 
     @field_validator("memory")
     @classmethod
@@ -491,6 +496,14 @@ class ExecutionConfig(BaseModel):
 
     def memory_bytes(self) -> int | None:
         return None if self.memory is None else parse_size(self.memory)
+
+    def executor_for(self, ray_address: str | None = None):
+        """The executor these settings (or `--ray ADDRESS`, which wins) ask for."""
+        from transferlab.executors import LocalExecutor, RayExecutor
+
+        if ray_address is None and self.executor == "local":
+            return LocalExecutor()
+        return RayExecutor(ray_address or self.address, self.cpus_per_shard)
 
 
 class ReportConfig(BaseModel):

@@ -1,8 +1,14 @@
-"""Executors: where shards are trained. The local one trains them in this process, in order."""
+"""Executors: where shards are trained. The local one trains them in this process, in order;
+the Ray one on the workers of a Ray cluster, handing each back as it finishes. Either way
+the caller (the driver) alone writes the results database, one transaction per shard."""
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from collections.abc import Iterable, Iterator
+
+RAY_MISSING = "Ray is not installed: pip install 'transferlab[ray]' (on the driver and on every worker)"
 
 
 class LocalExecutor:
@@ -11,3 +17,73 @@ class LocalExecutor:
     def map(self, jobs: Iterable) -> Iterator[tuple[object, object]]:
         for job in jobs:
             yield job, job.execute()
+
+
+class RayExecutor:
+    """Train shards as Ray tasks and yield `(job, result)` in the order they finish.
+
+    A job travels pickled as bytes with its SHA-256, checked on arrival and unpickled only
+    after the worker has configured JAX itself (one XLA device per core it may use, its own
+    compile cache). A job's task arrays and each source model's weights go to the object
+    store once, however many shards use them. A worker that dies is retried by Ray
+    (`max_retries`); its shard is written once, when it comes back. Leaving the loop early
+    (Ctrl-C, an error) cancels what is still outstanding.
+    """
+
+    def __init__(self, address: str = "auto", cpus_per_shard: int = 1, max_retries: int = 3):
+        self.address, self.cpus_per_shard, self.max_retries = address, cpus_per_shard, max_retries
+
+    def map(self, jobs: Iterable) -> Iterator[tuple[object, object]]:
+        ray = require_ray()
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        remote = ray.remote(_train_shard).options(num_cpus=self.cpus_per_shard, max_retries=self.max_retries)
+        shared: dict[int, object] = {}  # id of an array holder → its object-store reference, put once
+
+        def put(value):
+            if id(value) not in shared:
+                shared[id(value)] = (value, ray.put(value))  # keep `value` alive: ids stay unique
+            return shared[id(value)][1]
+
+        pending = {}
+        for job in jobs:
+            task, weights = job.task, job.source_weights
+            job.task, job.source_weights = None, {}
+            payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+            job.task, job.source_weights = task, weights
+            digest = hashlib.sha256(payload).hexdigest()
+            reference = remote.remote(payload, digest, put(task), {index: put(w) for index, w in weights.items()})
+            pending[reference] = job
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(done[0])
+                yield job, ray.get(done[0])
+        finally:
+            for reference in pending:
+                ray.cancel(reference, force=True)
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError(RAY_MISSING) from None
+    return ray
+
+
+def _train_shard(payload: bytes, digest: str, task, weights: dict):
+    """On a Ray worker: check the job's bytes, configure JAX, then train the shard."""
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise ValueError(f"a shard arrived damaged (SHA-256 {hashlib.sha256(payload).hexdigest()[:12]}, "
+                         f"sent {digest[:12]})")
+    import transferlab
+
+    transferlab.configure()  # before the job's modules import JAX
+    import ray
+
+    job = pickle.loads(payload)
+    job.task = task
+    job.source_weights = {index: ray.get(w) if isinstance(w, ray.ObjectRef) else w for index, w in weights.items()}
+    return job.execute()
