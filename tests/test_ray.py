@@ -13,6 +13,7 @@ from transferlab.config import StudyConfig
 from transferlab.executors import RAY_MISSING, RayExecutor
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one cluster, on one pytest worker
 
 STUDY = {
     "name": "on-ray", "seed": 7, "repeats": 3, "source_repeats": 2,
@@ -70,3 +71,81 @@ def test_without_ray_the_option_says_how_to_install_it(tmp_path, monkeypatch):
     code, _, stderr = invoke("run", _write(tmp_path, STUDY), "--out", tmp_path / "out", "--ray", "auto")
     _assert_one_line(code, stderr, f"error: --ray: {RAY_MISSING}")
     assert not (tmp_path / "out").exists()
+
+
+def _kill_one_training_worker(stop) -> list[int]:
+    """Poll for a worker process running a shard (Ray titles it `ray::_train_shard`) and
+    kill it with SIGKILL, once: a worker dying mid-shard."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    killed = []
+    while not stop.is_set() and not killed:
+        for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines():
+            pid, _, args = line.strip().partition(" ")
+            if args.startswith("ray::_train_shard"):
+                time.sleep(0.3)  # mid-shard, not at its first instruction
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                break
+        time.sleep(0.05)
+    return killed
+
+
+def test_a_worker_killed_mid_shard_is_retried_and_its_shard_lands_once(cluster, tmp_path):
+    import threading
+
+    config = StudyConfig.model_validate({**STUDY, "training": {"epochs": 30}})
+    study.run_study(config, tmp_path / "local", shard_size=4)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=lambda: killed.extend(_kill_one_training_worker(stop)))
+    killer.start()
+    try:
+        study.run_study(config, tmp_path / "ray", executor=RayExecutor(cluster.address), shard_size=4)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no shard was running to kill"
+    assert _results(tmp_path / "ray") == _results(tmp_path / "local")
+    with sqlite3.connect(tmp_path / "ray" / "results.sqlite") as db:
+        statuses = db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+        per_run = db.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM final_metrics GROUP BY run_id, split, "
+                             "name)").fetchone()[0]
+    assert statuses == [("done", 2 + 3 + 2 * 3 * 2)] and per_run == 1  # every run once, none twice
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+def test_a_driver_killed_or_interrupted_resumes_on_the_cluster(cluster, tmp_path, signal_name):
+    """kill -9, or Ctrl-C (one line, exit 130): rerunning the same command resumes."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    raw = {**STUDY, "training": {"epochs": 30}, "execution": {"shard_size": 2}}
+    study_file = _write(tmp_path, raw)
+    study.run_study(StudyConfig.model_validate(raw), tmp_path / "local", shard_size=2)
+    out = tmp_path / "out"
+    driver = subprocess.Popen([sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out", str(out),
+                               "--ray", cluster.address, "--quiet"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    done, deadline = 0, time.monotonic() + 120
+    while done == 0 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if (out / "results.sqlite").exists():
+            try:
+                with sqlite3.connect(out / "results.sqlite") as db:
+                    done = db.execute("SELECT count(*) FROM runs WHERE role = 'target' AND status = 'done'").fetchone()[0]
+            except sqlite3.OperationalError:  # the schema is still being written
+                pass
+    os.kill(driver.pid, getattr(signal, signal_name))
+    _, stderr = driver.communicate(timeout=60)
+    assert done > 0, "the driver stored no target run before it was stopped"
+    if signal_name == "SIGINT":
+        assert driver.returncode == 130 and stderr.strip().startswith("interrupted:"), stderr
+    code, stdout, stderr = invoke("run", study_file, "--out", out, "--ray", cluster.address, "--quiet")
+    assert code == 0, stderr
+    assert "resumed:" in stdout
+    assert _results(out) == _results(tmp_path / "local")
