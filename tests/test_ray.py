@@ -4,6 +4,7 @@ the CLI's --ray runs a study there; without Ray, --ray says how to install it.""
 
 import sqlite3
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,17 @@ def cluster():
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+LONG = {**STUDY, "training": {"epochs": 30}}  # long enough to stop a run mid-way
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """LONG run by the local executor: what every cluster run must store."""
+    folder = tmp_path_factory.mktemp("reference") / "local"
+    study.run_study(StudyConfig.model_validate(LONG), folder, shard_size=4)
+    return _results(folder)
 
 
 def _results(folder) -> tuple[list, list]:
@@ -78,27 +90,28 @@ def _kill_one_training_worker(stop) -> list[int]:
     kill it with SIGKILL, once: a worker dying mid-shard."""
     import os
     import signal
-    import subprocess
     import time
 
     killed = []
     while not stop.is_set() and not killed:
-        for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines():
-            pid, _, args = line.strip().partition(" ")
-            if args.startswith("ray::_train_shard"):
+        for entry in Path("/proc").iterdir():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:  # not a process, or it ended
+                continue
+            if entry.name.isdigit() and title.startswith(b"ray::_train_shard"):
                 time.sleep(0.3)  # mid-shard, not at its first instruction
-                os.kill(int(pid), signal.SIGKILL)
-                killed.append(int(pid))
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
                 break
         time.sleep(0.05)
     return killed
 
 
-def test_a_worker_killed_mid_shard_is_retried_and_its_shard_lands_once(cluster, tmp_path):
+def test_a_worker_killed_mid_shard_is_retried_and_its_shard_lands_once(cluster, reference, tmp_path):
     import threading
 
-    config = StudyConfig.model_validate({**STUDY, "training": {"epochs": 30}})
-    study.run_study(config, tmp_path / "local", shard_size=4)
+    config = StudyConfig.model_validate(LONG)
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=lambda: killed.extend(_kill_one_training_worker(stop)))
     killer.start()
@@ -108,7 +121,7 @@ def test_a_worker_killed_mid_shard_is_retried_and_its_shard_lands_once(cluster, 
         stop.set()
         killer.join()
     assert killed, "no shard was running to kill"
-    assert _results(tmp_path / "ray") == _results(tmp_path / "local")
+    assert _results(tmp_path / "ray") == reference
     with sqlite3.connect(tmp_path / "ray" / "results.sqlite") as db:
         statuses = db.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
         per_run = db.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM final_metrics GROUP BY run_id, split, "
@@ -117,16 +130,14 @@ def test_a_worker_killed_mid_shard_is_retried_and_its_shard_lands_once(cluster, 
 
 
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
-def test_a_driver_killed_or_interrupted_resumes_on_the_cluster(cluster, tmp_path, signal_name):
+def test_a_driver_killed_or_interrupted_resumes_on_the_cluster(cluster, reference, tmp_path, signal_name):
     """kill -9, or Ctrl-C (one line, exit 130): rerunning the same command resumes."""
     import os
     import signal
     import subprocess
     import time
 
-    raw = {**STUDY, "training": {"epochs": 30}, "execution": {"shard_size": 2}}
-    study_file = _write(tmp_path, raw)
-    study.run_study(StudyConfig.model_validate(raw), tmp_path / "local", shard_size=2)
+    study_file = _write(tmp_path, {**LONG, "execution": {"shard_size": 2}})  # shard size changes no number
     out = tmp_path / "out"
     driver = subprocess.Popen([sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out", str(out),
                                "--ray", cluster.address, "--quiet"], stdout=subprocess.DEVNULL,
@@ -148,4 +159,4 @@ def test_a_driver_killed_or_interrupted_resumes_on_the_cluster(cluster, tmp_path
     code, stdout, stderr = invoke("run", study_file, "--out", out, "--ray", cluster.address, "--quiet")
     assert code == 0, stderr
     assert "resumed:" in stdout
-    assert _results(out) == _results(tmp_path / "local")
+    assert _results(out) == reference
