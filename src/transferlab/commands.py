@@ -55,12 +55,15 @@ def demo(
     out: Path = typer.Option(Path(DEMO_FOLDER), "--out", "-o", help="output folder"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     force: bool = typer.Option(False, "--force", help="start even if the memory estimate exceeds what is available"),
+    ray: str = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="train the shards on a Ray cluster"),
 ) -> None:
     """The tutorial's study with 10 source models, into ./transferlab-demo/."""
+    if ray is not None:
+        _require_ray()
     study_file = resources.files("transferlab") / "examples" / DEMO_STUDY
     with resources.as_file(study_file) as path:
         config = _load(path)
-    _run_and_report(config, out, quiet, force)
+    _run_and_report(config, out, quiet, force, ray)
 
 
 @app.command()
