@@ -160,3 +160,23 @@ def test_a_driver_killed_or_interrupted_resumes_on_the_cluster(cluster, referenc
     assert code == 0, stderr
     assert "resumed:" in stdout
     assert _results(out) == reference
+
+
+def test_a_sweep_and_a_model_file_study_on_ray_store_what_they_store_locally(cluster, tmp_path):
+    import numpy as np
+
+    from transferlab import models
+    from transferlab.sweep import sweep_from_dict
+
+    sweep = sweep_from_dict({**STUDY, "name": "sizes", "sweep": {"target.n_train": [20, 100]}})
+    study.run_sweep(sweep, tmp_path / "sweep-local", shard_size=4)
+    study.run_sweep(sweep, tmp_path / "sweep-ray", executor=RayExecutor(cluster.address), shard_size=4)
+    assert _results(tmp_path / "sweep-ray") == _results(tmp_path / "sweep-local")
+
+    arch = models.mlp(2, (5, 5), 3)
+    models.save_model_file(models.build_keras_model(arch, models.fresh_weights(arch, np.random.default_rng(0))),
+                           tmp_path / "given.keras")
+    given = StudyConfig.model_validate({**STUDY, "source_repeats": 1, "source": {"model_file": str(tmp_path / "given.keras")}})
+    study.run_study(given, tmp_path / "given-local", shard_size=4)
+    study.run_study(given, tmp_path / "given-ray", executor=RayExecutor(cluster.address), shard_size=4)
+    assert _results(tmp_path / "given-ray") == _results(tmp_path / "given-local")
