@@ -129,33 +129,44 @@ def test_a_worker_killed_mid_shard_is_retried_and_its_shard_lands_once(cluster, 
     assert statuses == [("done", 2 + 3 + 2 * 3 * 2)] and per_run == 1  # every run once, none twice
 
 
-@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
-def test_a_driver_killed_or_interrupted_resumes_on_the_cluster(cluster, reference, tmp_path, signal_name):
-    """kill -9, or Ctrl-C (one line, exit 130): rerunning the same command resumes."""
+def _stop_mid_run(study_file, out, address, signal_name: str):
+    """Start `transferlab run --ray` in a process of its own, stop it with `signal_name` once
+    its first target runs are stored; its exit code and stderr."""
     import os
     import signal
     import subprocess
     import time
 
-    study_file = _write(tmp_path, {**LONG, "execution": {"shard_size": 2}})  # shard size changes no number
-    out = tmp_path / "out"
     driver = subprocess.Popen([sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out", str(out),
-                               "--ray", cluster.address, "--quiet"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    done, deadline = 0, time.monotonic() + 120
-    while done == 0 and driver.poll() is None and time.monotonic() < deadline:
+                               "--ray", address, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    before, done, deadline = _done_targets(out), None, time.monotonic() + 120
+    while driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-        if (out / "results.sqlite").exists():
-            try:
-                with sqlite3.connect(out / "results.sqlite") as db:
-                    done = db.execute("SELECT count(*) FROM runs WHERE role = 'target' AND status = 'done'").fetchone()[0]
-            except sqlite3.OperationalError:  # the schema is still being written
-                pass
+        done = _done_targets(out)
+        if done > before:
+            break
     os.kill(driver.pid, getattr(signal, signal_name))
     _, stderr = driver.communicate(timeout=60)
-    assert done > 0, "the driver stored no target run before it was stopped"
-    if signal_name == "SIGINT":
-        assert driver.returncode == 130 and stderr.strip().startswith("interrupted:"), stderr
+    assert done > before, f"the driver stored no new target run before {signal_name}"
+    return driver.returncode, stderr
+
+
+def _done_targets(out) -> int:
+    try:
+        with sqlite3.connect(out / "results.sqlite") as db:
+            return db.execute("SELECT count(*) FROM runs WHERE role = 'target' AND status = 'done'").fetchone()[0]
+    except sqlite3.Error:  # not there yet, or its schema is still being written
+        return 0
+
+
+def test_a_driver_killed_then_interrupted_resumes_on_the_cluster(cluster, reference, tmp_path):
+    """kill -9, then Ctrl-C (one line, exit 130): the same command resumes each time."""
+    study_file = _write(tmp_path, {**LONG, "execution": {"shard_size": 2}})  # shard size changes no number
+    out = tmp_path / "out"
+    _stop_mid_run(study_file, out, cluster.address, "SIGKILL")
+    code, stderr = _stop_mid_run(study_file, out, cluster.address, "SIGINT")
+    assert code == 130 and stderr.strip().startswith("interrupted:"), stderr
     code, stdout, stderr = invoke("run", study_file, "--out", out, "--ray", cluster.address, "--quiet")
     assert code == 0, stderr
     assert "resumed:" in stdout
@@ -180,3 +191,23 @@ def test_a_sweep_and_a_model_file_study_on_ray_store_what_they_store_locally(clu
     study.run_study(given, tmp_path / "given-local", shard_size=4)
     study.run_study(given, tmp_path / "given-ray", executor=RayExecutor(cluster.address), shard_size=4)
     assert _results(tmp_path / "given-ray") == _results(tmp_path / "given-local")
+
+
+def test_a_shard_that_arrives_damaged_is_refused_naming_what():
+    import hashlib
+    import pickle
+
+    import numpy as np
+
+    from transferlab import tasks
+    from transferlab.executors import _train_shard, weights_sha256
+
+    task = tasks.blobs(2, n_samples=100, n_train=50)
+    payload = pickle.dumps({"not": "a job"})
+    with pytest.raises(ValueError, match=r"^the shard arrived damaged on a Ray worker \(SHA-256 "):
+        _train_shard(payload, "0" * 64, task, task.fingerprint(), {})
+    digest = hashlib.sha256(payload).hexdigest()
+    with pytest.raises(ValueError, match=r"^the task's arrays arrived damaged"):
+        _train_shard(payload, digest, task, "0" * 64, {})
+    weights = [(np.ones((2, 3), np.float32), np.zeros(3, np.float32))]
+    assert weights_sha256(weights) != weights_sha256([(np.ones((2, 3), np.float32), np.ones(3, np.float32))])

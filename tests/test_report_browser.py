@@ -60,39 +60,39 @@ def report_files(tmp_path_factory):
     return {"study": root / "study" / "report.html", "sweep": root / "sweep" / "report.html"}
 
 
-@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("page", ["study", "sweep"])
-def test_the_report_works_in_a_real_browser_at_phone_and_desktop_width(report_files, page, width, tmp_path):
+def test_the_report_works_in_a_real_browser_from_phone_to_desktop_width(report_files, page, tmp_path):
+    """One browser per page, loaded afresh at each width (its logs cover that load alone)."""
+    import base64
+    import json
+
     driver = _driver()
     try:
-        driver.set_window_size(width, 900)
-        driver.get(report_files[page].as_uri())
-        inner = driver.execute_script("return window.innerWidth")
-        images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0, "
-            "i.getBoundingClientRect().right])")
-        assert images and all(loaded for _, loaded, _ in images), images
-        assert all(right <= inner + 1 for _, _, right in images), images
-        document_width = driver.execute_script("return document.documentElement.scrollWidth")
-        assert document_width <= inner, f"the page is {document_width} px wide in a {inner} px window"
-        if page == "study":
-            assert "verdict" in driver.page_source and "Warning:" in driver.page_source
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-        assert errors == []
-        import json
-
-        requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
-        urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
-        assert urls and all(url.startswith(("file:", "data:")) for url in urls), urls
-        if width == WIDTHS[-1]:  # the print stylesheet: the page prints to a PDF of whole pages
-            import base64
-
-            pdf = base64.b64decode(driver.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})["data"])
-            assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
-            (tmp_path / f"{page}.pdf").write_bytes(pdf)
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(width, min(height, 8000))
-        driver.save_screenshot(str(tmp_path / f"{page}-{width}.png"))
-        assert (tmp_path / f"{page}-{width}.png").stat().st_size > 10_000
+        for width in WIDTHS:
+            driver.set_window_size(width, 900)
+            driver.get(report_files[page].as_uri())
+            inner = driver.execute_script("return window.innerWidth")
+            images = driver.execute_script(
+                "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0, "
+                "i.getBoundingClientRect().right])")
+            assert images and all(loaded for _, loaded, _ in images), (width, images)
+            assert all(right <= inner + 1 for _, _, right in images), (width, images)
+            document_width = driver.execute_script("return document.documentElement.scrollWidth")
+            assert document_width <= inner, f"the page is {document_width} px wide in a {inner} px window"
+            if page == "study":
+                assert "verdict" in driver.page_source and "Warning:" in driver.page_source
+            errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+            assert errors == [], (width, errors)
+            requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+            urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
+            assert urls and all(url.startswith(("file:", "data:")) for url in urls), (width, urls)
+            height = driver.execute_script("return document.documentElement.scrollHeight")
+            driver.set_window_size(width, min(height, 8000))
+            driver.save_screenshot(str(tmp_path / f"{page}-{width}.png"))
+            assert (tmp_path / f"{page}-{width}.png").stat().st_size > 10_000
+        # the print stylesheet: the page prints to a PDF of whole pages
+        pdf = base64.b64decode(driver.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})["data"])
+        assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
+        (tmp_path / f"{page}.pdf").write_bytes(pdf)
     finally:
         driver.quit()

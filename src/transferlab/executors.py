@@ -22,10 +22,11 @@ class LocalExecutor:
 class RayExecutor:
     """Train shards as Ray tasks and yield `(job, result)` in the order they finish.
 
-    A job travels pickled as bytes with its SHA-256, checked on arrival and unpickled only
-    after the worker has configured JAX itself (one XLA device per core it may use, its own
-    compile cache). A job's task arrays and each source model's weights go to the object
-    store once, however many shards use them. A worker that dies is retried by Ray
+    A job travels pickled as bytes with its SHA-256 and is unpickled only after the worker
+    has configured JAX itself (one XLA device per core it may use, its own compile cache).
+    A job's task arrays and each source model's weights (loaded and hash-checked from their
+    files on the driver) go to the object store once, however many shards use them, and are
+    checked against their SHA-256 on arrival. A worker that dies is retried by Ray
     (`max_retries`); its shard is written once, when it comes back. Leaving the loop early
     (Ctrl-C, an error) cancels what is still outstanding.
     """
@@ -53,7 +54,8 @@ class RayExecutor:
             payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
             job.task, job.source_weights = task, weights
             digest = hashlib.sha256(payload).hexdigest()
-            reference = remote.remote(payload, digest, put(task), {index: put(w) for index, w in weights.items()})
+            sent = {index: (put(w), weights_sha256(w)) for index, w in weights.items()}
+            reference = remote.remote(payload, digest, put(task), task.fingerprint(), sent)
             pending[reference] = job
         try:
             while pending:
@@ -73,17 +75,35 @@ def require_ray():
     return ray
 
 
-def _train_shard(payload: bytes, digest: str, task, weights: dict):
-    """On a Ray worker: check the job's bytes, configure JAX, then train the shard."""
-    if hashlib.sha256(payload).hexdigest() != digest:
-        raise ValueError(f"a shard arrived damaged (SHA-256 {hashlib.sha256(payload).hexdigest()[:12]}, "
-                         f"sent {digest[:12]})")
+def weights_sha256(weights) -> str:
+    """SHA-256 over a source model's arrays (shapes, dtypes and bytes, layer by layer)."""
+    digest = hashlib.sha256()
+    for layer in weights:
+        for array in layer:
+            digest.update(f"{array.dtype.str}{array.shape};".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _train_shard(payload: bytes, digest: str, task, task_fingerprint: str, weights: dict):
+    """On a Ray worker: check what arrived (the job's bytes, the task's arrays and each
+    source model's weights against the SHA-256 the driver sent), configure JAX, train."""
     import transferlab
 
     transferlab.configure()  # before the job's modules import JAX
     import ray
 
+    _check("the shard", hashlib.sha256(payload).hexdigest(), digest)
+    _check("the task's arrays", task.fingerprint(), task_fingerprint)
     job = pickle.loads(payload)
     job.task = task
-    job.source_weights = {index: ray.get(w) if isinstance(w, ray.ObjectRef) else w for index, w in weights.items()}
+    job.source_weights = {}
+    for index, (reference, expected) in weights.items():
+        job.source_weights[index] = ray.get(reference)
+        _check(f"source model {index}", weights_sha256(job.source_weights[index]), expected)
     return job.execute()
+
+
+def _check(what: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise ValueError(f"{what} arrived damaged on a Ray worker (SHA-256 {actual[:12]}, sent {expected[:12]})")
