@@ -39,7 +39,7 @@ def cluster():
     cluster.shutdown()
 
 
-LONG = {**STUDY, "training": {"epochs": 30}}  # long enough to stop a run mid-way
+LONG = {**STUDY, "training": {"epochs": 20}}  # long enough to stop a run mid-way
 
 
 @pytest.fixture(scope="module")
