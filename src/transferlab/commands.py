@@ -345,13 +345,8 @@ def _print_verdict(direction) -> None:
     if direction.findings:
         rows = []
         for found in direction.findings:
-            could = ""
-            if found.outcome == verdict.NO_DIFFERENCE:
-                needed = " / ".join("—" if n is None else f"{n:,}" for n in found.needed)
-                could = f"±{found.detectable:.3f}; {needed}"
-            rows.append({"strategy": found.strategy, "verdict": found.outcome,
-                         "Δ [95% CI]": "" if found.outcome == verdict.NOT_TESTED else
-                         f"{found.diff:+.3f} [{found.low:+.3f}, {found.high:+.3f}]",
+            could = found.detectable_text and f"{found.detectable_text}; {' / '.join(found.needed_texts('—'))}"
+            rows.append({"strategy": found.strategy, "verdict": found.outcome, "Δ [95% CI]": found.difference_text,
                          "could detect; source models for " + " / ".join(f"{d:g}" for d in verdict.SMALL_DIFFERENCES): could})
         _print_frame(pd.DataFrame(rows), "verdict against standalone (Holm, 95%; detectable at 80% power)")
     console.print(escape(direction.verdict), highlight=False)

@@ -174,7 +174,7 @@ class RowPadding:
     """The row counts a program is built for, when larger than a task's own: points of a
     sweep that differ only in how many rows they train or test on then share one compiled
     program. Padded rows are masked out of every batch, statistic and metric, and batches
-    past the real rows are skipped, so a run equals its unpadded run to float rounding."""
+    past the real rows are skipped, so a run equals its unpadded run bit for bit."""
 
     train: int
     test: int
@@ -502,7 +502,7 @@ def compiled_programs() -> int:
 
 def batch_work(plan, n_inputs: int) -> int:
     """A rough count of the operations one training batch adds to the program (unrolled
-    contractions count each term), for choosing between an unrolled and a scanned loop."""
+    contractions count each term), for choosing how many batches one loop step unrolls."""
     work, width = 0, n_inputs
     for spec in plan:
         out = spec.output_width(width)

@@ -204,16 +204,13 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
 
 
 def _verdict_row(found) -> dict:
-    tested = found.outcome != verdict.NOT_TESTED
-    unclear = found.outcome == verdict.NO_DIFFERENCE
     return {
         "strategy": found.strategy, "outcome": found.outcome,
         "css": {verdict.BETTER: "better", verdict.WORSE: "worse"}.get(found.outcome, ""),
-        "diff": f"{found.diff:+.3f} [{found.low:+.3f}, {found.high:+.3f}]" if tested else "",
+        "diff": found.difference_text,
         "p": stats.format_p(found.p_holm),
-        "detectable": f"±{found.detectable:.3f}" if unclear else "",
-        "needed": [("more than 100,000" if n is None else f"{n:,}") if unclear else "" for n in found.needed]
-        or [""] * len(verdict.SMALL_DIFFERENCES),
+        "detectable": found.detectable_text,
+        "needed": found.needed_texts("more than 100,000"),
     }
 
 

@@ -185,9 +185,13 @@ def format_p(p: float) -> str:
     return f"{p:.2f}" if p >= 0.1 else f"{p:.3f}"
 
 
+def leaves_range(low: float, high: float, bounds: tuple[float, float]) -> bool:
+    return low < bounds[0] or high > bounds[1]
+
+
 def format_interval(low: float, high: float, bounds: tuple[float, float], digits: int = 3) -> str:
     """`[low, high]`, clipped to the metric's range and marked † where the t-interval leaves it."""
-    clipped = low < bounds[0] or high > bounds[1]
+    clipped = leaves_range(low, high, bounds)
     low, high = max(low, bounds[0]), min(high, bounds[1])
     return f"[{low:.{digits}f}, {high:.{digits}f}]" + ("†" if clipped else "")
 

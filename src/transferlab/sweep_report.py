@@ -51,7 +51,7 @@ class SweepOutputs:
 
     @property
     def metric_label(self) -> str:
-        return {"test_accuracy": "test accuracy", "test_r2": "test R²"}.get(self.metric, self.metric)
+        return plots.metric_name(self.metric)
 
 
 def build_sweep_report(folder: str | Path) -> SweepOutputs:

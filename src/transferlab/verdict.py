@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as scipy_stats
 
-from transferlab.stats import BASELINE
+from transferlab.stats import BASELINE, leaves_range
 
 ALPHA = 0.05
 POWER = 0.80
@@ -44,6 +44,22 @@ class Finding:
     units: int
     detectable: float = float("nan")
     needed: tuple = ()
+
+    @property
+    def difference_text(self) -> str:
+        """`+0.125 [+0.072, +0.177]`, empty without a test."""
+        return "" if self.outcome == NOT_TESTED else f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+    @property
+    def detectable_text(self) -> str:
+        return f"±{self.detectable:.3f}" if self.outcome == NO_DIFFERENCE else ""
+
+    def needed_texts(self, beyond: str) -> list[str]:
+        """Per SMALL_DIFFERENCES the source models needed (`beyond` past MOST_UNITS); empty
+        strings unless there was no detectable difference."""
+        if self.outcome != NO_DIFFERENCE:
+            return [""] * len(SMALL_DIFFERENCES)
+        return [beyond if n is None else f"{n:,}" for n in self.needed]
 
 
 def power(effect: float, n1: int, n2: int, alpha: float = ALPHA) -> float:
@@ -179,9 +195,8 @@ def warnings_for(summary: pd.DataFrame, source_scores: list[tuple[int, float]], 
                      f"describe {'this model' if counts == [1] else 'these models'}, not transfer from the source "
                      f"task in general; set source_repeats = {MIN_SOURCES} or more")
     notes += _poor_sources(source_scores)
-    low, high = bounds
     for row in summary.itertuples(index=False):
-        if not np.isnan(row.ci_low) and (row.ci_low < low or row.ci_high > high):
+        if not np.isnan(row.ci_low) and leaves_range(row.ci_low, row.ci_high, bounds):
             notes.append(f"{row.strategy}: the 95% t-interval [{row.ci_low:.3f}, {row.ci_high:.3f}] leaves the "
                          f"metric's range; shown clipped to it (†); more replication units narrow it")
     for row in summary.itertuples(index=False):
