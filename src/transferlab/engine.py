@@ -33,6 +33,7 @@ import numpy as np
 
 from transferlab import layers as layer_types
 from transferlab import objectives, optimizers
+from transferlab.orders import GivenOrders, OrderStream, shuffle_orders  # noqa: F401 (engine.shuffle_orders)
 from transferlab.layers import Context
 
 # An epoch's batches run in a loop over groups of up to `MAX_GROUP` batches, unrolled in
@@ -120,53 +121,6 @@ def diverged_epoch(loss_curves: np.ndarray, final: dict[str, np.ndarray]) -> np.
     for values in final.values():
         final_bad |= ~np.isfinite(values)
     return np.where((first == 0) & final_bad, loss_curves.shape[1], first)
-
-
-def shuffle_orders(seeds, epochs: int, n_rows: int) -> np.ndarray:
-    """Each model's row order in every epoch, `(models, epochs, rows)`, as the engine draws
-    them (`OrderStream`): for reference runs and tests; the engine never holds them all."""
-    return np.moveaxis(OrderStream(seeds, n_rows).next(epochs), -1, 0)
-
-
-class OrderStream:
-    """Row orders drawn epoch by epoch from each model's own generator (seeded by its run's
-    seed), so memory holds one chunk of epochs, never models × epochs × rows. Drawing
-    epochs in chunks gives the same orders as drawing them all at once.
-
-    `width` (at least `n_rows`) pads each epoch's order with row 0 for a program built
-    for more rows (`RowPadding`): the draws, and so the real part, are the same."""
-
-    def __init__(self, seeds, n_rows: int, width: int | None = None):
-        self.n_rows = n_rows
-        self.width = n_rows if width is None else width
-        self.generators = [np.random.default_rng(np.random.SeedSequence(int(s), spawn_key=(1,))) for s in seeds]
-        self.dtype = order_dtype(self.width)
-
-    def next(self, epochs: int) -> np.ndarray:
-        """The next `epochs` epochs' orders, `(epochs, width, models)`."""
-        rows = np.broadcast_to(np.arange(self.n_rows, dtype=self.dtype), (epochs, self.n_rows))
-        orders = np.zeros((epochs, self.width, len(self.generators)), self.dtype)
-        for model, generator in enumerate(self.generators):
-            orders[:, : self.n_rows, model] = generator.permuted(rows, axis=-1)
-        return orders
-
-
-def order_dtype(width: int):
-    return np.int16 if width < 2**15 else np.int32
-
-
-class _GivenOrders:
-    """Explicit orders `(models, epochs, rows)`, handed out like an `OrderStream`."""
-
-    def __init__(self, orders: np.ndarray, width: int):
-        self.orders, self.epoch, self.width = orders, 0, width
-
-    def next(self, epochs: int) -> np.ndarray:
-        chunk = self.orders[:, self.epoch : self.epoch + epochs].astype(order_dtype(self.width))
-        self.epoch += epochs
-        padded = np.zeros((chunk.shape[0], epochs, self.width), chunk.dtype)
-        padded[:, : chunk.shape[1], : chunk.shape[2]] = chunk
-        return np.ascontiguousarray(np.moveaxis(padded, 0, -1))
 
 
 @dataclass(frozen=True)
@@ -386,38 +340,54 @@ def train_models(
             curves = jax.tree.map(lambda *chunks: np.concatenate(chunks)[: config.epochs], *jax.device_get(job["curves"]))
             outputs.append(jax.device_get((*trained, curves, job["final"])))
 
-    for wave_start in range(0, n_blocks, len(devices)):
-        wave = []
-        for offset, block in enumerate(range(wave_start, min(wave_start + len(devices), n_blocks))):
-            device = devices[offset]
-            carry, extras, block_multipliers = block_inputs(block)
-            if orders is None:
-                stream = OrderStream(models_last(seeds, block), len(x_train), order_width)
-            else:
-                stream = _GivenOrders(np.moveaxis(models_last(orders, block), -1, 0), order_width)
-            wave.append(dict(device=device, carry=jax.device_put(carry, device),
-                             extras=jax.device_put(dict(shared, **extras), device),
-                             multipliers=block_multipliers, stream=stream, curves=[]))
-        for first in range(0, config.epochs, chunk):
-            active = np.arange(first, first + chunk) < config.epochs  # the last chunk may be padded
-            for job in wave:
-                if len(job["curves"]) >= 2:  # at most two chunks of orders in flight per block
-                    jax.block_until_ready(job["curves"][-2])
-                multipliers_ = job["multipliers"][first : first + chunk]
-                per_epoch = dict(
-                    epoch=np.arange(first, first + chunk, dtype=np.int32),
-                    multipliers=np.concatenate([multipliers_, np.repeat(multipliers_[-1:], chunk - len(multipliers_), 0)]),
-                    orders=job["stream"].next(chunk),
-                    active=active,
-                    finish=np.asarray(first + chunk >= config.epochs),  # the last chunk evaluates
-                )
-                job["carry"], curves, job["final"] = program(
-                    job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
-                job["curves"].append(curves)
-        # the next wave's orders are drawn while this one trains: at most two waves in flight
-        in_flight.append(wave)
-        if len(in_flight) == 2:
-            collect(in_flight.pop(0))
+    chunks = [(chunk, min(chunk, config.epochs - first)) for first in range(0, config.epochs, chunk)]
+
+    def order_stream(block: int):
+        """The block's row orders, drawn a chunk ahead on a worker thread."""
+        real = slice(block * block_size, min((block + 1) * block_size, n_models))
+        if orders is None:
+            return OrderStream(seeds[real], len(x_train), chunks, order_width, block_size)
+        return GivenOrders(orders[real], chunks, order_width, block_size)
+
+    streams, opened = {}, []  # each block's stream starts drawing as soon as its wave is next
+    try:
+        for wave_start in range(0, n_blocks, len(devices)):
+            wave = []
+            wave_blocks = range(wave_start, min(wave_start + len(devices), n_blocks))
+            for block in range(wave_start, min(wave_start + 2 * len(devices), n_blocks)):
+                if block not in streams:
+                    streams[block] = order_stream(block)
+                    opened.append(streams[block])
+            for offset, block in enumerate(wave_blocks):
+                device = devices[offset]
+                carry, extras, block_multipliers = block_inputs(block)
+                wave.append(dict(device=device, carry=jax.device_put(carry, device),
+                                 extras=jax.device_put(dict(shared, **extras), device),
+                                 multipliers=block_multipliers, stream=streams.pop(block), curves=[]))
+            for first in range(0, config.epochs, chunk):
+                active = np.arange(first, first + chunk) < config.epochs  # the last chunk may be padded
+                for job in wave:
+                    if len(job["curves"]) >= 2:  # at most two chunks of orders in flight per block
+                        jax.block_until_ready(job["curves"][-2])
+                    multipliers_ = job["multipliers"][first : first + chunk]
+                    per_epoch = dict(
+                        epoch=np.arange(first, first + chunk, dtype=np.int32),
+                        multipliers=np.concatenate(
+                            [multipliers_, np.repeat(multipliers_[-1:], chunk - len(multipliers_), 0)]),
+                        orders=job["stream"].next(),
+                        active=active,
+                        finish=np.asarray(first + chunk >= config.epochs),  # the last chunk evaluates
+                    )
+                    job["carry"], curves, job["final"] = program(
+                        job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
+                    job["curves"].append(curves)
+            # the next wave's orders are drawn while this one trains: at most two waves in flight
+            in_flight.append(wave)
+            if len(in_flight) == 2:
+                collect(in_flight.pop(0))
+    finally:
+        for stream in opened:  # leaving early: stop drawing ahead
+            stream.close()
     for wave in in_flight:
         collect(wave)
     if _compiled_program.cache_info().misses != misses:
