@@ -10,6 +10,7 @@ once, in canonical JSON; resume, report and retrain read it back.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -510,6 +511,30 @@ class Store:
         return records
 
     # --- tables for statistics and plots -------------------------------------------------
+
+    def numbers_digest(self) -> str:
+        """SHA-256 of every number this folder's studies hold: each run's identity, seed,
+        status and diverged epoch, every final metric and curve value (floats by their exact
+        `repr`), each source model's weights hash and metrics. Clock times, paths and ids
+        are left out, so two runs of the same study (or the same study before and after a
+        change that promises to change no bit) give the same digest."""
+        digest = hashlib.sha256()
+        run_key = "s.plan_sha256, r.direction, r.role, r.strategy_json, r.source_index, r.repeat"
+        queries = (
+            f"SELECT {run_key}, r.seed, r.status, r.diverged_epoch FROM runs r "
+            f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}",
+            f"SELECT {run_key}, f.split, f.name, f.value FROM final_metrics f JOIN runs r ON r.id = f.run_id "
+            f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}, f.split, f.name",
+            f"SELECT {run_key}, m.split, m.name, m.epoch, m.value FROM metrics m JOIN runs r ON r.id = m.run_id "
+            f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}, m.split, m.name, m.epoch",
+            "SELECT s.plan_sha256, m.direction, m.source_index, m.weights_sha256, m.metrics_json "
+            "FROM source_models m JOIN studies s ON s.id = m.study_id "
+            "ORDER BY s.plan_sha256, m.direction, m.source_index",
+        )
+        for query in queries:
+            for row in self._db.execute(query):
+                digest.update(repr(tuple(row)).encode())
+        return digest.hexdigest()
 
     def runs_frame(self, study_id: int) -> pd.DataFrame:
         """One row per run: its identity, status and final metrics as `{split}_{name}` columns."""
