@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,28 @@ def test_same_study_twice_gives_identical_database(tmp_path, small_study_dict):
     assert a == b
     weights_hashes = [row for row in a["source_models"]]
     assert len(weights_hashes) == 2
+    with Store.in_folder(tmp_path / "a", readonly=True) as store:
+        digest = store.numbers_digest()
+    platform_key = _platform_key()
+    if platform_key != RECORDED_ON:
+        pytest.skip(f"the recorded digest is for {RECORDED_ON}; this machine is {platform_key}")
+    # the same numbers as before the engine's speed work (issue 13): not one bit changed
+    assert digest == RECORDED_DIGEST
+
+
+# `numbers_digest` of this study, recorded with the engine before issue 13 (commit 704bd82)
+# and unchanged since; XLA's kernels (and so the last bits) depend on jaxlib and the CPU.
+RECORDED_DIGEST = "77181d9d9cb7bd262b94a9ab08bbe928c73b835653a2a6893c4a42ee9efdc3f2"
+RECORDED_ON = ("jaxlib 0.10.2", "x86_64", "avx512f")
+
+
+def _platform_key():
+    import platform
+
+    import jaxlib
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return (f"jaxlib {jaxlib.__version__}", platform.machine(), "avx512f" if " avx512f" in flags else "no avx512f")
 
 
 class _InterruptAfter(LocalExecutor):
