@@ -14,6 +14,8 @@ started. Times are the best of `--repeats` calls after a first call that compile
   OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset in its own process only (the machine notes
   set them for old OpenBLAS builds; they slow a current NumPy). Each peer's weights are
   compared with the engine's, trained on the same row orders.
+- The same engine with every row order drawn before the timing starts: what the compiled
+  program (and its transfers) costs alone, on two devices and on one.
 - Scaling: 960, 3,840 and 7,680 models × 25 epochs, model-epochs per second.
 - Memory: 3,840 models × 100 epochs, peak RSS of the process.
 
@@ -60,7 +62,7 @@ def _best(once, repeats: int):
     return min(times), first if result is None else result
 
 
-def run_engine(n_models: int, epochs: int, repeats: int) -> dict:
+def run_engine(n_models: int, epochs: int, repeats: int, given_orders: bool = False) -> dict:
     import numpy as np
 
     from transferlab import engine
@@ -69,10 +71,12 @@ def run_engine(n_models: int, epochs: int, repeats: int) -> dict:
     activations = tuple(spec.activation for spec in arch.layers)
     multipliers = np.ones((n_models, epochs, len(arch.layers)), np.float32)
     seeds = np.arange(n_models)
+    # drawn before the timing: what the compiled program and its transfers cost alone
+    orders = engine.shuffle_orders(seeds, epochs, len(task.x_train)) if given_orders else None
 
     def once():
         return engine.train_models(activations, stacked, multipliers, seeds, task.x_train, task.y_train,
-                                   task.x_test, task.y_test, engine.TrainingSettings(epochs=epochs))
+                                   task.x_test, task.y_test, engine.TrainingSettings(epochs=epochs), orders=orders)
 
     seconds, result = _best(once, repeats)
     return dict(seconds=seconds, weights=[[k[:8].tolist(), b[:8].tolist()] for k, b in result.weights],
@@ -127,7 +131,8 @@ def run_numpy_peer(n_models: int, epochs: int, repeats: int) -> dict:
                 accuracy=float(curves[3][:, -1].mean()), blas=blas)
 
 
-CONTENDERS = {"engine": run_engine, "vmap": run_vmap_peer, "numpy": run_numpy_peer}
+CONTENDERS = {"engine": run_engine, "program": lambda *args: run_engine(*args, given_orders=True),
+              "vmap": run_vmap_peer, "numpy": run_numpy_peer}
 
 
 def child(contender: str, n_models: int, epochs: int, repeats: int) -> None:
@@ -183,7 +188,12 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     rows = {
         "engine, 2 devices": spawn("engine", TUTORIAL_MODELS, TUTORIAL_EPOCHS, args.repeats),
-        "engine, 1 device": spawn("engine", TUTORIAL_MODELS, TUTORIAL_EPOCHS, args.repeats, TRANSFERLAB_CPU_DEVICES="1"),
+        "engine, 1 device": spawn("engine", TUTORIAL_MODELS, TUTORIAL_EPOCHS, args.repeats,
+                                  TRANSFERLAB_CPU_DEVICES="1"),
+        "engine with orders drawn beforehand, 2 devices": spawn("program", TUTORIAL_MODELS, TUTORIAL_EPOCHS,
+                                                                args.repeats),
+        "engine with orders drawn beforehand, 1 device": spawn("program", TUTORIAL_MODELS, TUTORIAL_EPOCHS,
+                                                               args.repeats, TRANSFERLAB_CPU_DEVICES="1"),
     }
     if args.before:
         earlier = dict(PYTHONPATH=os.path.join(os.path.abspath(args.before), "src"))
