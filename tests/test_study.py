@@ -43,6 +43,15 @@ def test_same_study_twice_gives_identical_database(tmp_path, small_study_dict):
     assert len(weights_hashes) == 2
     with Store.in_folder(tmp_path / "a", readonly=True) as store:
         digest = store.numbers_digest()
+    with Store.in_folder(tmp_path / "b", readonly=True) as store:
+        assert store.numbers_digest() == digest  # clock times and paths are left out
+    db = sqlite3.connect(tmp_path / "b" / "results.sqlite")
+    with db:
+        db.execute("UPDATE metrics SET value = value + 1e-12 WHERE (run_id, split, name, epoch) = "
+                   "(SELECT run_id, split, name, epoch FROM metrics LIMIT 1)")
+    db.close()
+    with Store.in_folder(tmp_path / "b", readonly=True) as store:
+        assert store.numbers_digest() != digest  # one curve value's last bits
     platform_key = _platform_key()
     if platform_key != RECORDED_ON:
         pytest.skip(f"the recorded digest is for {RECORDED_ON}; this machine is {platform_key}")
