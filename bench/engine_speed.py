@@ -84,7 +84,6 @@ def run_engine(n_models: int, epochs: int, repeats: int, given_orders: bool = Fa
 
 
 def run_vmap_peer(n_models: int, epochs: int, repeats: int) -> dict:
-    import jax
     import numpy as np
 
     import vmap_peer
@@ -93,18 +92,9 @@ def run_vmap_peer(n_models: int, epochs: int, repeats: int) -> dict:
     task, arch, stacked = _setup(n_models)
     orders = engine.shuffle_orders(np.arange(n_models), epochs, len(task.x_train)).astype(np.int32)
     activations = tuple(spec.activation for spec in arch.layers)
-    devices = jax.local_devices()
-    share = -(-n_models // len(devices))
 
     def once():
-        outputs = []
-        for index, device in enumerate(devices):
-            part = slice(index * share, (index + 1) * share)
-            put = lambda array: jax.device_put(array, device)  # noqa: E731
-            params = [(put(k[part]), put(b[part])) for k, b in stacked]
-            outputs.append(vmap_peer.train(params, put(orders[part]), put(task.x_train), put(task.y_train),
-                                           put(task.x_test), put(task.y_test), activations))
-        return jax.block_until_ready(outputs)
+        return vmap_peer.train_on_devices(stacked, orders, task, activations)
 
     seconds, outputs = _best(once, repeats)
     weights = [[np.asarray(k)[:8].tolist(), np.asarray(b)[:8].tolist()] for k, b in outputs[0][0]]

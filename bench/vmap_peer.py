@@ -73,6 +73,21 @@ def train(params, orders, x, y, x_val, y_val, activations, batch_size=32, learni
     return jax.vmap(one_model)(params, orders)
 
 
+def train_on_devices(stacked, orders, task, activations) -> list:
+    """`train` with the models split over the host's XLA devices, as the engine splits them:
+    one `(params, curves)` per device, finished."""
+    devices = jax.local_devices()
+    share = -(-len(orders) // len(devices))
+    outputs = []
+    for index, device in enumerate(devices):
+        part = slice(index * share, (index + 1) * share)
+        put = lambda array: jax.device_put(array, device)  # noqa: E731
+        params = [(put(k[part]), put(b[part])) for k, b in stacked]
+        outputs.append(train(params, put(orders[part]), put(task.x_train), put(task.y_train),
+                             put(task.x_test), put(task.y_test), activations))
+    return jax.block_until_ready(outputs)
+
+
 def stacked_params(weights: list) -> list:
     """The engine's stacked Dense weights `[(kernel (M, I, O), bias (M, O)), …]` as the peer's."""
     return [(jnp.asarray(k), jnp.asarray(b)) for k, b in weights]

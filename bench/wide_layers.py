@@ -64,7 +64,6 @@ def run_engine(row: dict, n_models: int, epochs: int) -> dict:
 
 
 def run_peer(row: dict, n_models: int, epochs: int) -> dict:
-    import jax
     import numpy as np
 
     import vmap_peer
@@ -74,19 +73,10 @@ def run_peer(row: dict, n_models: int, epochs: int) -> dict:
     stacked = [tuple(np.stack(a) for a in zip(*layer)) for layer in zip(*weights)]
     orders = engine.shuffle_orders(range(n_models), epochs, len(task.x_train)).astype(np.int32)
     activations = tuple(spec.activation for spec in arch.layers)
-    devices = jax.local_devices()
-    share = -(-n_models // len(devices))  # the models split over the devices, as the engine does
 
     def once():
         started = time.perf_counter()
-        outputs = []
-        for index, device in enumerate(devices):
-            part = slice(index * share, (index + 1) * share)
-            put = lambda array: jax.device_put(array, device)  # noqa: E731
-            params = [(put(k[part]), put(b[part])) for k, b in stacked]
-            outputs.append(vmap_peer.train(params, put(orders[part]), put(task.x_train), put(task.y_train),
-                                           put(task.x_test), put(task.y_test), activations))
-        outputs = jax.block_until_ready(outputs)
+        outputs = vmap_peer.train_on_devices(stacked, orders, task, activations)
         accuracy = np.concatenate([np.asarray(curves[3][:, -1]) for _, curves in outputs]).mean()
         return time.perf_counter() - started, float(accuracy)
 
