@@ -349,21 +349,19 @@ def train_models(
             return OrderStream(seeds[real], len(x_train), chunks, order_width, block_size)
         return GivenOrders(orders[real], chunks, order_width, block_size)
 
-    streams, opened = {}, []  # each block's stream starts drawing as soon as its wave is next
+    streams = {}  # each block's stream starts drawing as soon as its wave is next
     try:
         for wave_start in range(0, n_blocks, len(devices)):
             wave = []
-            wave_blocks = range(wave_start, min(wave_start + len(devices), n_blocks))
             for block in range(wave_start, min(wave_start + 2 * len(devices), n_blocks)):
                 if block not in streams:
                     streams[block] = order_stream(block)
-                    opened.append(streams[block])
-            for offset, block in enumerate(wave_blocks):
+            for offset, block in enumerate(range(wave_start, min(wave_start + len(devices), n_blocks))):
                 device = devices[offset]
                 carry, extras, block_multipliers = block_inputs(block)
                 wave.append(dict(device=device, carry=jax.device_put(carry, device),
                                  extras=jax.device_put(dict(shared, **extras), device),
-                                 multipliers=block_multipliers, stream=streams.pop(block), curves=[]))
+                                 multipliers=block_multipliers, stream=streams[block], curves=[]))
             for first in range(0, config.epochs, chunk):
                 active = np.arange(first, first + chunk) < config.epochs  # the last chunk may be padded
                 for job in wave:
@@ -386,7 +384,7 @@ def train_models(
             if len(in_flight) == 2:
                 collect(in_flight.pop(0))
     finally:
-        for stream in opened:  # leaving early: stop drawing ahead
+        for stream in streams.values():  # leaving early: stop drawing ahead
             stream.close()
     for wave in in_flight:
         collect(wave)

@@ -58,12 +58,16 @@ class OrderStream:
 
     def __init__(self, seeds, n_rows: int, chunks: list[tuple[int, int]], width: int | None = None,
                  columns: int | None = None):
-        self.n_rows = n_rows
-        self.width = n_rows if width is None else width
-        self.columns = len(seeds) if columns is None else columns
         self.generators = [generator(seed) for seed in seeds]
+        self._start(len(seeds), n_rows, chunks, width, columns)
+
+    def _start(self, models: int, n_rows: int, chunks, width: int | None, columns: int | None) -> None:
+        self.models, self.n_rows = models, n_rows
+        self.width = n_rows if width is None else width
+        self.columns = models if columns is None else columns
         self.dtype = order_dtype(self.width)
         self.chunks = list(chunks)
+        self.epoch = 0  # epochs handed to the worker so far
         self.pending: Future | None = None
         self._draw_ahead()
 
@@ -80,14 +84,19 @@ class OrderStream:
         self._draw_ahead()
         return orders
 
+    def _model_orders(self, model: int, drawn: int) -> np.ndarray:
+        """`(drawn, n_rows)`: the model's next epochs. Shuffling machine-word integers is
+        NumPy's fast path (int16 is moved byte by byte); the permutation is the same for
+        any integer type."""
+        rows = np.broadcast_to(np.arange(self.n_rows, dtype=np.intp), (drawn, self.n_rows))
+        return self.generators[model].permuted(rows, axis=-1)
+
     def _draw(self, epochs: int, drawn: int) -> np.ndarray:
         orders = np.zeros((epochs, self.width, self.columns), self.dtype)
-        # shuffling machine-word integers is NumPy's fast path (int16 is moved byte by
-        # byte); the permutation drawn is the same for any integer type
-        rows = np.broadcast_to(np.arange(self.n_rows, dtype=np.intp), (drawn, self.n_rows))
-        for model, model_generator in enumerate(self.generators):
-            orders[:drawn, : self.n_rows, model] = model_generator.permuted(rows, axis=-1)
-        orders[:, :, len(self.generators):] = orders[:, :, :1]
+        for model in range(self.models):
+            orders[:drawn, : self.n_rows, model] = self._model_orders(model, drawn)
+        orders[:, :, self.models :] = orders[:, :, :1]
+        self.epoch += drawn
         return orders
 
     def close(self) -> None:
@@ -97,21 +106,13 @@ class OrderStream:
             self.pending = None
 
 
-class GivenOrders:
-    """Explicit orders `(models, epochs, rows)` handed out like an `OrderStream`."""
+class GivenOrders(OrderStream):
+    """Explicit orders `(models, epochs, rows)` handed out like the seeds' (reference runs
+    that replay a given batch order)."""
 
     def __init__(self, orders: np.ndarray, chunks: list[tuple[int, int]], width: int, columns: int):
-        self.orders, self.epoch, self.width, self.columns = orders, 0, width, columns
-        self.chunks = list(chunks)
+        self.orders = orders
+        self._start(len(orders), orders.shape[2], chunks, width, columns)
 
-    def next(self) -> np.ndarray:
-        epochs, drawn = self.chunks.pop(0)
-        chunk = self.orders[:, self.epoch : self.epoch + drawn]
-        self.epoch += drawn
-        padded = np.zeros((epochs, self.width, self.columns), order_dtype(self.width))
-        padded[:drawn, : chunk.shape[2], : len(chunk)] = np.moveaxis(chunk, 0, -1)
-        padded[:, :, len(chunk):] = padded[:, :, :1]
-        return padded
-
-    def close(self) -> None:
-        pass
+    def _model_orders(self, model: int, drawn: int) -> np.ndarray:
+        return self.orders[model, self.epoch : self.epoch + drawn]
