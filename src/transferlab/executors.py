@@ -8,6 +8,8 @@ import hashlib
 import pickle
 from collections.abc import Iterable, Iterator
 
+from transferlab.models import weights_sha256  # the hash the store records for a source model
+
 RAY_MISSING = "Ray is not installed: pip install 'transferlab[ray]' (on the driver and on every worker)"
 
 
@@ -73,16 +75,6 @@ def require_ray():
     except ImportError:
         raise RuntimeError(RAY_MISSING) from None
     return ray
-
-
-def weights_sha256(weights) -> str:
-    """SHA-256 over a source model's arrays (shapes, dtypes and bytes, layer by layer)."""
-    digest = hashlib.sha256()
-    for layer in weights:
-        for array in layer:
-            digest.update(f"{array.dtype.str}{array.shape};".encode())
-            digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def _train_shard(payload: bytes, digest: str, task, task_fingerprint: str, weights: dict):
