@@ -93,7 +93,6 @@ def compare(
     comparison = _guard(build)
     from transferlab.compare import display
     from transferlab.folder import atomic_path
-
     from transferlab.plots import metric_name
 
     _print_frame(display(comparison), f"A = {folder_a} ({comparison.names[0]}), B = {folder_b} "

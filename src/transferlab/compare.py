@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from transferlab import stats
 from transferlab.plan import changed_fields, configuration
@@ -47,10 +46,8 @@ def compare_studies(folder_a: str | Path, folder_b: str | Path) -> Comparison:
                    "units_b": len(units_b), "mean_b": units_b.mean(), "diff": units_b.mean() - units_a.mean(),
                    "diff_ci_low": np.nan, "diff_ci_high": np.nan, "p_value": np.nan}
             if len(units_a) > 1 and len(units_b) > 1 and (units_a.std() > 0 or units_b.std() > 0):
-                test = scipy_stats.ttest_ind(units_b, units_a, equal_var=False)
-                interval = test.confidence_interval(stats.CONFIDENCE)
-                row.update(diff_ci_low=float(interval.low), diff_ci_high=float(interval.high),
-                           p_value=float(test.pvalue))
+                low, high, p_value = stats.welch(units_b, units_a)
+                row.update(diff_ci_low=low, diff_ci_high=high, p_value=p_value)
             rows.append(row)
     table = pd.DataFrame(rows)
     table["p_holm"] = stats.holm(table["p_value"].tolist())

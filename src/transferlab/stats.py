@@ -108,19 +108,21 @@ def _summary_table(runs: pd.DataFrame, metric: str, baseline: str) -> pd.DataFra
             and (units.std() > 0 or base_units.std() > 0)  # Welch's test needs some spread
         )
         if comparable:
-            test = scipy_stats.ttest_ind(units.to_numpy(float), base_units.to_numpy(float), equal_var=False)
-            interval = test.confidence_interval(CONFIDENCE)
-            row.update(
-                diff=float(units.mean() - base_units.mean()),
-                diff_ci_low=float(interval.low),
-                diff_ci_high=float(interval.high),
-                p_value=float(test.pvalue),
-            )
+            low, high, p_value = welch(units.to_numpy(float), base_units.to_numpy(float))
+            row.update(diff=float(units.mean() - base_units.mean()), diff_ci_low=low, diff_ci_high=high,
+                       p_value=p_value)
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
         table["p_holm"] = holm(table["p_value"].tolist())
     return table
+
+
+def welch(values: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
+    """Welch's t-test of mean(values) − mean(reference): its 95% interval and p-value."""
+    test = scipy_stats.ttest_ind(values, reference, equal_var=False)
+    interval = test.confidence_interval(CONFIDENCE)
+    return float(interval.low), float(interval.high), float(test.pvalue)
 
 
 def per_source_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
