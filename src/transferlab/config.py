@@ -528,6 +528,9 @@ class StudyConfig(BaseModel):
     source_repeats: Annotated[int, Field(ge=1, le=MAX_SOURCE_REPEATS)] = 1
     reverse: bool = False
     bn_frozen: Literal[BN_FROZEN_MODES] = "inference"
+    # how a reused output layer's units meet the target's classes, for every strategy that
+    # does not say (`transferlab.heads`): by class name, or by position on purpose
+    head: Literal["by_name", "by_position"] = "by_name"
     source: SourceConfig
     target: TaskConfig
     model: ModelConfig = ModelConfig()
@@ -600,7 +603,7 @@ class StudyConfig(BaseModel):
         return models.output_layer(task.n_outputs, chosen or "softmax")
 
     def parsed_strategies(self) -> list:
-        return [parse_strategy(entry, f"strategies[{i}]") for i, entry in enumerate(self.strategies)]
+        return [parse_strategy(entry, f"strategies[{i}]", self.head) for i, entry in enumerate(self.strategies)]
 
 
 class TaskDataError(ValueError):
@@ -618,8 +621,10 @@ def _made(table, role: str, source_scaler=None) -> tasks.Task:
 # --- strategies --------------------------------------------------------------------------
 
 
-def parse_strategy(entry: dict[str, Any], where: str = "strategy"):
-    """Build a strategy value from `{"name": ..., **params}`; errors name the field."""
+def parse_strategy(entry: dict[str, Any], where: str = "strategy", head: str = "by_name"):
+    """Build a strategy value from `{"name": ..., **params}`; errors name the field. `head`
+    is the study's rule for reused output layers, for a strategy that takes one and does
+    not say."""
     name = entry.get("name")
     if name is None:
         raise ValueError(f"{where}.name: missing; choose one of {strategies.describe_strategies()}")
@@ -648,6 +653,8 @@ def parse_strategy(entry: dict[str, Any], where: str = "strategy"):
         if expected is int and not -MAX_WIDTH <= value <= MAX_WIDTH:
             raise ValueError(f"{where}.{key}: {value} is outside {-MAX_WIDTH}..{MAX_WIDTH}")
         params[key] = value
+    if "head" in allowed and "head" not in params:
+        params["head"] = head
     try:
         return cls(**params)
     except strategies.StrategyError as error:
@@ -657,6 +664,7 @@ def parse_strategy(entry: dict[str, Any], where: str = "strategy"):
 def check_strategies(
     config: StudyConfig, source_arch: models.Architecture, head: models.Dense,
     n_inputs: int | None = None, features: tuple[tuple[str, ...] | None, tuple[str, ...]] | None = None,
+    classes=None,
 ) -> list:
     """Parse every strategy and check it applies to the source model, the target's
     `n_inputs` features (the source's when None) and output layer over the study's epochs;
@@ -665,9 +673,9 @@ def check_strategies(
     parsed, labels = [], {}
     for index, entry in enumerate(config.strategies):
         where = f"strategies[{index}]"
-        strategy = parse_strategy(entry, where)
+        strategy = parse_strategy(entry, where, config.head)
         try:
-            strategy.recipe(source_arch, head, config.training.epochs, n_inputs)
+            strategy.recipe(source_arch, head, config.training.epochs, n_inputs, classes)
         except strategies.InputWidthError as error:
             raise ValueError(f"{where}: {strategy.label} {_width_problem(error, features)}") from None
         except strategies.StrategyError as error:

@@ -19,7 +19,8 @@ import numpy as np
 
 from transferlab import models, tasks
 from transferlab.engine import RowPadding, SGDConfig
-from transferlab.strategies import STRATEGIES, Recipe, Standalone, head_fits, strategy_to_dict
+from transferlab.heads import Classes
+from transferlab.strategies import STRATEGIES, Recipe, Standalone, strategy_to_dict
 
 PLAN_FORMAT = 2
 _ROLE_CODES = {"source": 0, "target": 1}
@@ -134,15 +135,21 @@ class Direction:
 
     @property
     def notice(self) -> str | None:
-        """What the user should know before reading the results of this direction."""
-        head = self.recipes[self.strategies[0].label].arch.head
-        if head_fits(self.source_arch, head) or not any(s.uses_source for s in self.strategies):
+        """What the user should know before reading the results of this direction: how
+        the strategies that reuse the source's output layer start it (fresh, or its units
+        matched to the target's classes), one line per distinct note."""
+        notes = []
+        for strategy in self.strategies:
+            recipe = self.recipes[strategy.label]
+            if not strategy.uses_source or not recipe.notes:
+                continue
+            note = recipe.notes[-1]
+            if note.startswith("fresh output layer:") or recipe.head_units is not None or " by position" in note:
+                notes.append(note)
+        notes = list(dict.fromkeys(notes))
+        if not notes:
             return None
-        return (
-            f"{self.name}: the target needs a {head.units}-unit {head.activation} output layer but the source "
-            f"model has {self.source_arch.head.units} {self.source_arch.head.activation} units, so every "
-            "strategy that reuses the source model starts with a fresh output layer (new_head)"
-        )
+        return f"{self.name}: output layer of strategies that reuse the source: " + "; ".join(notes)
 
     def to_dict(self) -> dict:
         return {
@@ -349,7 +356,8 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         "multipliers": columns,
         "penalties": None if recipe.penalties is None else list(recipe.penalties),
         "notes": list(recipe.notes),
-    }
+    } | ({"head_units": list(recipe.head_units), "head_negated": recipe.head_negated}
+         if recipe.head_units is not None else {})
 
 
 def recipe_from_dict(data: dict) -> Recipe:
@@ -360,6 +368,8 @@ def recipe_from_dict(data: dict) -> Recipe:
         multipliers=np.stack(columns, axis=1),
         penalties=None if data["penalties"] is None else tuple(data["penalties"]),
         notes=tuple(data["notes"]),
+        head_units=None if data.get("head_units") is None else tuple(data["head_units"]),
+        head_negated=bool(data.get("head_negated", False)),
     )
 
 
@@ -403,11 +413,12 @@ def build_plan(config, given_model=None) -> Plan:
             source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
         head = config.head_for(to_task, source_arch.head if given_model is not None else None)
         features = (None if from_task is None else from_task.feature_names, to_task.feature_names)
+        classes = class_pair(from_task, to_task)
         try:
-            strategies_ = check_strategies(config, source_arch, head, to_task.n_features, features)
+            strategies_ = check_strategies(config, source_arch, head, to_task.n_features, features, classes)
         except ValueError as error:
             raise StudyFileError(f"{config.name}: {error}") from None
-        recipes = {s.label: s.recipe(source_arch, head, sgd.epochs, to_task.n_features) for s in strategies_}
+        recipes = {s.label: s.recipe(source_arch, head, sgd.epochs, to_task.n_features, classes) for s in strategies_}
         source_recipe = Standalone().recipe(source_arch, source_arch.head, sgd.epochs)
         direction = Direction(name, from_spec, to_spec, source_arch, strategies_, recipes, source_recipe, trains, title)
         direction._made.update({k: v for k, v in (("source", from_task), ("target", to_task)) if v is not None})
@@ -425,6 +436,14 @@ def build_plan(config, given_model=None) -> Plan:
         # the display copy: a model-file study has no [model] table (the file is the model)
         study=config.model_dump(mode="json", exclude={"model"} if config.source.model_file else None),
     )
+
+
+def class_pair(source_task: tasks.Task | None, target_task: tasks.Task) -> Classes:
+    """The class names a reused output layer is matched by (None where unknown)."""
+    def named(task):
+        return tuple(task.class_names) if task is not None and task.kind == "classification" else None
+
+    return Classes(named(source_task), named(target_task))
 
 
 # --- programs shared across plans ---------------------------------------------------------

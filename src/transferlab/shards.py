@@ -79,16 +79,32 @@ class ShardJob:
 
 
 def initial_weights(recipe: Recipe, run: RunSpec, source_weights: dict) -> models.Weights:
-    """Fresh layers drawn from the run's own seed; reused layers copied from its source model."""
+    """Fresh layers drawn from the run's own seed; reused layers copied from its source model
+    (an output layer matched to the target's classes unit by unit: `head_weights`)."""
     rng = np.random.default_rng(np.random.SeedSequence(run.seed, spawn_key=(0,)))
     fresh = models.fresh_weights(recipe.arch, rng)
     if all(origin is None for origin in recipe.origins):
         return fresh
     source = source_weights[run.source_index]
-    return [
+    weights = [
         tuple(a.copy() for a in source[origin]) if origin is not None else fresh[layer]
         for layer, origin in enumerate(recipe.origins)
     ]
+    if recipe.head_units is not None:
+        weights[-1] = head_weights(recipe, source[recipe.origins[-1]], fresh[-1])
+    return weights
+
+
+def head_weights(recipe: Recipe, source_head: tuple, fresh_head: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The output layer's (kernel, bias): column `j` from source unit `head_units[j]`
+    (× −1 when `head_negated`), the layer's fresh draw where a class is new."""
+    kernel, bias = (np.array(array, copy=True) for array in fresh_head)
+    sign = np.float32(-1.0 if recipe.head_negated else 1.0)
+    for unit, source_unit in enumerate(recipe.head_units):
+        if source_unit is not None:
+            kernel[:, unit] = sign * source_head[0][:, source_unit]
+            bias[unit] = sign * source_head[1][source_unit]
+    return kernel, bias
 
 
 def _anchors(arch, runs, recipes, source_weights) -> list[np.ndarray | None]:
@@ -101,14 +117,18 @@ def _anchors(arch, runs, recipes, source_weights) -> list[np.ndarray | None]:
             continue
         which = spec.penalised_array
         shape = arch.weight_shapes(layer)[which]
-        anchors.append(
-            np.stack(
-                [
-                    source_weights[run.source_index][recipe.origins[layer]][which]
-                    if recipe.origins[layer] is not None and run.source_index in source_weights
-                    else np.zeros(shape, np.float32)
-                    for run, recipe in zip(runs, recipes)
-                ]
-            )
-        )
+        anchors.append(np.stack([_anchor(recipe, run, layer, which, shape, source_weights)
+                                 for run, recipe in zip(runs, recipes)]))
     return anchors
+
+
+def _anchor(recipe: Recipe, run: RunSpec, layer: int, which: int, shape, source_weights) -> np.ndarray:
+    """One run's L2 anchor for one layer: its source's array (an output layer matched by
+    class: the matched source columns, zeros for a new class's), or zeros for a fresh layer."""
+    origin = recipe.origins[layer]
+    if origin is None or run.source_index not in source_weights:
+        return np.zeros(shape, np.float32)
+    source = source_weights[run.source_index][origin]
+    if layer == len(recipe.origins) - 1 and recipe.head_units is not None:
+        return head_weights(recipe, source, (np.zeros(shape, np.float32), np.zeros(shape[-1:], np.float32)))[which]
+    return source[which]

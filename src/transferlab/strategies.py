@@ -14,17 +14,21 @@ The engine consumes recipes; it knows no strategy. Strategies count *hidden laye
 as the tutorial does: a hidden layer is a Dense layer with the layers after it up to
 the next Dense (normalisation, dropout, activation; `Architecture.blocks`), so layers
 without weights count toward no hidden layer of their own. When the target needs a different output
-layer than the source has (another class count, or regression), every strategy that
-reuses the source gets a fresh output layer, as `new_head` does.
+layer than the source has (another activation, or regression), every strategy that
+reuses the source gets a fresh output layer, as `new_head` does. A reused output layer's
+units are matched to the target's classes by name (`transferlab.heads`); a strategy's
+`head = "by_position"` keeps positional reuse on purpose.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
 
+from transferlab.heads import BY_NAME, BY_POSITION, HEAD_MODES, Classes, match_head
 from transferlab.models import ACTIVATIONS, Architecture, Dense, layer_widths
 
 FRESH = None
@@ -57,6 +61,9 @@ class Recipe:
     `None` (fresh, drawn by the layer's initializer); `notes[l]` says why.
     `multipliers` is `(epochs, layers)`; `penalties` is `None` or one L2 strength per
     layer, pulling a Dense kernel toward its source kernel (or toward 0 if fresh).
+    `head_units` (None: the output layer as its origin says) gives, per output unit, the
+    source unit it starts from (None: fresh), × −1 when `head_negated`: classes matched
+    by name (`transferlab.heads`).
     """
 
     arch: Architecture
@@ -64,6 +71,8 @@ class Recipe:
     multipliers: np.ndarray
     penalties: tuple[float, ...] | None = None
     notes: tuple[str, ...] = ()
+    head_units: tuple[int | None, ...] | None = None
+    head_negated: bool = False
 
     def record(self) -> list[dict]:
         """Per layer: what it is, where it started and how it trained (stored with each run)."""
@@ -105,6 +114,8 @@ class _Layout:
     origins: list = None
     notes: list = None
     blocks: list = None
+    head_units: tuple | None = None
+    head_negated: bool = False
 
     def __post_init__(self):
         self.layers, self.origins, self.notes, self.blocks = [], [], [], []
@@ -133,22 +144,25 @@ def _source_block(layout: _Layout, source: Architecture, block: list[int], fresh
         layout.add_block(specs, [FRESH] * len(block), [fresh_note] * len(block))
 
 
-def _add_head(layout: _Layout, source: Architecture, head: Dense, reuse: bool, fresh_reason: str = "fresh") -> None:
-    """The output layer: the source's when it fits and `reuse`, else a fresh one of the target's size."""
+def _add_head(layout: _Layout, source: Architecture, head: Dense, reuse: bool, fresh_reason: str = "fresh",
+              classes: Classes | None = None, mode: str = BY_NAME) -> None:
+    """The output layer: the source's, its units matched to the target's classes by name
+    (`heads.match_head`), when `reuse` and it fits; else a fresh one of the target's size."""
     source_head = source.blocks[-1]
-    fits_input = _width(layout) == source.shapes[source_head[0]][0]
-    if reuse and head_fits(source, head) and fits_input:
-        _source_block(layout, source, source_head)
-    elif reuse and not head_fits(source, head):
-        layout.add_block(
-            [head], [FRESH],
-            [f"fresh output layer: the target needs {head.units} {head.activation} units, the source has "
-             f"{source.head.units} {source.head.activation} (new_head)"],
-        )
-    elif reuse and not fits_input:
-        layout.add_block([head], [FRESH], [f"fresh: its input width changed to {_width(layout)}"])
-    else:
+    if not reuse:
         layout.add_block([head], [FRESH], [fresh_reason])
+        return
+    if _width(layout) != source.shapes[source_head[0]][0]:
+        layout.add_block([head], [FRESH], [f"fresh: its input width changed to {_width(layout)}"])
+        return
+    match = match_head(source.head, head, classes, mode, source_head[0])
+    if match.reuse == "whole":
+        layout.add_block([source.layers[i] for i in source_head], list(source_head), [match.note] * len(source_head))
+    elif match.reuse == "mapped":
+        layout.add_block([dataclasses.replace(source.head, units=head.units)], [source_head[0]], [match.note])
+        layout.head_units, layout.head_negated = match.units, match.negated
+    else:
+        layout.add_block([head], [FRESH], [match.note])
 
 
 def _width(layout: _Layout) -> int:
@@ -165,12 +179,14 @@ def _start(source: Architecture, n_inputs: int | None, reuses_first: bool = True
     return _Layout(n_inputs)
 
 
-def _reuse_all(source: Architecture, head: Dense, n_inputs: int | None, reuse_head: bool = True) -> _Layout:
+def _reuse_all(source: Architecture, head: Dense, n_inputs: int | None, reuse_head: bool = True,
+               classes: Classes | None = None, mode: str = BY_NAME) -> _Layout:
     """Every hidden layer from the source, and its output layer where it fits."""
     layout = _start(source, n_inputs)
     for block in source.blocks[:-1]:
         _source_block(layout, source, block)
-    _add_head(layout, source, head, reuse=reuse_head, fresh_reason="fresh output layer (new_head)")
+    _add_head(layout, source, head, reuse=reuse_head, fresh_reason="fresh output layer (new_head)",
+              classes=classes, mode=mode)
     return layout
 
 
@@ -190,7 +206,18 @@ def _freeze_first(layout: _Layout, k: int, epochs: int) -> np.ndarray:
 
 
 def _recipe(layout: _Layout, multipliers: np.ndarray, penalties=None) -> Recipe:
-    return Recipe(layout.arch(), tuple(layout.origins), multipliers, penalties, tuple(layout.notes))
+    return Recipe(layout.arch(), tuple(layout.origins), multipliers, penalties, tuple(layout.notes),
+                  layout.head_units, layout.head_negated)
+
+
+def _check_head(mode: str) -> None:
+    if mode not in HEAD_MODES:
+        raise StrategyError(f"{mode!r} is not a head rule; use \"by_name\" (match output units to classes by "
+                            "name, the default) or \"by_position\"", "head")
+
+
+def _head_label(mode: str) -> str:
+    return " head by position" if mode == BY_POSITION else ""
 
 
 def _check_range(value: int, low: int, high: int, parameter: str, what: str) -> None:
@@ -235,7 +262,8 @@ class Standalone:
     def label(self) -> str:
         return "standalone"
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
         layout = _start(source, n_inputs, reuses_first=False)
         for block in source.blocks[:-1]:
             _source_block(layout, source, block, fresh_note="fresh")
@@ -251,21 +279,24 @@ class Transfer:
     """
 
     freeze: int = 0
+    head: str = BY_NAME
     name: ClassVar[str] = "transfer"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = "start from every source weight; freeze the first `freeze` hidden layers"
     reference: ClassVar[str] = "the tutorial's fixed=k (Yosinski et al. 2014)"
 
     def __post_init__(self):
+        _check_head(self.head)
         _check_at_least(self.freeze, 0, "freeze")
 
     @property
     def label(self) -> str:
-        return f"transfer freeze={self.freeze}"
+        return f"transfer freeze={self.freeze}" + _head_label(self.head)
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
         _check_range(self.freeze, 0, source.n_hidden, "freeze", _has_hidden(source))
-        layout = _reuse_all(source, head, n_inputs)
+        layout = _reuse_all(source, head, n_inputs, classes=classes, mode=self.head)
         return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
 
 
@@ -289,7 +320,8 @@ class Reinit:
     def label(self) -> str:
         return f"reinit keep={self.keep}" + (" frozen" if self.freeze else "")
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
         _check_range(self.keep, 1, source.n_hidden, "keep", _has_hidden(source))
         layout = _start(source, n_inputs)
         for index, block in enumerate(source.blocks[:-1]):
@@ -308,6 +340,7 @@ class InsertLayer:
     units: int = 5
     activation: str = "relu"
     freeze: bool = True
+    head: str = BY_NAME
     name: ClassVar[str] = "insert_layer"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -317,6 +350,7 @@ class InsertLayer:
     reference: ClassVar[str] = "the tutorial's extension: add a hidden layer"
 
     def __post_init__(self):
+        _check_head(self.head)
         _check_at_least(self.units, 1, "units")
         if self.activation not in ACTIVATIONS:
             raise StrategyError(f"{self.activation!r} is not one of {', '.join(ACTIVATIONS)}", "activation")
@@ -324,9 +358,10 @@ class InsertLayer:
     @property
     def label(self) -> str:
         frozen = "" if self.freeze or self.after == 0 else " unfrozen"
-        return f"insert_layer after={self.after} {self.units} {self.activation}{frozen}"
+        return f"insert_layer after={self.after} {self.units} {self.activation}{frozen}" + _head_label(self.head)
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
         _check_range(self.after, 0, source.n_hidden, "after", _has_hidden(source))
         hidden = source.blocks[:-1]
         layout = _start(source, n_inputs, reuses_first=self.after > 0)
@@ -341,7 +376,7 @@ class InsertLayer:
             else:
                 _source_block(layout, source, block,
                               fresh_note=f"re-initialised: its input width changed from {source.shapes[dense][0]} to {_width(layout)}")
-        _add_head(layout, source, head, reuse=True)
+        _add_head(layout, source, head, reuse=True, classes=classes, mode=self.head)
         return _recipe(layout, _freeze_first(layout, self.after if self.freeze else 0, epochs))
 
 
@@ -370,7 +405,8 @@ class NewHead:
     def label(self) -> str:
         return "new_head" + (f" freeze={self.freeze}" if self.freeze else "")
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
         _check_range(self.freeze, 0, source.n_hidden, "freeze", _has_hidden(source))
         layout = _reuse_all(source, head, n_inputs, reuse_head=False)
         return _recipe(layout, _freeze_first(layout, self.freeze, epochs))
@@ -383,6 +419,7 @@ class NewInput:
     layer where it fits. Lets a source trained on other columns serve the target."""
 
     freeze: int = 0
+    head: str = BY_NAME
     name: ClassVar[str] = "new_input"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -392,13 +429,15 @@ class NewInput:
     reference: ClassVar[str] = "input adaptation (re-learn the input layer; Yosinski et al. 2014's upper layers)"
 
     def __post_init__(self):
+        _check_head(self.head)
         _check_at_least(self.freeze, 0, "freeze")
 
     @property
     def label(self) -> str:
-        return "new_input" + (f" freeze={self.freeze}" if self.freeze else "")
+        return "new_input" + (f" freeze={self.freeze}" if self.freeze else "") + _head_label(self.head)
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
         if source.n_hidden < 1:
             raise StrategyError("the source has no hidden layer to re-initialise; use standalone")
         _check_range(self.freeze, 0, source.n_hidden - 1, "freeze",
@@ -409,7 +448,7 @@ class NewInput:
                       fresh_note=f"re-initialised for the target's {layout.n_inputs} input features (new_input)")
         for block in later:
             _source_block(layout, source, block)
-        _add_head(layout, source, head, reuse=True)
+        _add_head(layout, source, head, reuse=True, classes=classes, mode=self.head)
         per_block = np.ones((epochs, len(layout.blocks)), np.float32)
         per_block[:, 1 : 1 + self.freeze] = 0.0
         return _recipe(layout, _block_multipliers(layout, per_block))
@@ -423,6 +462,7 @@ class Finetune:
 
     lr: float = 0.1
     layer_factor: float = 1.0
+    head: str = BY_NAME
     name: ClassVar[str] = "finetune"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -432,16 +472,18 @@ class Finetune:
     reference: ClassVar[str] = "fine-tuning; discriminative rates from ULMFiT (Howard & Ruder 2018)"
 
     def __post_init__(self):
+        _check_head(self.head)
         _check_positive(self.lr, "lr")
         _check_positive(self.layer_factor, "layer_factor")
 
     @property
     def label(self) -> str:
         spread = "" if self.layer_factor == 1 else f" layer×{_fmt(self.layer_factor)}"
-        return f"finetune lr×{_fmt(self.lr)}{spread}"
+        return f"finetune lr×{_fmt(self.lr)}{spread}" + _head_label(self.head)
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
-        layout = _reuse_all(source, head, n_inputs)
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
+        layout = _reuse_all(source, head, n_inputs, classes=classes, mode=self.head)
         reused = [b for b, layers in enumerate(layout.blocks) if layout.origins[layers[0]] is not FRESH]
         if not reused:
             raise StrategyError("the source model has no layer the target can reuse; use standalone")
@@ -461,6 +503,7 @@ class TwoStage:
     head_epochs: int = 20
     lr: float = 0.1
     fresh_head: bool = True
+    head: str = BY_NAME
     name: ClassVar[str] = "two_stage"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -470,21 +513,23 @@ class TwoStage:
     reference: ClassVar[str] = "Keras guide 'Transfer learning & fine-tuning' (Chollet)"
 
     def __post_init__(self):
+        _check_head(self.head)
         _check_at_least(self.head_epochs, 1, "head_epochs")
         _check_positive(self.lr, "lr")
 
     @property
     def label(self) -> str:
         head = "" if self.fresh_head else " source head"
-        return f"two_stage head={self.head_epochs} lr×{_fmt(self.lr)}{head}"
+        return f"two_stage head={self.head_epochs} lr×{_fmt(self.lr)}{head}" + _head_label(self.head)
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
         if self.head_epochs >= epochs:
             raise StrategyError(
                 f"{self.head_epochs} leaves no epochs for the second stage (the study trains {epochs})",
                 "head_epochs",
             )
-        layout = _reuse_all(source, head, n_inputs, reuse_head=not self.fresh_head)
+        layout = _reuse_all(source, head, n_inputs, reuse_head=not self.fresh_head, classes=classes, mode=self.head)
         per_block = np.full((epochs, len(layout.blocks)), self.lr, np.float32)
         per_block[: self.head_epochs, :-1] = 0.0
         per_block[: self.head_epochs, -1] = 1.0
@@ -497,20 +542,23 @@ class GradualUnfreeze:
     every `every` epochs, until all train."""
 
     every: int = 10
+    head: str = BY_NAME
     name: ClassVar[str] = "gradual_unfreeze"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = "only the output layer trains at first; one more layer from the top every `every` epochs"
     reference: ClassVar[str] = "gradual unfreezing, ULMFiT (Howard & Ruder 2018)"
 
     def __post_init__(self):
+        _check_head(self.head)
         _check_at_least(self.every, 1, "every")
 
     @property
     def label(self) -> str:
-        return f"gradual_unfreeze every={self.every}"
+        return f"gradual_unfreeze every={self.every}" + _head_label(self.head)
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
-        layout = _reuse_all(source, head, n_inputs)
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
+        layout = _reuse_all(source, head, n_inputs, classes=classes, mode=self.head)
         n_blocks = len(layout.blocks)
         last_start = self.every * (n_blocks - 1)
         if last_start >= epochs:
@@ -533,6 +581,7 @@ class L2SP:
 
     alpha: float = 0.01
     beta: float = 0.01
+    head: str = BY_NAME
     name: ClassVar[str] = "l2sp"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -542,15 +591,17 @@ class L2SP:
     reference: ClassVar[str] = "L2-SP, Li, Grandvalet & Davoine 2018"
 
     def __post_init__(self):
+        _check_head(self.head)
         _check_at_least(self.alpha, 0, "alpha")
         _check_at_least(self.beta, 0, "beta")
 
     @property
     def label(self) -> str:
-        return f"l2sp α={_fmt(self.alpha)} β={_fmt(self.beta)}"
+        return f"l2sp α={_fmt(self.alpha)} β={_fmt(self.beta)}" + _head_label(self.head)
 
-    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None) -> Recipe:
-        layout = _reuse_all(source, head, n_inputs)
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
+        layout = _reuse_all(source, head, n_inputs, classes=classes, mode=self.head)
         penalties = tuple(
             0.0 if spec.penalised_array is None else (self.alpha if origin is not FRESH else self.beta)
             for spec, origin in zip(layout.layers, layout.origins)
@@ -583,4 +634,9 @@ def describe_strategies() -> str:
 
 
 def strategy_to_dict(strategy) -> dict:
-    return {"name": strategy.name, **{f.name: getattr(strategy, f.name) for f in fields(strategy)}}
+    """Name and parameters; `head` only when it is not the default, so a strategy's
+    identity (and every run seed derived from it) is what it was before `head` existed."""
+    params = {f.name: getattr(strategy, f.name) for f in fields(strategy)}
+    if params.get("head") == BY_NAME:
+        del params["head"]
+    return {"name": strategy.name, **params}
