@@ -83,7 +83,7 @@ def test_freeze_larger_than_hidden_layers(tmp_path):
 def test_unknown_field_and_parameter(tmp_path):
     assert "training.epoch: unknown field" in _error(tmp_path, TUTORIAL + "[training]\nepoch = 3\n")
     message = _error(tmp_path, TUTORIAL + '[[strategies]]\nname = "transfer"\nfrozen = 1\n')
-    assert "strategies[1].frozen: transfer has no parameter 'frozen' (its parameters: freeze)" in message
+    assert "strategies[1].frozen: transfer has no parameter 'frozen' (its parameters: freeze, head)" in message
 
 
 def test_bad_toml_and_missing_file(tmp_path):

@@ -97,13 +97,14 @@ DATA_CASES = [
     ("missing-target-column", {"target.target": "lable"},
      W + ": target.target: column 'lable' is not in good.csv (its columns: a, b, c, group, label)"),
     ("text-feature", {"target.path": "text.csv"},
-     W + ": target.features: column 'a' is not numeric (line 5 of text.csv has 'red'); drop it (drop = [\"a\"]) or "
-     "encode it as numbers"),
+     W + ": target.features: column 'a' is not numeric (line 5 of text.csv has 'red'); list it in categorical = [\"a\"] to "
+     "one-hot encode it, drop it (drop = [\"a\"]) or encode it as numbers"),
     ("nan-and-inf", {"target.path": "holes.csv", "target.query": None},
      W + ": target.dropna: holes.csv has 3 missing, NaN or infinite values (a: 2, b: 1; the first in line 7 of "
      "holes.csv); clean the data, or set dropna = true to drop those rows"),
     ("query-matches-nothing", {"target.query": "group == 'west'"},
-     W + ": target.query: \"group == 'west'\" matches none of the 48 rows of good.csv"),
+     W + ": target.query: \"group == 'west'\" matches none of the 48 rows of good.csv "
+     "(group holds 'north', 'south')"),
     ("query-does-not-parse", {"target.query": "group === 'west'"},
      W + ": target.query: \"group === 'west'\" does not parse or run on good.csv's columns (invalid syntax "
      "(<unknown>, line 1))"),

@@ -196,6 +196,13 @@ class _Dataset(_Preparation):
     train: str | int | bool = "train"
     test: str | int | bool = "test"
     seed: Seed = 0
+    # messy real tables: one-hot encoded text columns, placeholders for missing values,
+    # date columns (for a query), European numbers (CSV only)
+    categorical: Annotated[list[str], Field(min_length=1)] | None = None
+    na_values: Annotated[list[str | int | float], Field(min_length=1)] | None = None
+    parse_dates: Annotated[list[str], Field(min_length=1)] | None = None
+    decimal: Annotated[str, Field(min_length=1, max_length=1)] | None = None
+    thousands: Annotated[str, Field(min_length=1, max_length=1)] | None = None
 
     @model_validator(mode="after")
     def _one_split(self):
@@ -205,14 +212,20 @@ class _Dataset(_Preparation):
             raise ValueError("give features or drop, not both")
         return self
 
-    def make(self, role: str, source_scaler=None) -> tasks.Task:
+    def make(self, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
         from transferlab.data import build
 
+        if (self.decimal or self.thousands) and self.kind != "csv":
+            raise tasks.DataError("decimal and thousands are how a CSV file writes numbers; this data is not CSV",
+                                  "decimal" if self.decimal else "thousands")
         options = self.options(
             target=None if self.target is None else (self.target if isinstance(self.target, str) else tuple(self.target)),
             features=None if self.features is None else tuple(self.features),
             drop=tuple(self.drop or ()), task=self.task, n_train=self.n_train, split_column=self.split_column,
             train=self.train, test=self.test, seed=self.seed,
+            categorical=None if self.categorical is None else tuple(self.categorical), categories=categories,
+            na_values=None if self.na_values is None else tuple(self.na_values),
+            parse_dates=None if self.parse_dates is None else tuple(self.parse_dates),
         )
         return build.build_task(self.table(), build.Options(**options), role, source_scaler)
 
@@ -247,9 +260,12 @@ class _FileDataset(_Dataset):
     def table(self):
         from transferlab.data import read
 
+        keys = self.keys()
+        if self.kind == "csv":
+            keys["csv_options"] = {"na_values": self.na_values, "decimal": self.decimal, "thousands": self.thousands}
         if self.path is not None:
-            return read.read_file(self.kind, self.path, **self.keys())
-        return read.read_pair(self.kind, Path(self.train_path), Path(self.test_path), **self.keys())
+            return read.read_file(self.kind, self.path, **keys)
+        return read.read_pair(self.kind, Path(self.train_path), Path(self.test_path), **keys)
 
     def keys(self) -> dict:
         return {}
@@ -554,10 +570,18 @@ class StudyConfig(BaseModel):
 
     def tasks(self) -> dict[str, tasks.Task | None]:
         """The source task (None when the source is only a model file) and the target task,
-        built once from their tables; a `DataError` names the role and the field."""
+        built once from their tables; a `DataError` names the role and the field. Categorical
+        columns take their categories from both tasks' training rows (built twice: first
+        to find them), so both tasks have the same input columns."""
         if not self._tasks:
             source = _made(self.source, "source") if self.source.given else None
-            target = _made(self.target, "target", None if source is None else source.scaler)
+            if getattr(self.source, "categorical", None) or getattr(self.target, "categorical", None):
+                probe = _made(self.target.model_copy(update={"standardize": False}), "target")
+                shared = _shared_categories(source, probe)
+                source = _made(self.source, "source", categories=shared) if source is not None else None
+                target = _made(self.target, "target", None if source is None else source.scaler, shared)
+            else:
+                target = _made(self.target, "target", None if source is None else source.scaler)
             self._tasks.update(source=source, target=target)
         return dict(self._tasks)
 
@@ -610,12 +634,21 @@ class TaskDataError(ValueError):
     """A task's data cannot be made; the message starts with the role and field (`target.query`)."""
 
 
-def _made(table, role: str, source_scaler=None) -> tasks.Task:
+def _made(table, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
     try:
-        return table.make(role, source_scaler)
+        return table.make(role, source_scaler, categories) if categories else table.make(role, source_scaler)
     except tasks.DataError as error:
         field = f"{role}.{error.field}" if error.field else role
         raise TaskDataError(f"{field}: {error}") from None
+
+
+def _shared_categories(*built) -> dict | None:
+    """The categories of every categorical column over the tasks' training rows together."""
+    from transferlab.data.encode import merge
+
+    found = [task.provenance["categorical"]["own_categories"] for task in built
+             if task is not None and task.provenance.get("categorical")]
+    return merge(*found) if found else None
 
 
 # --- strategies --------------------------------------------------------------------------

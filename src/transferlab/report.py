@@ -274,6 +274,7 @@ def render_html(outputs: Outputs, plan) -> str:
                 "columns": list(table.columns),
                 "per_source": per_source.to_dict("records"),
                 "speed": [_speed_part(measure, summary) for measure, summary in direction.speed.items()],
+                "notice": getattr(plan.direction(direction.name), "notice", None),
             }
         )
     both = outputs.side_by_side()

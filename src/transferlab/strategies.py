@@ -627,10 +627,10 @@ def describe_strategies() -> str:
 
     parts = []
     for name, cls in STRATEGIES.items():
-        params = strategy_parameters(cls)
+        params = {k: v for k, v in strategy_parameters(cls).items() if k != "head"}
         spelled = ", ".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
         parts.append(f"{name} ({spelled})" if params else name)
-    return ", ".join(parts)
+    return ", ".join(parts) + '; those that may reuse the output layer also take head = "by_name" or "by_position"'
 
 
 def strategy_to_dict(strategy) -> dict:

@@ -11,6 +11,7 @@ DataFrames, arrays and scikit-learn's bundled datasets are made by `transferlab.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,7 +124,29 @@ class Task:
             array = np.ascontiguousarray(getattr(self, name))
             digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
             digest.update(array.tobytes())
+        encoding = self.provenance.get("categorical")
+        if encoding:  # which category each one-hot column stands for is part of the data's identity
+            digest.update(json.dumps(encoding["categories"], sort_keys=True).encode())
         return digest.hexdigest()
+
+    def __repr__(self) -> str:
+        classes = f", classes {list(self.class_names)}" if self.kind == "classification" else ""
+        return (f"Task({self.provenance.get('name', self.name)!r}, {self.kind}, {len(self.x_train):,} train + "
+                f"{len(self.x_test):,} test rows, {self.n_features} feature{'s' if self.n_features != 1 else ''}"
+                f"{classes})")
+
+    @property
+    def notes(self) -> list[str]:
+        """What building the task decided and the user should know (printed when a study
+        starts): class counts, dropped rows, how the kind was chosen, unseen categories."""
+        return list(self.provenance.get("notes") or [])
+
+    @property
+    def categories(self) -> dict[str, list[str]] | None:
+        """Per categorical column, the categories its one-hot columns stand for (give them
+        to another task's `categories` so both have the same input columns)."""
+        encoding = self.provenance.get("categorical")
+        return None if not encoding else {k: list(v) for k, v in encoding["categories"].items()}
 
     @property
     def loss(self) -> str:

@@ -1,10 +1,13 @@
 """A table and its options → a `Task`: the one pipeline every kind of data goes through.
 
-Order: target and feature columns → `query` → `classes` → numeric features → missing
-values (refused, or dropped with `dropna`) → `n_rows` → split → `n_train` → arrays →
-standardisation (features from the task's own training rows, as `StandardScaler` fits
-them, or another task's scaler; regression targets by the training rows' mean and std).
-What was done is recorded in the task's `provenance`, which the report shows.
+Order: `na_values` and `parse_dates` → target and feature columns → the task kind (by
+`labels`' rules unless `task` says) → `query` → `classes` → rows with a missing label
+dropped → numeric features → missing values (refused, or dropped with `dropna`) →
+`n_rows` → split → `n_train` → arrays, `categorical` columns one-hot encoded (`encode`) →
+standardisation (numeric features from the task's own training rows, as `StandardScaler`
+fits them, or another task's scaler; regression targets by the training rows' mean and
+std). What was done is recorded in the task's `provenance` (its `notes` are printed when
+a study starts and shown in the report).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types
 
-from transferlab.data import select
+from transferlab.data import encode, labels, read, select
 from transferlab.data.read import Part, Table
 from transferlab.data.split import METHODS, split_rows
 from transferlab.tasks import KINDS, DataError, Scaler, Task, one_hot
@@ -45,6 +48,10 @@ class Options:
     standardize: bool | str | Scaler = True
     seed: int = 0
     name: str | None = None
+    categorical: tuple[str, ...] | None = None
+    categories: dict | None = None  # per categorical column, its categories (a study's source and target together)
+    na_values: tuple | None = None
+    parse_dates: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, **given) -> Options:
@@ -53,7 +60,7 @@ class Options:
         for key in given:
             if key not in known:
                 raise DataError(f"unknown option {key!r} (options: {', '.join(sorted(known))})")
-        for key in ("features", "drop", "classes"):
+        for key in ("features", "drop", "classes", "categorical", "na_values", "parse_dates"):
             if given.get(key) is not None and not isinstance(given[key], (str, bytes)):
                 given[key] = tuple(given[key])
             elif isinstance(given.get(key), str):
@@ -66,89 +73,124 @@ class Options:
 def build_task(table: Table, options: Options, role: str, source_scaler: Scaler | None = None,
                description: str | None = None) -> Task:
     """The task `options` make of `table`. `source_scaler` serves `standardize = "source"`."""
-    if options.task is not None and options.task not in KINDS:
-        raise DataError(f"{options.task!r} is not a task kind; use \"classification\" or \"regression\"", "task")
-    if options.split not in METHODS:
-        raise DataError(f"{options.split!r} is not a split; use one of {', '.join(METHODS)}", "split")
+    _check_options(options)
+    table = read.prepare(table, options.na_values, options.parse_dates)
     targets = select.target_columns(table, options.target)
     features = select.feature_columns(table, targets, options.features, options.drop, options.split_column)
+    encode.check_columns(options.categorical or (), features, table.frame.columns)
     if options.split_column is not None and options.split_column not in table.frame.columns:
         raise DataError(f"column {options.split_column!r} is not in {table.name} "
                         f"(its columns: {select.listing(table.frame.columns)})", "split_column")
-    kind = options.task or infer_kind(table.frame[list(targets)])
-    if kind == "classification" and len(targets) != 1:
-        raise DataError(f"a classification task has one label column; got {len(targets)}", "target")
-    if kind == "regression":
-        if options.classes is not None:
-            raise DataError("classes selects labels of a classification task; this task is regression", "classes")
-        select.check_numeric(table, targets, "target")
-
+    kind, notes = _kind(table, targets, options.task)
     rows_read = len(table.frame)
     table = select.apply_query(table, options.query)
     if kind == "classification" and options.classes is not None:
         table, _ = select.select_classes(table, targets[0], options.classes)
-    select.check_numeric(table, features, "features")
+    table, dropped_labels = labels.drop_missing_labels(table, targets)
+    notes += dropped_labels
+    select.check_numeric(table, tuple(f for f in features if f not in (options.categorical or ())), "features",
+                         categorical_hint=True)
     before = len(table.frame)
     table = select.finite_rows(table, features + targets, options.dropna)
     dropped = before - len(table.frame)
     classes = None
     if kind == "classification":
-        table, classes = select.select_classes(table, targets[0], options.classes)
+        table, classes = select.select_classes(table, targets[0], options.classes, options.query)
     table = select.subsample(table, options.n_rows, options.seed)
+    return _arrays(table, options, role, description, targets, features, kind, classes,
+                   {"rows_read": rows_read, "rows_dropped_missing": dropped, "notes": notes}, source_scaler)
 
+
+def _check_options(options: Options) -> None:
+    if options.task is not None and options.task not in KINDS:
+        raise DataError(f"{options.task!r} is not a task kind; use \"classification\" or \"regression\"", "task")
+    if options.split not in METHODS:
+        raise DataError(f"{options.split!r} is not a split; use one of {', '.join(METHODS)}", "split")
+
+
+def _kind(table: Table, targets: tuple[str, ...], task: str | None) -> tuple[str, list[str]]:
+    """The task kind (`task`, else by `labels.decide_kind`'s rules) and notes on the choice."""
+    if task == "classification" and len(targets) != 1:
+        raise DataError(f"a classification task has one label column; got {len(targets)}", "target")
+    if task is None and len(targets) == 1:
+        kind, notes = labels.decide_kind(table, targets[0])
+    else:
+        kind, notes = task or "regression", []
+    if kind == "regression":
+        select.check_numeric(table, targets, "target")
+    return kind, notes
+
+
+def _arrays(table: Table, options: Options, role: str, description, targets, features, kind, classes,
+            counts: dict, source_scaler) -> Task:
+    """The selected rows → split, encoded, standardised arrays, with their provenance."""
     frame = table.frame
     codes = None if classes is None else _codes(frame[targets[0]], classes)
     class_names = None if classes is None else [_label_text(c) for c in classes]
+    if classes is not None:
+        labels.check_placeholders(table, targets[0], classes, class_names, options.classes)
     parts = _parts(table, options)
     method = "column" if parts is not None else options.split
     split = split_rows(len(frame), method, options.seed, options.n_train, options.test_fraction,
                        labels=codes if method == "random" else None, parts=parts, class_names=class_names,
                        train_part=options.train_part)
-
-    x = frame[list(features)].apply(pd.to_numeric).to_numpy(dtype=np.float64)
+    categorical = tuple(options.categorical or ())
+    own = encode.training_categories(frame, categorical, split.train)
+    categories = {c: list((options.categories or {}).get(c) or own[c]) for c in categorical}
+    x, feature_names, encode_notes = encode.encode(frame, features, categories, split.test)
+    _check_range(table, x, feature_names)
+    notes = counts.pop("notes") + encode_notes
     if kind == "classification":
         y = one_hot(codes, len(classes))
         target_scaling = None
+        notes += labels.class_counts_note(role, class_names, codes[split.train], codes[split.test])
     else:
         y = frame[list(targets)].apply(pd.to_numeric).to_numpy(dtype=np.float64)
+        _check_range(table, y, list(targets))
         mean, std = y[split.train].mean(axis=0), y[split.train].std(axis=0)
         y = (y - mean) / np.where(std > 0, std, 1.0)
         target_scaling = {"mean": mean.tolist(), "std": std.tolist()}
-    scaler, scaling = _scaler(options.standardize, x[split.train], source_scaler)
+    one_hot_columns = np.array([name not in features for name in feature_names])
+    scaler, scaling = _scaler(options.standardize, x[split.train], source_scaler, one_hot_columns)
     if scaler is not None:
         x = scaler.apply(x)
-
     name = options.name or description or _describe(table.name, options, targets if table.target not in (None, targets) else None)
     provenance = {
-        "name": name,
-        "origin": table.origin,
-        "target": list(targets),
-        "features": list(features),
-        "task": kind,
-        "classes": class_names,
-        "query": options.query,
+        "name": name, "origin": table.origin, "target": list(targets), "features": list(features), "task": kind,
+        "classes": class_names, "query": options.query,
         "classes_selected": None if options.classes is None else [_label_text(c) for c in options.classes],
-        "n_rows": options.n_rows,
-        "rows_read": rows_read,
-        "rows_dropped_missing": dropped,
-        "rows": len(frame),
-        "split": split.description,
-        "train_rows": len(split.train),
-        "test_rows": len(split.test),
-        "standardize": scaling,
-        "scaler": None if scaler is None else scaler.to_dict(),
-        "target_standardization": target_scaling,
-    }
+        "n_rows": options.n_rows, **counts, "rows": len(frame), "split": split.description,
+        "train_rows": len(split.train), "test_rows": len(split.test), "standardize": scaling,
+        "scaler": None if scaler is None else scaler.to_dict(), "target_standardization": target_scaling,
+        "notes": notes,
+    } | ({"categorical": {"encoder": "sklearn.preprocessing.OneHotEncoder(handle_unknown='ignore')",
+                          "categories": categories, "own_categories": own}} if categorical else {}) | (
+        {"na_values": list(options.na_values)} if options.na_values else {})
     return Task(
         name=role, x_train=x[split.train].astype(np.float32), y_train=y[split.train].astype(np.float32),
         x_test=x[split.test].astype(np.float32), y_test=y[split.test].astype(np.float32), kind=kind,
-        feature_names=tuple(features), class_names=tuple(class_names or ()), provenance=provenance, scaler=scaler,
+        feature_names=tuple(feature_names), class_names=tuple(class_names or ()), provenance=provenance, scaler=scaler,
     )
+
+
+LARGEST = 1e30  # the engine computes in float32 (up to 3.4e38); squares of larger values overflow the scaler
+
+
+def _check_range(table: Table, values: np.ndarray, names: list[str]) -> None:
+    """Values too large for float32 training: one line naming the column and the row."""
+    with np.errstate(invalid="ignore"):
+        huge = np.abs(values) > LARGEST
+    if huge.any():
+        row, column = (int(i) for i in np.argwhere(huge)[0])
+        raise DataError(
+            f"column {names[column]!r}: {table.where(table.frame.index[row])} has {values[row, column]:g}, beyond "
+            f"the ±{LARGEST:g} the engine can train on (it computes in float32); rescale the column or drop it",
+            "features" if names is not None else None)
 
 
 def infer_kind(targets: pd.DataFrame) -> str:
     """Integers, booleans, text and categories are classes; floating-point numbers are
-    regression targets."""
+    regression targets (the rule before `labels.decide_kind`; kept for callers)."""
     floats = [types.is_float_dtype(targets[c]) for c in targets.columns]
     return "regression" if all(floats) or len(targets.columns) > 1 else "classification"
 
@@ -187,11 +229,17 @@ def _parts(table: Table, options: Options) -> np.ndarray | None:
     return parts
 
 
-def _scaler(standardize, x_train: np.ndarray, source_scaler: Scaler | None) -> tuple[Scaler | None, str]:
+def _scaler(standardize, x_train: np.ndarray, source_scaler: Scaler | None,
+            one_hot_columns: np.ndarray) -> tuple[Scaler | None, str]:
     if isinstance(standardize, Scaler):
         return standardize, "features by a given scaler"
     if standardize is True:
-        return Scaler.fit(x_train), "features by the task's own training rows (StandardScaler)"
+        scaler = Scaler.fit(x_train)
+        if not one_hot_columns.any():
+            return scaler, "features by the task's own training rows (StandardScaler)"
+        mean = np.where(one_hot_columns, 0.0, scaler.mean)
+        scale = np.where(one_hot_columns, 1.0, scaler.scale)
+        return Scaler(mean, scale), "numeric features by the task's own training rows (StandardScaler); one-hot columns as they are"
     if standardize is False:
         return None, "none"
     if standardize == "source":

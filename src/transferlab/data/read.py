@@ -71,8 +71,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str = "x", y_key: str = "y") -> Table:
-    """One data file as a table (errors name the file and say what to do)."""
+def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str = "x", y_key: str = "y",
+              csv_options: dict | None = None) -> Table:
+    """One data file as a table (errors name the file and say what to do). `csv_options`
+    are pandas' `read_csv` options a study file may give: `na_values`, `decimal`,
+    `thousands`, `parse_dates`."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: data file not found (a relative path is read from the study file's folder)", field_name)
@@ -80,7 +83,7 @@ def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str 
         raise DataError(f"{path}: is a folder; give the path of a {kind} file", field_name)
     try:
         if kind == "csv":
-            frame, header = _read_csv(path), 1
+            frame, header = _read_csv(path, csv_options or {}), 1
         elif kind == "parquet":
             frame, header = pd.read_parquet(path), 0
         else:
@@ -110,20 +113,35 @@ def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str 
 SEPARATORS = (";", "\t", "|")  # tried when a comma finds only one column
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, options: dict) -> pd.DataFrame:
     """A CSV file; a file separated by semicolons, tabs or bars (one column when read with
-    commas, its header holding the separator) is read with that separator."""
+    commas, its header holding the separator) is read with that separator. Duplicate
+    column names are refused (pandas would rename them `a.1` and use both)."""
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v is not None}
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        frame = pd.read_csv(path, skipinitialspace=True, **options)
+        separator = ","
         if len(frame.columns) == 1:
-            separator = next((sep for sep in SEPARATORS if sep in str(frame.columns[0])), None)
-            if separator is not None:
-                frame = pd.read_csv(path, sep=separator, skipinitialspace=True)
+            found = next((sep for sep in SEPARATORS if sep in str(frame.columns[0])), None)
+            if found is not None:
+                separator = found
+                frame = pd.read_csv(path, sep=separator, skipinitialspace=True, **options)
+        _check_header(path, pd.read_csv(path, sep=separator, skipinitialspace=True, nrows=1, header=None))
         return frame
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; give a CSV file with a header line and rows", "path") from None
     except pd.errors.ParserError as error:
         raise DataError(f"{path}: not a well-formed CSV file ({' '.join(str(error).split())})", "path") from None
+
+
+def _check_header(path: Path, first_line: pd.DataFrame) -> None:
+    names = [str(name).strip() for name in first_line.iloc[0].tolist()] if len(first_line) else []
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{path}: column {name!r} appears twice in the header; give every column its own name",
+                            "path")
+        seen.add(name)
 
 
 def _first_bad_byte(path: Path) -> str:
@@ -209,6 +227,35 @@ def load_sklearn(name: str) -> Table:
     origin = {"kind": "sklearn", "dataset": name, "loader": f"sklearn.datasets.load_{name}",
               "rows": len(frame), "columns": len(frame.columns)}
     return Table(frame, name, tuple(target_columns), origin, (Part(name, 0, len(frame), 0),))
+
+
+def prepare(table: Table, na_values=None, parse_dates=None) -> Table:
+    """`na_values` (cells whose text is one of them become missing, as `read_csv` does) and
+    `parse_dates` (columns turned into dates, as `pd.to_datetime` parses them) on any table."""
+    if not na_values and not parse_dates:
+        return table
+    frame = table.frame.copy()
+    if na_values:
+        wanted = {str(v).strip() for v in na_values}
+        for column in frame.columns:
+            values = frame[column]
+            if isinstance(values.dtype, pd.CategoricalDtype):
+                values = values.astype(object)
+            hit = values.astype(str).str.strip().isin(wanted) & values.notna()
+            if hit.any():
+                kept = values.mask(hit)
+                numbers = pd.to_numeric(kept, errors="coerce")
+                frame[column] = numbers if numbers.notna().sum() == kept.notna().sum() else kept
+    for column in parse_dates or ():
+        if column not in frame.columns:
+            raise DataError(f"column {column!r} is not in {table.name} (its columns: "
+                            f"{', '.join(map(str, frame.columns))})", "parse_dates")
+        try:
+            frame[column] = pd.to_datetime(frame[column])
+        except (ValueError, TypeError) as error:
+            raise DataError(f"column {column!r} does not parse as dates ({' '.join(str(error).split())}); "
+                            "fix the file or leave the column out of parse_dates", "parse_dates") from None
+    return Table(frame, table.name, table.target, table.origin, table.files, table.parts)
 
 
 def generated(kind: str, params: dict) -> Table:

@@ -5,6 +5,8 @@ where one is at fault, the column and the row."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from pandas.api import types
@@ -63,20 +65,53 @@ def feature_columns(table: Table, targets: tuple[str, ...], features, drop, spli
     return chosen
 
 
-def check_numeric(table: Table, columns: tuple[str, ...], option: str) -> None:
-    """Every feature (or regression target) column must hold numbers (booleans count)."""
+def check_numeric(table: Table, columns: tuple[str, ...], option: str, categorical_hint: bool = False) -> None:
+    """Every feature (or regression target) column must hold numbers (booleans count);
+    dates and text are refused with what to do (`categorical` for text features)."""
     for column in columns:
         values = table.frame[column]
+        if types.is_datetime64_any_dtype(values) or types.is_timedelta64_dtype(values) or _has_dates(values):
+            raise DataError(
+                f"column {column!r} holds dates or times; a model cannot take them as they are: derive a number "
+                f"from it (e.g. its year, in a column of its own) or drop it (drop = [\"{column}\"])", option)
         if types.is_bool_dtype(values) or (types.is_numeric_dtype(values) and not types.is_complex_dtype(values)):
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         bad = values[numbers.isna() & values.notna()]
         if bad.empty:  # e.g. an object column of numbers and missing values
             continue
+        if option == "target":
+            from transferlab.data.labels import stray_text
+
+            raise DataError(stray_text(table, column, bad), option)
         row = bad.index[0]
-        raise DataError(
-            f"column {column!r} is not numeric ({table.where(row)} has {bad.iloc[0]!r}); drop it "
-            f"(drop = [\"{column}\"]) or encode it as numbers", option)
+        found = f"({table.where(row)} has {bad.iloc[0]!r})"
+        decimal = _decimal_hint(bad)
+        if decimal:
+            raise DataError(f"column {column!r} is not numeric {found}; {decimal}", option)
+        hint = f"list it in categorical = [\"{column}\"] to one-hot encode it, " if categorical_hint else ""
+        raise DataError(f"column {column!r} is not numeric {found}; {hint}drop it (drop = [\"{column}\"]) or "
+                        "encode it as numbers", option)
+
+
+def _has_dates(values: pd.Series) -> bool:
+    """An object column holding date or time objects (pandas cannot parse those as numbers)."""
+    import datetime
+
+    present = values.dropna()
+    return bool(len(present)) and isinstance(present.iloc[0], (datetime.date, datetime.time, pd.Timestamp))
+
+
+def _decimal_hint(bad: pd.Series) -> str:
+    """For values like `37,8` or `1.234,5`: say how to read European numbers."""
+    text = bad.astype(str).str.strip()
+    if text.str.fullmatch(r"[-+]?\d{1,3}(\.\d{3})+(,\d+)?").all():
+        return 'it looks like European numbers: set decimal = "," and thousands = "."'
+    if text.str.fullmatch(r"[-+]?\d+,\d+").all():
+        return 'it looks like numbers with a decimal comma: set decimal = ","'
+    if text.str.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?").all():
+        return 'it looks like numbers with thousands separators: set thousands = ","'
+    return ""
 
 
 def apply_query(table: Table, query: str | None) -> Table:
@@ -85,14 +120,34 @@ def apply_query(table: Table, query: str | None) -> Table:
         return table
     try:
         mask = table.frame.eval(query)
+    except pd.errors.UndefinedVariableError as error:
+        raise DataError(f"{query!r}: {' '.join(str(error).split())} (its columns: "
+                        f"{listing(table.frame.columns, 30)})", "query") from None
     except Exception as error:  # noqa: BLE001  (pandas raises many kinds for a bad expression)
         reason = " ".join(str(error).split()) or type(error).__name__
         raise DataError(f"{query!r} does not parse or run on {table.name}'s columns ({reason})", "query") from None
     if not isinstance(mask, pd.Series) or not types.is_bool_dtype(mask):
         raise DataError(f"{query!r} is not a condition (it must give true or false per row, like \"age > 40\")", "query")
     if not mask.any():
-        raise DataError(f"{query!r} matches none of the {len(table.frame)} rows of {table.name}", "query")
+        raise DataError(f"{query!r} matches none of the {len(table.frame)} rows of {table.name}"
+                        f"{_values_of_named_columns(table, query)}", "query")
     return table.rows(table.frame.index[mask.to_numpy()])
+
+
+def _values_of_named_columns(table: Table, query: str, few: int = 12) -> str:
+    """`; clinic holds 'north', 'south'`: the distinct values of the columns a query names, when few."""
+    shown = []
+    for column in table.frame.columns:
+        if not re.search(rf"(?<![\w`]){re.escape(str(column))}(?![\w`])|`{re.escape(str(column))}`", query):
+            continue
+        values = pd.unique(table.frame[column].dropna())
+        if len(values) <= few:
+            shown.append(f"{column} holds {', '.join(repr(_plain(v)) for v in values)}")
+    return f" ({'; '.join(shown)})" if shown else ""
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def class_order(labels: pd.Series) -> list:
@@ -108,9 +163,10 @@ def class_order(labels: pd.Series) -> list:
         return sorted(unique.tolist(), key=str)
 
 
-def select_classes(table: Table, column: str, classes) -> tuple[Table, list]:
+def select_classes(table: Table, column: str, classes, query: str | None = None) -> tuple[Table, list]:
     """Keep the rows whose label is one of `classes` (all labels if None); returns the
-    table and the class values in their order (index i of a one-hot row is class i)."""
+    table and the class values in their order (index i of a one-hot row is class i).
+    Too few classes left after a `query` is the query's fault, and the message says so."""
     labels = table.frame[column]
     present = class_order(labels)
     if classes is None:
@@ -128,8 +184,11 @@ def select_classes(table: Table, column: str, classes) -> tuple[Table, list]:
             chosen.append(value)
         table = table.rows(table.frame.index[labels.isin(chosen).to_numpy()])
     if len(chosen) < 2:
-        raise DataError(f"column {column!r} leaves {len(chosen)} class{'' if len(chosen) == 1 else 'es'} "
-                        f"({listing(chosen)}); a classification task needs at least two", "classes")
+        left = f"{len(chosen)} class{'' if len(chosen) == 1 else 'es'} ({listing(chosen)})"
+        if classes is None and query is not None:
+            raise DataError(f"{query!r} leaves {left} in column {column!r}; a classification task needs at least "
+                            "two: widen the query, or set task = \"regression\" if the label is a number", "query")
+        raise DataError(f"column {column!r} leaves {left}; a classification task needs at least two", "classes")
     return table, chosen
 
 
