@@ -5,6 +5,7 @@ layer), 130 interrupted (one line; the folder stays resumable)."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -24,6 +25,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pret
 console = Console(width=None if sys.stdout.isatty() else 118)
 errors = Console(stderr=True)
 
+def _version(value: bool) -> None:
+    if value:
+        from transferlab import __version__
+
+        console.print(f"transferlab {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")) -> None:
+    """Does reusing a network trained on a related problem help? Run `transferlab init study.toml` to start."""
+
+
 DEMO_STUDY = "tutorial_sources.toml"
 DEMO_FOLDER = "transferlab-demo"
 EXIT_INTERNAL, EXIT_BAD_INPUT = 1, 2
@@ -33,7 +48,7 @@ EXIT_INTERNAL, EXIT_BAD_INPUT = 1, 2
 def run(
     study_file: Path = typer.Argument(..., help="the study file (TOML)"),
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default: ./NAME from the study)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the verdict and where the outputs are"),
     force: bool = typer.Option(False, "--force", help="start even if the memory estimate exceeds what is available"),
     ray: str = typer.Option(None, "--ray", metavar="auto|ADDRESS",
                             help="train the shards on a Ray cluster (auto: the one this machine belongs to)"),
@@ -53,7 +68,7 @@ def run(
 @app.command()
 def demo(
     out: Path = typer.Option(Path(DEMO_FOLDER), "--out", "-o", help="output folder"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the verdict and where the outputs are"),
     force: bool = typer.Option(False, "--force", help="start even if the memory estimate exceeds what is available"),
     ray: str = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="train the shards on a Ray cluster"),
 ) -> None:
@@ -73,6 +88,8 @@ def report(
                                     "(default: the study's [report] threshold, else 95% of standalone's final mean)"),
 ) -> None:
     """Rebuild the table, CSVs, plots and report.html of FOLDER from its database."""
+    if threshold is not None and not math.isfinite(threshold):
+        _fail(f"--threshold {threshold}: give a finite score (e.g. 0.8), as the study file's [report] threshold")
     outputs = _write_report(folder, threshold)
     _print_outputs(outputs)
 
@@ -140,6 +157,44 @@ def strategies() -> None:
     console.print(table)
 
 
+@app.command()
+def init(
+    study_file: Path = typer.Argument(None, help="the study file to write (TOML)"),
+    example: str = typer.Option("tutorial", "--example", "-e", help="the shipped example to start from"),
+    list_: bool = typer.Option(False, "--list", help="list the shipped examples"),
+) -> None:
+    """Write a commented study file to start from (one of the shipped examples)."""
+    shipped = _examples()
+    if list_:
+        for name, text in shipped.items():
+            console.print(f"{escape(name):<20} {escape(_first_sentence(text))}", highlight=False)
+        return
+    if study_file is None:
+        _fail("give the study file to write, e.g. transferlab init study.toml (--list shows the examples)")
+    if example not in shipped:
+        _fail(f"--example {example!r}: not a shipped example; use one of {', '.join(shipped)}")
+    if study_file.exists():
+        _fail(f"{study_file}: exists already; give another name (nothing was written)")
+    from transferlab.folder import write_text
+
+    header = (f"# A transferlab study, from the example {example!r}. Run it with: transferlab run {study_file}\n"
+              "# Fields: see the README's study-file format; `transferlab strategies` lists the strategies.\n")
+    write_text(study_file, header + shipped[example])
+    console.print(f"wrote {escape(str(study_file))}; run it with: transferlab run {escape(str(study_file))}",
+                  highlight=False)
+
+
+def _examples() -> dict[str, str]:
+    folder = resources.files("transferlab") / "examples"
+    return {entry.name.removesuffix(".toml"): entry.read_text(encoding="utf-8")
+            for entry in sorted(folder.iterdir(), key=lambda e: e.name) if entry.name.endswith(".toml")}
+
+
+def _first_sentence(text: str) -> str:
+    comment = " ".join(line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#"))
+    return comment.split(". ")[0].rstrip(".") + "." if comment else ""
+
+
 def _load(path: Path):
     def load():  # imported inside the guard: importing sets up Keras, which may refuse
         from transferlab.config import load_study
@@ -180,8 +235,10 @@ def _run_and_report(config, out: Path, quiet: bool, force: bool, ray: str | None
     shard_size = shard_size_for(plan, config.execution)
     work = estimate(plan, shard_size)
     available = available_memory()
-    console.print(f"[bold]{escape(config.name)}[/]: {escape(_describe(config))} → {escape(str(out))}/", highlight=False)
-    console.print(f"plan: {work.describe(available)}, shards of {shard_size:,} runs", highlight=False)
+    if not quiet:
+        console.print(f"[bold]{escape(config.name)}[/]: {escape(_describe(config))} → {escape(str(out))}/",
+                      highlight=False)
+        console.print(f"plan: {work.describe(available)}, shards of {shard_size:,} runs", highlight=False)
     if available and work.peak_bytes > available and not force:
         _fail(
             f"{config.name}: the estimated peak memory ({work.describe(available)}) exceeds what this machine has "
@@ -203,12 +260,13 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool, ray: str |
     axes = " × ".join(f"{path} ({len(values)})" for path, values in sweep.axes.items())
     shape = (f"a transfer matrix of {len(sweep.axes['matrix.tasks'])} tasks ({len(plans)} ordered pairs)"
              if sweep.mode == "matrix" else f"a {sweep.mode} sweep of {len(plans)} points over {axes}")
-    console.print(f"[bold]{escape(sweep.name)}[/]: {escape(shape)}; each {escape(_describe(sweep.points[0].config))} "
-                  f"→ {escape(str(out))}/", highlight=False)
     runs = sum(w.runs for w in works)
     peak = max(w.peak_bytes for w in works)
-    console.print(f"plan: {runs:,} runs, {sum(w.model_epochs for w in works):,} model-epochs, estimated peak "
-                  f"memory {peak / 2**30:.1f} GiB (the largest point)", highlight=False)
+    if not quiet:
+        console.print(f"[bold]{escape(sweep.name)}[/]: {escape(shape)}; each "
+                      f"{escape(_describe(sweep.points[0].config))} → {escape(str(out))}/", highlight=False)
+        console.print(f"plan: {runs:,} runs, {sum(w.model_epochs for w in works):,} model-epochs, estimated peak "
+                      f"memory {peak / 2**30:.1f} GiB (the largest point)", highlight=False)
     if available and peak > available and not force:
         _fail(f"{sweep.name}: the estimated peak memory of a point exceeds what this machine has available; "
               "lower repeats, epochs or layer widths, or pass --force to start anyway")
@@ -233,9 +291,25 @@ def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:
             bar.update(tasks[stage], completed=done)
 
         def notify(message: str) -> None:
-            bar.console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
+            if not quiet:
+                bar.console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
 
         outcome = _guard(lambda: train(progress, notify))
+    if not quiet:
+        _print_outcome(outcome)
+    from transferlab.engine import release_programs
+
+    release_programs()
+    outputs = _write_report(out)
+    if quiet:
+        _print_quietly(outputs)
+        return
+    _print_outputs(outputs)
+    console.print(f"wall time {time.perf_counter() - started:.1f} s")
+
+
+def _print_outcome(outcome) -> None:
+    """What the outcome holds besides trained runs: resumed, reused and diverged runs."""
     if outcome.skipped_runs:
         was = "was" if outcome.skipped_runs == 1 else "were"
         console.print(f"resumed: {_count(outcome.skipped_runs, 'run')} {was} already done, trained "
@@ -246,11 +320,16 @@ def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:
     if outcome.diverged_runs:
         console.print(f"[yellow]{_count(outcome.diverged_runs, 'run')} diverged[/] (loss NaN or infinite); stored "
                       "as diverged and counted in the tables")
-    from transferlab.engine import release_programs
 
-    release_programs()
-    _print_outputs(_write_report(out))
-    console.print(f"wall time {time.perf_counter() - started:.1f} s")
+
+def _print_quietly(outputs) -> None:
+    """`--quiet`: the finding in a sentence and where the outputs are, nothing else."""
+    from transferlab.sweep_report import SweepOutputs
+
+    lines = outputs.headline if isinstance(outputs, SweepOutputs) else [d.verdict for d in outputs.directions]
+    for line in lines:
+        console.print(escape(line), highlight=False)
+    console.print(f"wrote {escape(str(outputs.folder))}/", highlight=False)
 
 
 def _print_matrix(outputs) -> None:
@@ -394,12 +473,13 @@ def _guard(action):
 def _input_errors() -> tuple[type[Exception], ...]:
     """transferlab's bad-input exception types (each module's own), imported on first use."""
     from transferlab.config import StudyFileError
+    from transferlab.executors import ClusterError
     from transferlab.folder import FolderError
     from transferlab.models import ModelFileError
     from transferlab.store import StoreError
     from transferlab.tasks import TaskError
 
-    return (StudyFileError, ModelFileError, StoreError, TaskError, FolderError)
+    return (StudyFileError, ModelFileError, StoreError, TaskError, FolderError, ClusterError)
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:

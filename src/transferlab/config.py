@@ -746,7 +746,11 @@ def load_study(path: str | Path):
         raise StudyFileError(f"{path}: study file not found") from None
     except IsADirectoryError:
         raise StudyFileError(f"{path}: is a folder; give the path of a study file (TOML)") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError:
+        from transferlab.data.read import _first_bad_byte
+
+        raise StudyFileError(f"{path}: not UTF-8 text ({_first_bad_byte(path)}); save the study file as UTF-8") from None
+    except OSError as error:
         raise StudyFileError(f"{path}: cannot read the study file ({error})") from None
     try:
         raw = tomllib.loads(text)
@@ -849,25 +853,30 @@ def _check_model_file(config: StudyConfig, source: str) -> None:
 
 
 def _first_problem(error: ValidationError) -> str:
-    problem = error.errors()[0]
+    """Every problem pydantic found, each as one clause: the first in full, then the others."""
+    texts = [_problem_text(problem) for problem in error.errors()]
+    if len(texts) == 1:
+        return texts[0]
+    return f"{texts[0]} (and {len(texts) - 1} more problem{'s' if len(texts) > 2 else ''}: {'; '.join(texts[1:])})"
+
+
+def _problem_text(problem: dict) -> str:
     where = _dotted(problem["loc"])
-    others = error.error_count() - 1
-    suffix = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
     kind = problem["type"]
     if kind == "missing":
-        return f"{where}: missing; this field is required{suffix}"
+        return f"{where}: missing; this field is required"
     if kind == "extra_forbidden":
-        return f"{where}: unknown field; check the spelling against the study-file format in the README{suffix}"
+        return f"{where}: unknown field; check the spelling against the study-file format in the README"
     if kind in ("less_than_equal", "too_long") and problem["loc"]:
         field = next((part for part in reversed(problem["loc"]) if isinstance(part, str)), "")
         reason = _CEILING_REASONS.get(field, "a ceiling that catches typos before they exhaust memory")
         limit = problem.get("ctx", {}).get("le", problem.get("ctx", {}).get("max_length"))
         shown = problem["input"] if kind == "less_than_equal" else f"{len(problem['input'])} entries"
-        return f"{where}: {shown} is above the ceiling of {limit} ({reason}){suffix}"
+        return f"{where}: {shown} is above the ceiling of {limit} ({reason})"
     message = problem["msg"].removeprefix("Value error, ")
     if "input" in problem and kind.endswith("_type"):
         message += f", got {type(problem['input']).__name__} {problem['input']!r}"
-    return f"{where}: {message}{suffix}" if where else f"{message}{suffix}"
+    return f"{where}: {message}" if where else message
 
 
 _WIDTH_REASON = "one layer that wide needs gigabytes per model"

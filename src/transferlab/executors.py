@@ -39,8 +39,14 @@ class RayExecutor:
     def map(self, jobs: Iterable) -> Iterator[tuple[object, object]]:
         ray = require_ray()
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except ConnectionError:
+                raise ClusterError(
+                    f"--ray {self.address}: no Ray cluster is running there; start one with `ray start --head` "
+                    "(and `ray start --address HEAD:6379` on each worker), or run without --ray to train "
+                    "here") from None
         remote = ray.remote(_train_shard).options(num_cpus=self.cpus_per_shard, max_retries=self.max_retries)
         shared: dict[int, object] = {}  # id of an array holder → its object-store reference, put once
 
@@ -67,6 +73,10 @@ class RayExecutor:
         finally:
             for reference in pending:
                 ray.cancel(reference, force=True)
+
+
+class ClusterError(RuntimeError):
+    """No Ray cluster answers at the address given: say how to start one, or to run locally."""
 
 
 def require_ray():

@@ -16,6 +16,8 @@ or matrix, the point (`point` and one column per swept value, or `source_task` a
 
 from __future__ import annotations
 
+from transferlab._backend import configure
+
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +31,7 @@ FORMATS = ("parquet", "csv")
 
 def results(folder: str | Path) -> dict[str, pd.DataFrame]:
     """Every table of `folder` (a study, sweep or matrix) as DataFrames."""
+    configure()  # the first study, report or read of a process sets the backend up (a no-op after)
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
         sweep = store.sweep()
@@ -39,8 +42,8 @@ def results(folder: str | Path) -> dict[str, pd.DataFrame]:
             extra = _point_columns(point, sweep)
             runs = store.runs_frame(study_id)
             curves = store.metrics_frame(study_id).merge(
-                runs[["run_id", "direction", "role", "strategy", "source_index", "repeat"]], on="run_id")
-            frames["runs"].append(runs.assign(**extra))
+                _labelled(runs)[["run_id", "direction", "role", "strategy", "source_index", "repeat"]], on="run_id")
+            frames["runs"].append(_labelled(runs).assign(**extra))
             frames["curves"].append(curves.assign(**extra))
             for direction in plan.directions:
                 chosen = runs[runs["direction"] == direction.name]
@@ -58,6 +61,15 @@ def results(folder: str | Path) -> dict[str, pd.DataFrame]:
     return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in frames.items()}
 
 
+SOURCE_MODEL = "source model"
+
+
+def _labelled(runs: pd.DataFrame) -> pd.DataFrame:
+    """Source-model runs are labelled `source model`, never `standalone` (how they train):
+    a filter on `strategy == "standalone"` must give the baseline alone."""
+    return runs.assign(strategy=runs["strategy"].where(runs["role"] != "source", SOURCE_MODEL))
+
+
 def _point_columns(point: dict, sweep: dict | None) -> dict:
     if sweep is None:
         return {}
@@ -70,6 +82,7 @@ def _point_columns(point: dict, sweep: dict | None) -> dict:
 def export(folder: str | Path, format: str = "parquet", out: str | Path | None = None) -> list[Path]:
     """Write every table of `results(folder)` to `out` (default `FOLDER/export/`) as
     `NAME.parquet` or `NAME.csv`; returns the paths."""
+    configure()  # the first study, report or read of a process sets the backend up (a no-op after)
     from transferlab.folder import atomic_path
 
     if format not in FORMATS:

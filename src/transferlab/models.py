@@ -300,16 +300,46 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None):
         )
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except ValueError as error:
-        if "safe_mode" in str(error) or "lambda" in str(error).lower():
-            raise ModelFileError(
-                f"{path}: the model contains code (a Lambda layer or similar) that would only load "
-                "with safe_mode=False; transferlab treats model files as data — rebuild it from "
-                "standard layers"
-            ) from None
-        raise ModelFileError(f"{path}: not a loadable Keras model ({_first_line(error)})") from None
-    except Exception as error:  # zip errors, missing config, unknown layer classes
-        raise ModelFileError(f"{path}: not a loadable Keras model ({_first_line(error)})") from None
+    except Exception as error:  # noqa: BLE001  (name the layer at fault where the archive's config says)
+        code = _code_in_layers(path)
+        if code is not None:
+            raise ModelFileError(f"{path}: {code}; only Keras' built-in layers and activations load (nothing in a "
+                                 "model file is executed): rebuild the model from standard layers") from None
+        raise _unloadable(path, error) from None
+
+
+def _unloadable(path: Path, error: Exception) -> ModelFileError:
+    """Why Keras could not load a model file, as one line."""
+    if isinstance(error, ValueError) and ("safe_mode" in str(error) or "lambda" in str(error).lower()):
+        return ModelFileError(
+            f"{path}: the model contains code (a Lambda layer or similar) that would only load with "
+            "safe_mode=False; transferlab treats model files as data — rebuild it from standard layers")
+    return ModelFileError(f"{path}: not a loadable Keras model ({_first_line(error)})")
+
+
+def _code_in_layers(path: Path) -> str | None:
+    """The first layer that would need code to load, read from the archive's `config.json`
+    (plain JSON: reading it runs nothing): a Lambda, a custom or registered class, or an
+    activation that names a Python function."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    for layer in (config.get("config") or {}).get("layers") or ():
+        name = (layer.get("config") or {}).get("name", "?")
+        if layer.get("class_name") == "Lambda":
+            return f"layer {name!r} is a Lambda layer (Python code)"
+        module = layer.get("module") or ""
+        if not module.startswith("keras") or ">" in (layer.get("registered_name") or ""):
+            return f"layer {name!r} is a custom class ({layer.get('registered_name') or layer.get('class_name')})"
+        activation = (layer.get("config") or {}).get("activation")
+        if isinstance(activation, dict) and not str(activation.get("module", "")).startswith("keras"):
+            return f"the activation of layer {name!r} names a Python function ({activation.get('config')!r})"
+    return None
 
 
 def _first_line(error: BaseException) -> str:

@@ -215,6 +215,13 @@ class Plan:
         """The forward direction's tasks by role (`source` only when the plan has a source task)."""
         return self.directions[0].task_specs()
 
+    def notes(self) -> list[str]:
+        """What building the tasks and matching the output layers decided: printed when the
+        study starts, shown in the report."""
+        lines = [f"{role} ({spec.description}): {note}" for role, spec in self.task_specs().items()
+                 for note in spec.provenance.get("notes") or ()]
+        return lines + [d.notice for d in self.directions if d.notice]
+
     def attach_tasks(self, by_fingerprint: dict[str, tasks.Task]) -> None:
         """Give a stored plan its tasks' arrays (read back from the database)."""
         for direction in self.directions:

@@ -3,6 +3,8 @@ self-contained `report.html`, all rebuilt from the results database alone."""
 
 from __future__ import annotations
 
+from transferlab._backend import configure
+
 import base64
 import html
 import json
@@ -103,6 +105,7 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
     Each file is written to a temporary name and renamed, so none is ever seen half-written.
     `threshold` is the time-to-threshold level (default: the study's `[report] threshold`,
     else 95% of standalone's final mean)."""
+    configure()  # the first study, report or read of a process sets the backend up (a no-op after)
     folder = Path(folder)
     if (folder / "results.sqlite").is_file():  # (a missing database gets its own message)
         check_writable(folder, "make it writable, or copy the folder and report the copy")
@@ -320,7 +323,8 @@ def data_provenance(plan) -> dict:
 _PROVENANCE_ROWS = (
     ("origin", "from"), ("file_sha256", "file SHA-256"), ("fingerprint", "data fingerprint (SHA-256)"),
     ("rows", "rows"), ("features", "feature columns"), ("target", "target"), ("classes", "classes"),
-    ("selection", "selection"), ("split", "split"), ("standardize", "standardisation"),
+    ("selection", "selection"), ("split", "split"), ("encoding", "categorical columns"),
+    ("standardize", "standardisation"), ("notes", "notes"),
 )
 
 
@@ -354,7 +358,18 @@ def _provenance_value(key: str, spec) -> str:
     if key == "target":
         return f"{', '.join(data.get('target', []))} ({spec.kind})" if data.get("target") else spec.kind
     if key == "classes":
+        counts = [n for n in data.get("notes") or () if " classes (train/test rows): " in n]
+        if counts:
+            return counts[0]
         return listing(spec.class_names, 20) if spec.class_names else ""
+    if key == "notes":
+        return "; ".join(n for n in data.get("notes") or () if " classes (train/test rows): " not in n)
+    if key == "encoding":
+        encoding = data.get("categorical")
+        if not encoding:
+            return ""
+        columns = "; ".join(f"{c}: {', '.join(v)}" for c, v in encoding["categories"].items())
+        return f"one-hot ({encoding['encoder']}), categories from the training rows: {columns}"
     if key == "selection":
         parts = [f"query {data['query']}" if data.get("query") else "",
                  f"classes {', '.join(data['classes_selected'])}" if data.get("classes_selected") else "",

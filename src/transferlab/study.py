@@ -10,6 +10,8 @@ at a time (`FolderLock`).
 
 from __future__ import annotations
 
+from transferlab._backend import configure
+
 import dataclasses
 import hashlib
 import sys
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import models
-from transferlab.config import ExecutionConfig, StudyConfig
+from transferlab.config import ExecutionConfig, StudyConfig, StudyFileError
 from transferlab.executors import LocalExecutor
 from transferlab.folder import (
     FolderLock,
@@ -125,6 +127,7 @@ def run_study(
 
     `study` is a validated `StudyConfig` (planned here) or a `Plan`. The folder is locked
     for the whole run: a second writer is refused at once."""
+    configure()  # the first study, report or read of a process sets the backend up (a no-op after)
     plan = plan_study(study) if isinstance(study, StudyConfig) else study
     if shard_size is None:
         from transferlab.estimate import shard_size_for
@@ -136,9 +139,8 @@ def run_study(
     progress = progress or (lambda stage, done, total: None)
     notify = notify or (lambda message: None)
     _check_existing_study(folder, plan)  # before the lock file is made: a refusal changes nothing
-    for direction in plan.directions:
-        if direction.notice:
-            notify(direction.notice)
+    for line in plan.notes():
+        notify(line)
     with FolderLock(folder), Store.in_folder(folder) as store:
         remove_stale_temporaries(folder)
         return _train_plan(store, folder, plan, executor, progress, shard_size)
@@ -222,7 +224,12 @@ class SweepOutcome:
 def plan_sweep(sweep) -> list[tuple]:
     """`(point, plan)` for every point of a validated sweep; points whose tasks differ only
     in row counts share compiled programs (`share_programs`)."""
-    plans = [(point, plan_study(point.config)) for point in sweep.points]
+    plans = []
+    for point in sweep.points:
+        try:
+            plans.append((point, plan_study(point.config)))
+        except StudyFileError as error:
+            raise StudyFileError(f"sweep point {point.label}: {error}") from None
     share_programs([plan for _, plan in plans])
     return plans
 
@@ -238,6 +245,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Train every point of `sweep` (a `transferlab.sweep.Sweep`) into `folder`'s one
     database, point by point, each exactly as `run_study` would; rerun to resume."""
+    configure()  # the first study, report or read of a process sets the backend up (a no-op after)
     from transferlab.estimate import shard_size_for
     from transferlab.sweep import Sweep
 
@@ -249,10 +257,12 @@ def run_sweep(
     progress = progress or (lambda stage, done, total: None)
     notify = notify or (lambda message: None)
     _check_existing_sweep(folder, sweep.name, plans, sha, spec["axes"])
-    for point, plan in plans:
-        for direction in plan.directions:
-            if direction.notice:
-                notify(f"{point.label}: {direction.notice}")
+    seen = set()
+    for point, plan in plans:  # each note once, with the first point that has it
+        for line in plan.notes():
+            if line not in seen:
+                seen.add(line)
+                notify(f"{point.label}: {line}")
     with FolderLock(folder), Store.in_folder(folder) as store:
         remove_stale_temporaries(folder)
         store.open_sweep(sweep.name, spec, sha)
@@ -501,6 +511,7 @@ def retrain_run(
 
     Returns the engine's `ShardResult`; reproducibility means it equals the stored run.
     """
+    configure()  # the first study, report or read of a process sets the backend up (a no-op after)
     with Store.in_folder(folder, readonly=True) as store:
         chosen_id = None
         if store.sweep() is not None:
