@@ -90,6 +90,16 @@ def test_the_report_works_in_a_real_browser_from_phone_to_desktop_width(report_f
             driver.set_window_size(width, min(height, 8000))
             driver.save_screenshot(str(tmp_path / f"{page}-{width}.png"))
             assert (tmp_path / f"{page}-{width}.png").stat().st_size > 10_000
+        # a phone (390 px at device pixel ratio 2, a mobile viewport): without the viewport
+        # meta tag the page would lay out 980 px wide and be shown shrunk
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+        driver.get(report_files[page].as_uri())
+        inner = driver.execute_script("return window.innerWidth")
+        assert inner == 390, f"on a 390 px phone the page lays out {inner} px wide (the viewport meta tag?)"
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
+        driver.save_screenshot(str(tmp_path / f"{page}-phone.png"))
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         # the print stylesheet: the page prints to a PDF of whole pages
         pdf = base64.b64decode(driver.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})["data"])
         assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
