@@ -38,6 +38,17 @@ def data_dir(tmp_path_factory):
     lonely = good.copy()
     lonely.loc[0, "label"] = "maybe"
     lonely.to_csv(root / "lonely.csv", index=False)
+    stray = good.assign(label=(rng.normal(size=ROWS) * 500 + 3000).round().astype(int).astype(str))
+    stray.loc[3, "label"] = "3450 g"
+    stray.to_csv(root / "stray.csv", index=False)
+    good.assign(label=good["label"].where(good.index != 3, ".")).to_csv(root / "dots.csv", index=False)
+    good.assign(when=pd.date_range("1970-01-01", periods=ROWS, freq="7D").strftime("%Y-%m-%d")).to_csv(
+        root / "dates.csv", index=False)
+    good.assign(a=good["a"].map(lambda v: f"{v:.3f}".replace(".", ","))).to_csv(root / "comma.csv", index=False,
+                                                                                    sep=";")
+    (root / "dupes.csv").write_text("a,b,a,group,label\n" + "".join(
+        f"{i},{i + 1},{i + 2},{'north' if i % 2 == 0 else 'south'},{'no' if i % 3 else 'yes'}\n" for i in range(ROWS)))
+    good.assign(a=good["a"].where(good.index != 3, 1e308)).to_csv(root / "huge.csv", index=False)
     np.savez(root / "arrays.npz", inputs=rng.normal(size=(10, 2)), labels=rng.integers(0, 2, 10))
     np.savez(root / "objects.npz", x=np.array([[1, "a"]], dtype=object), y=np.array([1]))
     return root
@@ -72,8 +83,11 @@ def finished(data_dir):
 
 def test_a_csv_study_runs_from_run_to_the_report(finished):
     _, out, stdout = finished
-    assert "good.csv (group == 'north') → good.csv (group == 'south')" in stdout.replace("\n", " ")
+    # --quiet: the verdict sentence and where the outputs are, nothing else
+    lines = stdout.replace("\n", " ").split("wrote ")
+    assert lines[0].startswith("No strategy beat standalone") and lines[1].strip() == f"{out}/"
     report = (out / "report.html").read_text()
+    assert "good.csv (group == &#39;north&#39;) → good.csv (group == &#39;south&#39;)" in report
     for text in ("good.csv", "data fingerprint", "a, b, c", "no, yes", "group == &#39;south&#39;",
                  "features by the task&#39;s own training rows"):
         assert text in report, text
@@ -136,6 +150,36 @@ DATA_CASES = [
      "false"),
     ("features-and-drop", {"target.features": ["a"]},
      W + ": target: give features or drop, not both"),
+    ("stray-text-in-a-numeric-label", {"target.path": "stray.csv"},
+     W + ": target.target: column 'label' holds numbers, but line 5 of stray.csv has '3450 g': fix the file, or "
+     "mark such cells missing with na_values = [\"3450 g\"] (rows with a missing label are dropped); set task = "
+     "\"classification\" if they are class names"),
+    ("stray-text-in-a-regression-target", {"target.path": "stray.csv", "target.task": "regression"},
+     W + ": target.target: column 'label' holds numbers, but line 5 of stray.csv has '3450 g': fix the file, or "
+     "mark such cells missing with na_values = [\"3450 g\"] (rows with a missing label are dropped); set task = "
+     "\"classification\" if they are class names"),
+    ("placeholder-label", {"target.path": "dots.csv"},
+     W + ": target.target: column 'label': label '.' (1 row, the first on line 5 of dots.csv) looks like a "
+     "placeholder for a missing value; set na_values = [\".\"] to drop those rows, or list it in classes = [...] "
+     "if it is a class"),
+    ("date-feature", {"target.path": "dates.csv", "target.parse_dates": ["when"]},
+     W + ": target.features: column 'when' holds dates or times; a model cannot take them as they are: derive a "
+     "number from it (e.g. its year, in a column of its own) or drop it (drop = [\"when\"])"),
+    ("decimal-comma", {"target.path": "comma.csv"},
+     W + ": target.features: column 'a' is not numeric (line 3 of comma.csv has '-0,132'); it looks like numbers "
+     "with a decimal comma: set decimal = \",\""),
+    ("duplicate-column", {"target.path": "dupes.csv"},
+     W + ": target.path: {dir}/dupes.csv: column 'a' appears twice in the header; give every column its own name"),
+    ("huge-value", {"target.path": "huge.csv"},
+     W + ": target.features: column 'a': line 5 of huge.csv has 1e+308, beyond the ±1e+30 the engine can train on "
+     "(it computes in float32); rescale the column or drop it"),
+    ("query-unknown-column", {"target.query": "grup == 'south'"},
+     W + ": target.query: \"grup == 'south'\": name 'grup' is not defined (its columns: a, b, c, group, label)"),
+    ("query-leaves-one-class", {"target.query": "label == 'no'"},
+     W + ": target.query: \"label == 'no'\" leaves 1 class (no) in column 'label'; a classification task needs "
+     "at least two: widen the query, or set task = \"regression\" if the label is a number"),
+    ("decimal-for-parquet", {"target.kind": "parquet", "target.path": "not.parquet", "target.decimal": ","},
+     W + ": target.decimal: decimal and thousands are how a CSV file writes numbers; this data is not CSV"),
 ]
 
 
