@@ -176,5 +176,5 @@ def test_a_messy_table_from_run_to_interrupt_resume_report_retrain_and_results(t
     assert (runs[runs["strategy"] == "standalone"]["role"] == "target").all()
     alone = study.retrain_run(tmp_path / "out", "target", "transfer freeze=1", 1, 2)
     stored = runs[(runs.strategy == "transfer freeze=1") & (runs.source_index == 1) & (runs.repeat == 2)]
-    assert abs(alone.metrics["test_accuracy"] - float(stored["test_accuracy"].iloc[0])) < 1e-6
+    assert alone.final["test_accuracy"][0] == pytest.approx(float(stored["test_accuracy"].iloc[0]), abs=1e-6)
     assert outputs.directions[0].summary.shape[0] == 2
