@@ -203,9 +203,9 @@ MODEL_FILE_CASES = [
     ("does-not-fit", "wide.keras", "{study}: strategies[1]: transfer freeze=1 reuses the source's first layer, which "
      "takes 4 features, but the target has 2 (x0, x1); use new_input (a fresh first layer on the target's features) "
      "or standalone, or give both tasks the same features (source model wide.keras: 4 → 5 relu → 5 relu → 3 softmax)"),
-    ("unsafe-lambda", "unsafe.keras", "{models}/unsafe.keras: the model contains code (a Lambda layer or similar) "
-     "that would only load with safe_mode=False; transferlab treats model files as data — rebuild it from standard "
-     "layers"),
+    ("unsafe-lambda", "unsafe.keras", "{models}/unsafe.keras: layer 'lambda' is a Lambda layer (Python code); only "
+     "Keras' built-in layers and activations load (nothing in a model file is executed): rebuild the model from "
+     "standard layers"),
 ]
 
 

@@ -45,8 +45,9 @@ def test_regression_target_gets_a_new_head_with_a_notice_and_reports_r2(tmp_path
     )
     notices = []
     outcome = study.run_study(study_from_dict(raw), tmp_path, notify=notices.append)
-    assert len(notices) == 1 and "1-unit linear output layer" in notices[0] and "(new_head)" in notices[0]
-    assert outcome.notices == notices
+    heads_ = [n for n in notices if n.startswith("forward:")]  # the others: the tasks' class counts
+    assert len(heads_) == 1 and "needs 1 linear unit, the source has 3 softmax units" in heads_[0]
+    assert "(new_head)" in heads_[0] and outcome.notices == heads_
     with Store.in_folder(tmp_path) as store:
         runs = store.runs_frame(1)
         curves = store.curves_frame(1)
@@ -114,7 +115,8 @@ def test_architecture_changing_strategies_form_their_own_cohorts(tmp_path):
     (layers,) = db.execute("SELECT layers_json FROM runs WHERE strategy = 'insert_layer after=1 8 tanh' LIMIT 1").fetchone()
     notes = [layer["note"] for layer in json.loads(layers)]
     assert notes == ["from source layer 0", "fresh (inserted layer)",
-                     "re-initialised: its input width changed from 5 to 8", "from source layer 2"]
+                     "re-initialised: its input width changed from 5 to 8",
+                     "from source layer 2 (classes 0, 1, 2 matched by name)"]
     assert db.execute("SELECT count(*) FROM runs WHERE status != 'done'").fetchone()[0] == 0
     db.close()
     # each cohort's run, retrained alone, equals what the mixed study stored
@@ -198,7 +200,7 @@ def test_every_strategy_runs_through_the_cli_and_the_report_shows_them(tmp_path)
     (tmp_path / "catalogue.toml").write_text(_as_toml(catalogue))
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "transferlab.cli", "run", str(tmp_path / "catalogue.toml"),
-                             "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+                             "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     from transferlab.strategies import STRATEGIES
 
@@ -278,7 +280,7 @@ def test_a_user_model_with_another_class_count_gets_a_new_head(tmp_path):
                  source_repeats=1, target={"kind": "blobs", "seed": 2, "centers": 5, **SMALL})
     notices = []
     study.run_study(study_from_dict(raw), tmp_path / "out", notify=notices.append)
-    assert "needs a 5-unit softmax output layer but the source model has 3 softmax units" in notices[0]
+    assert "the target needs 5 softmax units, the source has 3 softmax units (new_head)" in notices[-1]
     db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
     stored = dict(db.execute("SELECT strategy, architecture_json FROM runs GROUP BY strategy"))
     for label in ("standalone", "transfer freeze=1"):  # both train the file's body under a 5-class head

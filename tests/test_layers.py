@@ -311,7 +311,8 @@ def test_a_two_class_model_file_with_a_softmax_head_keeps_it(tmp_path):
            "target": {"seed": 2, "centers": 2, "n_samples": 100, "n_train": 60},
            "training": {"epochs": 1}, "strategies": [{"name": "transfer", "freeze": 1}]}
     (forward,) = study.plan_study(study_from_dict(raw)).directions
-    assert forward.notice is None and forward.recipes["transfer freeze=1"].arch == arch
+    assert forward.recipes["transfer freeze=1"].arch == arch  # its units by position, and the note says why
+    assert "class names are unknown (unit 0 → 0, unit 1 → 1)" in forward.notice
     raw["target"]["centers"] = 3  # three classes: a fresh 3-unit softmax head
     (other,) = study.plan_study(study_from_dict(raw)).directions
     assert other.recipes["transfer freeze=1"].arch.head == Dense(3, "softmax") and "new_head" in other.notice

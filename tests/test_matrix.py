@@ -47,7 +47,7 @@ def test_bad_matrix_tables_are_one_line(change, message):
 def ran(tmp_path_factory):
     root = tmp_path_factory.mktemp("matrix")
     study_file = _write(root, BASE, name="matrix.toml")
-    code, stdout, stderr = invoke("run", study_file, "--out", root / "out", "--quiet")
+    code, stdout, stderr = invoke("run", study_file, "--out", root / "out")
     assert code == 0, stderr
     return root, stdout
 

@@ -162,7 +162,7 @@ def test_a_driver_killed_then_interrupted_resumes_on_the_cluster(cluster, refere
     _stop_mid_run(study_file, out, cluster.address, "SIGKILL")
     code, stderr = _stop_mid_run(study_file, out, cluster.address, "SIGINT")
     assert code == 130 and stderr.strip().startswith("interrupted:"), stderr
-    code, stdout, stderr = invoke("run", study_file, "--out", out, "--ray", cluster.address, "--quiet")
+    code, stdout, stderr = invoke("run", study_file, "--out", out, "--ray", cluster.address)
     assert code == 0, stderr
     assert "resumed:" in stdout
     assert _results(out) == reference

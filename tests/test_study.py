@@ -109,7 +109,7 @@ def test_kill_9_mid_study_then_resume(tmp_path, small_study_dict):
     study_file = tmp_path / "s.toml"
     study_file.write_text(_to_toml(small_study_dict))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out", str(out), "--quiet"]
+    command = [sys.executable, "-m", "transferlab.cli", "run", str(study_file), "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = 0
     deadline = time.time() + 240

@@ -67,7 +67,7 @@ def swept(tmp_path_factory):
     """A three-point n_train sweep run through the CLI."""
     root = tmp_path_factory.mktemp("sweep")
     study_file = _write(root, _sweep(target__n_train=[20, 40, 80]), name="sweep.toml")
-    code, stdout, stderr = invoke("run", study_file, "--out", root / "out", "--quiet")
+    code, stdout, stderr = invoke("run", study_file, "--out", root / "out")
     assert code == 0, stderr
     return root, study_file, stdout
 
@@ -94,7 +94,7 @@ def test_a_sweep_runs_into_one_database_and_reports(swept):
     assert len(summary) == 3 * 2 and set(summary["target.n_train"]) == {20, 40, 80}
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Mean test accuracy per target.n_train" in html
-    code, stdout, stderr = invoke("run", study_file, "--out", out, "--quiet")  # all done: it resumes
+    code, stdout, stderr = invoke("run", study_file, "--out", out)  # all done: it resumes
     assert code == 0, stderr and "resumed" in stdout
     code, _, stderr = invoke("report", out)
     assert code == 0, stderr

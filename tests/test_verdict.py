@@ -109,7 +109,7 @@ def test_a_study_with_two_source_models_and_a_poor_one_warns_in_the_terminal_and
         "training": {"epochs": 4},
         "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 0}],
     })
-    code, stdout, stderr = invoke("run", study_file, "--out", tmp_path / "out", "--quiet")
+    code, stdout, stderr = invoke("run", study_file, "--out", tmp_path / "out")
     assert code == 0, stderr
     text = " ".join(stdout.split())
     assert "warning: 2 source models (fewer than 5): the intervals and tests of transfer freeze=0 describe these" in text

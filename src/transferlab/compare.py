@@ -23,12 +23,13 @@ class Comparison:
     metric: str
     table: pd.DataFrame  # one row per shared strategy
     differences: str  # the configuration fields that differ, `path: a → b; …`
+    warnings: list[str] = None  # what makes the difference mean something else (other data)
 
 
 def compare_studies(folder_a: str | Path, folder_b: str | Path) -> Comparison:
     """Compare the forward direction of two finished (or partly finished) study folders."""
     studies = [_read(Path(folder)) for folder in (folder_a, folder_b)]
-    (name_a, metric_a, runs_a, config_a), (name_b, metric_b, runs_b, config_b) = studies
+    (name_a, metric_a, runs_a, config_a, tasks_a), (name_b, metric_b, runs_b, config_b, tasks_b) = studies
     if metric_a != metric_b:
         raise StoreError(f"{folder_a} reports {metric_a} and {folder_b} {metric_b}: only studies with the same "
                          "headline metric can be compared")
@@ -51,7 +52,19 @@ def compare_studies(folder_a: str | Path, folder_b: str | Path) -> Comparison:
             rows.append(row)
     table = pd.DataFrame(rows)
     table["p_holm"] = stats.holm(table["p_value"].tolist())
-    return Comparison((name_a, name_b), metric_a, table, changed_fields(config_a, config_b))
+    return Comparison((name_a, name_b), metric_a, table, changed_fields(config_a, config_b),
+                      _task_warnings(tasks_a, tasks_b))
+
+
+def _task_warnings(tasks_a: dict, tasks_b: dict) -> list[str]:
+    """A warning per task whose data differ (fingerprints): B − A then mixes data and settings."""
+    found = []
+    for role in ("source", "target"):
+        a, b = tasks_a.get(role), tasks_b.get(role)
+        if a is not None and b is not None and a.fingerprint != b.fingerprint:
+            found.append(f"the {role} tasks differ ({a.description}, fingerprint {a.fingerprint[:12]}… in A; "
+                         f"{b.description}, {b.fingerprint[:12]}… in B): the differences mix data and settings")
+    return found
 
 
 def display(comparison: Comparison) -> pd.DataFrame:
@@ -75,4 +88,4 @@ def _read(folder: Path):
         runs = store.runs_frame(study_id)
     forward = plan.directions[0]
     done = runs[(runs["direction"] == forward.name) & (runs["role"] == "target") & (runs["status"] == "done")]
-    return plan.name, forward.score, done, configuration(plan.to_dict())
+    return plan.name, forward.score, done, configuration(plan.to_dict()), plan.task_specs()

@@ -335,7 +335,7 @@ def _changes(before, after, path: str):
 
 
 def _short(value) -> str:
-    text = "none" if value is None else json.dumps(value, ensure_ascii=False)
+    text = "(default)" if value is None else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

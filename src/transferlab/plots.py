@@ -286,7 +286,7 @@ def sweep_figure(table: pd.DataFrame, axes: dict, path: Path, metric_label: str)
     for ax in (score_ax, diff_ax):
         ax.set_xlabel(label)
         if log:
-            ax.set_xscale("log")
+            _log_ticks(ax, values)
         if not numeric:
             points = sorted(x_of)
             ax.set_xticks([x_of[p] for p in points])
@@ -304,6 +304,18 @@ def _score_line(ax, x, rows: pd.DataFrame, strategy: str):
     line, = ax.plot(x, rows["mean"], marker="o", label=strategy, **style)
     ax.fill_between(x, rows["ci_low"], rows["ci_high"], alpha=0.15, color=line.get_color())
     return line
+
+
+def _log_ticks(ax, values) -> None:
+    """A log axis labelled with the swept values themselves (10, 20, 45), not powers of ten."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ticks = sorted({float(v) for v in values})
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticklabels([f"{t:g}" for t in ticks], fontsize=8)
 
 
 def _log_axis(axis: str, values) -> bool:
@@ -382,7 +394,7 @@ def sweep_dimension_figure(table: pd.DataFrame, axes: dict, axis: str, path: Pat
             x = rows_[axis].astype(float).to_numpy() if numeric else np.sort(order)
             _score_line(ax, x, rows_, strategy)
         if numeric and _log_axis(axis, values):
-            ax.set_xscale("log")
+            _log_ticks(ax, values)
         if not numeric:
             ax.set_xticks(range(len(values)))
             ax.set_xticklabels([str(v) for v in values], fontsize=8)
