@@ -16,13 +16,12 @@ or matrix, the point (`point` and one column per swept value, or `source_task` a
 
 from __future__ import annotations
 
-from transferlab._backend import configure
-
 from pathlib import Path
 
 import pandas as pd
 
 from transferlab import speed, stats
+from transferlab._backend import configure
 from transferlab.store import Store
 
 TABLES = ("runs", "curves", "summary", "learning_speed", "points")

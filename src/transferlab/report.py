@@ -3,8 +3,6 @@ self-contained `report.html`, all rebuilt from the results database alone."""
 
 from __future__ import annotations
 
-from transferlab._backend import configure
-
 import base64
 import html
 import json
@@ -16,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab import plots, speed, stats, verdict
+from transferlab._backend import configure
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, check_writable, write_text
 from transferlab.store import Store

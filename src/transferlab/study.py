@@ -10,8 +10,6 @@ at a time (`FolderLock`).
 
 from __future__ import annotations
 
-from transferlab._backend import configure
-
 import dataclasses
 import hashlib
 import sys
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import models
+from transferlab._backend import configure
 from transferlab.config import ExecutionConfig, StudyConfig, StudyFileError
 from transferlab.executors import LocalExecutor
 from transferlab.folder import (
