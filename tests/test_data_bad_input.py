@@ -96,6 +96,9 @@ def test_a_csv_study_runs_from_run_to_the_report(finished):
 
 
 W = "{dir}/data.toml"
+STRAY = (W + ": target.target: column 'label' holds numbers, but line 5 of stray.csv has '3450 g': fix the file, or "
+         "mark such cells missing with na_values = [\"3450 g\"] (rows with a missing label are dropped); set task = "
+         "\"classification\" if they are class names")
 DATA_CASES = [
     ("missing-file", {"target.path": "nothere.csv"},
      W + ": target.path: {dir}/nothere.csv: data file not found (a relative path is read from the study file's folder)"),
@@ -150,14 +153,8 @@ DATA_CASES = [
      "false"),
     ("features-and-drop", {"target.features": ["a"]},
      W + ": target: give features or drop, not both"),
-    ("stray-text-in-a-numeric-label", {"target.path": "stray.csv"},
-     W + ": target.target: column 'label' holds numbers, but line 5 of stray.csv has '3450 g': fix the file, or "
-     "mark such cells missing with na_values = [\"3450 g\"] (rows with a missing label are dropped); set task = "
-     "\"classification\" if they are class names"),
-    ("stray-text-in-a-regression-target", {"target.path": "stray.csv", "target.task": "regression"},
-     W + ": target.target: column 'label' holds numbers, but line 5 of stray.csv has '3450 g': fix the file, or "
-     "mark such cells missing with na_values = [\"3450 g\"] (rows with a missing label are dropped); set task = "
-     "\"classification\" if they are class names"),
+    ("stray-text-in-a-numeric-label", {"target.path": "stray.csv"}, STRAY),
+    ("stray-text-in-a-regression-target", {"target.path": "stray.csv", "target.task": "regression"}, STRAY),
     ("placeholder-label", {"target.path": "dots.csv"},
      W + ": target.target: column 'label': label '.' (1 row, the first on line 5 of dots.csv) looks like a "
      "placeholder for a missing value; set na_values = [\".\"] to drop those rows, or list it in classes = [...] "

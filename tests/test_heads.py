@@ -88,17 +88,17 @@ def test_a_permuted_target_gives_the_source_orders_numbers(permuted):
 def test_the_permuted_head_starts_from_the_source_rows_permuted(permuted):
     from transferlab.store import Store
 
+    plans = {}
     for name in ("order", "permuted"):
         with Store.in_folder(permuted / name, readonly=True) as store:
-            _, plan = store.stored_plan()
-            globals()[f"_{name}_plan"] = plan
-    order_recipe = _order_plan.directions[0].recipes["transfer freeze=0"]  # noqa: F821
-    permuted_recipe = _permuted_plan.directions[0].recipes["transfer freeze=0"]  # noqa: F821
+            _, plans[name] = store.stored_plan()
+    order_recipe = plans["order"].directions[0].recipes["transfer freeze=0"]
+    permuted_recipe = plans["permuted"].directions[0].recipes["transfer freeze=0"]
     assert order_recipe.head_units is None and permuted_recipe.head_units == (2, 0, 1)
     rng = np.random.default_rng(0)
     source = [(rng.normal(size=shape).astype(np.float32), rng.normal(size=shape[-1:]).astype(np.float32))
               for shape in [(3, 5), (5, 5), (5, 3)]]
-    run = study.plan_runs(_order_plan, _order_plan.directions[0])[-1]  # noqa: F821
+    run = plans["order"].runs(plans["order"].directions[0])[-1]
     kernel, bias = initial_weights(permuted_recipe, run, {run.source_index: source})[-1]
     np.testing.assert_array_equal(kernel, source[2][0][:, [2, 0, 1]])
     np.testing.assert_array_equal(bias, source[2][1][[2, 0, 1]])

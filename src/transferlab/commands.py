@@ -117,7 +117,7 @@ def compare(
                                       "study, Welch, Holm")
     console.print(escape(f"configurations differ in: {comparison.differences}" if comparison.differences
                          else "the configurations are the same"), highlight=False)
-    for warning in comparison.warnings or ():
+    for warning in comparison.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     with atomic_path(out) as temporary:
         comparison.table.to_csv(temporary, index=False)

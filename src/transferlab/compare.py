@@ -6,7 +6,7 @@ rerun with `bn_frozen = "train"`, another learning rate, or more source models."
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ class Comparison:
     metric: str
     table: pd.DataFrame  # one row per shared strategy
     differences: str  # the configuration fields that differ, `path: a → b; …`
-    warnings: list[str] = None  # what makes the difference mean something else (other data)
+    warnings: list[str] = field(default_factory=list)  # what makes the difference mean something else
 
 
 def compare_studies(folder_a: str | Path, folder_b: str | Path) -> Comparison:

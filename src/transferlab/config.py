@@ -102,7 +102,7 @@ class _Generated(_Preparation):
     DEFAULT_SPLIT: ClassVar[str] = "first"
     DEFAULT_STANDARDIZE: ClassVar[bool] = False
 
-    def make(self, role: str, source_scaler=None) -> tasks.Task:
+    def make(self, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
         options = self.options(seed=self.seed)
         del options["name"]
         if self.test_fraction is None or "n_train" in self.model_fields_set:
@@ -262,7 +262,7 @@ class _FileDataset(_Dataset):
 
         keys = self.keys()
         if self.kind == "csv":
-            keys["csv_options"] = {"na_values": self.na_values, "decimal": self.decimal, "thousands": self.thousands}
+            keys["csv_options"] = {"decimal": self.decimal, "thousands": self.thousands}
         if self.path is not None:
             return read.read_file(self.kind, self.path, **keys)
         return read.read_pair(self.kind, Path(self.train_path), Path(self.test_path), **keys)
@@ -325,7 +325,7 @@ class GivenTask(BaseModel):
     def _summary(self, task: tasks.Task) -> dict:
         return {"name": task.provenance.get("name", task.name), "fingerprint": task.fingerprint()}
 
-    def make(self, role: str, source_scaler=None) -> tasks.Task:
+    def make(self, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
         return self.task
 
     @property
@@ -636,7 +636,7 @@ class TaskDataError(ValueError):
 
 def _made(table, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
     try:
-        return table.make(role, source_scaler, categories) if categories else table.make(role, source_scaler)
+        return table.make(role, source_scaler, categories)
     except tasks.DataError as error:
         field = f"{role}.{error.field}" if error.field else role
         raise TaskDataError(f"{field}: {error}") from None
@@ -747,9 +747,9 @@ def load_study(path: str | Path):
     except IsADirectoryError:
         raise StudyFileError(f"{path}: is a folder; give the path of a study file (TOML)") from None
     except UnicodeDecodeError:
-        from transferlab.data.read import _first_bad_byte
+        from transferlab.data.read import first_bad_byte
 
-        raise StudyFileError(f"{path}: not UTF-8 text ({_first_bad_byte(path)}); save the study file as UTF-8") from None
+        raise StudyFileError(f"{path}: not UTF-8 text ({first_bad_byte(path)}); save the study file as UTF-8") from None
     except OSError as error:
         raise StudyFileError(f"{path}: cannot read the study file ({error})") from None
     try:

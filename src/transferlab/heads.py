@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transferlab.data.select import listing as names
+
 BY_NAME, BY_POSITION = "by_name", "by_position"
 HEAD_MODES = (BY_NAME, BY_POSITION)
-SHOWN = 8  # class names listed in a note before "..."
 
 
 @dataclass(frozen=True)
@@ -40,17 +41,15 @@ class Classes:
 class HeadMatch:
     """How a target's output layer starts: `reuse` is `whole` (the source head as it is),
     `mapped` (unit `j` from source unit `units[j]`, or fresh where None; × −1 if
-    `negated`) or `fresh`; `note` says why, naming the classes."""
+    `negated`) or `fresh`; `note` says why, naming the classes; `notable` when the user
+    should hear of it before reading results (anything but the source head kept as it is,
+    its classes equal by name)."""
 
     reuse: str
     note: str
     units: tuple[int | None, ...] | None = None
     negated: bool = False
-
-
-def names(values, shown: int = SHOWN) -> str:
-    values = [str(v) for v in values]
-    return ", ".join(values[:shown]) + (f", ... ({len(values)} in all)" if len(values) > shown else "")
+    notable: bool = True
 
 
 def match_head(source_head, target_head, classes: Classes | None, mode: str = BY_NAME,
@@ -62,7 +61,7 @@ def match_head(source_head, target_head, classes: Classes | None, mode: str = BY
              f"{_units(source_head)} (new_head)")
     known = classes is not None and classes.target is not None and target_head.activation != "linear"
     if not known:
-        return HeadMatch("whole", reused) if fits else HeadMatch("fresh", unfit)
+        return HeadMatch("whole", reused, notable=False) if fits else HeadMatch("fresh", unfit)
     if mode == BY_POSITION:
         if not fits:
             return HeadMatch("fresh", unfit)
@@ -89,7 +88,7 @@ def _match_units(source: tuple[str, ...], target: tuple[str, ...], reused: str) 
     if all(unit is None for unit in units):
         return HeadMatch("fresh", _no_shared(source, target))
     if units == tuple(range(len(source))):
-        return HeadMatch("whole", f"{reused} (classes {names(target)} matched by name)")
+        return HeadMatch("whole", f"{reused} (classes {names(target)} matched by name)", notable=False)
     parts = [f"{name} ← source unit {unit}" if unit is not None else f"{name} fresh"
              for name, unit in zip(target, units)]
     dropped = [name for name in source if name not in target]
@@ -101,7 +100,7 @@ def _match_units(source: tuple[str, ...], target: tuple[str, ...], reused: str) 
 
 def _match_binary(source: tuple[str, ...], target: tuple[str, ...], reused: str) -> HeadMatch:
     if target == source:
-        return HeadMatch("whole", f"{reused} (classes {names(target)} matched by name)")
+        return HeadMatch("whole", f"{reused} (classes {names(target)} matched by name)", notable=False)
     if target == source[::-1]:
         return HeadMatch("mapped", f"{reused}, negated: the target orders the classes {names(target)}, "
                                    f"the source {names(source)} (its sigmoid unit is the second class)",

@@ -138,15 +138,8 @@ class Direction:
         """What the user should know before reading the results of this direction: how
         the strategies that reuse the source's output layer start it (fresh, or its units
         matched to the target's classes), one line per distinct note."""
-        notes = []
-        for strategy in self.strategies:
-            recipe = self.recipes[strategy.label]
-            if not strategy.uses_source or not recipe.notes:
-                continue
-            note = recipe.notes[-1]
-            if note.startswith("fresh output layer:") or recipe.head_units is not None or " by position" in note:
-                notes.append(note)
-        notes = list(dict.fromkeys(notes))
+        notes = list(dict.fromkeys(self.recipes[s.label].head_notice for s in self.strategies
+                                   if self.recipes[s.label].head_notice))
         if not notes:
             return None
         return f"{self.name}: output layer of strategies that reuse the source: " + "; ".join(notes)
@@ -218,8 +211,10 @@ class Plan:
     def notes(self) -> list[str]:
         """What building the tasks and matching the output layers decided: printed when the
         study starts, shown in the report."""
+        from transferlab.data.labels import notes_of
+
         lines = [f"{role} ({spec.description}): {note}" for role, spec in self.task_specs().items()
-                 for note in spec.provenance.get("notes") or ()]
+                 for note in notes_of(spec.provenance)]
         return lines + [d.notice for d in self.directions if d.notice]
 
     def attach_tasks(self, by_fingerprint: dict[str, tasks.Task]) -> None:
@@ -302,7 +297,7 @@ class Plan:
 
 # what describes or only shapes the programs (padding changes no number): not identity
 _DESCRIPTIVE_KEYS = frozenset({"study", "model_file", "notes", "source_title", "description", "provenance",
-                               "padding"})
+                               "padding", "head_notice"})
 
 
 def _without(data, keys: frozenset):
@@ -364,7 +359,8 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         "penalties": None if recipe.penalties is None else list(recipe.penalties),
         "notes": list(recipe.notes),
     } | ({"head_units": list(recipe.head_units), "head_negated": recipe.head_negated}
-         if recipe.head_units is not None else {})
+         if recipe.head_units is not None else {}) | (
+        {"head_notice": recipe.head_notice} if recipe.head_notice else {})
 
 
 def recipe_from_dict(data: dict) -> Recipe:
@@ -377,6 +373,7 @@ def recipe_from_dict(data: dict) -> Recipe:
         notes=tuple(data["notes"]),
         head_units=None if data.get("head_units") is None else tuple(data["head_units"]),
         head_negated=bool(data.get("head_negated", False)),
+        head_notice=data.get("head_notice"),
     )
 
 

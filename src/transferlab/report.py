@@ -192,17 +192,21 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
         files[file_name] = folder / file_name
         with atomic_path(files[file_name]) as temporary:
             table.to_csv(temporary, index=False)
+    files["tasks.png"] = _tasks_figure(plan, folder / "tasks.png")
 
+    outputs = Outputs(folder=folder, directions=directions, files=files, study=study, source_models=source_models)
+    files["report.html"] = write_text(folder / "report.html", render_html(outputs, plan))
+    return outputs
+
+
+def _tasks_figure(plan, path: Path) -> Path:
+    """The forward direction's tasks drawn side by side (`tasks.png`)."""
     forward = plan.directions[0]
     tasks = {}
     if forward.source_spec is not None:
         tasks[f"source: {forward.source_spec.description}"] = forward.source_task
     tasks[f"target: {forward.target_spec.description}"] = forward.target_task
-    files["tasks.png"] = plots.tasks_scatter(tasks, folder / "tasks.png")
-
-    outputs = Outputs(folder=folder, directions=directions, files=files, study=study, source_models=source_models)
-    files["report.html"] = write_text(folder / "report.html", render_html(outputs, plan))
-    return outputs
+    return plots.tasks_scatter(tasks, path)
 
 
 def _verdict_row(found) -> dict:
@@ -328,6 +332,7 @@ _PROVENANCE_ROWS = (
 
 
 def _provenance_value(key: str, spec) -> str:
+    from transferlab.data.labels import describe_counts
     from transferlab.data.select import listing
 
     data = spec.provenance
@@ -357,12 +362,11 @@ def _provenance_value(key: str, spec) -> str:
     if key == "target":
         return f"{', '.join(data.get('target', []))} ({spec.kind})" if data.get("target") else spec.kind
     if key == "classes":
-        counts = [n for n in data.get("notes") or () if " classes (train/test rows): " in n]
-        if counts:
-            return counts[0]
+        if data.get("class_counts"):
+            return describe_counts(spec.class_names, data["class_counts"])
         return listing(spec.class_names, 20) if spec.class_names else ""
     if key == "notes":
-        return "; ".join(n for n in data.get("notes") or () if " classes (train/test rows): " not in n)
+        return "; ".join(data.get("notes") or ())
     if key == "encoding":
         encoding = data.get("categorical")
         if not encoding:

@@ -63,7 +63,8 @@ class Recipe:
     layer, pulling a Dense kernel toward its source kernel (or toward 0 if fresh).
     `head_units` (None: the output layer as its origin says) gives, per output unit, the
     source unit it starts from (None: fresh), × −1 when `head_negated`: classes matched
-    by name (`transferlab.heads`).
+    by name (`transferlab.heads`). `head_notice` is what the user should hear about how the
+    output layer starts (another shape, classes matched or not, reuse by position), or None.
     """
 
     arch: Architecture
@@ -73,6 +74,7 @@ class Recipe:
     notes: tuple[str, ...] = ()
     head_units: tuple[int | None, ...] | None = None
     head_negated: bool = False
+    head_notice: str | None = None
 
     def record(self) -> list[dict]:
         """Per layer: what it is, where it started and how it trained (stored with each run)."""
@@ -116,6 +118,7 @@ class _Layout:
     blocks: list = None
     head_units: tuple | None = None
     head_negated: bool = False
+    head_notice: str | None = None
 
     def __post_init__(self):
         self.layers, self.origins, self.notes, self.blocks = [], [], [], []
@@ -129,11 +132,6 @@ class _Layout:
 
     def arch(self) -> Architecture:
         return Architecture(self.n_inputs, tuple(self.layers))
-
-
-def head_fits(source: Architecture, head: Dense) -> bool:
-    """Can the source's output layer serve the target? Same width and activation."""
-    return source.head.units == head.units and source.head.activation == head.activation
 
 
 def _source_block(layout: _Layout, source: Architecture, block: list[int], fresh_note: str | None = None) -> None:
@@ -156,6 +154,7 @@ def _add_head(layout: _Layout, source: Architecture, head: Dense, reuse: bool, f
         layout.add_block([head], [FRESH], [f"fresh: its input width changed to {_width(layout)}"])
         return
     match = match_head(source.head, head, classes, mode, source_head[0])
+    layout.head_notice = match.note if match.notable else None
     if match.reuse == "whole":
         layout.add_block([source.layers[i] for i in source_head], list(source_head), [match.note] * len(source_head))
     elif match.reuse == "mapped":
@@ -207,7 +206,7 @@ def _freeze_first(layout: _Layout, k: int, epochs: int) -> np.ndarray:
 
 def _recipe(layout: _Layout, multipliers: np.ndarray, penalties=None) -> Recipe:
     return Recipe(layout.arch(), tuple(layout.origins), multipliers, penalties, tuple(layout.notes),
-                  layout.head_units, layout.head_negated)
+                  layout.head_units, layout.head_negated, layout.head_notice)
 
 
 def _check_head(mode: str) -> None:

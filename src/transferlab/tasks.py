@@ -139,7 +139,9 @@ class Task:
     def notes(self) -> list[str]:
         """What building the task decided and the user should know (printed when a study
         starts): class counts, dropped rows, how the kind was chosen, unseen categories."""
-        return list(self.provenance.get("notes") or [])
+        from transferlab.data.labels import notes_of
+
+        return notes_of(self.provenance)
 
     @property
     def categories(self) -> dict[str, list[str]] | None:

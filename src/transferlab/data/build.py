@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
-from pandas.api import types
 
 from transferlab.data import encode, labels, read, select
 from transferlab.data.read import Part, Table
@@ -82,14 +81,15 @@ def build_task(table: Table, options: Options, role: str, source_scaler: Scaler 
         raise DataError(f"column {options.split_column!r} is not in {table.name} "
                         f"(its columns: {select.listing(table.frame.columns)})", "split_column")
     kind, notes = _kind(table, targets, options.task)
+    if kind == "regression" and options.classes is not None:
+        raise DataError("classes selects labels of a classification task; this task is regression", "classes")
     rows_read = len(table.frame)
     table = select.apply_query(table, options.query)
     if kind == "classification" and options.classes is not None:
         table, _ = select.select_classes(table, targets[0], options.classes)
     table, dropped_labels = labels.drop_missing_labels(table, targets)
     notes += dropped_labels
-    select.check_numeric(table, tuple(f for f in features if f not in (options.categorical or ())), "features",
-                         categorical_hint=True)
+    select.check_numeric(table, tuple(f for f in features if f not in (options.categorical or ())), "features")
     before = len(table.frame)
     table = select.finite_rows(table, features + targets, options.dropna)
     dropped = before - len(table.frame)
@@ -122,11 +122,11 @@ def _kind(table: Table, targets: tuple[str, ...], task: str | None) -> tuple[str
 
 
 def _arrays(table: Table, options: Options, role: str, description, targets, features, kind, classes,
-            counts: dict, source_scaler) -> Task:
+            recorded: dict, source_scaler) -> Task:
     """The selected rows → split, encoded, standardised arrays, with their provenance."""
     frame = table.frame
     codes = None if classes is None else _codes(frame[targets[0]], classes)
-    class_names = None if classes is None else [_label_text(c) for c in classes]
+    class_names = None if classes is None else [labels.label_text(c) for c in classes]
     if classes is not None:
         labels.check_placeholders(table, targets[0], classes, class_names, options.classes)
     parts = _parts(table, options)
@@ -138,15 +138,16 @@ def _arrays(table: Table, options: Options, role: str, description, targets, fea
     own = encode.training_categories(frame, categorical, split.train)
     categories = {c: list((options.categories or {}).get(c) or own[c]) for c in categorical}
     x, feature_names, encode_notes = encode.encode(frame, features, categories, split.test)
-    _check_range(table, x, feature_names)
-    notes = counts.pop("notes") + encode_notes
+    _check_range(table, x, feature_names, "features")
+    notes = recorded.pop("notes") + encode_notes
     if kind == "classification":
         y = one_hot(codes, len(classes))
         target_scaling = None
-        notes += labels.class_counts_note(role, class_names, codes[split.train], codes[split.test])
+        recorded["class_counts"] = labels.class_counts(codes[split.train], codes[split.test], len(classes))
+        notes += labels.thin_classes(class_names, recorded["class_counts"])
     else:
         y = frame[list(targets)].apply(pd.to_numeric).to_numpy(dtype=np.float64)
-        _check_range(table, y, list(targets))
+        _check_range(table, y, list(targets), "target")
         mean, std = y[split.train].mean(axis=0), y[split.train].std(axis=0)
         y = (y - mean) / np.where(std > 0, std, 1.0)
         target_scaling = {"mean": mean.tolist(), "std": std.tolist()}
@@ -158,8 +159,8 @@ def _arrays(table: Table, options: Options, role: str, description, targets, fea
     provenance = {
         "name": name, "origin": table.origin, "target": list(targets), "features": list(features), "task": kind,
         "classes": class_names, "query": options.query,
-        "classes_selected": None if options.classes is None else [_label_text(c) for c in options.classes],
-        "n_rows": options.n_rows, **counts, "rows": len(frame), "split": split.description,
+        "classes_selected": None if options.classes is None else [labels.label_text(c) for c in options.classes],
+        "n_rows": options.n_rows, **recorded, "rows": len(frame), "split": split.description,
         "train_rows": len(split.train), "test_rows": len(split.test), "standardize": scaling,
         "scaler": None if scaler is None else scaler.to_dict(), "target_standardization": target_scaling,
         "notes": notes,
@@ -176,7 +177,7 @@ def _arrays(table: Table, options: Options, role: str, description, targets, fea
 LARGEST = 1e30  # the engine computes in float32 (up to 3.4e38); squares of larger values overflow the scaler
 
 
-def _check_range(table: Table, values: np.ndarray, names: list[str]) -> None:
+def _check_range(table: Table, values: np.ndarray, names: list[str], field: str) -> None:
     """Values too large for float32 training: one line naming the column and the row."""
     with np.errstate(invalid="ignore"):
         huge = np.abs(values) > LARGEST
@@ -185,28 +186,13 @@ def _check_range(table: Table, values: np.ndarray, names: list[str]) -> None:
         raise DataError(
             f"column {names[column]!r}: {table.where(table.frame.index[row])} has {values[row, column]:g}, beyond "
             f"the ±{LARGEST:g} the engine can train on (it computes in float32); rescale the column or drop it",
-            "features" if names is not None else None)
-
-
-def infer_kind(targets: pd.DataFrame) -> str:
-    """Integers, booleans, text and categories are classes; floating-point numbers are
-    regression targets (the rule before `labels.decide_kind`; kept for callers)."""
-    floats = [types.is_float_dtype(targets[c]) for c in targets.columns]
-    return "regression" if all(floats) or len(targets.columns) > 1 else "classification"
+            field)
 
 
 def _codes(labels: pd.Series, classes: list) -> np.ndarray:
     """Each row's class index: its label's position in `classes`."""
     values = labels.astype(object) if isinstance(labels.dtype, pd.CategoricalDtype) else labels
     return pd.Categorical(values, categories=classes).codes.astype(np.int64)
-
-
-def _label_text(value) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value.item() if isinstance(value, np.generic) else value)
 
 
 def _parts(table: Table, options: Options) -> np.ndarray | None:
@@ -256,7 +242,7 @@ def _describe(base: str, options: Options, chosen_target: tuple[str, ...] | None
     if options.query:
         details.append(options.query)
     if options.classes is not None:
-        details.append("classes " + ", ".join(_label_text(c) for c in options.classes))
+        details.append("classes " + ", ".join(labels.label_text(c) for c in options.classes))
     if options.n_rows is not None:
         details.append(f"{options.n_rows} rows")
     return base + (f" ({'; '.join(details)})" if details else "")

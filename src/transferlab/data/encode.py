@@ -12,19 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from transferlab.data.labels import label_text
 from transferlab.tasks import DataError
 
 
 def as_text(values: pd.Series) -> np.ndarray:
-    """Category values as text: whole floats without `.0`, booleans in lower case."""
-    def text(value) -> str:
-        if isinstance(value, (bool, np.bool_)):
-            return str(bool(value)).lower()
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            return str(int(value))
-        return str(value)
-
-    return np.array([text(v) for v in values.astype(object)], dtype=object)
+    """Category values as text, as labels are named (`labels.label_text`)."""
+    return np.array([label_text(v) for v in values.astype(object)], dtype=object)
 
 
 def training_categories(frame: pd.DataFrame, columns, train_rows: np.ndarray) -> dict[str, list[str]]:

@@ -35,6 +35,16 @@ FEW_TRAINING_ROWS = 5
 SHOWN_PROBLEMS = 3
 
 
+def label_text(value) -> str:
+    """A label (or category) as text: booleans in lower case, whole floats without `.0`
+    (pandas reads integers with blanks as floats), NumPy scalars as Python values."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
 def decide_kind(table: Table, column: str) -> tuple[str, list[str]]:
     """`classification` or `regression` for one label column, and notes on what was decided."""
     values = table.frame[column]
@@ -59,10 +69,10 @@ def _numeric_kind(column: str, numbers: pd.Series, rows: int) -> tuple[str, list
         return "regression", []
     distinct = int(numbers.nunique())
     if distinct > MAX_DEFAULT_CLASSES and distinct > MAX_DISTINCT_FRACTION * rows:
-        return "regression", [
-            f"target {column!r} holds {distinct} distinct whole numbers in {rows:,} rows (more than "
-            f"{MAX_DEFAULT_CLASSES} and {MAX_DISTINCT_FRACTION:.0%} of the rows): predicted as a number "
-            "(regression); set task = \"classification\" to treat each value as a class"]
+        note = (f"target {column!r} holds {distinct} distinct whole numbers in {rows:,} rows (more than "
+                f"{MAX_DEFAULT_CLASSES} and {MAX_DISTINCT_FRACTION:.0%} of the rows): predicted as a number "
+                "(regression); set task = \"classification\" to treat each value as a class")
+        return "regression", [note]
     return "classification", []
 
 
@@ -110,16 +120,33 @@ def check_placeholders(table: Table, column: str, classes: list, class_names: li
                 "target")
 
 
-def class_counts_note(role_name: str, class_names, train_codes: np.ndarray, test_codes: np.ndarray) -> list[str]:
-    """The class list with its training and test rows, and a warning for thin classes."""
-    n = len(class_names)
-    train = np.bincount(train_codes, minlength=n)
-    test = np.bincount(test_codes, minlength=n)
-    parts = [f"{name} {a:,}/{b:,}" for name, a, b in zip(class_names, train, test)]
-    notes = [f"{n} classes (train/test rows): {', '.join(parts)}"]
-    thin = [f"{name} ({count})" for name, count in zip(class_names, train) if count < FEW_TRAINING_ROWS]
-    if thin:
-        notes.append(f"warning: class{'es' if len(thin) > 1 else ''} {', '.join(thin)} "
-                     f"{'have' if len(thin) > 1 else 'has'} fewer than {FEW_TRAINING_ROWS} training rows; "
-                     "results on them rest on very few examples")
+def class_counts(train_codes: np.ndarray, test_codes: np.ndarray, n_classes: int) -> dict[str, list[int]]:
+    """Rows per class in each part (stored in a task's provenance)."""
+    return {"train": np.bincount(train_codes, minlength=n_classes).tolist(),
+            "test": np.bincount(test_codes, minlength=n_classes).tolist()}
+
+
+def describe_counts(class_names, counts: dict[str, list[int]]) -> str:
+    """`3 classes (train/test rows): Adelie 110/36, ...`."""
+    parts = [f"{name} {a:,}/{b:,}" for name, a, b in zip(class_names, counts["train"], counts["test"])]
+    return f"{len(parts)} classes (train/test rows): {', '.join(parts)}"
+
+
+def thin_classes(class_names, counts: dict[str, list[int]]) -> list[str]:
+    """A warning for classes with fewer than `FEW_TRAINING_ROWS` training rows."""
+    thin = [f"{name} ({count})" for name, count in zip(class_names, counts["train"]) if count < FEW_TRAINING_ROWS]
+    if not thin:
+        return []
+    warning = (f"warning: class{'es' if len(thin) > 1 else ''} {', '.join(thin)} "
+               f"{'have' if len(thin) > 1 else 'has'} fewer than {FEW_TRAINING_ROWS} training rows; "
+               "results on them rest on very few examples")
+    return [warning]
+
+
+def notes_of(provenance: dict) -> list[str]:
+    """Everything building a task decided that the user should hear: its notes, then its
+    classes with their rows (printed when a study starts)."""
+    notes = list(provenance.get("notes") or ())
+    if provenance.get("class_counts"):
+        notes.append(describe_counts(provenance["classes"], provenance["class_counts"]))
     return notes

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api import types
 
 from transferlab.tasks import DataError
 
@@ -74,8 +75,8 @@ def file_sha256(path: Path) -> str:
 def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str = "x", y_key: str = "y",
               csv_options: dict | None = None) -> Table:
     """One data file as a table (errors name the file and say what to do). `csv_options`
-    are pandas' `read_csv` options a study file may give: `na_values`, `decimal`,
-    `thousands`, `parse_dates`."""
+    are the `read_csv` options that say how a CSV file writes numbers: `decimal` and
+    `thousands` (`na_values` and `parse_dates` apply to every kind: `prepare`)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: data file not found (a relative path is read from the study file's folder)", field_name)
@@ -91,7 +92,7 @@ def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str 
     except DataError:
         raise
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text ({_first_bad_byte(path)}); save the file as UTF-8", field_name) from None
+        raise DataError(f"{path}: not UTF-8 text ({first_bad_byte(path)}); save the file as UTF-8", field_name) from None
     except (OSError, ValueError, ImportError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise DataError(f"{path}: cannot read it as {kind} ({reason}); check the file and its kind", field_name) from None
@@ -144,7 +145,7 @@ def _check_header(path: Path, first_line: pd.DataFrame) -> None:
         seen.add(name)
 
 
-def _first_bad_byte(path: Path) -> str:
+def first_bad_byte(path: Path) -> str:
     """`byte 0xe9 on line 2`: where a file stops being UTF-8."""
     data = path.read_bytes()
     try:
@@ -230,22 +231,20 @@ def load_sklearn(name: str) -> Table:
 
 
 def prepare(table: Table, na_values=None, parse_dates=None) -> Table:
-    """`na_values` (cells whose text is one of them become missing, as `read_csv` does) and
-    `parse_dates` (columns turned into dates, as `pd.to_datetime` parses them) on any table."""
+    """`na_values` (cells equal to one of them become missing, as `read_csv(na_values=...)`
+    marks them: by text, and by value in a column of numbers; a column of text that is
+    numbers once they are gone becomes numbers) and `parse_dates` (columns turned into
+    dates, as `pd.to_datetime` parses them), for every kind of table."""
     if not na_values and not parse_dates:
         return table
     frame = table.frame.copy()
-    if na_values:
-        wanted = {str(v).strip() for v in na_values}
-        for column in frame.columns:
-            values = frame[column]
-            if isinstance(values.dtype, pd.CategoricalDtype):
-                values = values.astype(object)
-            hit = values.astype(str).str.strip().isin(wanted) & values.notna()
-            if hit.any():
-                kept = values.mask(hit)
-                numbers = pd.to_numeric(kept, errors="coerce")
-                frame[column] = numbers if numbers.notna().sum() == kept.notna().sum() else kept
+    for column in frame.columns if na_values else ():
+        values = frame[column]
+        hit = _placeholders(values, na_values)
+        if hit.any():
+            kept = (values.astype(object) if isinstance(values.dtype, pd.CategoricalDtype) else values).mask(hit)
+            numbers = pd.to_numeric(kept, errors="coerce")
+            frame[column] = numbers if numbers.notna().sum() == kept.notna().sum() else kept
     for column in parse_dates or ():
         if column not in frame.columns:
             raise DataError(f"column {column!r} is not in {table.name} (its columns: "
@@ -256,6 +255,15 @@ def prepare(table: Table, na_values=None, parse_dates=None) -> Table:
             raise DataError(f"column {column!r} does not parse as dates ({' '.join(str(error).split())}); "
                             "fix the file or leave the column out of parse_dates", "parse_dates") from None
     return Table(frame, table.name, table.target, table.origin, table.files, table.parts)
+
+
+def _placeholders(values: pd.Series, na_values) -> pd.Series:
+    """Cells of one column that `na_values` marks missing."""
+    if types.is_numeric_dtype(values) and not types.is_bool_dtype(values):
+        numbers = pd.to_numeric(pd.Series(list(na_values), dtype=object), errors="coerce").dropna()
+        return values.isin(numbers.astype(float).tolist())
+    wanted = {str(v).strip() for v in na_values}
+    return values.astype(str).str.strip().isin(wanted) & values.notna()
 
 
 def generated(kind: str, params: dict) -> Table:

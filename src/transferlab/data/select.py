@@ -5,12 +5,14 @@ where one is at fault, the column and the row."""
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import numpy as np
 import pandas as pd
 from pandas.api import types
 
+from transferlab.data import labels
 from transferlab.data.read import Table
 from transferlab.tasks import DataError
 
@@ -65,7 +67,7 @@ def feature_columns(table: Table, targets: tuple[str, ...], features, drop, spli
     return chosen
 
 
-def check_numeric(table: Table, columns: tuple[str, ...], option: str, categorical_hint: bool = False) -> None:
+def check_numeric(table: Table, columns: tuple[str, ...], option: str) -> None:
     """Every feature (or regression target) column must hold numbers (booleans count);
     dates and text are refused with what to do (`categorical` for text features)."""
     for column in columns:
@@ -81,23 +83,19 @@ def check_numeric(table: Table, columns: tuple[str, ...], option: str, categoric
         if bad.empty:  # e.g. an object column of numbers and missing values
             continue
         if option == "target":
-            from transferlab.data.labels import stray_text
-
-            raise DataError(stray_text(table, column, bad), option)
+            raise DataError(labels.stray_text(table, column, bad), option)
         row = bad.index[0]
         found = f"({table.where(row)} has {bad.iloc[0]!r})"
         decimal = _decimal_hint(bad)
         if decimal:
             raise DataError(f"column {column!r} is not numeric {found}; {decimal}", option)
-        hint = f"list it in categorical = [\"{column}\"] to one-hot encode it, " if categorical_hint else ""
+        hint = f"list it in categorical = [\"{column}\"] to one-hot encode it, " if option == "features" else ""
         raise DataError(f"column {column!r} is not numeric {found}; {hint}drop it (drop = [\"{column}\"]) or "
                         "encode it as numbers", option)
 
 
 def _has_dates(values: pd.Series) -> bool:
     """An object column holding date or time objects (pandas cannot parse those as numbers)."""
-    import datetime
-
     present = values.dropna()
     return bool(len(present)) and isinstance(present.iloc[0], (datetime.date, datetime.time, pd.Timestamp))
 
