@@ -147,3 +147,29 @@ def test_by_position_is_a_study_or_strategy_choice_shown_in_the_label():
         {"name": "transfer", "freeze": 0}, {"name": "transfer", "freeze": 0, "head": "by_position"}]))
     assert one.directions[0].recipes["transfer freeze=0"].notes[-1].startswith("fresh output layer")
     assert heads.BY_POSITION in one.directions[0].recipes["transfer freeze=0 head by position"].notes[-1]
+
+
+def test_a_swapped_sigmoid_head_starts_negated_and_predicts_the_same_class():
+    """Target classes (yes, no) against the source's (no, yes): the unit is negated, so the
+    reused model gives each row the same class as the source model."""
+    from transferlab.strategies import Transfer
+
+    source_arch = models.mlp(3, (4,), 1, output_activation="sigmoid")
+    head = models.output_layer(1, "sigmoid")
+    recipe = Transfer(freeze=0).recipe(source_arch, head, 2, 3, Classes(("no", "yes"), ("yes", "no")))
+    assert recipe.head_units == (0,) and recipe.head_negated and "negated" in recipe.head_notice
+    rng = np.random.default_rng(1)
+    source = models.fresh_weights(source_arch, rng)
+    run = study.RunSpec("target", Transfer(freeze=0), 0, 0, 7)
+    started = initial_weights(recipe, run, {0: source})
+    np.testing.assert_array_equal(started[-1][0], -source[-1][0])
+    np.testing.assert_array_equal(started[-1][1], -source[-1][1])
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+
+    def positive(weights):  # P(the task's second class) > 0.5
+        hidden = np.maximum(x @ weights[0][0] + weights[0][1], 0)
+        return hidden @ weights[1][0] + weights[1][1] > 0
+
+    source_says_yes = positive(source)
+    target_says_no = positive(started)  # the target's second class is "no"
+    np.testing.assert_array_equal(target_says_no, ~source_says_yes)

@@ -298,13 +298,13 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None):
             f"{path}: not a Keras archive (a .keras file is a zip written by model.save); re-save the model "
             "with model.save('x.keras')"
         )
+    code = _code_in_layers(path)  # before Keras sees it: a class registered in this process would load
+    if code is not None:
+        raise ModelFileError(f"{path}: {code}; only Keras' built-in layers and activations load (nothing in a "
+                             "model file is executed): rebuild the model from standard layers")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001  (name the layer at fault where the archive's config says)
-        code = _code_in_layers(path)
-        if code is not None:
-            raise ModelFileError(f"{path}: {code}; only Keras' built-in layers and activations load (nothing in a "
-                                 "model file is executed): rebuild the model from standard layers") from None
+    except Exception as error:  # noqa: BLE001  (zip errors, missing config, unknown layer classes)
         raise _unloadable(path, error) from None
 
 
