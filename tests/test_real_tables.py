@@ -128,6 +128,7 @@ def test_whole_numbers_with_blanks_stay_classes():
     table.loc[5, "code"] = np.nan  # pandas reads such a column as floats
     task = Task.from_frame(table, "code", drop=["site", "island", "species"])
     assert task.kind == "classification" and task.class_names == ("1", "2", "3")
+    assert any("holds whole numbers and blanks (read as floats): its values are classes" in n for n in task.notes)
 
 
 class _StopAfterOneShard:

@@ -60,7 +60,13 @@ def decide_kind(table: Table, column: str) -> tuple[str, list[str]]:
         return "classification", []
     if types.is_float_dtype(values):
         whole = len(present) and values.isna().any() and bool((present == np.round(present)).all())
-        return _numeric_kind(column, present, len(values)) if whole else ("regression", [])
+        if not whole:
+            return "regression", []
+        kind, notes = _numeric_kind(column, present, len(values))
+        if kind == "classification":
+            notes.append(f"target {column!r} holds whole numbers and blanks (read as floats): its values are "
+                         "classes; set task = \"regression\" to predict it as a number")
+        return kind, notes
     return _numeric_kind(column, present, len(values))
 
 
