@@ -208,13 +208,16 @@ class Plan:
         """The forward direction's tasks by role (`source` only when the plan has a source task)."""
         return self.directions[0].task_specs()
 
-    def notes(self) -> list[str]:
-        """What building the tasks and matching the output layers decided: printed when the
-        study starts, shown in the report."""
+    def task_notes(self) -> list[tuple[str, TaskSpec, str]]:
+        """`(role, task, note)` for what building each task decided (`labels.notes_of`)."""
         from transferlab.data.labels import notes_of
 
-        lines = [f"{role} ({spec.description}): {note}" for role, spec in self.task_specs().items()
-                 for note in notes_of(spec.provenance)]
+        return [(role, spec, note) for role, spec in self.task_specs().items() for note in notes_of(spec.provenance)]
+
+    def notes(self) -> list[str]:
+        """What building the tasks and matching the output layers decided: printed when the
+        study starts."""
+        lines = [f"{role} ({spec.description}): {note}" for role, spec, note in self.task_notes()]
         return lines + [d.notice for d in self.directions if d.notice]
 
     def attach_tasks(self, by_fingerprint: dict[str, tasks.Task]) -> None:

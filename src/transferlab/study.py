@@ -257,11 +257,15 @@ def run_sweep(
     notify = notify or (lambda message: None)
     _check_existing_sweep(folder, sweep.name, plans, sha, spec["axes"])
     seen = set()
-    for point, plan in plans:  # each note once, with the first point that has it
-        for line in plan.notes():
-            if line not in seen:
-                seen.add(line)
-                notify(f"{point.label}: {line}")
+    for point, plan in plans:  # each task's notes once (a task recurs across points), each notice once
+        for role, task, note in plan.task_notes():
+            if (task.fingerprint, note) not in seen:
+                seen.add((task.fingerprint, note))
+                notify(f"{point.label}: {role} ({task.description}): {note}")
+        for notice in (d.notice for d in plan.directions if d.notice):
+            if notice not in seen:
+                seen.add(notice)
+                notify(f"{point.label}: {notice}")
     with FolderLock(folder), Store.in_folder(folder) as store:
         remove_stale_temporaries(folder)
         store.open_sweep(sweep.name, spec, sha)
