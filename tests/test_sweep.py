@@ -233,3 +233,20 @@ def test_the_headline_counts_only_significant_gains():
     lines = headline(pd.DataFrame(rows), {"target.n_train": [10, 50, 100]})
     assert lines == ["largest target.n_train at which each strategy beats standalone significantly "
                      "(Δ > 0, Holm p < 0.05): a: 10, b: 50"]
+
+
+def test_the_sweep_page_shows_each_points_learning_speed(swept):
+    """Per point: jumpstart, area under the curve, epochs to threshold and the final score;
+    the final score's means equal the point's summary (another path through the runs)."""
+    root, _, _ = swept
+    out = root / "out"
+    speeds = pd.read_csv(out / "sweep_learning_speed.csv")
+    summary = pd.read_csv(out / "sweep_summary.csv")
+    assert set(speeds["measure"]) == {"jumpstart", "auc", "time_to_threshold", "final"}
+    final = speeds[speeds["measure"] == "final"].merge(summary, on=["point", "strategy"], suffixes=("", "_summary"))
+    assert len(final) == len(summary)
+    np.testing.assert_allclose(final["mean"], final["mean_summary"])
+    html = (out / "report.html").read_text()
+    for n_train in (20, 40, 80):
+        assert f"How fast each strategy learns at target.n_train={n_train}" in html
+    assert html.count("area under curve") >= 3

@@ -48,13 +48,9 @@ def results(folder: str | Path) -> dict[str, pd.DataFrame]:
                 chosen = runs[runs["direction"] == direction.name]
                 summary = stats.summary_table(chosen, direction.score)
                 frames["summary"].append(summary.assign(direction=direction.name, metric=direction.score, **extra))
-                threshold, _ = speed.threshold_for(None, config, summary)
-                measures = store.learning_measures(study_id, direction.name, speed.curve_metric(direction.score),
-                                                   threshold)
-                if summary.empty:
-                    continue
-                tables = speed.tables_for(chosen, measures, plan.training.epochs, direction.score, threshold)
-                frames["learning_speed"].append(speed.long_table(tables, direction.name, threshold).assign(**extra))
+                tables, threshold, _ = speed.for_direction(store, study_id, plan, direction, runs, summary, config)
+                if tables:
+                    frames["learning_speed"].append(speed.long_table(tables, direction.name, threshold).assign(**extra))
             if point["index"] is not None:
                 frames["points"].append(pd.DataFrame([{"study_id": study_id, **extra}]))
     return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in frames.items()}

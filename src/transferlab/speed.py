@@ -64,6 +64,18 @@ def tables_for(runs: pd.DataFrame, measures: pd.DataFrame, epochs: int, score: s
     return tables
 
 
+def for_direction(store, study_id: int, plan, direction, runs: pd.DataFrame, summary: pd.DataFrame,
+                  config: dict, given: float | None = None) -> tuple[dict[str, pd.DataFrame], float | None, str]:
+    """One direction's learning-speed tables, its threshold and where that came from, read
+    from a study's database (`runs`: its `Store.runs_frame`; `summary`: its final scores)."""
+    threshold, source = threshold_for(given, config, summary)
+    measures = store.learning_measures(study_id, direction.name, curve_metric(direction.score), threshold)
+    if summary.empty:
+        return {}, threshold, source
+    chosen = runs[runs["direction"] == direction.name]
+    return tables_for(chosen, measures, plan.training.epochs, direction.score, threshold), threshold, source
+
+
 def default_threshold(summary: pd.DataFrame, share: float = THRESHOLD_SHARE) -> float | None:
     """`share` of standalone's final mean (None without a standalone row to take it from)."""
     if summary.empty:

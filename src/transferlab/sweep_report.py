@@ -15,11 +15,12 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from transferlab import matrix_report, plots, stats
+from transferlab import matrix_report, plots, speed, stats
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, write_text
 from transferlab.store import Store
 from transferlab.study import check_source_files
+from transferlab.words import count
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SweepOutputs:
     config: dict = field(default_factory=dict)
     mode: str = "grid"
     labels: list[str] = field(default_factory=list)  # a matrix's tasks
+    speed: dict[int, pd.DataFrame] = field(default_factory=dict)  # per point: learning speed, one row per strategy
 
     @property
     def is_matrix(self) -> bool:
@@ -60,33 +62,32 @@ def build_sweep_report(folder: str | Path) -> SweepOutputs:
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
         sweep = store.sweep()
         points = store.points()
-        rows, pending, metric, config = [], [], "test_accuracy", {}
+        rows, pending, metric, config, speeds, long = [], [], "test_accuracy", {}, {}, []
         for point in points:
-            study_id, plan = store.stored_plan(point["study_id"])
-            check_source_files(store, study_id, plan)
-            runs = store.runs_frame(study_id)
-            direction = plan.directions[0]
-            metric, config = direction.score, plan.study
-            chosen = runs[runs["direction"] == direction.name]
-            summary = stats.summary_table(chosen, direction.score)
-            for row in summary.to_dict("records"):
-                rows.append({"point": point["index"], **point["values"], **row})
-            targets = chosen[chosen["role"] == "target"]
-            done = int(targets["status"].isin(stats.FINISHED).sum())
-            if done < len(targets):
-                pending.append(f"{_label(point['values'])}: {done} of {len(targets)} target runs")
+            read = _read_point(store, point, with_speed=sweep["spec"]["mode"] != "matrix")
+            rows += read["rows"]
+            pending += read["pending"]
+            metric, config = read["metric"], read["config"]
+            if read["speed"]:
+                speeds[point["index"]] = speed.compact_table(read["speed"])
+                long.append(speed.long_table(read["speed"], "forward", read["threshold"]).assign(
+                    point=point["index"], **point["values"]))
     axes = sweep["spec"]["axes"]
     missing = len(sweep["spec"]["points"]) - len(points)
     if missing:
-        pending.append(f"{missing} of {len(sweep['spec']['points'])} points not started")
+        pending.append(f"{missing} of {count(len(sweep['spec']['points']), 'point')} not started")
     table = pd.DataFrame(rows)
     mode = sweep["spec"]["mode"]
     if mode == "matrix":
         return _matrix_outputs(folder, sweep, table, metric, pending, config)
-    outputs = SweepOutputs(folder, sweep["name"], axes, table, metric, headline(table, axes), pending, config=config)
-    outputs.files["sweep_summary.csv"] = folder / "sweep_summary.csv"
-    with atomic_path(outputs.files["sweep_summary.csv"]) as temporary:
-        table.to_csv(temporary, index=False)
+    outputs = SweepOutputs(folder, sweep["name"], axes, table, metric, headline(table, axes), pending, config=config,
+                           speed=speeds)
+    csvs = {"sweep_summary.csv": table,
+            "sweep_learning_speed.csv": pd.concat(long, ignore_index=True) if long else pd.DataFrame(columns=["measure"])}
+    for name, frame in csvs.items():
+        outputs.files[name] = folder / name
+        with atomic_path(outputs.files[name]) as temporary:
+            frame.to_csv(temporary, index=False)
     if not table.empty:
         outputs.files["sweep.png"] = plots.sweep_figure(table, axes, folder / "sweep.png", outputs.metric_label)
         if len(axes) > 1:  # one figure per dimension, a panel per combination of the others
@@ -96,6 +97,26 @@ def build_sweep_report(folder: str | Path) -> SweepOutputs:
                                                                    outputs.metric_label)
     outputs.files["report.html"] = write_text(folder / "report.html", render_html(outputs))
     return outputs
+
+
+def _read_point(store: Store, point: dict, with_speed: bool) -> dict:
+    """One point's final-score rows, what is still to train, and (for a sweep) its
+    learning-speed tables, read through its stored plan."""
+    study_id, plan = store.stored_plan(point["study_id"])
+    check_source_files(store, study_id, plan)
+    runs = store.runs_frame(study_id)
+    direction = plan.directions[0]
+    chosen = runs[runs["direction"] == direction.name]
+    summary = stats.summary_table(chosen, direction.score)
+    targets = chosen[chosen["role"] == "target"]
+    done = int(targets["status"].isin(stats.FINISHED).sum())
+    read = {"rows": [{"point": point["index"], **point["values"], **row} for row in summary.to_dict("records")],
+            "pending": [f"{_label(point['values'])}: {done} of {len(targets)} target runs"] if done < len(targets) else [],
+            "metric": direction.score, "config": plan.study, "speed": {}, "threshold": None}
+    if with_speed:  # a matrix shows its grids, not each pair's learning speed
+        read["speed"], read["threshold"], _ = speed.for_direction(store, study_id, plan, direction, runs, summary,
+                                                                  store.study(study_id)["config"])
+    return read
 
 
 def _matrix_outputs(folder: Path, sweep: dict, table: pd.DataFrame, metric: str, pending: list[str],
@@ -199,8 +220,10 @@ def render_html(outputs: SweepOutputs) -> str:
     points = []
     for _, group in outputs.table.groupby("point", sort=True) if not outputs.table.empty else []:
         display = stats.display_table(group.drop(columns=["point", *outputs.axes, "p_matrix"], errors="ignore"))
+        learning = outputs.speed.get(int(group.iloc[0]["point"]), pd.DataFrame())
         points.append({"label": _label({a: group.iloc[0][a] for a in outputs.axes}),
-                       "columns": list(display.columns), "rows": display.to_dict("records")})
+                       "columns": list(display.columns), "rows": display.to_dict("records"),
+                       "speed_columns": list(learning.columns), "speed": learning.to_dict("records")})
     return environment.get_template("sweep.html.j2").render(
         outputs=outputs, figure=figure, pivot_columns=list(pivot.columns), pivot=pivot.to_dict("records"),
         points=points, config_toml=html.escape(as_toml(outputs.config)),
