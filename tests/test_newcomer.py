@@ -158,3 +158,13 @@ def test_compare_warns_when_the_tasks_differ(tmp_path):
     code, stdout, stderr = invoke("compare", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "c.csv")
     assert code == 0, stderr
     assert "warning: the target tasks differ (blobs(seed=2), fingerprint " in " ".join(stdout.split())
+
+
+def test_one_of_a_thing_is_singular():
+    from transferlab.data.split import split_rows
+    from transferlab.heads import Classes, match_head
+
+    assert split_rows(5, "first", 0, n_train=1).description == "first 1 row train, the rest test"
+    sigmoid, softmax = models.output_layer(1, "sigmoid"), models.output_layer(3, "softmax")
+    note = match_head(softmax, sigmoid, Classes(None, ("a", "b"))).note
+    assert "the target needs 1 sigmoid unit, the source has 3 softmax units" in note

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from transferlab import interrupts
+from transferlab.words import count
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False,
                   rich_markup_mode=None)  # plain help: flags as users type them, no <bool> placeholders
@@ -314,13 +315,13 @@ def _print_outcome(outcome) -> None:
     """What the outcome holds besides trained runs: resumed, reused and diverged runs."""
     if outcome.skipped_runs:
         was = "was" if outcome.skipped_runs == 1 else "were"
-        console.print(f"resumed: {_count(outcome.skipped_runs, 'run')} {was} already done, trained "
+        console.print(f"resumed: {count(outcome.skipped_runs, 'run')} {was} already done, trained "
                       f"{outcome.trained_runs}")
     if outcome.reused_runs:
-        console.print(f"reused {_count(outcome.reused_runs, 'run')} of other points (same data, recipe, training and "
+        console.print(f"reused {count(outcome.reused_runs, 'run')} of other points (same data, recipe, training and "
                       "seed: bit-identical) instead of training them again", highlight=False)
     if outcome.diverged_runs:
-        console.print(f"[yellow]{_count(outcome.diverged_runs, 'run')} diverged[/] (loss NaN or infinite); stored "
+        console.print(f"[yellow]{count(outcome.diverged_runs, 'run')} diverged[/] (loss NaN or infinite); stored "
                       "as diverged and counted in the tables")
 
 
@@ -361,15 +362,10 @@ def _print_sweep(outputs) -> None:
 
 def _describe(config) -> str:
     return (
-        f"{_count(len(config.strategies), 'strategy', 'strategies')} × {_count(config.repeats, 'repeat')}, "
-        f"{_count(config.source_repeats, 'source model')}, {_count(config.training.epochs, 'epoch')}"
+        f"{count(len(config.strategies), 'strategy', 'strategies')} × {count(config.repeats, 'repeat')}, "
+        f"{count(config.source_repeats, 'source model')}, {count(config.training.epochs, 'epoch')}"
         + (", both directions" if config.reverse else "")
     )
-
-
-def _count(n: int, noun: str, plural: str | None = None) -> str:
-    """`1 run`, `2 runs`, `1,024 runs`."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _speed_note(direction) -> str:

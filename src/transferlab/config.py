@@ -19,9 +19,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
-    PrivateAttr,
     ValidationInfo,
     field_serializer,
     field_validator,
@@ -30,6 +30,7 @@ from pydantic import (
 
 from transferlab import models, optimizers, strategies, tasks
 from transferlab.engine import BN_FROZEN_MODES, SGDConfig
+from transferlab.words import count
 
 
 class StudyFileError(ValueError):
@@ -728,7 +729,7 @@ def _width_problem(error, features) -> str:
     source_names, target_names = features or (None, None)
     source_list = f" ({listing(source_names)})" if source_names else ""
     target_list = f" ({listing(target_names)})" if target_names else ""
-    return (f"reuses the source's first layer, which takes {error.source_width} features{source_list}, but the "
+    return (f"reuses the source's first layer, which takes {count(error.source_width, 'feature')}{source_list}, but the "
             f"target has {error.target_width}{target_list}; use new_input (a fresh first layer on the target's "
             "features) or standalone, or give both tasks the same features")
 
@@ -842,7 +843,7 @@ def _check_model_file(config: StudyConfig, source: str) -> None:
     source_names = built["source"].feature_names if built["source"] is not None else None
     if built["source"] is not None and built["source"].n_features != arch.n_inputs:
         raise StudyFileError(
-            f"{source}: source: the source task has {built['source'].n_features} features but "
+            f"{source}: source: the source task has {count(built['source'].n_features, 'feature')} but "
             f"{Path(model_file).name} takes {arch.n_inputs}; describe the task the model was trained on, "
             "or leave only model_file in [source]")
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from transferlab import engine
+from transferlab.words import count
 
 BASELINE_BYTES = 900 * 2**20  # measured: JAX, Keras and a compiled engine program, idle
 PLANNED_RUN_BYTES = 4096  # one planned run on its way into the database (JSON of its recipe)
@@ -31,7 +32,7 @@ class Estimate:
     peak_bytes: int
 
     def describe(self, available: int | None) -> str:
-        text = f"{self.runs:,} runs, {self.model_epochs:,} model-epochs, estimated peak memory {_gib(self.peak_bytes)}"
+        text = f"{count(self.runs, 'run')}, {count(self.model_epochs, 'model-epoch')}, estimated peak memory {_gib(self.peak_bytes)}"
         return text + (f" of {_gib(available)} available" if available else "")
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transferlab.data.select import listing as names
+from transferlab.words import count
 
 BY_NAME, BY_POSITION = "by_name", "by_position"
 HEAD_MODES = (BY_NAME, BY_POSITION)
@@ -134,5 +135,4 @@ def _positional(head, classes: Classes) -> str:
 
 
 def _units(head) -> str:
-    plural = "" if head.units == 1 else "s"
-    return f"{head.units} {head.activation} unit{plural}"
+    return count(head.units, f"{head.activation} unit")

@@ -19,6 +19,7 @@ from transferlab.config import as_toml
 from transferlab.folder import atomic_path, check_writable, write_text
 from transferlab.store import Store
 from transferlab.study import check_source_files
+from transferlab.words import count
 
 
 @dataclass
@@ -51,7 +52,7 @@ class DirectionReport:
         """What is still to train, in words (None when the direction is finished)."""
         pending = []
         if self.sources_done < self.sources_planned:
-            pending.append(f"{self.sources_done} of {self.sources_planned} source models")
+            pending.append(f"{self.sources_done} of {count(self.sources_planned, 'source model')}")
         if self.runs_done < self.runs_planned:
             pending.append(f"{self.runs_done} of {self.runs_planned} target runs")
         return None if not pending else f"{self.name}: {' and '.join(pending)} trained so far"
@@ -376,8 +377,8 @@ def _provenance_value(key: str, spec) -> str:
     if key == "selection":
         parts = [f"query {data['query']}" if data.get("query") else "",
                  f"classes {', '.join(data['classes_selected'])}" if data.get("classes_selected") else "",
-                 f"{data['n_rows']:,} rows drawn at random" if data.get("n_rows") else "",
-                 f"{data['rows_dropped_missing']:,} rows with missing values dropped" if data.get("rows_dropped_missing") else ""]
+                 f"{count(data['n_rows'], 'row')} drawn at random" if data.get("n_rows") else "",
+                 f"{count(data['rows_dropped_missing'], 'row')} with missing values dropped" if data.get("rows_dropped_missing") else ""]
         return "; ".join(p for p in parts if p) or ("all rows" if data else "")
     if key == "split":
         return data.get("split", "")

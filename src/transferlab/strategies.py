@@ -30,6 +30,7 @@ import numpy as np
 
 from transferlab.heads import BY_NAME, BY_POSITION, HEAD_MODES, Classes, match_head
 from transferlab.models import ACTIVATIONS, Architecture, Dense, layer_widths
+from transferlab.words import count
 
 FRESH = None
 
@@ -562,7 +563,7 @@ class GradualUnfreeze:
         last_start = self.every * (n_blocks - 1)
         if last_start >= epochs:
             raise StrategyError(
-                f"{self.every} would leave the first layer frozen for all {epochs} epochs; use every "
+                f"{self.every} would leave the first layer frozen for all {count(epochs, 'epoch')}; use every "
                 f"≤ {max(1, (epochs - 1) // (n_blocks - 1))}",
                 "every",
             )

@@ -21,6 +21,7 @@ from transferlab.data import encode, labels, read, select
 from transferlab.data.read import Part, Table
 from transferlab.data.split import METHODS, split_rows
 from transferlab.tasks import KINDS, DataError, Scaler, Task, one_hot
+from transferlab.words import count
 
 STANDARDIZE = (True, False, "source")
 
@@ -244,7 +245,7 @@ def _describe(base: str, options: Options, chosen_target: tuple[str, ...] | None
     if options.classes is not None:
         details.append("classes " + ", ".join(labels.label_text(c) for c in options.classes))
     if options.n_rows is not None:
-        details.append(f"{options.n_rows} rows")
+        details.append(count(options.n_rows, "row"))
     return base + (f" ({'; '.join(details)})" if details else "")
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from transferlab.data.labels import label_text
 from transferlab.tasks import DataError
+from transferlab.words import count
 
 
 def as_text(values: pd.Series) -> np.ndarray:
@@ -56,7 +57,7 @@ def encode(frame: pd.DataFrame, features: tuple[str, ...], categories: dict[str,
         unseen = ~np.isin(text[test_rows, 0], categories[column])
         if unseen.any():
             values = sorted(set(text[test_rows, 0][unseen]))
-            notes.append(f"{int(unseen.sum())} test row{'s' if unseen.sum() != 1 else ''} of {column!r} hold a "
+            notes.append(f"{count(int(unseen.sum()), 'test row')} of {column!r} hold a "
                          f"category no training row has ({', '.join(values[:5])}): encoded as all zeros")
     return np.hstack(blocks), names, notes
 

@@ -27,6 +27,7 @@ from pandas.api import types
 
 from transferlab.data.read import Table
 from transferlab.tasks import DataError
+from transferlab.words import count
 
 MAX_DEFAULT_CLASSES = 20
 MAX_DISTINCT_FRACTION = 0.05
@@ -98,12 +99,12 @@ def drop_missing_labels(table: Table, columns: tuple[str, ...]) -> tuple[Table, 
     missing = table.frame[list(columns)].isna().any(axis=1).to_numpy()
     if not missing.any():
         return table, []
-    count = int(missing.sum())
+    missing_rows = int(missing.sum())
     named = ", ".join(repr(c) for c in columns)
-    if count == len(missing):
+    if missing_rows == len(missing):
         raise DataError(f"every row of {table.name} has a missing label in {named}; nothing is left", "target")
     first = table.where(table.frame.index[missing][0])
-    note = (f"{count:,} row{'s' if count != 1 else ''} with a missing label in {named} dropped "
+    note = (f"{count(missing_rows, 'row')} with a missing label in {named} dropped "
             f"(the first: {first})")
     return table.rows(table.frame.index[~missing]), [note]
 
@@ -120,7 +121,7 @@ def check_placeholders(table: Table, column: str, classes: list, class_names: li
         if is_placeholder(name) and not (listed and name in {str(c) for c in listed}):
             rows = table.frame.index[(table.frame[column] == value).to_numpy()]
             raise DataError(
-                f"column {column!r}: label {name!r} ({len(rows)} row{'s' if len(rows) != 1 else ''}, the first "
+                f"column {column!r}: label {name!r} ({count(len(rows), 'row')}, the first "
                 f"on {table.where(rows[0])}) looks like a placeholder for a missing value; set "
                 f"na_values = [\"{name}\"] to drop those rows, or list it in classes = [...] if it is a class",
                 "target")

@@ -18,6 +18,7 @@ import pandas as pd
 from pandas.api import types
 
 from transferlab.tasks import DataError
+from transferlab.words import count
 
 FILE_KINDS = ("csv", "parquet", "npz")
 SKLEARN_CLASSIFICATION = ("iris", "digits", "wine", "breast_cancer")
@@ -181,7 +182,7 @@ def _read_npz(path: Path, x_key: str, y_key: str) -> pd.DataFrame:
         raise DataError(f"{path}: array {x_key!r} has shape {x.shape}; it must be (rows, features)", "x_key")
     if y.ndim not in (1, 2) or len(y) != len(x):
         raise DataError(f"{path}: array {y_key!r} has shape {y.shape}; give one label (or target row) per row "
-                        f"of {x_key!r} ({len(x)} rows)", "y_key")
+                        f"of {x_key!r} ({count(len(x), 'row')})", "y_key")
     frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])])
     if y.ndim == 1:
         frame["y"] = y

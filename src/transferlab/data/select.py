@@ -15,6 +15,7 @@ from pandas.api import types
 from transferlab.data import labels
 from transferlab.data.read import Table
 from transferlab.tasks import DataError
+from transferlab.words import count
 
 SHOWN = 8  # names listed in a message before "..."
 
@@ -127,7 +128,7 @@ def apply_query(table: Table, query: str | None) -> Table:
     if not isinstance(mask, pd.Series) or not types.is_bool_dtype(mask):
         raise DataError(f"{query!r} is not a condition (it must give true or false per row, like \"age > 40\")", "query")
     if not mask.any():
-        raise DataError(f"{query!r} matches none of the {len(table.frame)} rows of {table.name}"
+        raise DataError(f"{query!r} matches none of the {count(len(table.frame), 'row')} of {table.name}"
                         f"{_values_of_named_columns(table, query)}", "query")
     return table.rows(table.frame.index[mask.to_numpy()])
 
@@ -225,7 +226,7 @@ def subsample(table: Table, n_rows: int | None, seed: int) -> Table:
     if n_rows is None:
         return table
     if n_rows > len(table.frame):
-        raise DataError(f"{n_rows} is more than the {len(table.frame)} rows of {table.name} left after selection",
+        raise DataError(f"{n_rows} is more than the {count(len(table.frame), 'row')} of {table.name} left after selection",
                         "n_rows")
     chosen = np.sort(np.random.default_rng(seed).choice(len(table.frame), n_rows, replace=False))
     return table.rows(table.frame.index[chosen])

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from transferlab.tasks import DataError
+from transferlab.words import count
 
 METHODS = ("first", "random", "column")
 DEFAULT_TEST_FRACTION = 0.25  # scikit-learn's train_test_split default
@@ -58,25 +59,25 @@ def split_rows(
         if n_train is not None and n_train > train_part:
             raise DataError(f"{n_train} is larger than train_part ({train_part})", "n_train")
         if train_part >= n_rows:
-            raise DataError(f"{train_part} leaves no test rows: the task has {n_rows} rows (after any selection); "
+            raise DataError(f"{train_part} leaves no test rows: the task has {count(n_rows, 'row')} (after any selection); "
                             "lower it (a sweep over n_train sets it to the largest n_train)", "train_part")
         whole = split_rows(n_rows, method, seed, train_part, None, labels, parts, class_names)
         return _fewer(whole, n_train, shuffle_seed=None)
     if n_train is not None and test_fraction is None:
         if n_train >= n_rows:
-            raise DataError(f"{n_train} leaves no test rows: the task has {n_rows} rows (after any selection); lower n_train", "n_train")
+            raise DataError(f"{n_train} leaves no test rows: the task has {count(n_rows, 'row')} (after any selection); lower n_train", "n_train")
         if method == "first":
-            return Split(np.arange(n_train), np.arange(n_train, n_rows), f"first {n_train} rows train, the rest test")
+            return Split(np.arange(n_train), np.arange(n_train, n_rows), f"first {count(n_train, 'row')} train, the rest test")
         train, test = _random(n_rows, labels, seed, class_names, train_size=n_train)
         return Split(train, test, _random_words(seed, labels, f"{n_train} training rows"))
     fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
     n_test = math.ceil(fraction * n_rows)
     if n_test >= n_rows or n_test < 1:
-        raise DataError(f"{fraction} of {n_rows} rows leaves {'no training' if n_test >= n_rows else 'no test'} rows",
+        raise DataError(f"{fraction} of {count(n_rows, 'row')} leaves {'no training' if n_test >= n_rows else 'no test'} rows",
                         "test_fraction")
     if method == "first":
         train, test = np.arange(n_rows - n_test), np.arange(n_rows - n_test, n_rows)
-        words = f"first {n_rows - n_test} rows train, last {n_test} test"
+        words = f"first {count(n_rows - n_test, 'row')} train, last {n_test} test"
     else:
         train, test = _random(n_rows, labels, seed, class_names, test_size=fraction)
         words = _random_words(seed, labels, f"test fraction {fraction:g}")
@@ -98,7 +99,7 @@ def _random(n_rows: int, labels, seed: int, class_names, **size) -> tuple[np.nda
         train, test = train_test_split(np.arange(n_rows), random_state=seed, stratify=labels, **size)
     except ValueError as error:
         field = "n_train" if "train_size" in size else "test_fraction"
-        raise DataError(f"the split of {n_rows} rows fails ({' '.join(str(error).split())})", field) from None
+        raise DataError(f"the split of {count(n_rows, 'row')} fails ({' '.join(str(error).split())})", field) from None
     return train, test
 
 
@@ -113,7 +114,7 @@ def _given(parts: np.ndarray | None, seed: int, n_train: int | None) -> Split:
         if len(rows) == 0:
             raise DataError(f"no row is in the {name} part; check the split column's values or the files", name)
     left_out = len(parts) - len(train) - len(test)
-    words = f"given: {len(train)} train rows, {len(test)} test rows" + (f", {left_out} rows left out" if left_out else "")
+    words = f"given: {len(train)} train rows, {len(test)} test rows" + (f", {count(left_out, 'row')} left out" if left_out else "")
     return _fewer(Split(train, test, words), n_train, shuffle_seed=seed)
 
 
@@ -122,7 +123,7 @@ def _fewer(split: Split, n_train: int | None, shuffle_seed: int | None) -> Split
     if n_train is None:
         return split
     if n_train > len(split.train):
-        raise DataError(f"{n_train} is larger than the training part ({len(split.train)} rows); lower n_train "
+        raise DataError(f"{n_train} is larger than the training part ({count(len(split.train), 'row')}); lower n_train "
                         "or test_fraction", "n_train")
     train = split.train
     if shuffle_seed is not None and n_train < len(train):
