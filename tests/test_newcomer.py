@@ -168,3 +168,26 @@ def test_one_of_a_thing_is_singular():
     sigmoid, softmax = models.output_layer(1, "sigmoid"), models.output_layer(3, "softmax")
     note = match_head(softmax, sigmoid, Classes(None, ("a", "b"))).note
     assert "the target needs 1 sigmoid unit, the source has 3 softmax units" in note
+
+
+OTHER_BACKEND = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "numpy"
+import keras
+del os.environ["KERAS_BACKEND"]
+from transferlab import config, study
+try:
+    study.run_study(config.study_from_dict({raw!r}), sys.argv[1])
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+
+
+def test_keras_imported_with_another_backend_is_one_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run([sys.executable, "-c", OTHER_BACKEND.format(raw=TINY), str(tmp_path / "out")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.stdout.strip() == ("BackendError keras was imported before transferlab with the 'numpy' backend "
+                                     "(from ~/.keras/keras.json?); set KERAS_BACKEND=jax before importing keras."), \
+        result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()
