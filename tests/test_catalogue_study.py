@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from transferlab import models, study
+from transferlab import models, objectives, study
 from transferlab.config import StudyFileError, study_from_dict
 from transferlab.config import as_toml as _as_toml
 from transferlab.report import build_report
@@ -146,7 +146,8 @@ def test_reverse_runs_both_directions_with_their_own_sources(tmp_path):
     # forward standalone's task (blobs seed 2), evaluated by reloading the saved file
     reverse_source = models.load_model_file(sources[2]["file"])
     target = study_from_dict(raw).target.make("t")
-    evaluated = study.evaluate_model(reverse_source, target.x_test, target.y_test, "classification")
+    objective = objectives.OBJECTIVES["categorical_crossentropy"]
+    evaluated = objective.evaluate(reverse_source(target.x_test), target.y_test)
     assert evaluated["accuracy"] == pytest.approx(sources[2]["test_accuracy"], abs=1e-6)
     forward_seeds = set(runs[runs.direction == "forward"].seed)
     assert forward_seeds.isdisjoint(set(runs[runs.direction == "reverse"].seed))

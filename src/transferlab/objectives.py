@@ -1,10 +1,15 @@
 """Objectives: per task kind, the loss, its metrics and the headline score, as Keras has them.
 
-An objective bundles what the engine and the reports need to know about a kind of
-task: the per-row loss (Keras' formula), each metric as running sums over batches
-(`init` / `update` / `finalise`, so an epoch's training metric is Keras' running mean
-and evaluation can go through the rows in chunks), and the headline score with its
-direction. Arrays have the engine's layout: `(rows, outputs, models)`.
+This module owns every piece of metric knowledge in transferlab. An objective bundles
+what the engine and the reports need to know about a kind of task: the per-row loss
+(Keras' formula), each metric as running sums over batches (`init` / `update` /
+`finalise`, so an epoch's training metric is Keras' running mean and evaluation can go
+through the rows in chunks), the headline score, and how to evaluate a given model's
+outputs with those same formulas. Each metric's display name, range and direction is a
+`Metric`; stored columns are named `{split}_{metric}` (finals) and `{metric}` /
+`val_{metric}` (curves, as Keras' `History`), and `column` / `parse_column` are the one
+place those names are made and read. Adding a metric changes this module only.
+Arrays have the engine's layout: `(rows, outputs, models)`.
 """
 
 from __future__ import annotations
@@ -12,10 +17,81 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import jax.numpy as jnp
 import numpy as np
 
+
+class _JaxNumpy:
+    """`jax.numpy`, imported when a formula first runs: the metric knowledge here (names,
+    ranges, directions) is read by the store, statistics and reports without loading JAX."""
+
+    def __getattr__(self, name: str):
+        import jax.numpy
+
+        return getattr(jax.numpy, name)
+
+
+jnp = _JaxNumpy()
+
 _EPSILON = 1e-7  # keras.config.epsilon(), used by Keras' cross-entropies
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a reader and a statistic need to know about one metric.
+
+    `low` / `high` bound its values (None: unbounded); `axis_floor` is where a plot's axis
+    stops when values run far below it (a diverged run's R² can be −10⁶)."""
+
+    name: str
+    display: str
+    higher_is_better: bool
+    low: float | None = None
+    high: float | None = None
+    axis_floor: float | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The range its values (and so a mean's interval) can take, ±inf where unbounded."""
+        return (-np.inf if self.low is None else self.low, np.inf if self.high is None else self.high)
+
+
+METRICS: dict[str, Metric] = {metric.name: metric for metric in (
+    Metric("loss", "loss", higher_is_better=False, low=0.0),
+    Metric("accuracy", "accuracy", higher_is_better=True, low=0.0, high=1.0),
+    Metric("mae", "MAE", higher_is_better=False, low=0.0),
+    Metric("r2", "R²", higher_is_better=True, high=1.0, axis_floor=-1.0),
+)}
+
+
+def column(split: str, metric: str, *, curve: bool = False) -> str:
+    """A stored column's name: a final metric `test_r2`; a curve `r2` (train) or `val_r2` (test)."""
+    if curve:
+        return metric if split == "train" else f"val_{metric}"
+    return f"{split}_{metric}"
+
+
+def parse_column(name: str) -> tuple[str, Metric]:
+    """`test_r2` / `val_r2` → ("test", R²); `r2` → ("train", R²): the inverse of `column`."""
+    for prefix, split in (("train_", "train"), ("test_", "test"), ("val_", "test")):
+        if name.startswith(prefix) and name[len(prefix):] in METRICS:
+            return split, METRICS[name[len(prefix):]]
+    if name in METRICS:
+        return "train", METRICS[name]
+    raise KeyError(f"{name!r} is not a metric column; metrics: {', '.join(METRICS)}")
+
+
+def metric_of(name: str) -> Metric:
+    """The metric a column (`test_accuracy`, `val_loss`, `mae`) holds."""
+    return parse_column(name)[1]
+
+
+def display(name: str) -> str:
+    """A column as a reader writes it: `test_r2` → `test R²`, `val_mae` → `test MAE`, `mae` → `MAE`."""
+    split, metric = parse_column(name)
+    if name == metric.name:
+        return metric.display
+    return f"{split} {metric.display}"
 
 
 @dataclass(frozen=True)
@@ -25,7 +101,6 @@ class Objective:
     name: ClassVar[str]  # the Keras loss
     metrics: ClassVar[tuple[str, ...]]
     headline: ClassVar[str]
-    higher_is_better: ClassVar[bool] = True
 
     def targets(self, y: np.ndarray) -> np.ndarray:
         """The task's target array as this loss reads it."""
@@ -55,8 +130,36 @@ class Objective:
         return names + tuple(f"val_{name}" for name in names)
 
     def final_names(self) -> tuple[str, ...]:
-        names = ("loss",) + self.metrics
-        return tuple(f"{split}_{name}" for split in ("train", "test") for name in names)
+        """Final metrics as stored: `train_loss`, `train_accuracy`, `test_loss`, ..."""
+        return tuple(column(split, name) for split in SPLITS for name in ("loss",) + self.metrics)
+
+    @property
+    def score(self) -> Metric:
+        """The headline metric."""
+        return METRICS[self.headline]
+
+    @property
+    def score_column(self) -> str:
+        """The headline test metric as stored (`test_accuracy`, `test_r2`): what studies compare."""
+        return column("test", self.headline)
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger headline score is better."""
+        return self.score.higher_is_better
+
+    def evaluate(self, outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Loss and metrics of one model's `outputs` `(rows, outputs)` against a task's `y`,
+        with the formulas the engine trains and evaluates with (so a given source model's
+        recorded score means what a trained one's does)."""
+        outputs = jnp.asarray(np.asarray(outputs, np.float32))[:, :, None]
+        targets = jnp.asarray(self.targets(y))[:, :, None]
+        if outputs.shape[1] != targets.shape[1]:
+            raise ValueError(f"{outputs.shape[1]} outputs, but the {self.name} targets have {targets.shape[1]}")
+        sums = self.update(self.init(outputs.shape[1:]), outputs, targets)
+        values = {"loss": per_row(row_sum(self.loss(outputs, targets)), len(outputs)),
+                  **self.finalise(sums, len(outputs))}
+        return {name: float(np.asarray(value).reshape(-1)[0]) for name, value in values.items()}
 
 
 class _Accuracy:
@@ -195,6 +298,12 @@ def get(loss: str) -> Objective:
     if loss not in OBJECTIVES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     return OBJECTIVES[loss]
+
+
+def for_kind(kind: str) -> Objective:
+    """The objective of a task kind when its output layer is not known: its headline and
+    metrics are those of every objective of that kind."""
+    return OBJECTIVES["mean_squared_error" if kind == "regression" else "categorical_crossentropy"]
 
 
 def for_task(kind: str, head) -> Objective:

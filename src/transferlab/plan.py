@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import models, tasks
+from transferlab import models, objectives, tasks
 from transferlab.engine import RowPadding, SGDConfig
 from transferlab.heads import Classes
 from transferlab.strategies import STRATEGIES, Recipe, Standalone, strategy_to_dict
@@ -129,9 +129,14 @@ class Direction:
         return f"{self.source_title} → {self.target_spec.description}"
 
     @property
+    def objective(self) -> objectives.Objective:
+        """The target task's objective (kind-level: its headline and metrics)."""
+        return objectives.for_kind(self.target_spec.kind)
+
+    @property
     def score(self) -> str:
-        """The headline test metric: accuracy for classification, R² for regression."""
-        return "test_accuracy" if self.target_spec.kind != "regression" else "test_r2"
+        """The headline test metric as stored (`test_accuracy`, `test_r2`): the objective's."""
+        return self.objective.score_column
 
     @property
     def notice(self) -> str | None:

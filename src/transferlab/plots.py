@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from transferlab import objectives
 from transferlab.folder import atomic_path
 from transferlab.stats import BASELINE, FINISHED
 from transferlab.tasks import Task
@@ -78,14 +79,7 @@ def _plane(x: np.ndarray, names) -> tuple[np.ndarray, tuple[str, str]]:
     return points, tuple(f"principal component {i + 1} ({share[i]:.0%} of variance)" for i in range(2))
 
 
-METRIC_NAMES = {"r2": "R²", "mae": "MAE", "accuracy": "accuracy", "loss": "loss"}
-
-
-def metric_name(name: str) -> str:
-    """A metric as a reader writes it: `test_r2` → `test R²`, `mae` → `MAE`."""
-    split, _, metric = name.rpartition("_") if name.startswith(("test_", "train_", "val_")) else ("", "", name)
-    split = {"val": "test"}.get(split, split)
-    return (f"{split} " if split else "") + METRIC_NAMES.get(metric, metric.replace("_", " "))
+metric_name = objectives.display  # `test_r2` → `test R²`: the objective's names
 
 
 def _curve_range(mean_curves: pd.DataFrame, names: list[str], floor: float | None = None) -> tuple[float, float]:
@@ -107,7 +101,7 @@ def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accurac
     rows = -(-len(strategies) // per_row)
     fig = Figure(figsize=(3.6 * per_row, 3 * 2 * rows))
     axes = fig.subplots(2 * rows, per_row, squeeze=False)
-    limits = {metric: _curve_range(mean_curves, [metric, f"val_{metric}"], -1.0 if metric == "r2" else None)
+    limits = {metric: _curve_range(mean_curves, [metric, f"val_{metric}"], objectives.METRICS[metric].axis_floor)
               for metric in ("loss", score)}
     for unused in range(len(strategies), rows * per_row):
         for row in (2 * (unused // per_row), 2 * (unused // per_row) + 1):
@@ -144,7 +138,7 @@ def comparison_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accur
         line, = ax.plot(table["epoch"], mean, label=strategy, **style)
         ax.fill_between(table["epoch"], mean - std, mean + std, alpha=0.08 if strategy != BASELINE else 0.15,
                         color=line.get_color())
-    low, high = _curve_range(mean_curves, [f"val_{score}"], -1.0 if score == "r2" else None)
+    low, high = _curve_range(mean_curves, [f"val_{score}"], objectives.METRICS[score].axis_floor)
     ax.set_ylim(low, high)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{metric_name('test_' + score)} (mean ± std over runs)")
@@ -163,7 +157,7 @@ def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accurac
     targets = runs[runs["role"] == "target"]
     diverged = targets[targets["status"] == "diverged"].groupby("strategy").size()
     runs = targets[targets["status"] == "done"]
-    if metric == "test_r2":  # a diverged run's R² can be hugely negative: keep the boxes readable
+    if objectives.metric_of(metric).axis_floor is not None:  # a diverged run's R² can be −10⁶: keep boxes readable
         low = np.nanpercentile(runs[metric], 5) if len(runs) else 0.0
         ax_floor = min(low, 0.0)
     else:

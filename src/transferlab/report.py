@@ -13,7 +13,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from transferlab import plots, speed, stats, verdict
+from transferlab import objectives, plots, speed, stats, verdict
 from transferlab._backend import configure
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, check_writable, write_text
@@ -152,13 +152,13 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
             sources_done=int(sources["status"].isin(stats.FINISHED).sum()),
             sources_planned=len(sources),
         )
-        report.findings = verdict.findings(report.summary)
+        report.findings = verdict.findings(report.summary, direction.objective.higher_is_better)
         report.verdict = verdict.sentence(report.findings, report.summary, report.metric_label)
         report.warnings = verdict.warnings_for(report.summary, _source_scores(sources, direction),
                                                stats.metric_bounds(direction.score))
         direction_curves = mean_curves[mean_curves["direction"] == name]
         if not direction_curves.empty:
-            score = "accuracy" if direction.score == "test_accuracy" else "r2"
+            score = direction.objective.headline
             files[f"learning_curves{suffix}.png"] = plots.learning_curves(
                 direction_curves, folder / f"learning_curves{suffix}.png", score
             )
@@ -226,8 +226,17 @@ def _source_scores(sources: pd.DataFrame, direction) -> list[tuple[int, float]]:
     done = sources[sources["status"] == "done"]
     if done.empty or direction.source_spec is None:
         return []
-    metric = "test_r2" if direction.source_spec.kind == "regression" else "test_accuracy"
+    metric = objectives.for_kind(direction.source_spec.kind).score_column
     return [(int(i), float(v)) for i, v in zip(done["source_index"], done[metric])]
+
+
+def _source_score(plan, source: dict, split: str) -> str:
+    """A source model's headline score on its own task's `split` (blank for a model file
+    whose task is not described)."""
+    spec = getattr(plan.direction(source["direction"]), "source_spec", None)
+    if spec is None:
+        return ""
+    return _fmt(source.get(objectives.column(split, objectives.for_kind(spec.kind).headline)))
 
 
 def _speed_part(measure: str, summary: pd.DataFrame) -> dict:
@@ -291,8 +300,8 @@ def render_html(outputs: Outputs, plan) -> str:
             "index": s["source_index"],
             "file": Path(s["file"]).name,
             "sha": s["file_sha256"][:16],
-            "train": _fmt(s["train_accuracy"] if s["train_accuracy"] is not None else s["train_r2"]),
-            "test": _fmt(s["test_accuracy"] if s["test_accuracy"] is not None else s["test_r2"]),
+            "train": _source_score(plan, s, "train"),
+            "test": _source_score(plan, s, "test"),
         }
         for s in outputs.source_models
     ]

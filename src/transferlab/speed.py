@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transferlab import stats
+from transferlab import objectives, stats
 
 MEASURES = {
     "jumpstart": "jumpstart (after epoch 1)",
@@ -35,8 +35,8 @@ HIGHER_IS_BETTER = {"jumpstart": True, "auc": True, "time_to_threshold": False, 
 
 
 def curve_metric(score: str) -> str:
-    """`test_accuracy` → `accuracy`: the name of the score's per-epoch curve."""
-    return score.removeprefix("test_")
+    """`test_accuracy` → `accuracy`: the metric of the score's per-epoch curve."""
+    return objectives.metric_of(score).name
 
 
 def threshold_for(given: float | None, study_config: dict, summary: pd.DataFrame) -> tuple[float | None, str]:

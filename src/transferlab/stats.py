@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from transferlab import objectives
+
 BASELINE = "standalone"
 FINISHED = ("done", "diverged")  # run statuses that count as trained (a diverged run has no metric)
 CONFIDENCE = 0.95
@@ -168,12 +170,8 @@ def side_by_side(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def metric_bounds(metric: str) -> tuple[float, float]:
-    """The range a metric's values (and so a mean's interval) can take."""
-    if metric.endswith("accuracy"):
-        return (0.0, 1.0)
-    if metric.endswith("r2"):
-        return (float("-inf"), 1.0)
-    return (float("-inf"), float("inf"))
+    """The range a metric column's values (and so a mean's interval) can take: its objective's."""
+    return objectives.metric_of(metric).bounds
 
 
 def format_p(p: float) -> str:

@@ -22,17 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from transferlab import objectives
+
 DATABASE_NAME = "results.sqlite"
 
 SCHEMA_VERSION = 5
 STATUSES = ("planned", "done", "diverged")
 SPLITS = ("train", "test")
-# the final metrics every study table shows (others a future objective adds appear too)
-FINAL_COLUMNS = (
-    "train_loss", "train_accuracy", "train_mae", "train_r2",
-    "test_loss", "test_accuracy", "test_mae", "test_r2",
-)
-CURVE_COLUMNS = ("loss", "accuracy", "mae", "r2", "val_loss", "val_accuracy", "val_mae", "val_r2")
+# the final metrics every study table shows and the curves, in the objectives' order
+FINAL_COLUMNS = tuple(objectives.column(split, name) for split in SPLITS for name in objectives.METRICS)
+CURVE_COLUMNS = tuple(objectives.column(split, name, curve=True) for split in SPLITS for name in objectives.METRICS)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS studies (
@@ -110,11 +109,13 @@ PRAGMA user_version = {SCHEMA_VERSION};
 
 def curve_key(name: str) -> tuple[str, str]:
     """A History name (`val_loss`) as `(split, metric)` (`("test", "loss")`)."""
-    return ("test", name[4:]) if name.startswith("val_") else ("train", name)
+    split, metric = objectives.parse_column(name)
+    return split, metric.name
 
 
 def curve_name(split: str, name: str) -> str:
-    return name if split == "train" else f"val_{name}"
+    """`(split, metric)` → the History name (`val_loss`)."""
+    return objectives.column(split, name, curve=True)
 
 
 class StoreError(RuntimeError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import models
+from transferlab import models, objectives
 from transferlab._backend import configure
 from transferlab.config import ExecutionConfig, StudyConfig, StudyFileError
 from transferlab.executors import LocalExecutor
@@ -179,7 +179,7 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
             diverged += _train_sources(store, study_id, folder, plan, direction, sources, shard_size, stored,
                                        executor, progress, stage, point)
         elif not store.source_models(study_id):
-            store.record_source_model(_given_source_record(plan, study_id, direction.source_task))
+            store.record_source_model(_given_source_record(plan, study_id, direction))
         if not target_jobs:
             continue
         source_weights = load_source_weights(store, study_id, direction)
@@ -465,7 +465,9 @@ def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index:
     }
 
 
-def _given_source_record(plan: Plan, study_id: int, source_task: Task | None) -> dict:
+def _given_source_record(plan: Plan, study_id: int, direction: Direction) -> dict:
+    """The record of the study's given model file; with a described source task, its loss and
+    metrics on that task's splits, by the objective its output layer trains with."""
     model = models.load_model_file(plan.model_file, expected_sha256=plan.model_file_sha256)
     weights = models.keras_weights(model)
     record = {
@@ -477,29 +479,14 @@ def _given_source_record(plan: Plan, study_id: int, source_task: Task | None) ->
         "weights_sha256": models.weights_sha256(weights),
         "trained_here": False,
     }
-    if source_task is not None:
+    task = direction.source_task
+    if task is not None:
+        objective = objectives.for_task(task.kind, direction.source_arch.head)
         for split in ("train", "test"):
-            x, y = getattr(source_task, f"x_{split}"), getattr(source_task, f"y_{split}")
-            record.update({f"{split}_{k}": v for k, v in evaluate_model(model, x, y, source_task.kind).items()})
+            outputs = model(getattr(task, f"x_{split}"), training=False)
+            scores = objective.evaluate(outputs, getattr(task, f"y_{split}"))
+            record.update({objectives.column(split, name): value for name, value in scores.items()})
     return record
-
-
-def evaluate_model(model, x: np.ndarray, y: np.ndarray, kind: str) -> dict[str, float]:
-    """A Keras model's loss and metrics on one split, as the engine reports them."""
-    outputs = np.asarray(model(x, training=False), dtype=np.float64)
-    if kind == "classification":
-        clipped = np.clip(outputs / outputs.sum(1, keepdims=True), 1e-7, 1 - 1e-7)
-        return {
-            "loss": float(np.mean(-np.sum(y * np.log(clipped), axis=1))),
-            "accuracy": float(np.mean(outputs.argmax(1) == y.argmax(1))),
-        }
-    from sklearn.metrics import r2_score
-
-    return {
-        "loss": float(np.mean(np.square(y - outputs))),
-        "mae": float(np.mean(np.abs(y - outputs))),
-        "r2": float(r2_score(y, outputs)),
-    }
 
 
 # --- one run on its own ------------------------------------------------------------------

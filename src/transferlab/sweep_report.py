@@ -15,7 +15,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from transferlab import matrix_report, plots, speed, stats
+from transferlab import matrix_report, objectives, plots, speed, stats
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, write_text
 from transferlab.store import Store
@@ -62,7 +62,8 @@ def build_sweep_report(folder: str | Path) -> SweepOutputs:
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
         sweep = store.sweep()
         points = store.points()
-        rows, pending, metric, config, speeds, long = [], [], "test_accuracy", {}, {}, []
+        rows, pending, config, speeds, long = [], [], {}, {}, []
+        metric = objectives.for_kind("classification").score_column  # until a point says otherwise
         for point in points:
             read = _read_point(store, point, with_speed=sweep["spec"]["mode"] != "matrix")
             rows += read["rows"]

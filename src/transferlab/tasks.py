@@ -151,14 +151,11 @@ class Task:
         return None if not encoding else {k: list(v) for k, v in encoding["categories"].items()}
 
     @property
-    def loss(self) -> str:
-        """The Keras loss the task trains with."""
-        return "categorical_crossentropy" if self.kind == "classification" else "mean_squared_error"
-
-    @property
     def score(self) -> str:
-        """The headline test metric: accuracy for classification, R² for regression."""
-        return "test_accuracy" if self.kind == "classification" else "test_r2"
+        """The headline test metric as stored (`test_accuracy`, `test_r2`): its objective's."""
+        from transferlab.objectives import for_kind
+
+        return for_kind(self.kind).score_column
 
     @property
     def n_features(self) -> int:
