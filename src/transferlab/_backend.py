@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-
-class BackendError(RuntimeError):
-    """Keras is forced onto a backend transferlab cannot train with."""
+from transferlab.errors import BackendError
 
 
 def _check_keras_backend() -> None:

@@ -440,18 +440,16 @@ def _print_frame(frame, title: str) -> None:
 
 
 def _guard(action):
-    """Run `action`: transferlab's own input errors become one line and exit code 2; anything
-    else is an internal error, one line and exit code 1 (TRANSFERLAB_TRACEBACK=1 shows it)."""
-    from transferlab._backend import BackendError, configure
+    """Run `action`: a refusal (any `TransferlabError`) becomes one line and exit code 2;
+    anything else is an internal error, one line and exit code 1 (TRANSFERLAB_TRACEBACK=1
+    shows it)."""
+    from transferlab._backend import configure
+    from transferlab.errors import TransferlabError
 
     try:
         configure()  # before anything initialises JAX: a forced backend fails here
-        bad_input = (*_input_errors(), BackendError)
-    except BackendError as error:
-        _fail(str(error))
-    try:
         return action()
-    except bad_input as error:
+    except TransferlabError as error:
         _fail(str(error))
     except (typer.Exit, KeyboardInterrupt):
         raise
@@ -466,18 +464,6 @@ def _guard(action):
             "(set TRANSFERLAB_TRACEBACK=1 to see where)",
             EXIT_INTERNAL,
         )
-
-
-def _input_errors() -> tuple[type[Exception], ...]:
-    """transferlab's bad-input exception types (each module's own), imported on first use."""
-    from transferlab.config import StudyFileError
-    from transferlab.executors import ClusterError
-    from transferlab.folder import FolderError
-    from transferlab.models import ModelFileError
-    from transferlab.store import StoreError
-    from transferlab.tasks import TaskError
-
-    return (StudyFileError, ModelFileError, StoreError, TaskError, FolderError, ClusterError)
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:

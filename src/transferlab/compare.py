@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from transferlab import stats
+from transferlab.errors import StoreError
 from transferlab.plan import changed_fields, configuration
-from transferlab.store import Store, StoreError
+from transferlab.store import Store
 
 
 @dataclass

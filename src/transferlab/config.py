@@ -30,12 +30,8 @@ from pydantic import (
 
 from transferlab import models, optimizers, strategies, tasks
 from transferlab.engine import BN_FROZEN_MODES, SGDConfig
+from transferlab.errors import DataError, StudyFileError
 from transferlab.words import count
-
-
-class StudyFileError(ValueError):
-    """A study file that cannot run; the message is one line that says where and what to do."""
-
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -217,7 +213,7 @@ class _Dataset(_Preparation):
         from transferlab.data import build
 
         if (self.decimal or self.thousands) and self.kind != "csv":
-            raise tasks.DataError("decimal and thousands are how a CSV file writes numbers; this data is not CSV",
+            raise DataError("decimal and thousands are how a CSV file writes numbers; this data is not CSV",
                                   "decimal" if self.decimal else "thousands")
         options = self.options(
             target=None if self.target is None else (self.target if isinstance(self.target, str) else tuple(self.target)),
@@ -228,7 +224,7 @@ class _Dataset(_Preparation):
             na_values=None if self.na_values is None else tuple(self.na_values),
             parse_dates=None if self.parse_dates is None else tuple(self.parse_dates),
         )
-        return build.build_task(self.table(), build.Options(**options), role, source_scaler)
+        return tasks.Task(**build.task_parts(self.table(), build.Options(**options), role, source_scaler))
 
 
 class _FileDataset(_Dataset):
@@ -631,14 +627,14 @@ class StudyConfig(BaseModel):
         return [parse_strategy(entry, f"strategies[{i}]", self.head) for i, entry in enumerate(self.strategies)]
 
 
-class TaskDataError(ValueError):
+class TaskDataError(StudyFileError):
     """A task's data cannot be made; the message starts with the role and field (`target.query`)."""
 
 
 def _made(table, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
     try:
         return table.make(role, source_scaler, categories)
-    except tasks.DataError as error:
+    except DataError as error:
         field = f"{role}.{error.field}" if error.field else role
         raise TaskDataError(f"{field}: {error}") from None
 

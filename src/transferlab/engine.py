@@ -33,8 +33,8 @@ import numpy as np
 
 from transferlab import layers as layer_types
 from transferlab import objectives, optimizers
-from transferlab.orders import GivenOrders, OrderStream, shuffle_orders  # noqa: F401 (engine.shuffle_orders)
 from transferlab.layers import Context
+from transferlab.orders import GivenOrders, OrderStream, shuffle_orders  # noqa: F401 (engine.shuffle_orders)
 
 # An epoch's batches run in a loop over groups of up to `MAX_GROUP` batches, unrolled in
 # the program while group × per-batch work stays under `UNROLL_BUDGET`. The loop runs as

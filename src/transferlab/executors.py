@@ -8,6 +8,7 @@ import hashlib
 import pickle
 from collections.abc import Iterable, Iterator
 
+from transferlab.errors import ClusterError
 from transferlab.models import weights_sha256  # the hash the store records for a source model
 
 RAY_MISSING = "Ray is not installed: pip install 'transferlab[ray]' (on the driver and on every worker)"
@@ -75,8 +76,6 @@ class RayExecutor:
                 ray.cancel(reference, force=True)
 
 
-class ClusterError(RuntimeError):
-    """No Ray cluster answers at the address given: say how to start one, or to run locally."""
 
 
 def require_ray():

@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from transferlab.errors import FolderError
+
 LOCK_NAME = ".transferlab.lock"
 _TEMPORARY_MARK = ".partial-"
 
 
-class FolderError(RuntimeError):
-    """The output folder cannot be used; the message says why and what to do."""
 
 
 def prepare_output_folder(folder: str | Path) -> Path:

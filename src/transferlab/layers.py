@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferlab import initializers
+from transferlab.errors import ModelFileError
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "silu", "gelu")
 _ACTIVATION_ALIASES = {"swish": "silu", None: "linear"}
@@ -31,8 +32,6 @@ _ACTIVATION_ALIASES = {"swish": "silu", None: "linear"}
 UNROLL_WIDTH = 16
 
 
-class ModelFileError(ValueError):
-    """A model file, Keras model or layer list transferlab cannot use; the message says why."""
 
 
 @dataclass

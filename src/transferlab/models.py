@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import _backend, initializers, layers
+from transferlab.initializers import INITIALIZERS  # noqa: F401
 from transferlab.layers import (  # noqa: F401  (the names models has always offered)
     ACTIVATIONS,
     Activation,
@@ -27,7 +28,6 @@ from transferlab.layers import (  # noqa: F401  (the names models has always off
     ModelFileError,
     layer_widths,
 )
-from transferlab.initializers import INITIALIZERS  # noqa: F401
 
 Weights = list[tuple[np.ndarray, ...]]
 DenseSpec = Dense  # the names of the layer specs before layers were types

@@ -398,7 +398,8 @@ def build_plan(config, given_model=None) -> Plan:
     """The plan of a validated `StudyConfig`; `given_model` is the loaded `source.model_file`.
 
     Raises `StudyFileError` (or `ModelFileError`) when a strategy does not fit."""
-    from transferlab.config import StudyFileError, TaskDataError, check_strategies
+    from transferlab.config import TaskDataError, check_strategies
+    from transferlab.errors import StudyFileError
 
     sgd = config.training.sgd()
     try:

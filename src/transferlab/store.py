@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab import objectives
+from transferlab.errors import StoreError
 
 DATABASE_NAME = "results.sqlite"
 
@@ -118,8 +119,6 @@ def curve_name(split: str, name: str) -> str:
     return objectives.column(split, name, curve=True)
 
 
-class StoreError(RuntimeError):
-    """The output folder holds something this study must not overwrite."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from transferlab.errors import StrategyError
 from transferlab.heads import BY_NAME, BY_POSITION, HEAD_MODES, Classes, match_head
 from transferlab.models import ACTIVATIONS, Architecture, Dense, layer_widths
 from transferlab.words import count
@@ -35,12 +36,6 @@ from transferlab.words import count
 FRESH = None
 
 
-class StrategyError(ValueError):
-    """A strategy that cannot apply; `parameter` names the culprit."""
-
-    def __init__(self, message: str, parameter: str | None = None):
-        super().__init__(message)
-        self.parameter = parameter
 
 
 class InputWidthError(StrategyError):

@@ -21,7 +21,8 @@ import numpy as np
 
 from transferlab import models, objectives
 from transferlab._backend import configure
-from transferlab.config import ExecutionConfig, StudyConfig, StudyFileError
+from transferlab.config import ExecutionConfig, StudyConfig
+from transferlab.errors import StoreError, StudyFileError
 from transferlab.executors import LocalExecutor
 from transferlab.folder import (
     FolderLock,
@@ -42,9 +43,8 @@ from transferlab.plan import (  # noqa: F401  (API)
     strategy_identity,
 )
 from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
-from transferlab.store import DATABASE_NAME, Store, StoreError
+from transferlab.store import DATABASE_NAME, Store
 from transferlab.strategies import Recipe
-from transferlab.tasks import Task
 
 SOURCE_DIR = "sources"
 

@@ -27,7 +27,8 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferlab.config import StudyConfig, StudyFileError, study_from_dict
+from transferlab.config import StudyConfig, study_from_dict
+from transferlab.errors import StudyFileError
 from transferlab.plan import canonical_json
 
 MODES = ("grid", "zip")

@@ -16,52 +16,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("classification", "regression")
+from transferlab.data.labels import KINDS, one_hot  # noqa: F401  (part of this module's API)
+from transferlab.data.scale import Scaler
+from transferlab.errors import DataError, TaskError  # noqa: F401  (raised by Task's checks)
+
 FINGERPRINT_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class TaskError(ValueError):
-    """Task data that cannot be trained on; the message says what to fix."""
 
 
-class DataError(TaskError):
-    """A dataset option or file that cannot make a task; `field` names the option at fault
-    (`path`, `target`, `classes`, ...) so a study file's message can name the field."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
 
 
-@dataclass(frozen=True)
-class Scaler:
-    """Feature standardisation as `sklearn.preprocessing.StandardScaler` fits it: the mean
-    and population standard deviation of training rows (a constant feature keeps scale 1)."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray) -> Scaler:
-        x = np.asarray(x, np.float64)
-        scale = x.std(axis=0)
-        scale = np.where(scale < 10 * np.finfo(np.float64).eps, 1.0, scale)
-        return cls(x.mean(axis=0), scale)
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        if np.shape(x)[1] != len(self.mean):
-            raise DataError(
-                f"the scaler was fitted on {len(self.mean)} features but the data have {np.shape(x)[1]}",
-                "standardize",
-            )
-        return (np.asarray(x, np.float64) - self.mean) / self.scale
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Scaler:
-        return cls(np.asarray(data["mean"], np.float64), np.asarray(data["scale"], np.float64))
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,7 +71,7 @@ class Task:
         also be another task's `scaler`."""
         from transferlab.data import build
 
-        return build.task_from_frame(frame, target, **options)
+        return cls(**build.task_from_frame(frame, target, **options))
 
     @classmethod
     def from_arrays(cls, x, y, feature_names=None, **options) -> Task:
@@ -114,7 +79,7 @@ class Task:
         `(rows, targets)` for regression); options as `from_frame`."""
         from transferlab.data import build
 
-        return build.task_from_arrays(x, y, feature_names, **options)
+        return cls(**build.task_from_arrays(x, y, feature_names, **options))
 
     def fingerprint(self) -> str:
         """SHA-256 of the final arrays (dtype, shape and bytes of x and y, train and test):
@@ -210,10 +175,6 @@ def check_task_arrays(task: Task) -> None:
         )
 
 
-def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Keras' `to_categorical`: integer labels → float32 one-hot rows."""
-    return np.eye(n_classes, dtype=np.float32)[labels]
-
 
 def blobs(
     seed: int,
@@ -264,7 +225,7 @@ def generate(kind: str, params: dict, name: str, source_scaler: Scaler | None = 
     options = {"split": "first", "standardize": False, **options}
     if options.get("test_fraction") is None:
         options.setdefault("n_train", params["n_train"])
-    task = build.build_task(read.generated(kind, params), build.Options.of(**options), name, source_scaler,
-                            description=name)
+    task = Task(**build.task_parts(read.generated(kind, params), build.Options.of(**options), name, source_scaler,
+                                   description=name))
     object.__setattr__(task, "params", dict(params))
     return task

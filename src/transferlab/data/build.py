@@ -1,4 +1,4 @@
-"""A table and its options → a `Task`: the one pipeline every kind of data goes through.
+"""A table and its options → the fields of a `Task`: the one pipeline every kind of data goes through.
 
 Order: `na_values` and `parse_dates` → target and feature columns → the task kind (by
 `labels`' rules unless `task` says) → `query` → `classes` → rows with a missing label
@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 
 from transferlab.data import encode, labels, read, select
+from transferlab.data.labels import KINDS, one_hot
 from transferlab.data.read import Part, Table
+from transferlab.data.scale import Scaler
 from transferlab.data.split import METHODS, split_rows
-from transferlab.tasks import KINDS, DataError, Scaler, Task, one_hot
+from transferlab.errors import DataError
 from transferlab.words import count
 
 STANDARDIZE = (True, False, "source")
@@ -70,9 +72,9 @@ class Options:
         return cls(**given)
 
 
-def build_task(table: Table, options: Options, role: str, source_scaler: Scaler | None = None,
-               description: str | None = None) -> Task:
-    """The task `options` make of `table`. `source_scaler` serves `standardize = "source"`."""
+def task_parts(table: Table, options: Options, role: str, source_scaler: Scaler | None = None,
+               description: str | None = None) -> dict:
+    """The fields of the `Task` `options` make of `table` (`Task(**parts)`). `source_scaler` serves `standardize = "source"`."""
     _check_options(options)
     table = read.prepare(table, options.na_values, options.parse_dates)
     targets = select.target_columns(table, options.target)
@@ -123,7 +125,7 @@ def _kind(table: Table, targets: tuple[str, ...], task: str | None) -> tuple[str
 
 
 def _arrays(table: Table, options: Options, role: str, description, targets, features, kind, classes,
-            recorded: dict, source_scaler) -> Task:
+            recorded: dict, source_scaler) -> dict:
     """The selected rows → split, encoded, standardised arrays, with their provenance."""
     frame = table.frame
     codes = None if classes is None else _codes(frame[targets[0]], classes)
@@ -168,7 +170,7 @@ def _arrays(table: Table, options: Options, role: str, description, targets, fea
     } | ({"categorical": {"encoder": "sklearn.preprocessing.OneHotEncoder(handle_unknown='ignore')",
                           "categories": categories, "own_categories": own}} if categorical else {}) | (
         {"na_values": list(options.na_values)} if options.na_values else {})
-    return Task(
+    return dict(
         name=role, x_train=x[split.train].astype(np.float32), y_train=y[split.train].astype(np.float32),
         x_test=x[split.test].astype(np.float32), y_test=y[split.test].astype(np.float32), kind=kind,
         feature_names=tuple(feature_names), class_names=tuple(class_names or ()), provenance=provenance, scaler=scaler,
@@ -252,8 +254,8 @@ def _describe(base: str, options: Options, chosen_target: tuple[str, ...] | None
 # --- the Python API ----------------------------------------------------------------------
 
 
-def task_from_frame(frame: pd.DataFrame, target, **options) -> Task:
-    """`Task.from_frame`: errors say which option is at fault (`query: ...`)."""
+def task_from_frame(frame: pd.DataFrame, target, **options) -> dict:
+    """The fields of `Task.from_frame`'s task: errors say which option is at fault (`query: ...`)."""
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}", "frame")
     frame = frame.reset_index(drop=True)
@@ -262,7 +264,7 @@ def task_from_frame(frame: pd.DataFrame, target, **options) -> Task:
     origin = {"kind": "frame", "rows": len(frame), "columns": len(frame.columns)}
     table = Table(frame, name, None, origin, (Part(name, 0, len(frame), 0),))
     try:
-        return build_task(table, Options.of(target=target, **options), name)
+        return task_parts(table, Options.of(target=target, **options), name)
     except DataError as error:
         if error.field == "standardize" and options.get("standardize") == "source":
             raise DataError("standardize: in Python, give the source task's scaler: standardize=source.scaler",
@@ -270,8 +272,8 @@ def task_from_frame(frame: pd.DataFrame, target, **options) -> Task:
         raise DataError(f"{error.field}: {error}" if error.field else str(error), error.field) from None
 
 
-def task_from_arrays(x, y, feature_names=None, **options) -> Task:
-    """`Task.from_arrays`: the arrays as a frame (features `x0`, ... unless named; the label
+def task_from_arrays(x, y, feature_names=None, **options) -> dict:
+    """The fields of `Task.from_arrays`'s task: the arrays as a frame (features `x0`, ... unless named; the label
     `y`, or targets `y0`, ...), then `task_from_frame`."""
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.data.labels import label_text
-from transferlab.tasks import DataError
+from transferlab.errors import DataError
 from transferlab.words import count
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 from pandas.api import types
 
 from transferlab.data.read import Table
-from transferlab.tasks import DataError
+from transferlab.errors import DataError
 from transferlab.words import count
 
 MAX_DEFAULT_CLASSES = 20
@@ -34,6 +34,14 @@ MAX_DISTINCT_FRACTION = 0.05
 PLACEHOLDER_WORDS = frozenset({"na", "n/a", "nan", "null", "none", "missing", "nil", "#n/a", "<na>"})
 FEW_TRAINING_ROWS = 5
 SHOWN_PROBLEMS = 3
+
+KINDS = ("classification", "regression")
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Keras' `to_categorical`: integer labels → float32 one-hot rows."""
+    return np.eye(n_classes, dtype=np.float32)[labels]
+
 
 
 def label_text(value) -> str:

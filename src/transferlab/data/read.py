@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types
 
-from transferlab.tasks import DataError
+from transferlab.errors import DataError
 from transferlab.words import count
 
 FILE_KINDS = ("csv", "parquet", "npz")

@@ -14,7 +14,7 @@ from pandas.api import types
 
 from transferlab.data import labels
 from transferlab.data.read import Table
-from transferlab.tasks import DataError
+from transferlab.errors import DataError
 from transferlab.words import count
 
 SHOWN = 8  # names listed in a message before "..."

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transferlab.tasks import DataError
+from transferlab.errors import DataError
 from transferlab.words import count
 
 METHODS = ("first", "random", "column")
