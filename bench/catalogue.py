@@ -37,7 +37,7 @@ def case(strategy, task, source_arch, batch_norm=False):
     head = models.output_layer(task.n_outputs, "softmax" if task.kind == "classification" else "linear")
     recipe = strategy.recipe(source_arch, head, EPOCHS)
     runs = [study.RunSpec("target", strategy, 0, repeat, 1000 + repeat) for repeat in range(MODELS)]
-    sgd = engine.SGDConfig(epochs=EPOCHS)
+    sgd = engine.TrainingSettings(epochs=EPOCHS)
     return study.ShardJob(recipe.arch, task, sgd, runs, {strategy.label: recipe}, {0: source})
 
 

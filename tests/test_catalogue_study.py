@@ -104,7 +104,7 @@ def test_architecture_changing_strategies_form_their_own_cohorts(tmp_path):
     assert {r.strategy.label for r in list(groups.values())[1]} == {"insert_layer after=1 8 tanh"}
     mixed = [runs[0], list(groups.values())[1][0]]
     with pytest.raises(ValueError, match="trains 2 → 5 relu → 8 tanh"):  # a shard holds one architecture
-        study.ShardJob(SOURCE_ARCH, forward.target_task, config.training.sgd(), mixed, forward.recipes).initial_state()
+        study.ShardJob(SOURCE_ARCH, forward.target_task, config.training.settings(), mixed, forward.recipes).initial_state()
 
     study.run_study(config, tmp_path)
     db = sqlite3.connect(tmp_path / "results.sqlite")

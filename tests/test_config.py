@@ -40,7 +40,7 @@ def test_examples_load_and_are_the_tutorial(tmp_path):
     assert (config.repeats, config.source_repeats, config.source.seed, config.target.seed) == (30, 1, 1, 2)
     assert [s.label for s in config.parsed_strategies()] == [
         "standalone", "transfer freeze=0", "transfer freeze=1", "transfer freeze=2"]
-    assert config.training.sgd().learning_rate == 0.01 and config.training.batch_size == 32
+    assert config.training.settings().learning_rate == 0.01 and config.training.batch_size == 32
     assert config.model.hidden == [5, 5] and config.model.kernel_initializer == "he_uniform"
     sources = load_study(ROOT / "examples" / "tutorial_sources.toml")
     assert sources.source_repeats == 10

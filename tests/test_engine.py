@@ -23,7 +23,7 @@ def _stack(weights_list):
 
 
 def _train(problem, weights_list, seeds, epochs, multipliers=None, config=None, layers=ACTIVATIONS, **kwargs):
-    config = config or engine.SGDConfig(epochs=epochs)
+    config = config or engine.TrainingSettings(epochs=epochs)
     n_layers = len(weights_list[0])
     if multipliers is None:
         multipliers = np.ones((len(weights_list), epochs, n_layers), np.float32)
@@ -62,7 +62,7 @@ def test_engine_equals_keras_fit_with_momentum_and_partial_batches():
     problem = tasks.blobs(2, n_samples=200, n_train=100)  # 4 batches of 24 and one of 4
     arch = models.mlp(2, (4, 6), 3, activation="tanh", kernel_initializer="glorot_uniform")
     initial = models.fresh_weights(arch, np.random.default_rng(3))
-    config = engine.SGDConfig(epochs=5, batch_size=24, learning_rate=0.01, momentum=0.9, nesterov=True)
+    config = engine.TrainingSettings(epochs=5, batch_size=24, learning_rate=0.01, momentum=0.9, nesterov=True)
     orders = engine.shuffle_orders([9], 5, 100)
     result = engine.train_models(("tanh", "tanh", "softmax"), _stack([initial]), np.ones((1, 5, 3), np.float32),
                                  [9], problem.x_train, problem.y_train, problem.x_test, problem.y_test, config)
@@ -102,7 +102,7 @@ def test_a_layer_with_multiplier_moves_like_sgd_at_that_rate(problem):
     multipliers = np.array([[[0.1, 1.0, 1.0]]], np.float32)
     orders = np.arange(32)[None, None, :]
     result = engine.train_models(ACTIVATIONS, _stack([initial]), multipliers, [0], small.x_train, small.y_train,
-                                 small.x_test, small.y_test, engine.SGDConfig(epochs=1), orders=orders)
+                                 small.x_test, small.y_test, engine.TrainingSettings(epochs=1), orders=orders)
 
     def loss(params):
         model = models.build_keras_model(arch)
@@ -124,7 +124,7 @@ def test_l2_penalty_adds_the_analytic_gradient(problem):
     multipliers = np.ones((1, 1, 3), np.float32)
     orders = np.arange(32)[None, None, :]
     args = (ACTIVATIONS, _stack([initial]), multipliers, [0], problem.x_train[:32], problem.y_train[:32],
-            problem.x_test, problem.y_test, engine.SGDConfig(epochs=1))
+            problem.x_test, problem.y_test, engine.TrainingSettings(epochs=1))
     plain = engine.train_models(*args, orders=orders)
     alpha = np.array([[0.5, 0.0, 2.0]], np.float32)
     pulled = engine.train_models(*args, anchors=[np.stack([a[0]]) for a in anchor], penalties=alpha, orders=orders)
@@ -240,14 +240,14 @@ def test_learning_rate_and_momentum_are_runtime_inputs():
     problem = tasks.blobs(2, n_samples=192, n_train=96)  # 3 batches an epoch: a quick compile
     arch = models.mlp(2, (5, 5), 3)
     initial = models.fresh_weights(arch, np.random.default_rng(21))
-    _train(problem, [initial], [4], 3, config=engine.SGDConfig(epochs=3, learning_rate=0.01, momentum=0.5))
+    _train(problem, [initial], [4], 3, config=engine.TrainingSettings(epochs=3, learning_rate=0.01, momentum=0.5))
     built = engine.compiled_programs()
     events, listening = [], [True]
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, duration, **kwargs: events.append(event) if listening[0] and event in _TRACE_AND_COMPILE else None
     )
     settings = ((0.05, 0.9), (0.002, 0.1))
-    results = [_train(problem, [initial], [4], 3, config=engine.SGDConfig(epochs=3, learning_rate=rate, momentum=m))
+    results = [_train(problem, [initial], [4], 3, config=engine.TrainingSettings(epochs=3, learning_rate=rate, momentum=m))
                for rate, m in settings]
     listening[0] = False
     assert engine.compiled_programs() == built and events == []

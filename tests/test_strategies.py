@@ -103,7 +103,7 @@ def test_multiplier_schedules_switch_at_the_right_epoch():
 
 def _job(strategy, task, source_weights, epochs, head=HEAD3, batch_size=32, seed=7):
     recipe = strategy.recipe(SOURCE, head, epochs)
-    sgd = engine.SGDConfig(epochs=epochs, batch_size=batch_size)
+    sgd = engine.TrainingSettings(epochs=epochs, batch_size=batch_size)
     return study.ShardJob(recipe.arch, task, sgd, [_run(strategy, seed)], {strategy.label: recipe}, {0: source_weights})
 
 
@@ -130,7 +130,7 @@ def _train_in_pieces(task, weights, multipliers, orders, sgd):
         stop = epoch + 1
         while stop < len(multipliers) and (multipliers[stop] == multipliers[epoch]).all():
             stop += 1
-        piece = engine.SGDConfig(epochs=stop - epoch, batch_size=sgd.batch_size)
+        piece = engine.TrainingSettings(epochs=stop - epoch, batch_size=sgd.batch_size)
         result = engine.train_models(
             ("relu", "relu", "softmax"), current, multipliers[None, epoch:stop], [0],
             task.x_train, task.y_train, task.x_test, task.y_test, piece, orders=orders[:, epoch:stop],

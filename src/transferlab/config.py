@@ -23,13 +23,14 @@ from pydantic import (
     Tag,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_serializer,
     field_validator,
     model_validator,
 )
 
 from transferlab import models, optimizers, strategies, tasks
-from transferlab.engine import BN_FROZEN_MODES, SGDConfig
+from transferlab.engine import BN_FROZEN_MODES
 from transferlab.errors import DataError, StudyFileError
 from transferlab.words import count
 
@@ -419,29 +420,25 @@ class ModelConfig(BaseModel):
         return self
 
 
-class TrainingConfig(BaseModel):
+def _hyperparameter_field(declared: optimizers.Hyperparameter):
+    """A study-file field for one optimizer hyperparameter, from its declaration."""
+    if declared.type is bool:
+        return (bool | None, None)
+    bounds = {"gt": declared.above, "ge": declared.at_least, "lt": declared.below}
+    return (Annotated[Finite, Field(**{k: v for k, v in bounds.items() if v is not None})] | None, None)
+
+
+class _Training(BaseModel):
     """Optimizer and `fit` settings. Defaults are Keras': `SGD()` (learning rate 0.01) and
     `fit` (batch size 32), with the tutorial's 100 epochs; `optimizer = "adam"`, `"adamw"`
     or `"rmsprop"` takes that Keras optimizer's parameters, each defaulting as Keras does
-    (`optimizers.DEFAULTS`). A parameter the chosen optimizer does not take is an error."""
+    (`optimizers.DEFAULTS`). A parameter the chosen optimizer does not take is an error.
+    The hyperparameter fields are made from `optimizers.HYPERPARAMETERS`."""
 
     model_config = _STRICT
     epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 100
     batch_size: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = 32
     optimizer: Literal[optimizers.OPTIMIZERS] = "sgd"
-    learning_rate: Annotated[Finite, Field(gt=0)] | None = None
-    momentum: Annotated[Finite, Field(ge=0, lt=1)] | None = None
-    nesterov: bool | None = None
-    beta_1: Annotated[Finite, Field(ge=0, lt=1)] | None = None
-    beta_2: Annotated[Finite, Field(ge=0, lt=1)] | None = None
-    epsilon: Annotated[Finite, Field(gt=0)] | None = None
-    amsgrad: bool | None = None
-    rho: Annotated[Finite, Field(ge=0, lt=1)] | None = None
-    centered: bool | None = None
-    weight_decay: Annotated[Finite, Field(ge=0)] | None = None
-    clipnorm: Annotated[Finite, Field(gt=0)] | None = None
-    clipvalue: Annotated[Finite, Field(gt=0)] | None = None
-    global_clipnorm: Annotated[Finite, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _one_clipping(self):
@@ -450,7 +447,7 @@ class TrainingConfig(BaseModel):
             raise ValueError(f"give one of clipnorm, clipvalue and global_clipnorm, not {' and '.join(given)} (Keras takes one)")
         return self
 
-    @field_validator(*optimizers.PARAMETERS)
+    @field_validator(*optimizers.PARAMETERS, check_fields=False)
     @classmethod
     def _taken_by_the_optimizer(cls, value, info: ValidationInfo):
         optimizer = info.data.get("optimizer", "sgd")
@@ -462,14 +459,16 @@ class TrainingConfig(BaseModel):
             )
         return value
 
-    def sgd(self) -> SGDConfig:
+    def settings(self) -> optimizers.TrainingSettings:
         """The resolved settings the engine trains with (every default filled in)."""
-        names = optimizers.PARAMETERS + optimizers.CLIPPING
-        given = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-        return SGDConfig(
-            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
-            **{**optimizers.DEFAULTS[self.optimizer], **given},
-        )
+        given = {name: getattr(self, name) for name in optimizers.HYPERPARAMETERS}
+        return optimizers.settings(self.epochs, self.batch_size, self.optimizer, given)
+
+
+TrainingConfig = create_model(
+    "TrainingConfig", __base__=_Training, __module__=__name__,
+    **{name: _hyperparameter_field(declared) for name, declared in optimizers.HYPERPARAMETERS.items()},
+)
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]|[bB])?\s*")

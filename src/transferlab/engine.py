@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferlab import layers as layer_types
-from transferlab import objectives, optimizers
+from transferlab import kernels, objectives, optimizers
 from transferlab.layers import Context
+from transferlab.optimizers import TrainingSettings
 from transferlab.orders import GivenOrders, OrderStream, shuffle_orders  # noqa: F401 (engine.shuffle_orders)
 
 # An epoch's batches run in a loop over groups of up to `MAX_GROUP` batches, unrolled in
@@ -64,32 +65,6 @@ EVALUATION_VALUES = 1 << 24
 ORDER_VALUES = 1 << 19
 
 
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Training settings; defaults are Keras' (`SGD()` and `fit`) and the tutorial's 100 epochs.
-
-    `optimizer` is "sgd", "adam", "adamw" or "rmsprop"; each reads the fields Keras'
-    optimizer of that name takes (`optimizers.DEFAULTS`) and ignores the others."""
-
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
-    optimizer: str = "sgd"
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    amsgrad: bool = False
-    rho: float = 0.9
-    centered: bool = False
-    weight_decay: float = 0.0
-    clipnorm: float = 0.0  # 0: no clipping (Keras' None)
-    clipvalue: float = 0.0
-    global_clipnorm: float = 0.0
-
-
-SGDConfig = TrainingSettings  # the name it had while SGD was the only optimizer
 
 
 @dataclass
@@ -475,8 +450,8 @@ def batch_work(plan, n_inputs: int) -> int:
     for spec in plan:
         out = spec.output_width(width)
         if spec.starts_block:
-            work += (width if width <= layer_types.UNROLL_WIDTH else 1) + (
-                out if out <= layer_types.UNROLL_WIDTH else 1
+            work += (width if width <= kernels.UNROLL_WIDTH else 1) + (
+                out if out <= kernels.UNROLL_WIDTH else 1
             ) + 4
         elif spec.n_trainable:  # normalisation: statistics, their gradients, state
             work += 8
@@ -544,7 +519,7 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
     penalties = inputs.get("penalties")
     objective = objectives.get(loss)
     # each model's dropout masks: a key from its run's seed, folded with the step and layer
-    dropout_keys = layer_types.mix32(inputs["seeds"].astype(jnp.uint32) ^ jnp.uint32(0x5BD1E995))
+    dropout_keys = kernels.mix32(inputs["seeds"].astype(jnp.uint32) ^ jnp.uint32(0x5BD1E995))
     uses_keys = any(spec.random for spec in plan)
 
     def objective_of(params, state, xb, yb, ctx):
@@ -567,8 +542,8 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
         """Per layer, each model's dropout key for this optimizer step."""
         if not uses_keys:
             return None
-        per_step = layer_types.mix32(dropout_keys + jnp.asarray(step, jnp.uint32) * jnp.uint32(0x85EBCA6B))
-        return [layer_types.mix32(per_step ^ jnp.uint32((layer + 1) * 0xC2B2AE35 % 2**32)) for layer in range(len(plan))]
+        per_step = kernels.mix32(dropout_keys + jnp.asarray(step, jnp.uint32) * jnp.uint32(0x85EBCA6B))
+        return [kernels.mix32(per_step ^ jnp.uint32((layer + 1) * 0xC2B2AE35 % 2**32)) for layer in range(len(plan))]
 
     def optimizer_step(carry, xb, yb, multipliers, global_step, real, count):
         params, state, slots, step = carry

@@ -14,22 +14,18 @@ are trained, the rest are state (BatchNormalization's moving statistics).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from transferlab import initializers
+from transferlab._lazy import LazyModule, jax, jnp
 from transferlab.errors import ModelFileError
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "silu", "gelu")
 _ACTIVATION_ALIASES = {"swish": "silu", None: "linear"}
-# Contractions over at most this many units are unrolled into multiply-adds (a few
-# elementwise loops vectorised across models); wider ones use a batched matrix product.
-UNROLL_WIDTH = 16
+kernels = LazyModule("transferlab.kernels")  # the math (JAX), loaded when a forward pass is traced
 
 
 
@@ -133,8 +129,8 @@ class Dense(Layer):
     def forward(self, params, state, x, ctx, index):
         kernel, bias = params
         if kernel.ndim == 2:  # one model (the engine maps it over models): a matrix product
-            return ACTIVATION_FUNCTIONS[self.activation](x @ kernel + bias), state
-        return ACTIVATION_FUNCTIONS[self.activation](_dense(x, kernel, bias)), state
+            return kernels.ACTIVATION_FUNCTIONS[self.activation](x @ kernel + bias), state
+        return kernels.ACTIVATION_FUNCTIONS[self.activation](kernels.dense(x, kernel, bias)), state
 
     def to_keras(self, name: str):
         import keras
@@ -187,13 +183,13 @@ class BatchNormalization(Layer):
         gamma, beta = params
         moving_mean, moving_variance = state
         if not ctx.training:
-            return _normalize(x, moving_mean[None], moving_variance[None], gamma, beta, self.epsilon), state
-        mean, variance = _batch_moments(x, ctx)
+            return kernels.normalize(x, moving_mean[None], moving_variance[None], gamma, beta, self.epsilon), state
+        mean, variance = kernels.batch_moments(x, ctx)
         inference = ctx.inference_stats[index]  # (M,): frozen under bn_frozen = "inference"
         outputs = jnp.where(
             inference,
-            _normalize(x, moving_mean[None], moving_variance[None], gamma, beta, self.epsilon),
-            _normalize(x, mean[None], variance[None], gamma, beta, self.epsilon),
+            kernels.normalize(x, moving_mean[None], moving_variance[None], gamma, beta, self.epsilon),
+            kernels.normalize(x, mean[None], variance[None], gamma, beta, self.epsilon),
         )
         keep = 1.0 - self.momentum
         new_state = (
@@ -243,7 +239,7 @@ class LayerNormalization(Layer):
         gamma, beta = params
         mean = jnp.mean(x, axis=1, keepdims=True)
         variance = jnp.var(x, axis=1, keepdims=True)
-        return _normalize(x, mean, variance, gamma, beta, self.epsilon), state
+        return kernels.normalize(x, mean, variance, gamma, beta, self.epsilon), state
 
     def to_keras(self, name: str):
         import keras
@@ -291,7 +287,7 @@ class Dropout(Layer):
             jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 1))
         counter = counter.reshape((rows, units) + (1,) * (x.ndim - 2))
         # each model's key ((models,) last, or one model's scalar), hashed with every unit's index
-        bits = mix32(counter * jnp.uint32(0x9E3779B9) + ctx.keys[index])
+        bits = kernels.mix32(counter * jnp.uint32(0x9E3779B9) + ctx.keys[index])
         uniform = (bits >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
         return jnp.where(uniform < keep, x / keep, 0.0), state
 
@@ -325,7 +321,7 @@ class Activation(Layer):
         _check_activation(self.activation)
 
     def forward(self, params, state, x, ctx, index):
-        return ACTIVATION_FUNCTIONS[self.activation](x), state
+        return kernels.ACTIVATION_FUNCTIONS[self.activation](x), state
 
     def to_keras(self, name: str):
         import keras
@@ -434,97 +430,3 @@ def _check_feature_axis(layer, source: str) -> None:
             f"{source}: layer {layer.name!r}: transferlab supports {type(layer).__name__} over the feature "
             "axis with center=True and scale=True (Keras' defaults)"
         )
-
-
-# --- the math, on (batch, features, models) ----------------------------------------------
-
-
-def mix32(h):
-    """A 32-bit integer hash with full avalanche (Wellons' lowbias32): the engine's
-    counter-based random numbers for dropout, far cheaper on a CPU than threefry."""
-    h = h ^ (h >> 16)
-    h = h * jnp.uint32(0x7FEB352D)
-    h = h ^ (h >> 15)
-    h = h * jnp.uint32(0x846CA68B)
-    return h ^ (h >> 16)
-
-
-def _batch_moments(x, ctx: Context):
-    """Mean and (biased) variance over the batch axis, as `jnp.mean` / `jnp.var`; of the
-    real rows only when the batch is padded (`ctx.rows`)."""
-    if ctx.rows is None:
-        return jnp.mean(x, axis=0), jnp.var(x, axis=0)
-    real = ctx.rows.reshape((-1,) + (1,) * (x.ndim - 1))
-    mean = jnp.sum(jnp.where(real, x, 0.0), axis=0) * (1.0 / ctx.row_count)
-    variance = jnp.sum(jnp.where(real, jnp.square(x - mean[None]), 0.0), axis=0) * (1.0 / ctx.row_count)
-    return mean, variance
-
-
-def _normalize(x, mean, variance, gamma, beta, epsilon):
-    """keras.ops.batch_normalization / layer_normalization: `x·inv + (beta − mean·inv)`."""
-    inv = jax.lax.rsqrt(variance + epsilon) * gamma
-    return x * inv + (beta - mean * inv)
-
-
-ACTIVATION_FUNCTIONS: dict[str, Any] = {
-    "linear": lambda z: z,
-    "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "softmax": lambda z: jax.nn.softmax(z, axis=1),
-    "elu": jax.nn.elu,
-    "selu": jax.nn.selu,
-    "softplus": jax.nn.softplus,
-    "silu": jax.nn.silu,
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),
-}
-
-
-@jax.custom_vjp
-def _dense(x, kernel, bias):
-    """`x @ kernel + bias` per model: x `(B, I, M)` (or `(B, I)` shared by every model),
-    kernel `(I, O, M)`, bias `(O, M)`. One model's Dense (the per-model layout) is a plain
-    matrix product in `Dense.forward`, differentiated by JAX."""
-    return _contract_inputs(x, kernel) + bias[None]
-
-
-def _dense_forward(x, kernel, bias):
-    return _dense(x, kernel, bias), (x, kernel)
-
-
-def _dense_backward(residuals, upstream):
-    x, kernel = residuals
-    if x.shape[1] > UNROLL_WIDTH and kernel.shape[1] > UNROLL_WIDTH:
-        d_kernel = jnp.einsum("bim,bom->iom", x, upstream)
-    else:
-        d_kernel = jnp.sum(x[:, :, None, :] * upstream[:, None, :, :], axis=0)
-    d_bias = jnp.sum(upstream, axis=0)
-    return _contract_outputs(upstream, kernel), d_kernel, d_bias
-
-
-_dense.defvjp(_dense_forward, _dense_backward)
-
-
-def _contract_inputs(x, kernel):
-    """sum_i x[b, i, m] · kernel[i, o, m] → (B, O, M); a 2-D `x (B, I)` is one input shared
-    by every model (evaluation), never copied per model."""
-    n_in = kernel.shape[0]
-    if n_in > UNROLL_WIDTH:
-        return jnp.einsum("bi,iom->bom" if x.ndim == 2 else "bim,iom->bom", x, kernel)
-    if x.ndim == 2:
-        x = x[:, :, None]
-    total = x[:, 0, None, :] * kernel[None, 0]
-    for i in range(1, n_in):
-        total = total + x[:, i, None, :] * kernel[None, i]
-    return total
-
-
-def _contract_outputs(upstream, kernel):
-    """sum_o upstream[b, o, m] · kernel[i, o, m] → (B, I, M)."""
-    n_out = kernel.shape[1]
-    if n_out > UNROLL_WIDTH:
-        return jnp.einsum("bom,iom->bim", upstream, kernel)
-    total = upstream[:, None, 0, :] * kernel[None, :, 0, :]
-    for o in range(1, n_out):
-        total = total + upstream[:, None, o, :] * kernel[None, :, o, :]
-    return total

@@ -19,18 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-
-class _JaxNumpy:
-    """`jax.numpy`, imported when a formula first runs: the metric knowledge here (names,
-    ranges, directions) is read by the store, statistics and reports without loading JAX."""
-
-    def __getattr__(self, name: str):
-        import jax.numpy
-
-        return getattr(jax.numpy, name)
-
-
-jnp = _JaxNumpy()
+from transferlab._lazy import jnp  # the formulas run in the engine; the names are read anywhere
 
 _EPSILON = 1e-7  # keras.config.epsilon(), used by Keras' cross-entropies
 SPLITS = ("train", "test")

@@ -15,13 +15,25 @@ its optimizer: every moment zero, step count zero (see `engine`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 
-import jax.numpy as jnp
+from transferlab._lazy import jnp  # the update formulas run in the engine; the declarations are read anywhere
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One optimizer hyperparameter as a study file gives it: its type and valid range
+    (`above` / `below` exclusive, `at_least` inclusive). The study-file schema and the
+    engine's settings are both made from these declarations."""
 
-# Keras 3's constructor defaults, per optimizer (the parameters each one takes)
+    name: str
+    type: type = float
+    above: float | None = None
+    at_least: float | None = None
+    below: float | None = None
+
+
+# Keras 3's constructor defaults, per optimizer: each optimizer's definition (the
+# parameters it takes, and their defaults)
 DEFAULTS: dict[str, dict[str, float | bool]] = {
     "sgd": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
     "adam": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False,
@@ -31,9 +43,53 @@ DEFAULTS: dict[str, dict[str, float | bool]] = {
     "rmsprop": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False,
                 "weight_decay": 0.0},
 }
-PARAMETERS = ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2", "epsilon", "amsgrad", "rho", "centered",
-              "weight_decay")
-CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")  # every optimizer takes one of them (Keras: one)
+OPTIMIZERS = tuple(DEFAULTS)
+HYPERPARAMETERS: dict[str, Hyperparameter] = {h.name: h for h in (
+    Hyperparameter("learning_rate", above=0),
+    Hyperparameter("momentum", at_least=0, below=1),
+    Hyperparameter("nesterov", bool),
+    Hyperparameter("beta_1", at_least=0, below=1),
+    Hyperparameter("beta_2", at_least=0, below=1),
+    Hyperparameter("epsilon", above=0),
+    Hyperparameter("amsgrad", bool),
+    Hyperparameter("rho", at_least=0, below=1),
+    Hyperparameter("centered", bool),
+    Hyperparameter("weight_decay", at_least=0),
+    # every optimizer takes one of the clipping rules (Keras: at most one); 0 is none
+    Hyperparameter("clipnorm", above=0),
+    Hyperparameter("clipvalue", above=0),
+    Hyperparameter("global_clipnorm", above=0),
+)}
+CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
+PARAMETERS = tuple(name for name in HYPERPARAMETERS if name not in CLIPPING)
+
+
+def _default(name: str) -> float | bool:
+    """A setting's value when no optimizer takes it: SGD's default, else the first optimizer's
+    that has one (unused by the optimizer chosen), else 0 (no clipping)."""
+    for defaults in DEFAULTS.values():
+        if name in defaults:
+            return defaults[name]
+    return 0.0
+
+
+TrainingSettings = make_dataclass(
+    "TrainingSettings",
+    [("epochs", int, field(default=100)), ("batch_size", int, field(default=32)),
+     ("optimizer", str, field(default="sgd"))]
+    + [(h.name, h.type, field(default=_default(h.name))) for h in HYPERPARAMETERS.values()],
+    frozen=True,
+)
+TrainingSettings.__module__ = __name__  # pickled by name when a shard goes to another process
+TrainingSettings.__doc__ = """Resolved training settings the engine runs with; defaults are Keras' (`SGD()` and `fit`)
+and the tutorial's 100 epochs. `optimizer` is one of `OPTIMIZERS`; each reads the fields
+its definition (`DEFAULTS`) lists and ignores the others; clipping 0 is none."""
+
+
+def settings(epochs: int, batch_size: int, optimizer: str, given: dict) -> TrainingSettings:
+    """The settings a study asks for: its `given` hyperparameters over the optimizer's defaults."""
+    return TrainingSettings(epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                            **{**DEFAULTS[optimizer], **{k: v for k, v in given.items() if v is not None}})
 
 
 def runtime_inputs(settings) -> dict:

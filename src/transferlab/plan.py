@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import models, objectives, tasks
-from transferlab.engine import RowPadding, SGDConfig
+from transferlab.engine import RowPadding
+from transferlab.optimizers import TrainingSettings
 from transferlab.heads import Classes
 from transferlab.strategies import STRATEGIES, Recipe, Standalone, strategy_to_dict
 
@@ -188,7 +189,7 @@ class Plan:
     seed: int
     repeats: int
     source_repeats: int
-    training: SGDConfig
+    training: TrainingSettings
     bn_frozen: str
     directions: list[Direction]
     model_file: str | None = None
@@ -286,7 +287,7 @@ class Plan:
             seed=int(data["seed"]),
             repeats=int(data["repeats"]),
             source_repeats=int(data["source_repeats"]),
-            training=SGDConfig(**data["training"]),
+            training=TrainingSettings(**data["training"]),
             bn_frozen=data["bn_frozen"],
             directions=[Direction.from_dict(d) for d in data["directions"]],
             model_file=data.get("model_file"),
@@ -401,7 +402,7 @@ def build_plan(config, given_model=None) -> Plan:
     from transferlab.config import TaskDataError, check_strategies
     from transferlab.errors import StudyFileError
 
-    sgd = config.training.sgd()
+    sgd = config.training.settings()
     try:
         built = config.tasks()
     except TaskDataError as error:

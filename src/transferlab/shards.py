@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transferlab import engine, models, objectives
+from transferlab import engine, models, objectives, optimizers
 from transferlab.strategies import Recipe
 from transferlab.tasks import Task
 
@@ -27,7 +27,7 @@ class ShardJob:
 
     arch: models.Architecture
     task: Task
-    sgd: engine.SGDConfig
+    sgd: optimizers.TrainingSettings
     runs: list[RunSpec]
     recipes: dict[str, Recipe]
     source_weights: dict[int, models.Weights] = field(default_factory=dict)

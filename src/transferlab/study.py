@@ -63,7 +63,7 @@ def study_directions(config: StudyConfig, given_model=None) -> list[Direction]:
 def plan_runs(config: StudyConfig | Plan, direction: Direction) -> list[RunSpec]:
     """Source runs (one per source model) then target runs, in a fixed order."""
     plan = config if isinstance(config, Plan) else Plan(
-        config.name, config.seed, config.repeats, config.source_repeats, config.training.sgd(),
+        config.name, config.seed, config.repeats, config.source_repeats, config.training.settings(),
         config.bn_frozen, [direction])
     return plan.runs(direction)
 
