@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import CsvTask, ParquetTask
+from transferlab.datasets import task_of
 
 FEATURES = 20
 
@@ -53,10 +54,10 @@ def main() -> None:
         results = {
             "pandas read_csv alone": best_of(lambda: pd.read_csv(csv)),
             "task from CSV (whole pipeline)": best_of(
-                lambda: CsvTask.model_validate({"kind": "csv", "path": str(csv), **options}).make("target")),
+                lambda: task_of(CsvTask.model_validate({"kind": "csv", "path": str(csv), **options}), "target")),
             "pandas read_parquet alone": best_of(lambda: pd.read_parquet(parquet)),
             "task from Parquet (whole pipeline)": best_of(
-                lambda: ParquetTask.model_validate({"kind": "parquet", "path": str(parquet), **options}).make("target")),
+                lambda: task_of(ParquetTask.model_validate({"kind": "parquet", "path": str(parquet), **options}), "target")),
         }
     print(f"{rows:,} rows × {FEATURES} features (+ 2 text columns); best of 3")
     for name, seconds in results.items():

@@ -33,7 +33,9 @@ def run(arguments: list[str], out: Path, checkout: str | None, cwd: Path) -> flo
     if checkout:
         env["PYTHONPATH"] = str(Path(checkout, "src").resolve())
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "transferlab.cli", *arguments, "--out", str(out), "--quiet"],
+    extension = Path(cwd, Path(arguments[-1]).stem + ".py")  # an example's own strategies (shrink_perturb.py)
+    first = ["--extension", str(extension)] if arguments[0] == "run" and extension.is_file() else []
+    subprocess.run([sys.executable, "-m", "transferlab.cli", *first, *arguments, "--out", str(out), "--quiet"],
                    env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 

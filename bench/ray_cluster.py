@@ -19,7 +19,8 @@ import transferlab
 
 transferlab.configure()
 
-from transferlab import config, study  # noqa: E402
+from transferlab import study  # noqa: E402
+from transferlab.api import load_study  # noqa: E402
 from transferlab.executors import LocalExecutor, RayExecutor  # noqa: E402
 from transferlab.store import Store  # noqa: E402
 
@@ -63,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shard-size", type=int, default=256)
     shard_size = parser.parse_args().shard_size
-    plan = study.plan_study(config.load_study(EXAMPLE))
+    plan = study.plan_study(load_study(EXAMPLE))
     writes = timed_writes()
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)

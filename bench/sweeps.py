@@ -29,11 +29,11 @@ jax.monitoring.register_event_listener(count)
 jax.monitoring.register_event_duration_secs_listener(count)
 import transferlab
 transferlab.configure()
-from transferlab import config, engine, report, study
-sweep = config.load_study(sys.argv[1])
+from transferlab import config, engine, reports, study
+sweep = load_study(sys.argv[1])
 outcome = study.run_sweep(sweep, sys.argv[2])
 trained_at = time.perf_counter()
-report.build_report(sys.argv[2])
+reports.build_report(sys.argv[2])
 print(json.dumps({"points": len(sweep.points), "trained": outcome.trained_runs, "reused": outcome.reused_runs,
                   "programs": engine.compiled_programs(), "train_s": trained_at - started,
                   "xla_compiles": counts.get("/jax/core/compile/backend_compile_duration", 0),

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from transferlab import models, objectives, study
-from transferlab.config import StudyFileError, study_from_dict
+from transferlab import datasets, models, objectives, study
+from transferlab.errors import StudyFileError
+from transferlab.loading import study_from_dict
 from transferlab.config import as_toml as _as_toml
-from transferlab.report import build_report
+from transferlab.reports import build_report
 from transferlab.store import Store
 from transferlab.strategies import Finetune, NewHead, Standalone
 
@@ -55,7 +56,7 @@ def test_regression_target_gets_a_new_head_with_a_notice_and_reports_r2(tmp_path
     assert targets.test_r2.notna().all() and targets.test_accuracy.isna().all()
     assert targets.test_mae.notna().all() and targets.test_loss.notna().all()
     assert (targets[targets.strategy == "standalone"].test_r2 > 0.5).all()  # learnt in 25 epochs
-    y_test = study_from_dict(raw).target.make("t").y_test[:, 0]
+    y_test = datasets.task_of(study_from_dict(raw).target, "t").y_test[:, 0]
     total = np.sum(np.square(y_test - y_test.mean()))  # R² = 1 − SS_res/SS_tot, SS_res = n·MSE
     np.testing.assert_allclose(targets.test_r2, 1 - targets.test_loss * len(y_test) / total, atol=1e-4)
     assert curves[curves.role == "target"].val_r2.notna().all()
@@ -145,7 +146,7 @@ def test_reverse_runs_both_directions_with_their_own_sources(tmp_path):
     # the reverse sources were trained on the target task: their source-split numbers are the
     # forward standalone's task (blobs seed 2), evaluated by reloading the saved file
     reverse_source = models.load_model_file(sources[2]["file"])
-    target = study_from_dict(raw).target.make("t")
+    target = datasets.task_of(study_from_dict(raw).target, "t")
     objective = objectives.OBJECTIVES["categorical_crossentropy"]
     evaluated = objective.evaluate(reverse_source(target.x_test), target.y_test)
     assert evaluated["accuracy"] == pytest.approx(sources[2]["test_accuracy"], abs=1e-6)
@@ -203,10 +204,10 @@ def test_every_strategy_runs_through_the_cli_and_the_report_shows_them(tmp_path)
     result = subprocess.run([sys.executable, "-m", "transferlab.cli", "run", str(tmp_path / "catalogue.toml"),
                              "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    from transferlab.strategies import STRATEGIES
+    from transferlab.strategies import REGISTRY
 
     names = {entry["name"] for entry in catalogue["strategies"]}
-    assert names == set(STRATEGIES)  # the catalogue example holds every strategy
+    assert names == set(dict(REGISTRY.items()))  # the catalogue example holds every strategy
     labels = ["standalone", "transfer freeze=0", "transfer freeze=2", "reinit keep=1", "insert_layer after=1 5 relu",
               "new_head", "new_input freeze=1", "finetune lr×0.1", "finetune lr×0.5 layer×0.5", "two_stage head=20 lr×0.1",
               "gradual_unfreeze every=10", "l2sp α=0.01 β=0.01"]
@@ -222,7 +223,8 @@ def test_every_strategy_runs_through_the_cli_and_the_report_shows_them(tmp_path)
 def test_the_python_api_takes_strategy_values(tmp_path):
     raw = _study([Standalone(), Finetune(lr=0.2), NewHead(freeze=1)], source_repeats=1, repeats=1)
     config = study_from_dict(raw)
-    assert config.strategies[1] == {"name": "finetune", "lr": 0.2, "layer_factor": 1.0}
+    assert config.model_dump()["strategies"][1] == {"name": "finetune", "lr": 0.2, "layer_factor": 1.0}
+    assert config.strategy_values()[1] == Finetune(lr=0.2)
     outcome = study.run_study(config, tmp_path)
     assert outcome.trained_runs == 4
 
@@ -311,7 +313,7 @@ def test_strategies_are_checked_against_a_model_file_when_the_study_is_read(tmp_
     study_file = tmp_path / "study.toml"
     raw = _study([{"name": "transfer", "freeze": 2}], source={"model_file": "one_hidden.keras"}, source_repeats=1)
     study_file.write_text(_as_toml(raw))
-    from transferlab.config import load_study
+    from transferlab.api import load_study
 
     with pytest.raises(StudyFileError) as caught:
         load_study(study_file)
@@ -322,12 +324,12 @@ def test_strategies_are_checked_against_a_model_file_when_the_study_is_read(tmp_
 
 
 def test_cli_lists_the_strategies():
-    from transferlab.strategies import STRATEGIES
+    from transferlab.strategies import REGISTRY
 
     result = subprocess.run([sys.executable, "-m", "transferlab.cli", "strategies"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "[[strategies]]" in result.stdout
-    for name in STRATEGIES:
+    for name in dict(REGISTRY.items()):
         assert name in result.stdout
     assert "head_epochs = 20" in result.stdout and "fresh_head = true" in result.stdout

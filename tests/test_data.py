@@ -9,6 +9,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from transferlab import config
+from transferlab.datasets import task_of
 from transferlab.tasks import DataError, Task
 
 
@@ -16,7 +17,7 @@ def make(kind: str, **fields) -> Task:
     """A task from a study file's table, as `study_from_dict` makes it."""
     table = {"csv": config.CsvTask, "parquet": config.ParquetTask, "npz": config.NpzTask,
              "sklearn": config.SklearnTask}[kind]
-    return table.model_validate({"kind": kind, **fields}).make("target")
+    return task_of(table.model_validate({"kind": kind, **fields}), "target")
 
 
 def everything(task: Task) -> tuple[np.ndarray, np.ndarray]:
@@ -180,9 +181,9 @@ def test_task_kind_follows_the_target_and_can_be_forced(table_file):
 def test_source_scaler_applies_to_the_target():
     source = make("sklearn", dataset="wine", classes=["class_0", "class_1"], seed=2)
     raw = make("sklearn", dataset="wine", classes=["class_1", "class_2"], seed=2, standardize=False)
-    target = config.SklearnTask.model_validate(
+    target = task_of(config.SklearnTask.model_validate(
         {"kind": "sklearn", "dataset": "wine", "classes": ["class_1", "class_2"], "seed": 2, "standardize": "source"}
-    ).make("target", source.scaler)
+    ), "target", source.scaler)
     np.testing.assert_allclose(target.x_train, (raw.x_train - source.scaler.mean) / source.scaler.scale, rtol=1e-5, atol=1e-5)
     assert "source task" in target.provenance["standardize"]
 
@@ -213,15 +214,15 @@ def test_blobs_through_the_pipeline_equal_the_tutorial_rule():
     from sklearn.datasets import make_blobs
 
     x, labels = make_blobs(n_samples=1000, centers=3, n_features=2, cluster_std=2, random_state=2)
-    task = config.BlobsTask.model_validate({"seed": 2}).make("target")
+    task = task_of(config.BlobsTask.model_validate({"seed": 2}), "target")
     np.testing.assert_array_equal(task.x_train, x[:500].astype(np.float32))
     np.testing.assert_array_equal(task.labels_test, labels[500:])
-    subset = config.BlobsTask.model_validate({"seed": 2, "centers": 4, "classes": [3, 1], "n_train": 250}).make("target")
+    subset = task_of(config.BlobsTask.model_validate({"seed": 2, "centers": 4, "classes": [3, 1], "n_train": 250}), "target")
     assert subset.class_names == ("3", "1") and subset.n_outputs == 2
 
 
 def test_a_reverse_plan_stores_each_task_once_and_reads_both_directions_back(tmp_path):
-    from transferlab.config import study_from_dict
+    from transferlab.loading import study_from_dict
     from transferlab.plan import build_plan
     from transferlab.store import Store
 

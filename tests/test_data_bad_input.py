@@ -200,10 +200,11 @@ def test_bad_data_is_one_line_and_the_folder_is_unchanged(data_dir, finished, ca
 
 
 def test_dropna_drops_the_rows_instead(data_dir):
-    from transferlab.config import load_study
+    from transferlab import study
+    from transferlab.api import load_study
 
     study_file = _write(data_dir, _csv_study(**{"target.path": "holes.csv", "target.dropna": True}), name="drop.toml")
-    target = load_study(study_file).tasks()["target"]
+    target = study.plan_study(load_study(study_file)).directions[0].target_task
     assert target.provenance["rows_dropped_missing"] == 3
     assert len(target.x_train) + len(target.x_test) == 24 - sum(1 for row in (5, 7, 9) if row % 2 == 1)
 

@@ -42,8 +42,8 @@ def test_the_example_csv_is_what_its_script_makes(tmp_path):
 
 
 def test_a_python_study_takes_task_objects(tmp_path):
-    from transferlab import Task, report, study
-    from transferlab.config import study_from_dict
+    from transferlab import Task, reports, study
+    from transferlab.loading import study_from_dict
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(160, 3))
@@ -56,7 +56,7 @@ def test_a_python_study_takes_task_objects(tmp_path):
            "training": {"epochs": 3}, "strategies": [{"name": "standalone"}, {"name": "transfer"}]}
     config = study_from_dict(raw)
     study.run_study(config, tmp_path / "out")
-    outputs = report.build_report(tmp_path / "out")
+    outputs = reports.build_report(tmp_path / "out")
     assert outputs.directions[0].title == "lake birds → marsh birds"
     html = (tmp_path / "out" / "report.html").read_text()
     for text in ("heron, stork", "wing, beak, leg", "a DataFrame or arrays given in Python", "a given scaler"):

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferlab import Task, config, heads, models, study
+from transferlab import Task, heads, loading, models, study
+from transferlab.config import StudyConfig
 from transferlab.heads import BY_NAME, BY_POSITION, Classes, match_head
 from transferlab.shards import initial_weights
 
@@ -56,11 +57,11 @@ def _frame(seed: int, labels: tuple[str, ...], rows: int = 150) -> pd.DataFrame:
     return pd.DataFrame(x, columns=["a", "b", "c"]).assign(kind=np.array(labels)[y])
 
 
-def _study(source: Task, target: Task, **extra) -> config.StudyConfig:
+def _study(source: Task, target: Task, **extra) -> StudyConfig:
     raw = {"name": "heads", "seed": 4, "repeats": 2, "source": source, "target": target,
            "training": {"epochs": 3}, "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 0},
                                                      {"name": "l2sp", "alpha": 0.1}], **extra}
-    return config.study_from_dict(raw)
+    return loading.study_from_dict(raw)
 
 
 @pytest.fixture(scope="module")

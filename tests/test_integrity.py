@@ -16,8 +16,9 @@ import pytest
 
 from test_study import _contents
 from transferlab import models, study
-from transferlab.config import as_toml, study_from_dict
-from transferlab.report import build_report
+from transferlab.config import as_toml
+from transferlab.loading import study_from_dict
+from transferlab.reports import build_report
 from transferlab.store import Store
 
 CLI = [sys.executable, "-m", "transferlab.cli"]

@@ -224,7 +224,7 @@ def test_a_layer_list_study_with_a_binary_head_runs_reports_and_retrains(tmp_pat
 def test_a_metric_the_schema_does_not_name_needs_no_schema_change(tmp_path, small_study_dict):
     """Metrics are rows (run, split, epoch, name, value): a new name is just new rows."""
     from transferlab import study
-    from transferlab.config import study_from_dict
+    from transferlab.loading import study_from_dict
     from transferlab.store import Store
 
     small_study_dict["training"]["epochs"] = 1
@@ -269,8 +269,8 @@ def test_every_strategy_applies_to_an_architecture_of_every_layer_type(tmp_path)
     """The whole catalogue on Dense → BN → Dropout → Dense → LN → Activation → head: each
     strategy's recipe counts hidden layers by Dense layer, and the study trains and reports."""
     from transferlab import study
-    from transferlab.config import study_from_dict
-    from transferlab.strategies import STRATEGIES
+    from transferlab.loading import study_from_dict
+    from transferlab.strategies import REGISTRY
     from transferlab.store import Store
 
     layers_ = [{"type": "dense", "units": 6, "activation": "relu"}, {"type": "batch_normalization"},
@@ -278,7 +278,7 @@ def test_every_strategy_applies_to_an_architecture_of_every_layer_type(tmp_path)
                {"type": "activation", "activation": "tanh"}]
     small = {"n_samples": 120, "n_train": 64}
     short = {"two_stage": {"head_epochs": 1}, "gradual_unfreeze": {"every": 1}}  # for 3 epochs
-    entries = [{"name": name, **short.get(name, {})} for name in STRATEGIES] + [{"name": "transfer", "freeze": 2}]
+    entries = [{"name": name, **short.get(name, {})} for name in dict(REGISTRY.items())] + [{"name": "transfer", "freeze": 2}]
     raw = {"name": "all", "seed": 1, "repeats": 1, "source_repeats": 1, "source": {"seed": 1, **small},
            "target": {"seed": 2, **small}, "model": {"layers": layers_}, "training": {"epochs": 3},
            "strategies": entries}
@@ -302,7 +302,7 @@ def test_a_two_class_model_file_with_a_softmax_head_keeps_it(tmp_path):
     """Two classes default to one sigmoid unit, but a user's model with two softmax units
     is reused as it is (no new head)."""
     from transferlab import study
-    from transferlab.config import study_from_dict
+    from transferlab.loading import study_from_dict
 
     arch = models.mlp(2, (4,), 2)
     path = tmp_path / "two.keras"

@@ -9,7 +9,8 @@ import pytest
 
 from test_bad_input import _write, invoke
 from transferlab import stats, study
-from transferlab.config import StudyFileError, study_from_dict
+from transferlab.errors import StudyFileError
+from transferlab.loading import study_from_dict
 from transferlab.store import Store
 from transferlab.sweep import matrix_from_dict
 

@@ -26,7 +26,7 @@ def test_version_and_init_write_a_study_that_runs(tmp_path):
     assert code == 0, stderr
     text = (tmp_path / "mine.toml").read_text()
     assert text.startswith("# A transferlab study, from the example 'catalogue'.") and 'name = "catalogue"' in text
-    from transferlab.config import load_study
+    from transferlab.api import load_study
 
     assert load_study(tmp_path / "mine.toml").name == "catalogue"
     code, _, stderr = invoke("init", tmp_path / "mine.toml")
@@ -121,11 +121,11 @@ def test_model_files_with_code_name_the_layer(code_models, file_name, problem):
 
 SCRIPT = """
 import sys
-from transferlab import config, study, report
+from transferlab import loading, study, reports
 import transferlab
-cfg = config.study_from_dict({raw!r})
+cfg = loading.study_from_dict({raw!r})
 study.run_study(cfg, sys.argv[1])
-print(report.build_report(sys.argv[1]).directions[0].summary.shape[0], len(transferlab.results(sys.argv[1])["runs"]))
+print(reports.build_report(sys.argv[1]).directions[0].summary.shape[0], len(transferlab.results(sys.argv[1])["runs"]))
 """
 
 
@@ -175,9 +175,9 @@ import os, sys
 os.environ["KERAS_BACKEND"] = "numpy"
 import keras
 del os.environ["KERAS_BACKEND"]
-from transferlab import config, study
+from transferlab import loading, study
 try:
-    study.run_study(config.study_from_dict({raw!r}), sys.argv[1])
+    study.run_study(loading.study_from_dict({raw!r}), sys.argv[1])
 except Exception as error:
     print(type(error).__name__, error)
 """

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from transferlab import models, objectives, study
-from transferlab.config import study_from_dict
+from transferlab import datasets, models, objectives, study
+from transferlab.loading import study_from_dict
 from transferlab.store import Store
 
 TASKS = {  # a described source task per objective, and the output layer a source model has for it
@@ -24,7 +24,7 @@ KERAS_METRICS = {"binary_crossentropy": ["accuracy"], "categorical_crossentropy"
 def _trained_source_file(tmp_path, loss: str):
     """A Keras model trained by `fit` on the described source task, saved as a `.keras` file."""
     spec, units, activation = TASKS[loss]
-    task = study_from_dict(_study(spec, None)).source.make("source")
+    task = datasets.task_of(study_from_dict(_study(spec, None)).source, "source")
     arch = models.mlp(task.x_train.shape[1], (8,), units, output_activation=activation)
     model = models.build_keras_model(arch, models.fresh_weights(arch, np.random.default_rng(0)))
     y_train = objectives.OBJECTIVES[loss].targets(task.y_train)

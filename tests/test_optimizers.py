@@ -8,7 +8,7 @@ import pytest
 
 from conftest import keras_fit_in_order
 from transferlab import engine, models, study, tasks
-from transferlab.config import study_from_dict
+from transferlab.loading import study_from_dict
 from transferlab.store import Store
 
 CASES = {

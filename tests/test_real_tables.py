@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 import transferlab
-from transferlab import Task, config, study
+from transferlab import datasets
+from transferlab import Task, config, loading, study
+from transferlab.api import load_study
 from transferlab.tasks import DataError
 
 ROWS = 120
@@ -31,7 +33,7 @@ def _penguins(seed: int = 0) -> pd.DataFrame:
 
 def _make(kind: str = "csv", **fields) -> Task:
     raw = {"kind": kind, **fields}
-    return config.DATA_TASKS[kind].model_validate(raw).make("target")
+    return datasets.task_of(config.DATA_TASKS[kind].model_validate(raw), "target")
 
 
 def test_na_values_drop_the_rows_as_read_csv_marks_them(tmp_path):
@@ -83,10 +85,10 @@ def test_categorical_columns_are_one_hot_from_both_tasks_training_rows(tmp_path)
     table.to_csv(tmp_path / "p.csv", index=False)
     common = {"kind": "csv", "path": str(tmp_path / "p.csv"), "target": "species", "drop": ["site"],
               "categorical": ["island"], "split": "first", "standardize": False}
-    cfg = config.study_from_dict({
+    cfg = loading.study_from_dict({
         "name": "cats", "source": {**common, "query": "site == 'north'"},
         "target": {**common, "query": "site == 'south'"}, "strategies": [{"name": "standalone"}]})
-    built = cfg.tasks()
+    built = datasets.study_tasks(cfg)
     source, target = built["source"], built["target"]
     assert source.feature_names == target.feature_names == (
         "bill", "flipper", "island_Biscoe", "island_Dream", "island_Torgersen")
@@ -156,17 +158,17 @@ def test_a_messy_table_from_run_to_interrupt_resume_report_retrain_and_results(t
         "source": {**common, "query": "site == 'north'"}, "target": {**common, "query": "site == 'south'"},
         "training": {"epochs": 4, "optimizer": "adam"}, "execution": {"shard_size": 2},
         "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 1}]}))
-    cfg = config.load_study(tmp_path / "study.toml")
+    cfg = load_study(tmp_path / "study.toml")
     notes = []
     with pytest.raises(KeyboardInterrupt):
         study.run_study(cfg, tmp_path / "out", executor=_StopAfterOneShard(), notify=notes.append)
     assert any("2 rows with a missing label in 'species' dropped" in n for n in notes)
     assert any("Adelie ← source unit 0, Chinstrap penguin fresh" in n for n in notes)
-    outcome = study.run_study(config.load_study(tmp_path / "study.toml"), tmp_path / "out")
+    outcome = study.run_study(load_study(tmp_path / "study.toml"), tmp_path / "out")
     assert outcome.skipped_runs > 0 and outcome.trained_runs > 0
-    from transferlab import report
+    from transferlab import reports
 
-    outputs = report.build_report(tmp_path / "out")
+    outputs = reports.build_report(tmp_path / "out")
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Chinstrap penguin fresh, Gentoo ← source unit 2; source class Chinstrap dropped" in html
     assert "island_Biscoe" in html

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from transferlab import report, study
+from transferlab import reports, study
 from transferlab.config import StudyConfig
 from transferlab.sweep import sweep_from_dict
 
@@ -53,10 +53,10 @@ def report_files(tmp_path_factory):
     and a small sweep (its own page)."""
     root = tmp_path_factory.mktemp("browser")
     study.run_study(StudyConfig.model_validate(STUDY), root / "study")
-    report.build_report(root / "study")
+    reports.build_report(root / "study")
     sweep = sweep_from_dict({**STUDY, "name": "browser-sweep", "sweep": {"target.n_train": [20, 100]}})
     study.run_sweep(sweep, root / "sweep")
-    report.build_report(root / "sweep")
+    reports.build_report(root / "sweep")
     return {"study": root / "study" / "report.html", "sweep": root / "sweep" / "report.html"}
 
 

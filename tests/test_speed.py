@@ -8,8 +8,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from transferlab import speed, study
-from transferlab.config import study_from_dict
-from transferlab.report import build_report
+from transferlab.loading import study_from_dict
+from transferlab.reports import build_report
 from transferlab.store import Store
 
 

@@ -216,7 +216,7 @@ def test_bad_parameters_name_themselves(make, parameter, message):
 
 
 def test_every_strategy_has_docs_and_a_label_with_its_parameters():
-    for name, cls in strategies.STRATEGIES.items():
+    for name, cls in strategies.REGISTRY.items():
         assert cls.summary and cls.reference and cls.__doc__, name
     assert Finetune(lr=0.1).label == "finetune lr×0.1"
     assert Transfer(freeze=1).label == "transfer freeze=1"

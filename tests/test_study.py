@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from transferlab import models, study
-from transferlab.config import StudyFileError, study_from_dict
+from transferlab.errors import StudyFileError
+from transferlab.loading import study_from_dict
 from transferlab.executors import LocalExecutor
 from transferlab.store import Store
 
@@ -195,7 +196,7 @@ def test_a_source_model_that_does_not_fit_is_named(tmp_path, small_study_dict):
         study_from_dict(raw)
     raw["strategies"] = [{"name": "standalone"}, {"name": "new_input", "freeze": 1}]  # adapting the input fits
     study.run_study(study_from_dict(raw), tmp_path / "out")
-    from transferlab.report import build_report
+    from transferlab.reports import build_report
 
     outputs = build_report(tmp_path / "out")
     assert list(outputs.summary["strategy"]) == ["standalone", "new_input freeze=1"]
@@ -241,7 +242,8 @@ def _to_toml(raw: dict) -> str:
 def test_a_runs_identity_and_seed_come_from_its_parameters_not_its_label(monkeypatch, small_study_dict):
     """Rewording a label changes no seed and no identity; parameters that differ in the
     17th digit give distinct labels, identities and seeds."""
-    from transferlab.plan import canonical_json, run_seed
+    from transferlab.canonical import canonical_json
+    from transferlab.plan import run_seed
     from transferlab.strategies import Finetune, strategy_to_dict
 
     small_study_dict["strategies"] = [{"name": "standalone"}, {"name": "finetune", "lr": 0.1},

@@ -11,7 +11,8 @@ import pytest
 
 from test_bad_input import _assert_one_line, _folder_digest, _write, invoke
 from transferlab import study
-from transferlab.config import StudyFileError, load_study
+from transferlab.errors import StudyFileError
+from transferlab.api import load_study
 from transferlab.store import Store
 from transferlab.sweep import expand, sweep_from_dict
 
@@ -55,7 +56,7 @@ def test_bad_sweep_tables_are_one_line(table, message):
 
 def test_an_n_train_sweep_tests_every_point_on_the_same_rows():
     sweep = sweep_from_dict(_sweep(target__n_train=[20, 40, 80]))
-    targets = [point.config.tasks()["target"] for point in sweep.points]
+    targets = [study.plan_study(point.config).directions[0].target_task for point in sweep.points]
     for task in targets:
         np.testing.assert_array_equal(task.x_test, targets[0].x_test)
     assert [len(t.x_train) for t in targets] == [20, 40, 80] and len(targets[0].x_test) == 120
@@ -177,7 +178,7 @@ def test_results_and_export_read_every_table_of_a_sweep(swept, tmp_path):
 
     root, _, _ = swept
     tables = transferlab.results(root / "out")
-    assert set(tables) == {"runs", "curves", "summary", "learning_speed", "points"}
+    assert set(tables) == {"runs", "curves", "summary", "verdict", "learning_speed", "points"}
     assert sorted(tables["points"]["target.n_train"]) == [20, 40, 80]
     summary = tables["summary"]
     reported = pd.read_csv(root / "out" / "sweep_summary.csv")
@@ -195,7 +196,7 @@ def test_results_and_export_read_every_table_of_a_sweep(swept, tmp_path):
 
 
 def test_a_two_dimensional_sweep_gets_a_figure_and_a_headline_per_dimension(tmp_path):
-    from transferlab.report import build_report
+    from transferlab.reports import build_report
 
     sweep = sweep_from_dict({**_sweep(target__n_train=[20, 40]),
                              "sweep": {"target.n_train": [20, 40], "training.learning_rate": [0.01, 0.05]}})

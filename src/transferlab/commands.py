@@ -28,16 +28,26 @@ errors = Console(stderr=True)
 
 def _version(value: bool) -> None:
     if value:
-        from transferlab import __version__
+        from transferlab._version import __version__
 
         console.print(f"transferlab {__version__}", highlight=False)
         raise typer.Exit()
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                          help="print the version and exit")) -> None:
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+    extension: list[str] = typer.Option(
+        None, "--extension", "-x", metavar="FILE.py|MODULE", envvar="TRANSFERLAB_EXTENSIONS",
+        help="import your own strategies or layer types first (a .py file or a module that calls "
+             "transferlab.register_strategy / register_layer); repeat for several"),
+) -> None:
     """Does reusing a network trained on a related problem help? Run `transferlab init study.toml` to start."""
+    if extension:
+        from transferlab.registry import load_extension
+
+        _guard(lambda: [load_extension(spec) for spec in extension])
 
 
 DEMO_STUDY = "tutorial_sources.toml"
@@ -148,14 +158,15 @@ def export(
 def strategies() -> None:
     """List every strategy with its parameters (and defaults), what it does and its source."""
     from transferlab.config import toml_value
-    from transferlab.strategies import STRATEGIES, strategy_parameters
+    from transferlab.strategies import REGISTRY, strategy_parameters
 
     table = Table(title=escape("strategies (write one [[strategies]] table per strategy in a study file)"),
                   title_justify="left", show_lines=True)
     for column in ("name", "parameters", "what it does", "reference"):
         table.add_column(column)
-    for name, cls in STRATEGIES.items():
-        params = ", ".join(f"{k} = {toml_value(v)}" for k, v in strategy_parameters(cls).items())
+    for name, cls in REGISTRY.items():
+        params = ", ".join(f"{k} = {'(required)' if v is ... else toml_value(v)}"
+                           for k, v in strategy_parameters(cls).items())
         table.add_row(name, params or "—", cls.summary, cls.reference)
     console.print(table)
 
@@ -200,7 +211,7 @@ def _first_sentence(text: str) -> str:
 
 def _load(path: Path):
     def load():  # imported inside the guard: importing sets up Keras, which may refuse
-        from transferlab.config import load_study
+        from transferlab.api import load_study
 
         return load_study(path)
 
@@ -213,7 +224,7 @@ def _write_report(folder: Path, threshold: float | None = None):
     )
 
     def write():
-        from transferlab.report import build_report
+        from transferlab.reports import build_report
 
         return build_report(folder, threshold)
 
@@ -231,6 +242,7 @@ def _require_ray() -> None:
 
 def _run_and_report(config, out: Path, quiet: bool, force: bool, ray: str | None = None) -> None:
     from transferlab.estimate import available_memory, estimate, shard_size_for
+    from transferlab.executors import executor_for
     from transferlab.study import plan_study, run_study
 
     started = time.perf_counter()
@@ -247,13 +259,14 @@ def _run_and_report(config, out: Path, quiet: bool, force: bool, ray: str | None
             f"{config.name}: the estimated peak memory ({work.describe(available)}) exceeds what this machine has "
             "available; lower repeats, epochs, layer widths or [execution] shard_size, or pass --force to start anyway"
         )
-    executor = config.execution.executor_for(ray)
+    executor = executor_for(config.execution, ray)
     _train_and_report(out, quiet, started, lambda progress, notify: run_study(
         plan, out, executor=executor, progress=progress, notify=notify, shard_size=shard_size))
 
 
 def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool, ray: str | None = None) -> None:
     from transferlab.estimate import available_memory, estimate, shard_size_for
+    from transferlab.executors import executor_for
     from transferlab.study import plan_sweep, run_sweep
 
     started = time.perf_counter()
@@ -273,7 +286,7 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool, ray: str |
     if available and peak > available and not force:
         _fail(f"{sweep.name}: the estimated peak memory of a point exceeds what this machine has available; "
               "lower repeats, epochs or layer widths, or pass --force to start anyway")
-    executor = sweep.points[0].config.execution.executor_for(ray)
+    executor = executor_for(sweep.points[0].config.execution, ray)
     _train_and_report(out, quiet, started, lambda progress, notify: run_sweep(
         sweep, out, executor=executor, progress=progress, notify=notify, plans=plans))
 

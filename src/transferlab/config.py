@@ -1,17 +1,15 @@
-"""Study files: TOML parsed and validated into a `StudyConfig`.
+"""The study-file schema: what a study file may say, checked field by field.
 
-Every problem becomes one `StudyFileError` line naming the file, the field and what
-is expected, e.g. `study.toml: strategies[2].freeze: 3 is larger than the number of
-hidden layers (2)`.
+Pure: validating a study reads no file and loads no JAX. `study_schema()` is the
+`StudyConfig` model with the `[[strategies]]` entries of every registered strategy (a
+pydantic union told apart by `name`); `describe_problems` turns pydantic's findings into
+one line naming the field, e.g. `strategies[2].freeze: 3 is outside 0..2`. Reading the
+file, the data and a model file is `transferlab.loading`'s work.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
-import tomllib
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -30,9 +28,8 @@ from pydantic import (
 )
 
 from transferlab import models, optimizers, strategies, tasks
-from transferlab.engine import BN_FROZEN_MODES
-from transferlab.errors import DataError, StudyFileError
-from transferlab.words import count
+from transferlab.errors import StrategyError
+from transferlab.layers import BN_FROZEN_MODES
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -99,15 +96,6 @@ class _Generated(_Preparation):
 
     DEFAULT_SPLIT: ClassVar[str] = "first"
     DEFAULT_STANDARDIZE: ClassVar[bool] = False
-
-    def make(self, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
-        options = self.options(seed=self.seed)
-        del options["name"]
-        if self.test_fraction is None or "n_train" in self.model_fields_set:
-            options["n_train"] = self.n_train
-        task = tasks.generate(self.kind, self.generator_params(), self.name or self.describe(),
-                              source_scaler=source_scaler, **options)
-        return dataclasses.replace(task, name=role)
 
     def generator_params(self) -> dict:
         """The generator's arguments (`tasks.generate`)."""
@@ -210,13 +198,11 @@ class _Dataset(_Preparation):
             raise ValueError("give features or drop, not both")
         return self
 
-    def make(self, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
-        from transferlab.data import build
 
-        if (self.decimal or self.thousands) and self.kind != "csv":
-            raise DataError("decimal and thousands are how a CSV file writes numbers; this data is not CSV",
-                                  "decimal" if self.decimal else "thousands")
-        options = self.options(
+    def dataset_options(self, categories: dict | None = None) -> dict:
+        """The dataset options (`data.build.Options`) this table gives; `categories` are the
+        categorical columns' categories over both tasks."""
+        return self.options(
             target=None if self.target is None else (self.target if isinstance(self.target, str) else tuple(self.target)),
             features=None if self.features is None else tuple(self.features),
             drop=tuple(self.drop or ()), task=self.task, n_train=self.n_train, split_column=self.split_column,
@@ -225,7 +211,6 @@ class _Dataset(_Preparation):
             na_values=None if self.na_values is None else tuple(self.na_values),
             parse_dates=None if self.parse_dates is None else tuple(self.parse_dates),
         )
-        return tasks.Task(**build.task_parts(self.table(), build.Options(**options), role, source_scaler))
 
 
 class _FileDataset(_Dataset):
@@ -254,16 +239,6 @@ class _FileDataset(_Dataset):
 
     def paths(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in ("path", "train_path", "test_path") if getattr(self, k) is not None}
-
-    def table(self):
-        from transferlab.data import read
-
-        keys = self.keys()
-        if self.kind == "csv":
-            keys["csv_options"] = {"decimal": self.decimal, "thousands": self.thousands}
-        if self.path is not None:
-            return read.read_file(self.kind, self.path, **keys)
-        return read.read_pair(self.kind, Path(self.train_path), Path(self.test_path), **keys)
 
     def keys(self) -> dict:
         return {}
@@ -304,10 +279,6 @@ class SklearnTask(_Dataset):
     def given(self) -> bool:
         return self.dataset is not None
 
-    def table(self):
-        from transferlab.data import read
-
-        return read.load_sklearn(self.dataset)
 
 
 class GivenTask(BaseModel):
@@ -322,9 +293,6 @@ class GivenTask(BaseModel):
     @field_serializer("task")
     def _summary(self, task: tasks.Task) -> dict:
         return {"name": task.provenance.get("name", task.name), "fingerprint": task.fingerprint()}
-
-    def make(self, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
-        return self.task
 
     @property
     def given(self) -> bool:
@@ -509,13 +477,6 @@ class ExecutionConfig(BaseModel):
     def memory_bytes(self) -> int | None:
         return None if self.memory is None else parse_size(self.memory)
 
-    def executor_for(self, ray_address: str | None = None):
-        """The executor these settings (or `--ray ADDRESS`, which wins) ask for."""
-        from transferlab.executors import LocalExecutor, RayExecutor
-
-        if ray_address is None and self.executor == "local":
-            return LocalExecutor()
-        return RayExecutor(ray_address or self.address, self.cpus_per_shard)
 
 
 class ReportConfig(BaseModel):
@@ -547,10 +508,11 @@ class StudyConfig(BaseModel):
     target: TaskConfig
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
-    strategies: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    strategies: Annotated[list[Any], Field(min_length=1)]  # entries: `study_schema()` types them
     execution: ExecutionConfig = ExecutionConfig()
     report: ReportConfig = ReportConfig()
-    _tasks: dict = PrivateAttr(default_factory=dict)
+    _strategies: list = PrivateAttr(default_factory=list)
+    _plan: tuple | None = PrivateAttr(default=None)  # (the config it was built for, the plan): `plan.plan_of`
 
     @model_validator(mode="after")
     def _roles(self):
@@ -564,23 +526,6 @@ class StudyConfig(BaseModel):
                              "describe the source task in [source] or use true")
         return self
 
-    def tasks(self) -> dict[str, tasks.Task | None]:
-        """The source task (None when the source is only a model file) and the target task,
-        built once from their tables; a `DataError` names the role and the field. Categorical
-        columns take their categories from both tasks' training rows (built twice: first
-        to find them), so both tasks have the same input columns."""
-        if not self._tasks:
-            source = _made(self.source, "source") if self.source.given else None
-            if getattr(self.source, "categorical", None) or getattr(self.target, "categorical", None):
-                probe = _made(self.target.model_copy(update={"standardize": False}), "target")
-                shared = _shared_categories(source, probe)
-                source = _made(self.source, "source", categories=shared) if source is not None else None
-                target = _made(self.target, "target", None if source is None else source.scaler, shared)
-            else:
-                target = _made(self.target, "target", None if source is None else source.scaler)
-            self._tasks.update(source=source, target=target)
-        return dict(self._tasks)
-
     @model_validator(mode="after")
     def _safe_name(self):
         if not STUDY_NAME.fullmatch(self.name):
@@ -591,264 +536,57 @@ class StudyConfig(BaseModel):
             )
         return self
 
-    def architecture(self, n_inputs: int, head: models.Dense) -> models.Architecture:
-        """The `[model]` hidden layers on `n_inputs` features under the output layer `head`."""
-        if self.model.layers is not None:
-            hidden = tuple(models.layers.from_dict(entry) for entry in self.model.layers)
-            return models.Architecture(n_inputs, hidden + (head,))
-        body = models.mlp(
-            n_inputs,
-            tuple(self.model.hidden),
-            1,
-            activation=self.model.activation,
-            kernel_initializer=self.model.kernel_initializer,
-            batch_norm=self.model.batch_norm,
-            dropout=self.model.dropout,
-        )
-        return models.Architecture(n_inputs, body.layers[:-1] + (head,))
 
-    def head_for(self, task: tasks.Task, source_head: models.Dense | None = None) -> models.Dense:
-        """The output layer a task needs: one sigmoid unit for two classes (unless
-        `output_activation` says otherwise), softmax (or `output_activation`) over more
-        classes, one linear unit per regression target. A given source model's output
-        layer is kept when it already fits the task (two softmax units for two classes)."""
-        if task.kind != "classification":
-            return models.output_layer(task.n_outputs, "linear")
-        chosen = self.model.output_activation
-        if (chosen is None and source_head is not None and source_head.units == task.n_outputs
-                and source_head.activation == "softmax"):
-            return models.output_layer(source_head.units, "softmax")
-        if task.n_outputs == 2 and chosen in (None, "sigmoid"):
-            return models.output_layer(1, "sigmoid")
-        return models.output_layer(task.n_outputs, chosen or "softmax")
+    @model_validator(mode="after")
+    def _strategy_values(self):
+        """Each entry as its strategy value (parameters a strategy refuses are named), once."""
+        values, labels = [], {}
+        for index, entry in enumerate(self.strategies):
+            where = f"strategies[{index}]"
+            try:
+                strategy = strategies.from_entry(entry, self.head)
+            except StrategyError as error:
+                raise ValueError(f"{where}.{error.parameter}: {error}" if error.parameter else f"{where}: {error}")
+            if strategy.label in labels:
+                raise ValueError(f"{where}: {strategy.label!r} repeats {labels[strategy.label]}; list it once")
+            labels[strategy.label] = where
+            values.append(strategy)
+        self._strategies = values
+        return self
 
-    def parsed_strategies(self) -> list:
-        return [parse_strategy(entry, f"strategies[{i}]", self.head) for i, entry in enumerate(self.strategies)]
+    @field_serializer("strategies")
+    def _as_written(self, entries: list) -> list[dict]:
+        """The entries as the study wrote them (defaults it left out stay out)."""
+        return [entry.model_dump(exclude_unset=True) if isinstance(entry, BaseModel) else entry for entry in entries]
 
+    @classmethod
+    def model_validate(cls, obj, **kwargs):
+        """Validated against `study_schema()` (the registered strategies) when called on
+        `StudyConfig` itself."""
+        if cls is StudyConfig:
+            return study_schema().model_validate(obj, **kwargs)
+        return super().model_validate(obj, **kwargs)
 
-class TaskDataError(StudyFileError):
-    """A task's data cannot be made; the message starts with the role and field (`target.query`)."""
+    def strategy_values(self) -> list[strategies.Strategy]:
+        """The strategies, as values (`Transfer(freeze=1)`), in the study's order."""
+        return list(self._strategies)
 
 
-def _made(table, role: str, source_scaler=None, categories: dict | None = None) -> tasks.Task:
-    try:
-        return table.make(role, source_scaler, categories)
-    except DataError as error:
-        field = f"{role}.{error.field}" if error.field else role
-        raise TaskDataError(f"{field}: {error}") from None
+def study_schema() -> type[StudyConfig]:
+    """`StudyConfig` with the `[[strategies]]` entries of every strategy registered now."""
+    version = strategies.REGISTRY.version
+    if _SCHEMAS.get("version") != version:
+        entry = strategies.entry_schema()
+        _SCHEMAS.update(version=version, model=create_model(
+            "StudyConfig", __base__=StudyConfig, __module__=__name__,
+            strategies=(Annotated[list[entry], Field(min_length=1)], ...)))
+    return _SCHEMAS["model"]
 
 
-def _shared_categories(*built) -> dict | None:
-    """The categories of every categorical column over the tasks' training rows together."""
-    from transferlab.data.encode import merge
-
-    found = [task.provenance["categorical"]["own_categories"] for task in built
-             if task is not None and task.provenance.get("categorical")]
-    return merge(*found) if found else None
+_SCHEMAS: dict = {}
 
 
-# --- strategies --------------------------------------------------------------------------
-
-
-def parse_strategy(entry: dict[str, Any], where: str = "strategy", head: str = "by_name"):
-    """Build a strategy value from `{"name": ..., **params}`; errors name the field. `head`
-    is the study's rule for reused output layers, for a strategy that takes one and does
-    not say."""
-    name = entry.get("name")
-    if name is None:
-        raise ValueError(f"{where}.name: missing; choose one of {strategies.describe_strategies()}")
-    cls = strategies.STRATEGIES.get(name)
-    if cls is None:
-        raise ValueError(
-            f"{where}.name: unknown strategy {name!r}; choose one of {strategies.describe_strategies()}"
-        )
-    allowed = strategies.strategy_parameters(cls)
-    params = {}
-    for key, value in entry.items():
-        if key == "name":
-            continue
-        if key not in allowed:
-            valid = ", ".join(allowed) or "none"
-            raise ValueError(f"{where}.{key}: {name} has no parameter {key!r} (its parameters: {valid})")
-        expected = type(allowed[key])
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not expected:
-            raise ValueError(
-                f"{where}.{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
-            )
-        if expected is float and not math.isfinite(value):
-            raise ValueError(f"{where}.{key}: {value!r} is not a finite number")
-        if expected is int and not -MAX_WIDTH <= value <= MAX_WIDTH:
-            raise ValueError(f"{where}.{key}: {value} is outside {-MAX_WIDTH}..{MAX_WIDTH}")
-        params[key] = value
-    if "head" in allowed and "head" not in params:
-        params["head"] = head
-    try:
-        return cls(**params)
-    except strategies.StrategyError as error:
-        raise ValueError(f"{where}.{error.parameter}: {error}") from None
-
-
-def check_strategies(
-    config: StudyConfig, source_arch: models.Architecture, head: models.Dense,
-    n_inputs: int | None = None, features: tuple[tuple[str, ...] | None, tuple[str, ...]] | None = None,
-    classes=None,
-) -> list:
-    """Parse every strategy and check it applies to the source model, the target's
-    `n_inputs` features (the source's when None) and output layer over the study's epochs;
-    returns the strategy values. `features` (source names or None, target names) name the
-    columns when a strategy needs equal input widths and they differ."""
-    parsed, labels = [], {}
-    for index, entry in enumerate(config.strategies):
-        where = f"strategies[{index}]"
-        strategy = parse_strategy(entry, where, config.head)
-        try:
-            strategy.recipe(source_arch, head, config.training.epochs, n_inputs, classes)
-        except strategies.InputWidthError as error:
-            raise ValueError(f"{where}: {strategy.label} {_width_problem(error, features)}") from None
-        except strategies.StrategyError as error:
-            field = f"{where}.{error.parameter}" if error.parameter else where
-            raise ValueError(f"{field}: {error}") from None
-        if strategy.label in labels:
-            raise ValueError(f"{where}: {strategy.label!r} repeats {labels[strategy.label]}; list it once")
-        labels[strategy.label] = where
-        parsed.append(strategy)
-    return parsed
-
-
-def _width_problem(error, features) -> str:
-    """`reuses the source's first layer, which takes 4 features (a, b, c, d), but the target has 3 (a, b, e)`."""
-    from transferlab.data.select import listing
-
-    source_names, target_names = features or (None, None)
-    source_list = f" ({listing(source_names)})" if source_names else ""
-    target_list = f" ({listing(target_names)})" if target_names else ""
-    return (f"reuses the source's first layer, which takes {count(error.source_width, 'feature')}{source_list}, but the "
-            f"target has {error.target_width}{target_list}; use new_input (a fresh first layer on the target's "
-            "features) or standalone, or give both tasks the same features")
-
-
-# --- loading -----------------------------------------------------------------------------
-
-
-def load_study(path: str | Path):
-    """Read, validate and resolve a study file (a `StudyConfig`, or a `Sweep` when it has a
-    `[sweep]` table), or raise one `StudyFileError` line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StudyFileError(f"{path}: study file not found") from None
-    except IsADirectoryError:
-        raise StudyFileError(f"{path}: is a folder; give the path of a study file (TOML)") from None
-    except UnicodeDecodeError:
-        from transferlab.data.read import first_bad_byte
-
-        raise StudyFileError(f"{path}: not UTF-8 text ({first_bad_byte(path)}); save the study file as UTF-8") from None
-    except OSError as error:
-        raise StudyFileError(f"{path}: cannot read the study file ({error})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise StudyFileError(f"{path}: not valid TOML: {error}") from None
-    if "matrix" in raw:  # every ordered pair of tasks: a `transferlab.sweep.Sweep`
-        from transferlab.sweep import matrix_from_dict
-
-        return matrix_from_dict(raw, source=str(path), base_dir=path.parent)
-    if "sweep" in raw:  # many studies: `transferlab.sweep.Sweep`
-        from transferlab.sweep import sweep_from_dict
-
-        return sweep_from_dict(raw, source=str(path), base_dir=path.parent)
-    return study_from_dict(raw, source=str(path), base_dir=path.parent)
-
-
-def study_from_dict(raw: dict, source: str = "study", base_dir: Path | None = None) -> StudyConfig:
-    """Validate a study given as a dict (the Python API's way in); `strategies` may hold
-    strategy values (`Finetune(lr=0.1)`) as well as dicts, `source` and `target` `Task`
-    objects. The tasks' data are read and made once here; a `source.model_file` is loaded
-    (safely) to check that the strategies fit it."""
-    raw = dict(raw)
-    if isinstance(raw.get("strategies"), list):
-        raw["strategies"] = [
-            entry if isinstance(entry, dict) else strategies.strategy_to_dict(entry) for entry in raw["strategies"]
-        ]
-    for role in ("source", "target"):
-        if isinstance(raw.get(role), tasks.Task):
-            raw[role] = {"kind": "task", "task": raw[role]}
-    try:
-        config = StudyConfig.model_validate(raw)
-    except ValidationError as error:
-        raise StudyFileError(f"{source}: {_first_problem(error)}") from None
-    _resolve_paths(config, base_dir)
-    if config.source.model_file is not None:
-        if config.source_repeats != 1:
-            raise StudyFileError(
-                f"{source}: source_repeats: a study that names source.model_file has one source "
-                "model; set source_repeats = 1 or drop model_file to train several"
-            )
-        if "model" in raw:
-            raise StudyFileError(
-                f"{source}: model: the architecture comes from source.model_file; remove the "
-                "[model] table"
-            )
-        if config.reverse:
-            raise StudyFileError(
-                f"{source}: reverse: a reverse study trains source models on the target task; "
-                "it cannot reverse a given source.model_file — drop model_file or set reverse = false"
-            )
-    try:
-        built = config.tasks()
-    except TaskDataError as error:
-        raise StudyFileError(f"{source}: {error}") from None
-    if config.source.model_file is not None:
-        _check_model_file(config, source)
-        return config
-    source_task, target_task = built["source"], built["target"]
-    try:
-        directions = [(source_task, target_task)] + ([(target_task, source_task)] if config.reverse else [])
-        for from_task, to_task in directions:
-            source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
-            check_strategies(config, source_arch, config.head_for(to_task), to_task.n_features,
-                             (from_task.feature_names, to_task.feature_names))
-    except ValueError as error:
-        raise StudyFileError(f"{source}: {error}") from None
-    return config
-
-
-def _resolve_paths(config: StudyConfig, base_dir: Path | None) -> None:
-    """File paths in the study are relative to the study file's folder; stored absolute."""
-    for table in (config.source, config.target):
-        for name in ("model_file", "path", "train_path", "test_path"):
-            value = getattr(table, name, None)
-            if value is None:
-                continue
-            path = Path(value).expanduser()
-            if base_dir is not None and not path.is_absolute():
-                path = base_dir / path
-            setattr(table, name, str(path.resolve()))
-
-
-def _check_model_file(config: StudyConfig, source: str) -> None:
-    """The strategies must fit the given source model (its errors name the model file)."""
-    model_file = config.source.model_file
-    arch = models.architecture_of(models.load_model_file(model_file), source=model_file)
-    built = config.tasks()
-    target_task = built["target"]
-    source_names = built["source"].feature_names if built["source"] is not None else None
-    if built["source"] is not None and built["source"].n_features != arch.n_inputs:
-        raise StudyFileError(
-            f"{source}: source: the source task has {count(built['source'].n_features, 'feature')} but "
-            f"{Path(model_file).name} takes {arch.n_inputs}; describe the task the model was trained on, "
-            "or leave only model_file in [source]")
-    try:
-        check_strategies(config, arch, config.head_for(target_task, arch.head), target_task.n_features,
-                         (source_names, target_task.feature_names))
-    except ValueError as error:
-        raise StudyFileError(f"{source}: {error} (source model {Path(model_file).name}: {arch.describe()})") from None
-
-
-def _first_problem(error: ValidationError) -> str:
+def describe_problems(error: ValidationError) -> str:
     """Every problem pydantic found, each as one clause: the first in full, then the others."""
     texts = [_problem_text(problem) for problem in error.errors()]
     if len(texts) == 1:
@@ -859,6 +597,16 @@ def _first_problem(error: ValidationError) -> str:
 def _problem_text(problem: dict) -> str:
     where = _dotted(problem["loc"])
     kind = problem["type"]
+    loc = problem["loc"]
+    if kind == "unknown_strategy":
+        name = problem["input"].get("name") if isinstance(problem["input"], dict) else None
+        known = strategies.describe_strategies()
+        if name is None:
+            return f"{where}.name: missing; choose one of {known}"
+        return f"{where}.name: unknown strategy {name!r}; choose one of {known}"
+    if kind == "extra_forbidden" and loc[0] == "strategies" and len(loc) == 4:
+        allowed = ", ".join(strategies.strategy_parameters(strategies.strategy_class(loc[2]))) or "none"
+        return f"{where}: {loc[2]} has no parameter {loc[3]!r} (its parameters: {allowed})"
     if kind == "missing":
         return f"{where}: missing; this field is required"
     if kind == "extra_forbidden":
@@ -870,7 +618,7 @@ def _problem_text(problem: dict) -> str:
         shown = problem["input"] if kind == "less_than_equal" else f"{len(problem['input'])} entries"
         return f"{where}: {shown} is above the ceiling of {limit} ({reason})"
     message = problem["msg"].removeprefix("Value error, ")
-    if "input" in problem and kind.endswith("_type"):
+    if "input" in problem and (kind.endswith("_type") or kind == "finite_number"):
         message += f", got {type(problem['input']).__name__} {problem['input']!r}"
     return f"{where}: {message}" if where else message
 
@@ -884,6 +632,7 @@ _CEILING_REASONS = {
     "n_informative": _WIDTH_REASON,
     "centers": _WIDTH_REASON,
     "n_targets": _WIDTH_REASON,
+    "units": _WIDTH_REASON,
     "n_samples": "the data are generated in memory",
     "batch_size": "a batch cannot exceed the largest data set",
     "repeats": "each run is planned in the database before training",
@@ -897,6 +646,8 @@ def _dotted(loc: tuple) -> str:
     for index, part in enumerate(loc):
         if index == 1 and loc[0] in ("source", "target") and part in TASK_KINDS:
             continue  # the union's tag, not a field the user wrote
+        if index == 2 and loc[0] == "strategies":
+            continue  # the strategy's name: the union's tag
         if isinstance(part, int):
             text += f"[{part}]"
         else:

@@ -33,9 +33,9 @@ import numpy as np
 
 from transferlab import layers as layer_types
 from transferlab import kernels, objectives, optimizers
-from transferlab.layers import Context
+from transferlab.layers import BN_FROZEN_MODES, Context
 from transferlab.optimizers import TrainingSettings
-from transferlab.orders import GivenOrders, OrderStream, shuffle_orders  # noqa: F401 (engine.shuffle_orders)
+from transferlab.orders import GivenOrders, OrderStream, RowPadding, shuffle_orders  # noqa: F401 (engine.shuffle_orders)
 
 # An epoch's batches run in a loop over groups of up to `MAX_GROUP` batches, unrolled in
 # the program while group × per-batch work stays under `UNROLL_BUDGET`. The loop runs as
@@ -98,17 +98,6 @@ def diverged_epoch(loss_curves: np.ndarray, final: dict[str, np.ndarray]) -> np.
     return np.where((first == 0) & final_bad, loss_curves.shape[1], first)
 
 
-@dataclass(frozen=True)
-class RowPadding:
-    """The row counts a program is built for, when larger than a task's own: points of a
-    sweep that differ only in how many rows they train or test on then share one compiled
-    program. Padded rows are masked out of every batch, statistic and metric, and batches
-    past the real rows are skipped, so a run equals its unpadded run bit for bit."""
-
-    train: int
-    test: int
-
-
 def models_per_block(plan, n_inputs: int) -> int:
     """Models per compiled block: `MODELS_PER_BLOCK`, halved until a block's weights fit
     `BLOCK_WEIGHTS`."""
@@ -135,7 +124,6 @@ def epoch_chunk(epochs: int, n_rows: int, block: int = MODELS_PER_BLOCK) -> int:
 
 
 LOSSES = objectives.LOSSES
-BN_FROZEN_MODES = ("inference", "train")
 
 
 def metric_names(loss: str) -> tuple[str, ...]:

@@ -14,6 +14,13 @@ from transferlab.models import weights_sha256  # the hash the store records for 
 RAY_MISSING = "Ray is not installed: pip install 'transferlab[ray]' (on the driver and on every worker)"
 
 
+def executor_for(execution, ray_address: str | None = None):
+    """The executor a study's `[execution]` settings (or `--ray ADDRESS`, which wins) ask for."""
+    if ray_address is None and execution.executor == "local":
+        return LocalExecutor()
+    return RayExecutor(ray_address or execution.address, execution.cpus_per_shard)
+
+
 class LocalExecutor:
     """Train shards one after another in this process (the engine itself uses every core)."""
 
@@ -89,9 +96,9 @@ def require_ray():
 def _train_shard(payload: bytes, digest: str, task, task_fingerprint: str, weights: dict):
     """On a Ray worker: check what arrived (the job's bytes, the task's arrays and each
     source model's weights against the SHA-256 the driver sent), configure JAX, train."""
-    import transferlab
+    from transferlab._backend import configure
 
-    transferlab.configure()  # before the job's modules import JAX
+    configure()  # before the job's modules import JAX
     import ray
 
     _check("the shard", hashlib.sha256(payload).hexdigest(), digest)

@@ -11,6 +11,9 @@ or matrix, the point (`point` and one column per swept value, or `source_task` a
 - `summary`: per direction (and point) and strategy, the final score's statistics;
 - `learning_speed`: the same statistics for jumpstart, area under the curve, time to
   threshold and the final score;
+- `verdict`: per direction (and point), each strategy against standalone: the outcome
+  (better, worse, no detectable difference, not tested), the difference with its 95%
+  interval and Holm-corrected p, and the smallest difference detectable at 80% power;
 - `points`: a sweep's or matrix's points (empty for a plain study).
 """
 
@@ -20,11 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from transferlab import speed, stats
+from transferlab import speed, stats, verdict
 from transferlab._backend import configure
 from transferlab.store import Store
 
-TABLES = ("runs", "curves", "summary", "learning_speed", "points")
+TABLES = ("runs", "curves", "summary", "verdict", "learning_speed", "points")
 FORMATS = ("parquet", "csv")
 
 
@@ -48,12 +51,23 @@ def results(folder: str | Path) -> dict[str, pd.DataFrame]:
                 chosen = runs[runs["direction"] == direction.name]
                 summary = stats.summary_table(chosen, direction.score)
                 frames["summary"].append(summary.assign(direction=direction.name, metric=direction.score, **extra))
+                frames["verdict"].append(_verdict_frame(summary, direction).assign(**extra))
                 tables, threshold, _ = speed.for_direction(store, study_id, plan, direction, runs, summary, config)
                 if tables:
                     frames["learning_speed"].append(speed.long_table(tables, direction.name, threshold).assign(**extra))
             if point["index"] is not None:
                 frames["points"].append(pd.DataFrame([{"study_id": study_id, **extra}]))
     return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in frames.items()}
+
+
+def _verdict_frame(summary: pd.DataFrame, direction) -> pd.DataFrame:
+    """Each strategy's finding against standalone, as the report's verdict table states it."""
+    found = verdict.findings(summary, direction.objective.higher_is_better)
+    return pd.DataFrame([{"direction": direction.name, "metric": direction.score, "strategy": f.strategy,
+                          "outcome": f.outcome, "diff": f.diff, "diff_ci_low": f.low, "diff_ci_high": f.high,
+                          "p_holm": f.p_holm, "units": f.units, "detectable": f.detectable} for f in found],
+                        columns=["direction", "metric", "strategy", "outcome", "diff", "diff_ci_low", "diff_ci_high",
+                                 "p_holm", "units", "detectable"])
 
 
 SOURCE_MODEL = "source model"

@@ -14,17 +14,21 @@ are trained, the rest are state (BatchNormalization's moving statistics).
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
 
-from transferlab import initializers
+from transferlab import initializers, registry
 from transferlab._lazy import LazyModule, jax, jnp
-from transferlab.errors import ModelFileError
+from transferlab.errors import ExtensionError, ModelFileError
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "silu", "gelu")
 _ACTIVATION_ALIASES = {"swish": "silu", None: "linear"}
+# how a frozen BatchNormalization layer runs: on its moving statistics (Keras) or batch statistics
+BN_FROZEN_MODES = ("inference", "train")
 kernels = LazyModule("transferlab.kernels")  # the math (JAX), loaded when a forward pass is traced
 
 
@@ -48,9 +52,23 @@ class Context:
     row_count: Any = None
 
 
-@dataclass(frozen=True)
-class Layer:
-    """What every layer type provides; the defaults describe a layer without weights."""
+class Layer(abc.ABC):
+    """The contract of a layer type: a frozen dataclass whose fields are its spec (what a
+    study file's `layers = [{ type = ..., ... }]` entry and the stored plan hold).
+
+    A type says what it is (`type`, the study file's name; `keras_class`, the Keras layer
+    it mirrors) and provides `fresh` (initial weights, Keras' initialisers), `forward` (the
+    vectorised pass), `to_keras` / `from_keras` (the round trip through `.keras` files),
+    `weight_shapes` and `output_width`. A subclass that leaves one out fails when the class
+    is defined (never an identity layer by accident); `WeightlessLayer` supplies the three
+    that a layer without weights shares. Register one with `transferlab.register_layer`
+    (or an entry point in the `transferlab.layers` group); nothing else in transferlab
+    switches on layer kinds.
+
+    Class attributes with defaults: `starts_block` (a Dense-like layer where strategies
+    count a hidden layer), `n_trainable` (how many of its arrays train; the rest are
+    state), `penalised_array` (the array an L2 anchor pulls), `reads_shared_input`.
+    """
 
     type: ClassVar[str]
     keras_class: ClassVar[str]
@@ -58,27 +76,51 @@ class Layer:
     n_trainable: ClassVar[int] = 0
     penalised_array: ClassVar[int | None] = None  # which array an L2 anchor pulls (Dense: the kernel)
     reads_shared_input: ClassVar[bool] = False  # takes rows shared by all models as they are (Dense)
+    CONTRACT: ClassVar[tuple[str, ...]] = ("fresh", "forward", "to_keras", "from_keras", "weight_shapes",
+                                           "output_width")
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        own = cls.__mro__[:cls.__mro__.index(Layer)]
+        missing = [name for name in ("type", "keras_class") if not isinstance(getattr(cls, name, None), str)]
+        missing += [name for name in Layer.CONTRACT if not any(name in klass.__dict__ for klass in own)]
+        if missing:
+            raise TypeError(f"{cls.__qualname__} must define {', '.join(missing)} (the Layer contract; see "
+                            "transferlab.Layer)")
 
     @property
     def random(self) -> bool:
         """Does its training forward pass draw random numbers (`Context.keys`)?"""
         return False
 
+    @abc.abstractmethod
     def output_width(self, n_in: int) -> int:
-        return n_in
+        """Its output width for an input `n_in` wide."""
 
+    @abc.abstractmethod
     def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
-        return []
+        """The shapes of its arrays, in Keras' `get_weights()` order."""
 
+    @abc.abstractmethod
     def fresh(self, n_in: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        return ()
+        """Initial arrays drawn as Keras' initialisers draw them."""
 
+    @abc.abstractmethod
     def forward(self, params: tuple, state: tuple, x, ctx: Context, index: int):
-        """`(outputs, new_state)` for `x (batch, n_in, models)`."""
-        return x, state
+        """`(outputs, new_state)` for `x (batch, n_in, models)`: trainable `params` and
+        `state` (moving statistics) per model; `index` is its position (`ctx.keys[index]`)."""
 
+    @abc.abstractmethod
     def to_keras(self, name: str):
-        raise NotImplementedError
+        """The Keras layer it mirrors, named `name`."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_keras(cls, layer, source: str) -> Layer:
+        """The spec of a Keras layer; a `ModelFileError` naming `source` and the layer when
+        it cannot be trained exactly."""
 
     def describe(self) -> str:
         return self.keras_class
@@ -89,6 +131,19 @@ class Layer:
 
     def to_dict(self) -> dict:
         return {"type": self.type, **asdict(self)}
+
+
+class WeightlessLayer(Layer, abstract=True):
+    """A layer without weights (dropout, an activation): its width passes through."""
+
+    def output_width(self, n_in: int) -> int:
+        return n_in
+
+    def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
+        return []
+
+    def fresh(self, n_in: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +227,9 @@ class BatchNormalization(Layer):
     keras_class: ClassVar[str] = "BatchNormalization"
     n_trainable: ClassVar[int] = 2
 
+    def output_width(self, n_in: int) -> int:
+        return n_in
+
     def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
         return [(n_in,)] * 4
 
@@ -229,6 +287,9 @@ class LayerNormalization(Layer):
     keras_class: ClassVar[str] = "LayerNormalization"
     n_trainable: ClassVar[int] = 2
 
+    def output_width(self, n_in: int) -> int:
+        return n_in
+
     def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
         return [(n_in,)] * 2
 
@@ -261,7 +322,7 @@ class LayerNormalization(Layer):
 
 
 @dataclass(frozen=True)
-class Dropout(Layer):
+class Dropout(WeightlessLayer):
     """Keras' `Dropout(rate)`: in training, each unit is zeroed with probability `rate` and
     the kept ones scaled by 1/(1 − rate) (a fresh mask per model and step, from the run's
     seed); inactive in evaluation."""
@@ -310,7 +371,7 @@ class Dropout(Layer):
 
 
 @dataclass(frozen=True)
-class Activation(Layer):
+class Activation(WeightlessLayer):
     """Keras' `Activation(name)`: an activation function as a layer of its own."""
 
     activation: str
@@ -339,27 +400,59 @@ class Activation(Layer):
         return self.activation
 
 
-LAYER_TYPES: tuple[type[Layer], ...] = (Dense, BatchNormalization, LayerNormalization, Dropout, Activation)
-# the registry: study-file / stored names (and short aliases) → type
-REGISTRY: dict[str, type[Layer]] = {cls.type: cls for cls in LAYER_TYPES} | {
-    "batchnorm": BatchNormalization,
-    "layernorm": LayerNormalization,
-}
-_BY_KERAS_CLASS = {cls.keras_class: cls for cls in LAYER_TYPES}
+REGISTRY = registry.Registry("layer type", "transferlab.layers", Layer, key=lambda cls: cls.type)
+REGISTRY.register(Dense)
+REGISTRY.register(BatchNormalization, "batchnorm")
+REGISTRY.register(LayerNormalization, "layernorm")
+REGISTRY.register(Dropout)
+REGISTRY.register(Activation)
+
+
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Add a layer type so study files (`layers = [{ type = ... }]`), stored plans and
+    `.keras` files (by `keras_class`) can use it (a decorator).
+
+    Parameters
+    ----------
+    cls : type[Layer]
+        A frozen dataclass deriving from `transferlab.Layer` (or `WeightlessLayer`).
+
+    Returns
+    -------
+    type[Layer]
+        `cls` itself.
+
+    Raises
+    ------
+    ExtensionError
+        `cls` is not a frozen dataclass `Layer`, or its `type` or `keras_class` is taken.
+    """
+    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+        raise ExtensionError(f"{getattr(cls, '__qualname__', cls)!r}: a layer type must be a frozen dataclass "
+                             "(@dataclass(frozen=True)): its fields are its spec")
+    taken = _by_keras_class().get(getattr(cls, "keras_class", None))
+    if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ExtensionError(f"{cls.__qualname__}: keras_class {cls.keras_class!r} is read by {taken.__qualname__} "
+                             "already")
+    return REGISTRY.register(cls)
+
+
+def _by_keras_class() -> dict[str, type[Layer]]:
+    return {cls.keras_class: cls for cls in REGISTRY.classes()}
 
 
 def supported() -> str:
     """The layer types, for messages."""
-    return ", ".join(cls.keras_class for cls in LAYER_TYPES)
+    return ", ".join(cls.keras_class for cls in REGISTRY.classes())
 
 
 def from_dict(data: dict, where: str = "layer") -> Layer:
     """A layer from its study-file or stored form `{type = ..., **parameters}`."""
     data = dict(data)
     kind = data.pop("type", None)
-    cls = REGISTRY.get(kind)
+    cls = REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ModelFileError(f"{where}.type: {kind!r} is not a layer type; use one of {', '.join(c.type for c in LAYER_TYPES)}")
+        raise ModelFileError(f"{where}.type: {kind!r} is not a layer type; use one of {', '.join(REGISTRY.names())}")
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -374,7 +467,7 @@ def from_dict(data: dict, where: str = "layer") -> Layer:
 
 def from_keras(layer, source: str) -> Layer:
     """The layer type of a Keras layer, or a message naming the layer and the supported kinds."""
-    cls = _BY_KERAS_CLASS.get(type(layer).__name__)
+    cls = _by_keras_class().get(type(layer).__name__)
     if cls is None:
         raise ModelFileError(
             f"{source}: layer {layer.name!r} is a {type(layer).__name__}; transferlab trains chains of "

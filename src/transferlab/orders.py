@@ -16,8 +16,20 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class RowPadding:
+    """The row counts a program is built for, when larger than a task's own: points of a
+    sweep that differ only in how many rows they train or test on then share one compiled
+    program. Padded rows are masked out of every batch, statistic and metric, and batches
+    past the real rows are skipped, so a run equals its unpadded run bit for bit."""
+
+    train: int
+    test: int
 
 
 def generator(seed: int) -> np.random.Generator:

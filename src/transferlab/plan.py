@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import models, objectives, tasks
-from transferlab.engine import RowPadding
-from transferlab.optimizers import TrainingSettings
+from transferlab import datasets, models, objectives, strategies, tasks
+from transferlab.canonical import canonical_json
+from transferlab.errors import StrategyError, StudyFileError
 from transferlab.heads import Classes
-from transferlab.strategies import STRATEGIES, Recipe, Standalone, strategy_to_dict
+from transferlab.optimizers import TrainingSettings
+from transferlab.orders import RowPadding
+from transferlab.strategies import InputWidthError, Recipe, Standalone, strategy_to_dict
+from transferlab.words import count
 
 PLAN_FORMAT = 2
 _ROLE_CODES = {"source": 0, "target": 1}
@@ -164,13 +167,13 @@ class Direction:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Direction:
+    def from_dict(cls, data: dict, extensions: dict | None = None) -> Direction:
         return cls(
             name=data["name"],
             source_spec=None if data["source_task"] is None else TaskSpec.from_dict(data["source_task"]),
             target_spec=TaskSpec.from_dict(data["target_task"]),
             source_arch=models.Architecture.from_dict(data["source_arch"]),
-            strategies=[strategy_from_dict(s) for s in data["strategies"]],
+            strategies=[strategies.from_dict(s, extensions) for s in data["strategies"]],
             recipes={label: recipe_from_dict(r) for label, r in data["recipes"].items()},
             source_recipe=recipe_from_dict(data["source_recipe"]),
             trains_sources=bool(data["trains_sources"]),
@@ -198,6 +201,8 @@ class Plan:
     # per task fingerprint, the [train, test] rows its programs are built for when larger
     # than its own (a sweep's points then share programs: `share_programs`)
     padding: dict[str, list[int]] = field(default_factory=dict)
+    # strategies from extensions: {name: {"module", "version"}}, so a folder names what it needs
+    extensions: dict[str, dict] = field(default_factory=dict)
 
     def direction(self, name: str) -> Direction | None:
         return next((d for d in self.directions if d.name == name), None)
@@ -276,7 +281,8 @@ class Plan:
             "model_file": self.model_file,
             "model_file_sha256": self.model_file_sha256,
             "study": self.study,
-        } | ({"padding": self.padding} if self.padding else {})
+        } | ({"padding": self.padding} if self.padding else {}) | (
+            {"extensions": self.extensions} if self.extensions else {})
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
@@ -289,11 +295,12 @@ class Plan:
             source_repeats=int(data["source_repeats"]),
             training=TrainingSettings(**data["training"]),
             bn_frozen=data["bn_frozen"],
-            directions=[Direction.from_dict(d) for d in data["directions"]],
+            directions=[Direction.from_dict(d, data.get("extensions")) for d in data["directions"]],
             model_file=data.get("model_file"),
             model_file_sha256=data.get("model_file_sha256"),
             study=data.get("study", {}),
             padding={k: list(v) for k, v in (data.get("padding") or {}).items()},
+            extensions=dict(data.get("extensions") or {}),
         )
 
     def sha256(self) -> str:
@@ -305,7 +312,7 @@ class Plan:
 
 
 # what describes or only shapes the programs (padding changes no number): not identity
-_DESCRIPTIVE_KEYS = frozenset({"study", "model_file", "notes", "source_title", "description", "provenance",
+_DESCRIPTIVE_KEYS = frozenset({"study", "model_file", "notes", "source_title", "description", "provenance", "extensions",
                                "padding", "head_notice"})
 
 
@@ -343,10 +350,6 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def canonical_json(data) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 # --- recipes and strategies in stored form ------------------------------------------------
 
 
@@ -369,7 +372,9 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         "notes": list(recipe.notes),
     } | ({"head_units": list(recipe.head_units), "head_negated": recipe.head_negated}
          if recipe.head_units is not None else {}) | (
-        {"head_notice": recipe.head_notice} if recipe.head_notice else {})
+        {"head_notice": recipe.head_notice} if recipe.head_notice else {}) | (
+        {"source_scale": list(recipe.source_scale), "fresh_scale": list(recipe.fresh_scale)}
+        if recipe.source_scale is not None else {})
 
 
 def recipe_from_dict(data: dict) -> Recipe:
@@ -383,36 +388,41 @@ def recipe_from_dict(data: dict) -> Recipe:
         head_units=None if data.get("head_units") is None else tuple(data["head_units"]),
         head_negated=bool(data.get("head_negated", False)),
         head_notice=data.get("head_notice"),
+        source_scale=None if data.get("source_scale") is None else tuple(data["source_scale"]),
+        fresh_scale=None if data.get("fresh_scale") is None else tuple(data["fresh_scale"]),
     )
-
-
-def strategy_from_dict(data: dict):
-    """A stored strategy value (already validated when the study was planned)."""
-    params = {k: v for k, v in data.items() if k != "name"}
-    return STRATEGIES[data["name"]](**params)
 
 
 # --- building the plan (the edge: a validated study file) ---------------------------------
 
 
+def plan_of(config, given_model=None) -> Plan:
+    """The plan of a validated `StudyConfig`, built once: loading a study builds it (every
+    check runs then), and running, estimating and reporting it read that same plan. A
+    config changed since is planned again."""
+    key = canonical_json(config.model_dump(mode="json"))
+    cached = getattr(config, "_plan", None)
+    if cached is None or cached[0] != key:
+        if given_model is None and config.source.model_file is not None:
+            given_model = models.load_model_file(config.source.model_file)
+        config._plan = (key, build_plan(config, given_model))
+    return config._plan[1]
+
+
 def build_plan(config, given_model=None) -> Plan:
     """The plan of a validated `StudyConfig`; `given_model` is the loaded `source.model_file`.
 
-    Raises `StudyFileError` (or `ModelFileError`) when a strategy does not fit."""
-    from transferlab.config import TaskDataError, check_strategies
-    from transferlab.errors import StudyFileError
-
+    Raises `StudyFileError` (naming the field, without the file) when a task cannot be made
+    or a strategy does not fit."""
     sgd = config.training.settings()
-    try:
-        built = config.tasks()
-    except TaskDataError as error:
-        raise StudyFileError(f"{config.name}: {error}") from None
+    built = datasets.study_tasks(config)
     source_task, target_task = built["source"], built["target"]
     target_spec = TaskSpec.of(target_task)
     source_spec = TaskSpec.of(source_task) if source_task is not None else None
     model_sha = None
     if given_model is not None:
         source_arch = models.architecture_of(given_model, source=config.source.model_file)
+        _check_described_source(config, source_task, source_arch)
         model_sha = models.file_sha256(config.source.model_file)
         pairs = [("forward", source_spec, target_spec, source_task, target_task, source_arch, False,
                   Path(config.source.model_file).name)]
@@ -421,22 +431,7 @@ def build_plan(config, given_model=None) -> Plan:
         if config.reverse:
             pairs.append(("reverse", target_spec, source_spec, target_task, source_task, None, True,
                           target_spec.description))
-    directions = []
-    for name, from_spec, to_spec, from_task, to_task, source_arch, trains, title in pairs:
-        if source_arch is None:
-            source_arch = config.architecture(from_task.n_features, config.head_for(from_task))
-        head = config.head_for(to_task, source_arch.head if given_model is not None else None)
-        features = (None if from_task is None else from_task.feature_names, to_task.feature_names)
-        classes = class_pair(from_task, to_task)
-        try:
-            strategies_ = check_strategies(config, source_arch, head, to_task.n_features, features, classes)
-        except ValueError as error:
-            raise StudyFileError(f"{config.name}: {error}") from None
-        recipes = {s.label: s.recipe(source_arch, head, sgd.epochs, to_task.n_features, classes) for s in strategies_}
-        source_recipe = Standalone().recipe(source_arch, source_arch.head, sgd.epochs)
-        direction = Direction(name, from_spec, to_spec, source_arch, strategies_, recipes, source_recipe, trains, title)
-        direction._made.update({k: v for k, v in (("source", from_task), ("target", to_task)) if v is not None})
-        directions.append(direction)
+    directions = [_direction(config, sgd.epochs, *pair, given=given_model is not None) for pair in pairs]
     return Plan(
         name=config.name,
         seed=config.seed,
@@ -449,7 +444,102 @@ def build_plan(config, given_model=None) -> Plan:
         model_file_sha256=model_sha,
         # the display copy: a model-file study has no [model] table (the file is the model)
         study=config.model_dump(mode="json", exclude={"model"} if config.source.model_file else None),
+        extensions=strategies.extensions_used(config.strategy_values()),
     )
+
+
+def _direction(config, epochs: int, name: str, from_spec, to_spec, from_task, to_task, source_arch, trains: bool,
+               title: str, given: bool) -> Direction:
+    """One direction: the source architecture, each strategy's recipe (checked here, once)."""
+    if source_arch is None:
+        source_arch = architecture(config, from_task.n_features, head_for(config, from_task))
+    head = head_for(config, to_task, source_arch.head if given else None)
+    features = (None if from_task is None else from_task.feature_names, to_task.feature_names)
+    classes = class_pair(from_task, to_task)
+    values = config.strategy_values()
+    try:
+        recipes = check_strategies(values, source_arch, head, epochs, to_task.n_features, features, classes)
+    except StudyFileError as error:
+        if not given:
+            raise
+        model = f"source model {Path(config.source.model_file).name}: {source_arch.describe()}"
+        raise StudyFileError(f"{error} ({model})") from None
+    source_recipe = Standalone().recipe(source_arch, source_arch.head, epochs)
+    direction = Direction(name, from_spec, to_spec, source_arch, values, recipes, source_recipe, trains, title)
+    direction._made.update({k: v for k, v in (("source", from_task), ("target", to_task)) if v is not None})
+    return direction
+
+
+def _check_described_source(config, source_task, arch: models.Architecture) -> None:
+    """A described source task must have the given model file's input width."""
+    if source_task is not None and source_task.n_features != arch.n_inputs:
+        raise StudyFileError(
+            f"source: the source task has {count(source_task.n_features, 'feature')} but "
+            f"{Path(config.source.model_file).name} takes {arch.n_inputs}; describe the task the model was trained "
+            "on, or leave only model_file in [source]")
+
+
+def check_strategies(values: list, source_arch: models.Architecture, head: models.Dense, epochs: int,
+                     n_inputs: int | None = None,
+                     features: tuple[tuple[str, ...] | None, tuple[str, ...]] | None = None,
+                     classes: Classes | None = None) -> dict[str, Recipe]:
+    """Each strategy's recipe for the source model, the target's `n_inputs` features and
+    output layer `head` over `epochs`; a strategy that cannot apply is a `StudyFileError`
+    naming it (`strategies[1].freeze: ...`). `features` (source names or None, target
+    names) name the columns when a strategy needs equal input widths and they differ."""
+    recipes = {}
+    for index, strategy in enumerate(values):
+        where = f"strategies[{index}]"
+        try:
+            recipes[strategy.label] = strategy.recipe(source_arch, head, epochs, n_inputs, classes)
+        except InputWidthError as error:
+            raise StudyFileError(f"{where}: {strategy.label} {_width_problem(error, features)}") from None
+        except StrategyError as error:
+            field = f"{where}.{error.parameter}" if error.parameter else where
+            raise StudyFileError(f"{field}: {error}") from None
+        if not isinstance(recipes[strategy.label], Recipe):
+            raise StudyFileError(f"{where}: {strategy.label}'s recipe() returned {type(recipes[strategy.label]).__name__}"
+                                 ", not a Recipe (the Strategy contract)")
+    return recipes
+
+
+def _width_problem(error: InputWidthError, features) -> str:
+    """`reuses the source's first layer, which takes 4 features (a, b, c, d), but the target has 3 (a, b, e)`."""
+    from transferlab.data.select import listing
+
+    source_names, target_names = features or (None, None)
+    source_list = f" ({listing(source_names)})" if source_names else ""
+    target_list = f" ({listing(target_names)})" if target_names else ""
+    return (f"reuses the source's first layer, which takes {count(error.source_width, 'feature')}{source_list}, but the "
+            f"target has {error.target_width}{target_list}; use new_input (a fresh first layer on the target's "
+            "features) or standalone, or give both tasks the same features")
+
+
+def architecture(config, n_inputs: int, head: models.Dense) -> models.Architecture:
+    """The `[model]` hidden layers on `n_inputs` features under the output layer `head`."""
+    if config.model.layers is not None:
+        hidden = tuple(models.layers.from_dict(entry) for entry in config.model.layers)
+        return models.Architecture(n_inputs, hidden + (head,))
+    body = models.mlp(n_inputs, tuple(config.model.hidden), 1, activation=config.model.activation,
+                      kernel_initializer=config.model.kernel_initializer, batch_norm=config.model.batch_norm,
+                      dropout=config.model.dropout)
+    return models.Architecture(n_inputs, body.layers[:-1] + (head,))
+
+
+def head_for(config, task: tasks.Task, source_head: models.Dense | None = None) -> models.Dense:
+    """The output layer a task needs: one sigmoid unit for two classes (unless
+    `output_activation` says otherwise), softmax (or `output_activation`) over more
+    classes, one linear unit per regression target. A given source model's output
+    layer is kept when it already fits the task (two softmax units for two classes)."""
+    if task.kind != "classification":
+        return models.output_layer(task.n_outputs, "linear")
+    chosen = config.model.output_activation
+    if (chosen is None and source_head is not None and source_head.units == task.n_outputs
+            and source_head.activation == "softmax"):
+        return models.output_layer(source_head.units, "softmax")
+    if task.n_outputs == 2 and chosen in (None, "sigmoid"):
+        return models.output_layer(1, "sigmoid")
+    return models.output_layer(task.n_outputs, chosen or "softmax")
 
 
 def class_pair(source_task: tasks.Task | None, target_task: tasks.Task) -> Classes:
@@ -463,11 +553,12 @@ def class_pair(source_task: tasks.Task | None, target_task: tasks.Task) -> Class
 # --- programs shared across plans ---------------------------------------------------------
 
 
-def share_programs(plans: list[Plan]) -> None:
+def share_programs(plans: list[Plan]) -> list[Plan]:
     """Let plans whose tasks differ only in row counts share compiled programs: every task
     is padded (`RowPadding`) to the largest training and test split among the tasks of its
-    kind, width and outputs. Padding changes no number (the engine's masks and block sums
-    make a padded run equal its unpadded one, bit for bit; the tests check)."""
+    kind, width and outputs. Returns new plans (a study's own plan is never changed).
+    Padding changes no number (the engine's masks and block sums make a padded run equal its
+    unpadded one, bit for bit; the tests check)."""
     groups: dict[tuple, list[tuple[str, int, int]]] = {}
     for plan in plans:
         for fingerprint, task in plan.tasks().items():
@@ -478,5 +569,5 @@ def share_programs(plans: list[Plan]) -> None:
         train, test = max(m[1] for m in members), max(m[2] for m in members)
         padding.update({fingerprint: [train, test] for fingerprint, n_train, n_test in members
                         if (n_train, n_test) != (train, test)})
-    for plan in plans:
-        plan.padding = {f: padding[f] for f in plan.tasks() if f in padding}
+    return [dataclasses.replace(plan, padding={f: padding[f] for f in plan.tasks() if f in padding})
+            for plan in plans]

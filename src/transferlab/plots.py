@@ -236,7 +236,12 @@ def per_source_heatmap(per_source: pd.DataFrame, path: Path, metric: str) -> Pat
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path | None) -> Path | Figure:
+    """Write `fig` to `path` as PNG (atomically); with no path, the figure itself, so a
+    caller (or a test) can read what was drawn."""
+    if path is None:
+        fig.tight_layout()
+        return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

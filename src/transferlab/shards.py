@@ -92,7 +92,25 @@ def initial_weights(recipe: Recipe, run: RunSpec, source_weights: dict) -> model
     ]
     if recipe.head_units is not None:
         weights[-1] = head_weights(recipe, source[recipe.origins[-1]], fresh[-1])
+    if recipe.source_scale is not None:
+        weights = [_mixed(recipe, layer, arrays, fresh[layer]) for layer, arrays in enumerate(weights)]
     return weights
+
+
+def _mixed(recipe: Recipe, layer: int, arrays: tuple, fresh: tuple) -> tuple:
+    """A reused layer's trainable arrays as `source_scale · source + fresh_scale · fresh`
+    (its state, e.g. moving statistics, as the source has it); in an output layer matched
+    by class, a new class's fresh unit stays as drawn."""
+    if recipe.origins[layer] is None:
+        return arrays
+    scale, noise = np.float32(recipe.source_scale[layer]), np.float32(recipe.fresh_scale[layer])
+    trainable = recipe.arch.layers[layer].n_trainable
+    mixed = [scale * array + noise * drawn if index < trainable else array
+             for index, (array, drawn) in enumerate(zip(arrays, fresh))]
+    if layer == len(recipe.origins) - 1 and recipe.head_units is not None:
+        new = [unit for unit, source_unit in enumerate(recipe.head_units) if source_unit is None]
+        mixed[0][:, new], mixed[1][new] = fresh[0][:, new], fresh[1][new]
+    return tuple(mixed)
 
 
 def head_weights(recipe: Recipe, source_head: tuple, fresh_head: tuple) -> tuple[np.ndarray, np.ndarray]:

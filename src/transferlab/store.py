@@ -24,6 +24,7 @@ import pandas as pd
 
 from transferlab import objectives
 from transferlab.errors import StoreError
+from transferlab.models import check_file_sha256
 
 DATABASE_NAME = "results.sqlite"
 
@@ -213,7 +214,7 @@ class Store:
         """The study's id: created on first run, reused on resume, refused if the folder holds
         a different study (a different plan: tasks, model, training, strategies or seeds).
         `point` (a sweep's `Point`) stores the study as that point of the folder's sweep."""
-        from transferlab.plan import canonical_json
+        from transferlab.canonical import canonical_json
 
         plan_sha = plan.sha256()
         stored = self.study_holding(plan_sha) if point is None else self.point_holding(plan_sha)
@@ -511,6 +512,13 @@ class Store:
         return records
 
     # --- tables for statistics and plots -------------------------------------------------
+
+    def check_source_files(self, study_id: int, plan) -> None:
+        """Every source model file the study has used must still hash to what was recorded."""
+        if plan.model_file is not None:
+            check_file_sha256(plan.model_file, plan.model_file_sha256)
+        for record in self.source_models(study_id):
+            check_file_sha256(record["file"], record["file_sha256"])
 
     def numbers_digest(self) -> str:
         """SHA-256 of every number this folder's studies hold: each run's identity, seed,

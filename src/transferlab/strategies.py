@@ -22,13 +22,18 @@ units are matched to the target's classes by name (`transferlab.heads`); a strat
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal, Union
 
 import numpy as np
+from pydantic import ConfigDict, Discriminator, Field, Tag, create_model
 
-from transferlab.errors import StrategyError
+from transferlab import registry
+from transferlab.errors import ExtensionError, StrategyError
 from transferlab.heads import BY_NAME, BY_POSITION, HEAD_MODES, Classes, match_head
 from transferlab.models import ACTIVATIONS, Architecture, Dense, layer_widths
 from transferlab.words import count
@@ -61,6 +66,8 @@ class Recipe:
     source unit it starts from (None: fresh), × −1 when `head_negated`: classes matched
     by name (`transferlab.heads`). `head_notice` is what the user should hear about how the
     output layer starts (another shape, classes matched or not, reuse by position), or None.
+    `source_scale` / `fresh_scale` (None: 1 and 0), per layer, mix a reused layer's start:
+    `source_scale[l] · source + fresh_scale[l] · fresh draw` (shrink and perturb).
     """
 
     arch: Architecture
@@ -71,6 +78,8 @@ class Recipe:
     head_units: tuple[int | None, ...] | None = None
     head_negated: bool = False
     head_notice: str | None = None
+    source_scale: tuple[float, ...] | None = None
+    fresh_scale: tuple[float, ...] | None = None
 
     def record(self) -> list[dict]:
         """Per layer: what it is, where it started and how it trained (stored with each run)."""
@@ -83,6 +92,9 @@ class Recipe:
                 "note": self.notes[index] if self.notes else "",
                 "learning_rate": schedule_text(self.multipliers[:, index]),
             }
+            if self.source_scale is not None and self.origins[index] is not FRESH:
+                row["origin"] += (f" ×{self.source_scale[index]:g}"
+                                  + (f" + fresh ×{self.fresh_scale[index]:g}" if self.fresh_scale[index] else ""))
             if self.penalties is not None and self.penalties[index]:
                 row["l2_toward"] = ("source" if self.origins[index] is not FRESH else "zero") + f" ×{self.penalties[index]:g}"
             rows.append(row)
@@ -98,6 +110,72 @@ def schedule_text(column: np.ndarray) -> str:
             parts.append(f"×{float(column[start]):g}{span}")
             start = epoch
     return ", ".join(parts)
+
+
+
+# --- the contract ---------------------------------------------------------------------------
+
+
+HeadRule = Literal["by_name", "by_position"]
+
+
+class Strategy(abc.ABC):
+    """The contract of a reuse strategy: a frozen dataclass whose fields are its parameters
+    (what a study file writes beside `name`; `int`, `float`, `bool`, `str` or a `Literal`,
+    each with a default where it has one) and whose one duty is `recipe`: the target model
+    to train, from the source architecture. Strategies never train anything themselves.
+
+    Class attributes: `name` (the study file's `name = ...`), `summary` (one line for
+    `transferlab strategies` and the report), `reference` (a citation), `uses_source`
+    (False only for a baseline that starts from nothing). A subclass that leaves out
+    `recipe`, `name` or `summary` fails when the class is defined. Register one with
+    `transferlab.register_strategy` (or an entry point in the `transferlab.strategies` group).
+
+    Examples
+    --------
+    >>> @register_strategy
+    ... @dataclass(frozen=True)
+    ... class HalfRate(Strategy):
+    ...     name: ClassVar[str] = "half_rate"
+    ...     summary: ClassVar[str] = "start from the source; every layer at half the learning rate"
+    ...     def recipe(self, source, head, epochs, n_inputs=None, classes=None):
+    ...         recipe = Transfer(freeze=0).recipe(source, head, epochs, n_inputs, classes)
+    ...         return dataclasses.replace(recipe, multipliers=recipe.multipliers * 0.5)
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    reference: ClassVar[str] = ""
+    uses_source: ClassVar[bool] = True
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        missing = [attribute for attribute in ("name", "summary") if not isinstance(getattr(cls, attribute, None), str)]
+        if getattr(cls, "recipe", None) is Strategy.recipe:
+            missing.append("recipe")
+        if missing:
+            raise TypeError(f"{cls.__qualname__} must define {', '.join(missing)} (the Strategy contract; see "
+                            "transferlab.Strategy)")
+
+    @abc.abstractmethod
+    def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
+               classes: Classes | None = None) -> Recipe:
+        """The target architecture, each layer's origin, the learning-rate multipliers
+        `(epochs, layers)` and an optional L2 pull, for a source model of architecture
+        `source`, the output layer `head` the target task needs, `epochs` of training,
+        the target's `n_inputs` features (None: the source's) and its `classes` (source
+        and target class names, for matching a reused output layer). Raises
+        `StrategyError(message, parameter)` when the strategy cannot apply."""
+
+    @property
+    def label(self) -> str:
+        """The strategy's name in tables and the run identity: its name and every parameter
+        that differs from its default (`shrink_perturb shrink=0.5`)."""
+        changed = [f"{f.name}={_fmt(value) if isinstance(value, float) else value}"
+                   for f in fields(self) if (value := getattr(self, f.name)) != f.default]
+        return " ".join([self.name, *changed])
 
 
 # --- building blocks ----------------------------------------------------------------------
@@ -245,7 +323,7 @@ def _fmt(value: float) -> str:
 
 
 @dataclass(frozen=True)
-class Standalone:
+class Standalone(Strategy):
     """Train the target from scratch: fresh weights, every layer trains. The baseline."""
 
     name: ClassVar[str] = "standalone"
@@ -267,14 +345,14 @@ class Standalone:
 
 
 @dataclass(frozen=True)
-class Transfer:
+class Transfer(Strategy):
     """Start from all the source model's weights and freeze the first `freeze` hidden layers.
 
     `freeze=0` is weight initialisation; `freeze` = all hidden layers is feature extraction.
     """
 
     freeze: int = 0
-    head: str = BY_NAME
+    head: HeadRule = BY_NAME
     name: ClassVar[str] = "transfer"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = "start from every source weight; freeze the first `freeze` hidden layers"
@@ -296,7 +374,7 @@ class Transfer:
 
 
 @dataclass(frozen=True)
-class Reinit:
+class Reinit(Strategy):
     """Keep the first `keep` hidden layers of the source (frozen if `freeze`), re-initialise
     every later layer at random: separates the value of features from that of initialisation."""
 
@@ -326,7 +404,7 @@ class Reinit:
 
 
 @dataclass(frozen=True)
-class InsertLayer:
+class InsertLayer(Strategy):
     """Keep the first `after` hidden layers (frozen if `freeze`), insert a new random
     `Dense(units, activation)` after them, then the remaining source layers: each keeps
     its weights where its input width still fits and is re-initialised where not."""
@@ -335,7 +413,7 @@ class InsertLayer:
     units: int = 5
     activation: str = "relu"
     freeze: bool = True
-    head: str = BY_NAME
+    head: HeadRule = BY_NAME
     name: ClassVar[str] = "insert_layer"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -380,7 +458,7 @@ def _first_dense(source: Architecture, block: list[int]) -> int:
 
 
 @dataclass(frozen=True)
-class NewHead:
+class NewHead(Strategy):
     """Every hidden layer from the source (the first `freeze` frozen) under a fresh output
     layer of the target's size and activation: another class count, or regression."""
 
@@ -408,13 +486,13 @@ class NewHead:
 
 
 @dataclass(frozen=True)
-class NewInput:
+class NewInput(Strategy):
     """Adapt the input: a fresh first hidden layer sized to the target's features, every
     later layer from the source (the first `freeze` of them frozen) and the source's output
     layer where it fits. Lets a source trained on other columns serve the target."""
 
     freeze: int = 0
-    head: str = BY_NAME
+    head: HeadRule = BY_NAME
     name: ClassVar[str] = "new_input"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -450,14 +528,14 @@ class NewInput:
 
 
 @dataclass(frozen=True)
-class Finetune:
+class Finetune(Strategy):
     """Start from the source; reused layers learn at `lr` × the learning rate, new layers at
     1×. With `layer_factor` < 1 the rates are discriminative: each reused layer below the
     top one learns `layer_factor` times slower than the one above it (a geometric spread)."""
 
     lr: float = 0.1
     layer_factor: float = 1.0
-    head: str = BY_NAME
+    head: HeadRule = BY_NAME
     name: ClassVar[str] = "finetune"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -490,7 +568,7 @@ class Finetune:
 
 
 @dataclass(frozen=True)
-class TwoStage:
+class TwoStage(Strategy):
     """The Keras guide's recipe: train only the top (a fresh output layer, or the source's
     if `fresh_head` is false) with the body frozen for `head_epochs`, then unfreeze
     everything at `lr` × the learning rate for the remaining epochs."""
@@ -498,7 +576,7 @@ class TwoStage:
     head_epochs: int = 20
     lr: float = 0.1
     fresh_head: bool = True
-    head: str = BY_NAME
+    head: HeadRule = BY_NAME
     name: ClassVar[str] = "two_stage"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -532,12 +610,12 @@ class TwoStage:
 
 
 @dataclass(frozen=True)
-class GradualUnfreeze:
+class GradualUnfreeze(Strategy):
     """Start with only the output layer training and unfreeze one more layer from the top
     every `every` epochs, until all train."""
 
     every: int = 10
-    head: str = BY_NAME
+    head: HeadRule = BY_NAME
     name: ClassVar[str] = "gradual_unfreeze"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = "only the output layer trains at first; one more layer from the top every `every` epochs"
@@ -570,13 +648,13 @@ class GradualUnfreeze:
 
 
 @dataclass(frozen=True)
-class L2SP:
+class L2SP(Strategy):
     """Start from the source, every layer trains, and the loss adds α/2·‖w − w_source‖² over
     reused kernels and β/2·‖w‖² over fresh ones: the L2-SP regulariser."""
 
     alpha: float = 0.01
     beta: float = 0.01
-    head: str = BY_NAME
+    head: HeadRule = BY_NAME
     name: ClassVar[str] = "l2sp"
     uses_source: ClassVar[bool] = True
     summary: ClassVar[str] = (
@@ -604,15 +682,144 @@ class L2SP:
         return _recipe(layout, np.ones((epochs, len(layout.layers)), np.float32), penalties)
 
 
-STRATEGIES: dict[str, type] = {
-    cls.name: cls
-    for cls in (Standalone, Transfer, Reinit, InsertLayer, NewHead, NewInput, Finetune, TwoStage, GradualUnfreeze, L2SP)
-}
+REGISTRY = registry.Registry("strategy", "transferlab.strategies", Strategy, key=lambda cls: cls.name)
+for _built_in in (Standalone, Transfer, Reinit, InsertLayer, NewHead, NewInput, Finetune, TwoStage, GradualUnfreeze,
+                  L2SP):
+    REGISTRY.register(_built_in)
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Add a strategy class so study files and the Python API can name it (a decorator).
+
+    Parameters
+    ----------
+    cls : type[Strategy]
+        A frozen dataclass deriving from `transferlab.Strategy`, its parameters typed
+        `int`, `float`, `bool`, `str` or a `Literal`.
+
+    Returns
+    -------
+    type[Strategy]
+        `cls` itself.
+
+    Raises
+    ------
+    ExtensionError
+        `cls` breaks the contract (not a `Strategy`, not a frozen dataclass, a parameter
+        type a study file cannot write) or its name is taken by another class.
+    """
+    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+        raise ExtensionError(f"{getattr(cls, '__qualname__', cls)!r}: a strategy must be a frozen dataclass "
+                             "(@dataclass(frozen=True)): its fields are its parameters")
+    REGISTRY.register(cls)
+    try:
+        parameters_model(cls)
+    except ExtensionError:
+        REGISTRY._classes.pop(cls.name, None)
+        raise
+    return cls
+
+
+def strategy_class(name: str) -> type[Strategy] | None:
+    """The strategy class a study file's `name` means, or None."""
+    return REGISTRY.get(name)
+
+
+_SCALARS = (int, float, bool, str)
+
+
+def _parameter_type(cls: type, name: str, annotation):
+    """A strategy parameter's study-file type: a scalar, a Literal of scalars (or None-able)."""
+    allowed = annotation in _SCALARS or typing.get_origin(annotation) is Literal
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        allowed = all(arg in _SCALARS or arg is type(None) for arg in typing.get_args(annotation))
+    if not allowed:
+        raise ExtensionError(f"{cls.__qualname__}.{name}: a strategy parameter must be int, float, bool, str or a "
+                             f"Literal (a study file writes it); got {annotation!r}")
+    if annotation is int:
+        return Annotated[int, Field(ge=-MAX_PARAMETER, le=MAX_PARAMETER)]
+    return annotation
+
+
+MAX_PARAMETER = 65_536  # an integer parameter (a layer count, units): a ceiling that catches typos
+
+
+_MODELS: dict[type, type] = {}
+
+
+def parameters_model(cls: type[Strategy]) -> type:
+    """The pydantic model of one strategy's study-file entry (`name` and its parameters),
+    made from the dataclass fields: types strict, floats finite, no unknown keys."""
+    if cls not in _MODELS:
+        hints = typing.get_type_hints(cls)
+        entries = {"name": (Literal[cls.name], ...)}
+        for f in fields(cls):
+            default = ... if f.default is dataclasses.MISSING else f.default
+            entries[f.name] = (_parameter_type(cls, f.name, hints[f.name]), default)
+        _MODELS[cls] = create_model(f"{cls.__name__}Entry",
+                                    __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False), **entries)
+    return _MODELS[cls]
+
+
+_UNION: dict[int, object] = {}
+
+
+def entry_schema():
+    """The study file's `[[strategies]]` entry: a pydantic union of every registered
+    strategy's model, told apart by `name` (rebuilt when the registry changes)."""
+    if REGISTRY.version not in _UNION:
+        members = [Annotated[parameters_model(cls), Tag(name)] for name, cls in REGISTRY.items()]
+        _UNION.clear()
+        _UNION[REGISTRY.version] = Annotated[Union[tuple(members)], Discriminator(
+            _entry_name, custom_error_type="unknown_strategy",
+            custom_error_message=f"unknown strategy; choose one of {describe_strategies()}")]
+    return _UNION[REGISTRY.version]
+
+
+def _entry_name(entry) -> str | None:
+    if isinstance(entry, dict):
+        return entry.get("name")
+    return getattr(entry, "name", None)
+
+
+def from_entry(entry, head: str = BY_NAME) -> Strategy:
+    """The strategy value of a validated entry (`parameters_model(cls)` instance); `head` is
+    the study's rule for a strategy that takes one and does not say. A parameter a
+    strategy refuses raises `StrategyError` naming it."""
+    cls = REGISTRY.get(entry.name)
+    params = {f.name: getattr(entry, f.name) for f in fields(cls)}
+    if "head" in params and "head" not in entry.model_fields_set:
+        params["head"] = head
+    return cls(**params)
+
+
+def from_dict(data: dict, extensions: dict | None = None) -> Strategy:
+    """A stored strategy value (validated when the study was planned). `extensions` (the
+    plan's record) names the module a strategy came from when it is not installed now."""
+    cls = REGISTRY.get(data["name"])
+    if cls is None:
+        known = (extensions or {}).get(data["name"])
+        where = f" from {known['module']} (version {known['version']})" if known else ""
+        raise ExtensionError(f"this study used the strategy {data['name']!r}{where}, which is not installed here; "
+                             "install or import it (transferlab.register_strategy, an entry point, or "
+                             "--extension FILE) and try again")
+    return cls(**{k: v for k, v in data.items() if k != "name"})
+
+
+def extensions_used(strategies: list[Strategy]) -> dict[str, dict]:
+    """`{name: {"module", "version"}}` for each strategy from outside transferlab."""
+    used = {}
+    for strategy in strategies:
+        found = registry.origin(type(strategy))
+        if found is not None:
+            used[strategy.name] = found
+    return used
 
 
 def strategy_parameters(cls: type) -> dict[str, object]:
-    """Parameter names and defaults of a strategy class (for validation messages and docs)."""
-    return {f.name: f.default for f in fields(cls)}
+    """Parameter names and defaults of a strategy class (for messages and docs; a required
+    parameter's default is shown as `...`)."""
+    return {f.name: (... if f.default is dataclasses.MISSING else f.default) for f in fields(cls)}
 
 
 def describe_strategies() -> str:
@@ -621,9 +828,9 @@ def describe_strategies() -> str:
     import json
 
     parts = []
-    for name, cls in STRATEGIES.items():
+    for name, cls in REGISTRY.items():
         params = {k: v for k, v in strategy_parameters(cls).items() if k != "head"}
-        spelled = ", ".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
+        spelled = ", ".join(f"{k} = {'…' if v is ... else json.dumps(v)}" for k, v in params.items())
         parts.append(f"{name} ({spelled})" if params else name)
     return ", ".join(parts) + '; those that may reuse the output layer also take head = "by_name" or "by_position"'
 

@@ -35,9 +35,9 @@ from transferlab.plan import (  # noqa: F401  (API)
     Direction,
     Plan,
     RunSpec,
-    build_plan,
     changed_fields,
     configuration,
+    plan_of,
     run_seed,
     share_programs,
     strategy_identity,
@@ -50,14 +50,13 @@ SOURCE_DIR = "sources"
 
 
 def plan_study(config: StudyConfig) -> Plan:
-    """The study's plan; a `source.model_file` is loaded (safely) to read its architecture."""
-    given = models.load_model_file(config.source.model_file) if config.source.model_file else None
-    return build_plan(config, given)
+    """The study's plan, built when it was loaded (`plan.plan_of`)."""
+    return plan_of(config)
 
 
 def study_directions(config: StudyConfig, given_model=None) -> list[Direction]:
     """The study's directions with their architectures and recipes, checked to fit."""
-    return build_plan(config, given_model).directions
+    return plan_of(config, given_model).directions
 
 
 def plan_runs(config: StudyConfig | Plan, direction: Direction) -> list[RunSpec]:
@@ -103,10 +102,10 @@ def versions() -> dict:
     import jax
     import keras
 
-    import transferlab
+    from transferlab._version import __version__
 
     return {
-        "transferlab": transferlab.__version__,
+        "transferlab": __version__,
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "jax": jax.__version__,
@@ -152,7 +151,7 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
     trained = skipped = diverged = 0
     label = "" if point is None else f"{point.label}: "
     study_id = store.open_study(plan, versions(), point)
-    check_source_files(store, study_id, plan)
+    store.check_source_files(study_id, plan)
     planned = {direction.name: plan.runs(direction) for direction in plan.directions}
     store.plan_runs(study_id, _planned_rows(plan, planned))
     stored = {(r.direction, r.role, r.strategy_json, r.source_index, r.repeat): r for r in store.runs(study_id)}
@@ -229,8 +228,8 @@ def plan_sweep(sweep) -> list[tuple]:
             plans.append((point, plan_study(point.config)))
         except StudyFileError as error:
             raise StudyFileError(f"sweep point {point.label}: {error}") from None
-    share_programs([plan for _, plan in plans])
-    return plans
+    shared = share_programs([plan for _, plan in plans])
+    return [(point, plan) for (point, _), plan in zip(plans, shared)]
 
 
 def run_sweep(
@@ -332,7 +331,8 @@ def _refuse_changed_data(store: Store, stored_plan: dict, plan: Plan, where: str
 def _same_settings(stored_plan: dict, plan: Plan) -> bool:
     """Do the stored study and this one have the same study file (a Python `Task`'s summary
     aside)? Then differing fingerprints mean the data changed, not the configuration."""
-    from transferlab.plan import _without, canonical_json
+    from transferlab.canonical import canonical_json
+    from transferlab.plan import _without
 
     def settings(study: dict) -> str:
         return canonical_json(_without(study, frozenset({"task"})))
@@ -354,14 +354,6 @@ def cohort_is_penalised(direction: Direction, arch: models.Architecture) -> bool
     """A cohort with an L2-SP strategy trains every shard with the (zero for the others) L2
     term, so it compiles once; decided from the plan, never from which runs are pending."""
     return any(r.penalties is not None for r in direction.recipes.values() if r.arch == arch)
-
-
-def check_source_files(store: Store, study_id: int, plan: Plan) -> None:
-    """Every source model file the study has used must still hash to what was recorded."""
-    if plan.model_file is not None:
-        models.check_file_sha256(plan.model_file, plan.model_file_sha256)
-    for record in store.source_models(study_id):
-        models.check_file_sha256(record["file"], record["file_sha256"])
 
 
 def _train_sources(store, study_id, folder, plan, direction, sources, shard_size, stored, executor, progress, stage,
@@ -391,7 +383,8 @@ def reuse_key(plan: Plan, direction: Direction, run: RunSpec) -> str | None:
     recipe, the training settings, the frozen-BN policy, whether its cohort trains with the
     L2 term, and its seed. Equal keys give bit-identical runs (a model's numbers do not
     depend on its shard), so another study's finished run is adopted instead of retrained."""
-    from transferlab.plan import canonical_json, recipe_to_dict
+    from transferlab.canonical import canonical_json
+    from transferlab.plan import recipe_to_dict
 
     if run.role == "target" and run.strategy.uses_source:
         return None
@@ -518,7 +511,7 @@ def retrain_run(
              if (r.direction, r.role, r.strategy.label, r.source_index, r.repeat) == wanted), None)
         if run is None:
             raise StoreError(f"{Path(folder) / 'results.sqlite'}: no run {wanted} in the stored study")
-        check_source_files(store, study_id, plan)
+        store.check_source_files(study_id, plan)
         source_weights = load_source_weights(store, study_id, chosen) if role == "target" else {}
     if role == "source":
         job = ShardJob(chosen.source_arch, chosen.source_task, plan.training, [run],

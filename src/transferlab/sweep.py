@@ -27,9 +27,11 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferlab.config import StudyConfig, study_from_dict
+from transferlab.config import StudyConfig
+from transferlab.loading import study_from_dict
+from transferlab.plan import plan_of
 from transferlab.errors import StudyFileError
-from transferlab.plan import canonical_json
+from transferlab.canonical import canonical_json
 
 MODES = ("grid", "zip")
 MAX_POINTS = 1000
@@ -195,7 +197,7 @@ def _task_labels(tasks: list[dict], base: dict, source: str, base_dir: Path | No
         probe = {**copy.deepcopy(base), "source": copy.deepcopy(task), "target": copy.deepcopy(task),
                  "strategies": [{"name": "standalone"}]}
         config = study_from_dict(probe, source=f"{source} (matrix.tasks[{index}])", base_dir=base_dir)
-        labels.append(config.tasks()["target"].provenance.get("name", f"task {index}"))
+        labels.append(plan_of(config).directions[0].target_task.provenance.get("name", f"task {index}"))
     for index, label in enumerate(labels):
         if labels.count(label) > 1:
             labels[index] = f"{label} #{index + 1}"

@@ -19,7 +19,6 @@ from transferlab import matrix_report, objectives, plots, speed, stats
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, write_text
 from transferlab.store import Store
-from transferlab.study import check_source_files
 from transferlab.words import count
 
 
@@ -104,7 +103,7 @@ def _read_point(store: Store, point: dict, with_speed: bool) -> dict:
     """One point's final-score rows, what is still to train, and (for a sweep) its
     learning-speed tables, read through its stored plan."""
     study_id, plan = store.stored_plan(point["study_id"])
-    check_source_files(store, study_id, plan)
+    store.check_source_files(study_id, plan)
     runs = store.runs_frame(study_id)
     direction = plan.directions[0]
     chosen = runs[runs["direction"] == direction.name]

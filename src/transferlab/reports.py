@@ -18,7 +18,6 @@ from transferlab._backend import configure
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, check_writable, write_text
 from transferlab.store import Store
-from transferlab.study import check_source_files
 from transferlab.words import count
 
 
@@ -118,7 +117,7 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
         study = store.study()
         study_id, plan = store.stored_plan()
-        check_source_files(store, study_id, plan)
+        store.check_source_files(study_id, plan)
         runs = store.runs_frame(study_id)
         mean_curves = store.mean_curves(study_id)
         source_models = store.source_models(study_id)
