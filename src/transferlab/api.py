@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -20,6 +21,10 @@ from transferlab._backend import configure
 from transferlab.config import StudyConfig
 from transferlab.loading import read_study_file, study_from_dict
 from transferlab.sweep import Sweep, matrix_from_dict, sweep_from_dict
+
+if TYPE_CHECKING:  # the report's modules load matplotlib: imported when a report is written
+    from transferlab.reports import Outputs
+    from transferlab.sweep_report import SweepOutputs
 
 
 def load_study(study: str | Path | dict) -> StudyConfig | Sweep:
@@ -100,7 +105,7 @@ def run(study: str | Path | dict | StudyConfig | Sweep, out: str | Path, *, repo
     return results(out)
 
 
-def build(out: str | Path, threshold: float | None = None):
+def build(out: str | Path, threshold: float | None = None) -> Outputs | SweepOutputs:
     """Write (again) the tables, figures and `report.html` of the output folder `out`.
 
     Parameters

@@ -603,7 +603,8 @@ def _problem_text(problem: dict) -> str:
         known = strategies.describe_strategies()
         if name is None:
             return f"{where}.name: missing; choose one of {known}"
-        return f"{where}.name: unknown strategy {name!r}; choose one of {known}"
+        return (f"{where}.name: unknown strategy {name!r}; choose one of {known}; for a strategy of your own, "
+                "load its file first (transferlab --extension FILE.py ...) or install its package")
     if kind == "extra_forbidden" and loc[0] == "strategies" and len(loc) == 4:
         allowed = ", ".join(strategies.strategy_parameters(strategies.strategy_class(loc[2]))) or "none"
         return f"{where}: {loc[2]} has no parameter {loc[3]!r} (its parameters: {allowed})"

@@ -427,6 +427,8 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     ExtensionError
         `cls` is not a frozen dataclass `Layer`, or its `type` or `keras_class` is taken.
     """
+    if not (isinstance(cls, type) and issubclass(cls, Layer)):
+        raise ExtensionError(f"{cls!r} is not a Layer subclass; a layer type must derive from transferlab.Layer")
     if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
         raise ExtensionError(f"{getattr(cls, '__qualname__', cls)!r}: a layer type must be a frozen dataclass "
                              "(@dataclass(frozen=True)): its fields are its spec")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import datasets, models, objectives, strategies, tasks
+from transferlab import datasets, models, objectives, registry, strategies, tasks
 from transferlab.canonical import canonical_json
-from transferlab.errors import StrategyError, StudyFileError
+from transferlab.errors import ExtensionError, StrategyError, StudyFileError
 from transferlab.heads import Classes
 from transferlab.optimizers import TrainingSettings
 from transferlab.orders import RowPadding
@@ -288,6 +288,7 @@ class Plan:
     def from_dict(cls, data: dict) -> Plan:
         if data.get("format") != PLAN_FORMAT:
             raise ValueError(f"plan format {data.get('format')!r}; this version reads format {PLAN_FORMAT}")
+        check_extensions(data.get("extensions") or {})
         return cls(
             name=data["name"],
             seed=int(data["seed"]),
@@ -444,8 +445,32 @@ def build_plan(config, given_model=None) -> Plan:
         model_file_sha256=model_sha,
         # the display copy: a model-file study has no [model] table (the file is the model)
         study=config.model_dump(mode="json", exclude={"model"} if config.source.model_file else None),
-        extensions=strategies.extensions_used(config.strategy_values()),
+        extensions=_extensions_used(config.strategy_values(), directions),
     )
+
+
+def _extensions_used(values: list, directions: list[Direction]) -> dict[str, dict]:
+    """The strategies and layer types from outside transferlab that the plan needs."""
+    used = strategies.extensions_used(values)
+    for direction in directions:
+        archs = [direction.source_arch, *(recipe.arch for recipe in direction.recipes.values())]
+        for spec in (spec for arch in archs for spec in arch.layers):
+            found = registry.origin(type(spec))
+            if found is not None:
+                used[spec.type] = {"kind": "layer type", **found}
+    return used
+
+
+def check_extensions(extensions: dict[str, dict]) -> None:
+    """A stored plan's extensions must be installed here: else one line naming each."""
+    missing = [(name, found) for name, found in extensions.items()
+               if (strategies.REGISTRY if found.get("kind") == "strategy" else models.layers.REGISTRY).get(name) is None]
+    if missing:
+        named = "; ".join(f"the {found.get('kind', 'strategy')} {name!r} from {found['module']} (version "
+                          f"{found['version']})" for name, found in missing)
+        raise ExtensionError(f"this study used {named}, not installed here; install or import it "
+                             "(transferlab.register_strategy / register_layer, an entry point, or --extension FILE) "
+                             "and try again")
 
 
 def _direction(config, epochs: int, name: str, from_spec, to_spec, from_task, to_task, source_arch, trains: bool,

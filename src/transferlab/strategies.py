@@ -708,6 +708,8 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
         `cls` breaks the contract (not a `Strategy`, not a frozen dataclass, a parameter
         type a study file cannot write) or its name is taken by another class.
     """
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ExtensionError(f"{cls!r} is not a Strategy subclass; a strategy must derive from transferlab.Strategy")
     if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
         raise ExtensionError(f"{getattr(cls, '__qualname__', cls)!r}: a strategy must be a frozen dataclass "
                              "(@dataclass(frozen=True)): its fields are its parameters")
@@ -807,12 +809,12 @@ def from_dict(data: dict, extensions: dict | None = None) -> Strategy:
 
 
 def extensions_used(strategies: list[Strategy]) -> dict[str, dict]:
-    """`{name: {"module", "version"}}` for each strategy from outside transferlab."""
+    """`{name: {"kind", "module", "version"}}` for each strategy from outside transferlab."""
     used = {}
     for strategy in strategies:
         found = registry.origin(type(strategy))
         if found is not None:
-            used[strategy.name] = found
+            used[strategy.name] = {"kind": "strategy", **found}
     return used
 
 
