@@ -196,6 +196,43 @@ def train_models(
     """
     plan = layer_plan(layers, weights)
     objective = objectives.get(loss)
+    seeds = _checked_inputs(plan, weights, multipliers, seeds, config, x_train, x_test, bn_frozen, orders, padding)
+    padding = padding or RowPadding(len(x_train), len(x_test))
+    penalised = penalties is not None
+    shape = ProgramShape.of(config)
+    blocks = _Blocks(plan, shape, models_per_block(plan, x_train.shape[1]), seeds,
+                     [[np.asarray(a, np.float32) for a in arrays] for arrays in weights],
+                     np.asarray(multipliers, np.float32),
+                     None if not penalised else [None if a is None else np.asarray(a, np.float32) for a in anchors],
+                     None if not penalised else np.asarray(penalties, np.float32))
+    shared = _shared_inputs(config, objective, x_train, y_train, x_test, y_test, bn_frozen, padding)
+    group_rows = batches_per_group(plan, x_train.shape[1], config.batch_size) * config.batch_size
+    order_width = -(-padding.train // group_rows) * group_rows
+    misses = _compiled_program.cache_info().misses
+    program = _compiled_program(plan, shape, penalised, loss)
+    chunk = epoch_chunk(config.epochs, order_width, blocks.size)
+    _PROGRAMS_RUN.add((plan, shape, penalised, loss, blocks.size, chunk, order_width,
+                       tuple((key, np.shape(value)) for key, value in shared.items() if key != "hyper")))
+    chunks = [(chunk, min(chunk, config.epochs - first)) for first in range(0, config.epochs, chunk)]
+    order_stream = functools.partial(_order_stream, blocks, orders, len(x_train), chunks, order_width)
+    outputs = _run_blocks(program, blocks, shared, order_stream, chunk, config.epochs)
+    if _compiled_program.cache_info().misses != misses:
+        _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
+    # one tree, models first: the blocks' outputs concatenated, the padding dropped
+    trained, trained_state, curves, final = jax.tree.map(
+        lambda *parts: np.concatenate([np.moveaxis(b, -1, 0) for b in parts])[: blocks.n_models], *outputs
+    )
+    return ShardResult(
+        weights=[tuple(pair) + tuple(moving) for pair, moving in zip(trained, trained_state)],
+        curves=curves,
+        final=final,
+    )
+
+
+def _checked_inputs(plan, weights, multipliers, seeds, config, x_train, x_test, bn_frozen, orders,
+                    padding) -> np.ndarray:
+    """The arguments' shapes agree with each other (a `ValueError` naming the one that does
+    not); returns the seeds as `(models,)` uint32."""
     if bn_frozen not in BN_FROZEN_MODES:
         raise ValueError(f"bn_frozen must be one of {BN_FROZEN_MODES}; got {bn_frozen!r}")
     n_models = multipliers.shape[0]
@@ -221,23 +258,12 @@ def train_models(
         raise ValueError(
             f"padding to {padding.train} training and {padding.test} test rows is less than the task's "
             f"{len(x_train)} and {len(x_test)}")
-    block_size = models_per_block(plan, x_train.shape[1])
-    n_blocks = -(-n_models // block_size)
-    weights = [[np.asarray(a, np.float32) for a in arrays] for arrays in weights]
-    multipliers = np.asarray(multipliers, np.float32)
-    if penalties is not None:
-        anchors = [None if a is None else np.asarray(a, np.float32) for a in anchors]
-        penalties = np.asarray(penalties, np.float32)
+    return seeds
 
-    def models_last(array: np.ndarray, block: int) -> np.ndarray:
-        """Rows `block·B … (block+1)·B` with the model axis moved last; past the real models,
-        copies of model 0 fill the block (their results are dropped)."""
-        array = array[block * block_size : (block + 1) * block_size]
-        if len(array) < block_size:
-            filler = np.repeat(array[:1], block_size - len(array), axis=0)
-            array = np.concatenate([array, filler], axis=0)
-        return np.ascontiguousarray(np.moveaxis(array, 0, -1))
 
+def _shared_inputs(config: TrainingSettings, objective, x_train, y_train, x_test, y_test, bn_frozen: str,
+                   padding: RowPadding) -> dict:
+    """What every block's program reads alike: hyperparameters, the data and row counts."""
     shared = dict(
         # hyperparameters are runtime inputs: a study that changes the learning rate, the
         # momentum, the betas or the weight decay reuses the compiled program
@@ -252,117 +278,142 @@ def train_models(
     )
     # the real row counts are runtime inputs; the arrays take the padded shapes (whole
     # evaluation chunks), and each epoch's order whole groups of batches
-    padding = padding or RowPadding(len(x_train), len(x_test))
     shared["rows"] = np.asarray([len(x_train), len(x_test)], np.int32)
     for split, size in (("train", padding.train), ("test", padding.test)):
         for key in (f"x_{split}", f"y_{split}"):
             shared[key] = _pad_rows(shared[key], padded_split_rows(size))
-    group_rows = batches_per_group(plan, x_train.shape[1], config.batch_size) * config.batch_size
-    order_width = -(-padding.train // group_rows) * group_rows
-    penalised = penalties is not None
+    return shared
 
-    def block_inputs(block: int) -> dict:
+
+@dataclass
+class _Blocks:
+    """The models packed into blocks of `size`, each block's arrays with the model axis last."""
+
+    plan: tuple
+    shape: ProgramShape
+    size: int
+    seeds: np.ndarray
+    weights: list
+    multipliers: np.ndarray
+    anchors: list | None
+    penalties: np.ndarray | None
+
+    @property
+    def n_models(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def count(self) -> int:
+        return -(-self.n_models // self.size)
+
+    def real(self, block: int) -> slice:
+        """The models of `block` that are real (not filler)."""
+        return slice(block * self.size, min((block + 1) * self.size, self.n_models))
+
+    def models_last(self, array: np.ndarray, block: int) -> np.ndarray:
+        """Rows `block·B … (block+1)·B` with the model axis moved last; past the real models,
+        copies of model 0 fill the block (their results are dropped)."""
+        array = array[block * self.size : (block + 1) * self.size]
+        if len(array) < self.size:
+            filler = np.repeat(array[:1], self.size - len(array), axis=0)
+            array = np.concatenate([array, filler], axis=0)
+        return np.ascontiguousarray(np.moveaxis(array, 0, -1))
+
+    def inputs(self, block: int) -> tuple[dict, dict, np.ndarray]:
+        """The block's carry (weights, state, optimizer slots, step), its own inputs (seeds,
+        L2 anchors and penalties) and its multipliers `(epochs, layers, B)`."""
         params, state = [], []
-        for spec, arrays in zip(plan, weights):
-            arrays = [models_last(a, block) for a in arrays]
+        for spec, arrays in zip(self.plan, self.weights):
+            arrays = [self.models_last(a, block) for a in arrays]
             params.append(tuple(arrays[: spec.n_trainable]))
             state.append(tuple(arrays[spec.n_trainable :]))
-        block_multipliers = models_last(multipliers, block)  # (E, L, B)
-        inputs = dict(
+        block_multipliers = self.models_last(self.multipliers, block)  # (E, L, B)
+        carry = dict(
             params=params,
             state=state,
-            slots=[tuple(optimizers.init(shape.optimizer, np.zeros_like(p)) for p in pair) for pair in params],
-            step=np.zeros(block_size, np.float32),
+            slots=[tuple(optimizers.init(self.shape.optimizer, np.zeros_like(p)) for p in pair) for pair in params],
+            step=np.zeros(self.size, np.float32),
             was_frozen=block_multipliers[0] == 0,
         )
-        extras = dict(seeds=models_last(seeds, block))
-        if penalised:
-            extras["anchors"] = {
-                str(layer): models_last(anchors[layer], block)
-                for layer, spec in enumerate(plan)
-                if spec.penalised_array is not None
-            }
-            extras["penalties"] = models_last(penalties, block)  # (L, B)
-        return inputs, extras, block_multipliers
+        extras = dict(seeds=self.models_last(self.seeds, block))
+        if self.penalties is not None:
+            extras["anchors"] = {str(layer): self.models_last(self.anchors[layer], block)
+                                 for layer, spec in enumerate(self.plan) if spec.penalised_array is not None}
+            extras["penalties"] = self.models_last(self.penalties, block)  # (L, B)
+        return carry, extras, block_multipliers
 
-    shape = ProgramShape.of(config)
-    misses = _compiled_program.cache_info().misses
-    program = _compiled_program(plan, shape, penalised, loss)
+
+def _run_blocks(program, blocks: _Blocks, shared: dict, order_stream, chunk: int, epochs: int) -> list:
+    """Every block through the program, a chunk of epochs per call; returns each block's
+    (params, state, curves, final).
+
+    Every block runs the same single-device programs, blocks dealt over the devices a wave
+    at a time and dispatched asynchronously: a model's numbers never depend on the shard
+    size, the number of devices or its position (the tests check). The next wave's row
+    orders are drawn while this one trains: at most two waves in flight."""
     devices = jax.local_devices()
-    chunk = epoch_chunk(config.epochs, order_width, block_size)
-    _PROGRAMS_RUN.add((plan, shape, penalised, loss, block_size, chunk, order_width,
-                       tuple((key, np.shape(value)) for key, value in shared.items() if key != "hyper")))
-    # Every block runs the same single-device programs, blocks dealt over the devices a wave
-    # at a time and dispatched asynchronously, a chunk of epochs per call: a model's numbers
-    # never depend on the shard size, the number of devices or its position (the tests check).
-    outputs, in_flight = [], []
-
-    def collect(wave):
-        for job in wave:
-            trained = (job["carry"]["params"], job["carry"]["state"])
-            curves = jax.tree.map(lambda *chunks: np.concatenate(chunks)[: config.epochs], *jax.device_get(job["curves"]))
-            outputs.append(jax.device_get((*trained, curves, job["final"])))
-
-    chunks = [(chunk, min(chunk, config.epochs - first)) for first in range(0, config.epochs, chunk)]
-
-    def order_stream(block: int):
-        """The block's row orders, drawn a chunk ahead on a worker thread."""
-        real = slice(block * block_size, min((block + 1) * block_size, n_models))
-        if orders is None:
-            return OrderStream(seeds[real], len(x_train), chunks, order_width, block_size)
-        return GivenOrders(orders[real], chunks, order_width, block_size)
-
-    streams = {}  # each block's stream starts drawing as soon as its wave is next
+    outputs, in_flight, streams = [], [], {}  # each block's stream starts drawing as soon as its wave is next
     try:
-        for wave_start in range(0, n_blocks, len(devices)):
-            wave = []
-            for block in range(wave_start, min(wave_start + 2 * len(devices), n_blocks)):
+        for wave_start in range(0, blocks.count, len(devices)):
+            for block in range(wave_start, min(wave_start + 2 * len(devices), blocks.count)):
                 if block not in streams:
                     streams[block] = order_stream(block)
-            for offset, block in enumerate(range(wave_start, min(wave_start + len(devices), n_blocks))):
-                device = devices[offset]
-                carry, extras, block_multipliers = block_inputs(block)
-                wave.append(dict(device=device, carry=jax.device_put(carry, device),
-                                 extras=jax.device_put(dict(shared, **extras), device),
-                                 multipliers=block_multipliers, stream=streams[block], curves=[]))
-            for first in range(0, config.epochs, chunk):
-                active = np.arange(first, first + chunk) < config.epochs  # the last chunk may be padded
+            wave = [_start_job(blocks, block, devices[offset], shared, streams[block])
+                    for offset, block in enumerate(range(wave_start, min(wave_start + len(devices), blocks.count)))]
+            for first in range(0, epochs, chunk):
                 for job in wave:
-                    if len(job["curves"]) >= 2:  # at most two chunks of orders in flight per block
-                        jax.block_until_ready(job["curves"][-2])
-                    multipliers_ = job["multipliers"][first : first + chunk]
-                    per_epoch = dict(
-                        epoch=np.arange(first, first + chunk, dtype=np.int32),
-                        multipliers=np.concatenate(
-                            [multipliers_, np.repeat(multipliers_[-1:], chunk - len(multipliers_), 0)]),
-                        orders=job["stream"].next(),
-                        active=active,
-                        finish=np.asarray(first + chunk >= config.epochs),  # the last chunk evaluates
-                    )
-                    job["carry"], curves, job["final"] = program(
-                        job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
-                    job["curves"].append(curves)
-            # the next wave's orders are drawn while this one trains: at most two waves in flight
+                    _advance(program, job, first, chunk, epochs)
             in_flight.append(wave)
             if len(in_flight) == 2:
-                collect(in_flight.pop(0))
+                outputs += _collect(in_flight.pop(0), epochs)
     finally:
         for stream in streams.values():  # leaving early: stop drawing ahead
             stream.close()
     for wave in in_flight:
-        collect(wave)
-    if _compiled_program.cache_info().misses != misses:
-        _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
+        outputs += _collect(wave, epochs)
+    return outputs
 
-    # one tree, models first: the blocks' outputs concatenated, the padding dropped
-    trained, trained_state, curves, final = jax.tree.map(
-        lambda *blocks: np.concatenate([np.moveaxis(b, -1, 0) for b in blocks])[:n_models], *outputs
+
+def _order_stream(blocks: _Blocks, orders: np.ndarray | None, n_rows: int, chunks: list, width: int, block: int):
+    """The block's row orders (the seeds', or the given ones), drawn a chunk ahead on a
+    worker thread."""
+    real = blocks.real(block)
+    if orders is None:
+        return OrderStream(blocks.seeds[real], n_rows, chunks, width, blocks.size)
+    return GivenOrders(orders[real], chunks, width, blocks.size)
+
+
+def _start_job(blocks: _Blocks, block: int, device, shared: dict, stream) -> dict:
+    """One block's inputs placed on its device, ready for its first chunk of epochs."""
+    carry, extras, block_multipliers = blocks.inputs(block)
+    return dict(device=device, carry=jax.device_put(carry, device), extras=jax.device_put(dict(shared, **extras), device),
+                multipliers=block_multipliers, stream=stream, curves=[])
+
+
+def _advance(program, job: dict, first: int, chunk: int, epochs: int) -> None:
+    """Dispatch epochs `first … first + chunk` of one block (asynchronously)."""
+    if len(job["curves"]) >= 2:  # at most two chunks of orders in flight per block
+        jax.block_until_ready(job["curves"][-2])
+    multipliers = job["multipliers"][first : first + chunk]
+    per_epoch = dict(
+        epoch=np.arange(first, first + chunk, dtype=np.int32),
+        multipliers=np.concatenate([multipliers, np.repeat(multipliers[-1:], chunk - len(multipliers), 0)]),
+        orders=job["stream"].next(),
+        active=np.arange(first, first + chunk) < epochs,  # the last chunk may be padded
+        finish=np.asarray(first + chunk >= epochs),  # the last chunk evaluates
     )
-    return ShardResult(
-        weights=[tuple(pair) + tuple(moving) for pair, moving in zip(trained, trained_state)],
-        curves=curves,
-        final=final,
-    )
+    job["carry"], curves, job["final"] = program(job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
+    job["curves"].append(curves)
+
+
+def _collect(wave: list[dict], epochs: int) -> list:
+    """Each finished block's trained arrays, curves (the chunks joined) and final metrics."""
+    collected = []
+    for job in wave:
+        trained = (job["carry"]["params"], job["carry"]["state"])
+        curves = jax.tree.map(lambda *chunks: np.concatenate(chunks)[:epochs], *jax.device_get(job["curves"]))
+        collected.append(jax.device_get((*trained, curves, job["final"])))
+    return collected
 
 
 def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
@@ -491,106 +542,135 @@ def _vectorised(function, per_model_inputs=_PER_MODEL_INPUTS, batched_chunk=("mu
 def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramShape, penalised: bool, loss: str,
                   per_model: bool = False):
     """Runs inside jit on one block, for one chunk of epochs: `carry` (weights, state,
-    optimizer slots and step, last epoch's frozen layers) in; trained `carry`, the
-    chunk's curves and (when `chunk["finish"]`) the final metrics out. Every per-model array has the model axis last, or, with
-    `per_model`, no model axis at all (the function is mapped over models)."""
-    x_train, y_train = inputs["x_train"], inputs["y_train"]
-    x_test, y_test = inputs["x_test"], inputs["y_test"]
-    batch = shape.batch_size
-    # the real row counts arrive at run time (`RowPadding`): every program serves any number
-    # of rows up to its arrays' shapes, with the same arithmetic for each
-    n_rows, n_test_rows = inputs["rows"][0], inputs["rows"][1]
-    n_batches = (n_rows + batch - 1) // batch
-    group = batches_per_group(plan, x_train.shape[1], batch)
-    group_rows = group * batch
-    anchors = inputs.get("anchors")
-    penalties = inputs.get("penalties")
-    objective = objectives.get(loss)
-    # each model's dropout masks: a key from its run's seed, folded with the step and layer
-    dropout_keys = kernels.mix32(inputs["seeds"].astype(jnp.uint32) ^ jnp.uint32(0x5BD1E995))
-    uses_keys = any(spec.random for spec in plan)
+    optimizer slots and step, last epoch's frozen layers) in; trained `carry`, the chunk's
+    curves and (when `chunk["finish"]`) the final metrics out. Every per-model array has
+    the model axis last, or, with `per_model`, no model axis at all (the function is
+    mapped over models)."""
+    trainer = _Trainer(inputs, plan, shape, penalised, loss, per_model)
+    start = (
+        [tuple(pair) for pair in carry["params"]],
+        [tuple(moving) for moving in carry["state"]],
+        [tuple(slot) for slot in carry["slots"]],
+        carry["step"],
+    )
+    per_epoch = {key: chunk[key] for key in ("epoch", "multipliers", "orders", "active")}
+    ((params, state, slots, step), was_frozen), curves = jax.lax.scan(
+        trainer.epoch_or_skip, (start, carry["was_frozen"]), per_epoch)
 
-    def objective_of(params, state, xb, yb, ctx):
-        outputs, new_state = _forward(params, state, xb, plan, ctx)
+    def final_metrics():
+        return trainer.final_metrics(params, state)
+
+    # a runtime switch, not a second program: only a study's last chunk evaluates
+    blank = jax.tree.map(lambda shape: jnp.zeros(shape.shape, shape.dtype), jax.eval_shape(final_metrics))
+    final = jax.lax.cond(chunk["finish"], final_metrics, lambda: blank)
+    return dict(params=params, state=state, slots=slots, step=step, was_frozen=was_frozen), curves, final
+
+
+class _Trainer:
+    """One block's training as `fit` does it, traced inside jit: the loss with its L2 pull,
+    one optimizer step, an epoch of batches (a loop over groups of batches) and the
+    evaluation. Holds the block's inputs and what is fixed for the whole program."""
+
+    def __init__(self, inputs: dict, plan, shape: ProgramShape, penalised: bool, loss: str, per_model: bool):
+        self.inputs, self.plan, self.penalised, self.per_model = inputs, plan, penalised, per_model
+        self.x_train, self.y_train = inputs["x_train"], inputs["y_train"]
+        self.batch = shape.batch_size
+        # the real row counts arrive at run time (`RowPadding`): every program serves any
+        # number of rows up to its arrays' shapes, with the same arithmetic for each
+        self.n_rows, self.n_test_rows = inputs["rows"][0], inputs["rows"][1]
+        self.n_batches = (self.n_rows + self.batch - 1) // self.batch
+        self.group = batches_per_group(plan, self.x_train.shape[1], self.batch)
+        self.group_rows = self.group * self.batch
+        self.objective = objectives.get(loss)
+        self.optimizer, self.hyper = shape.optimizer, inputs["hyper"]
+        # each model's dropout masks: a key from its run's seed, folded with the step and layer
+        self.dropout_keys = kernels.mix32(inputs["seeds"].astype(jnp.uint32) ^ jnp.uint32(0x5BD1E995))
+        self.uses_keys = any(spec.random for spec in plan)
+        self.gradient = jax.grad(self._loss, has_aux=True)
+
+    def _loss(self, params, state, xb, yb, ctx):
+        outputs, new_state = _forward(params, state, xb, self.plan, ctx)
         # Keras' "sum_over_batch_size", over the batch's real rows
-        batch_loss = objectives.per_row(objectives.row_sum(objective.loss(outputs, yb), ctx.rows), ctx.row_count)
-        if penalised:
-            for layer, anchor in anchors.items():
-                kernel = params[int(layer)][plan[int(layer)].penalised_array]
+        batch_loss = objectives.per_row(objectives.row_sum(self.objective.loss(outputs, yb), ctx.rows), ctx.row_count)
+        if self.penalised:
+            for layer, anchor in self.inputs["anchors"].items():
+                kernel = params[int(layer)][self.plan[int(layer)].penalised_array]
                 pull = jnp.sum(jnp.square(kernel - anchor), axis=(0, 1))
-                batch_loss = batch_loss + 0.5 * penalties[int(layer)] * pull
+                batch_loss = batch_loss + 0.5 * self.inputs["penalties"][int(layer)] * pull
         return jnp.sum(batch_loss), (batch_loss, outputs, new_state)
 
-    gradient = jax.grad(objective_of, has_aux=True)
-
-    hyper = inputs["hyper"]
-    optimizer = shape.optimizer
-
-    def step_keys(step):
+    def _step_keys(self, step):
         """Per layer, each model's dropout key for this optimizer step."""
-        if not uses_keys:
+        if not self.uses_keys:
             return None
-        per_step = kernels.mix32(dropout_keys + jnp.asarray(step, jnp.uint32) * jnp.uint32(0x85EBCA6B))
-        return [kernels.mix32(per_step ^ jnp.uint32((layer + 1) * 0xC2B2AE35 % 2**32)) for layer in range(len(plan))]
+        per_step = kernels.mix32(self.dropout_keys + jnp.asarray(step, jnp.uint32) * jnp.uint32(0x85EBCA6B))
+        return [kernels.mix32(per_step ^ jnp.uint32((layer + 1) * 0xC2B2AE35 % 2**32)) for layer in range(len(self.plan))]
 
-    def optimizer_step(carry, xb, yb, multipliers, global_step, real, count):
+    def optimizer_step(self, carry, xb, yb, multipliers, global_step, real, count):
+        """One batch: gradients, clipping and each layer's update (a frozen layer's weights
+        bit-identical and its optimizer state not advanced)."""
         params, state, slots, step = carry
-        frozen = [multipliers[layer] == 0 for layer in range(len(plan))]  # (M,) each
-        ctx = Context(True, [f & inputs["bn_inference"] for f in frozen], step_keys(global_step), real, count)
-        grads, (batch_loss, outputs, new_state) = gradient(params, state, xb, yb, ctx)
-        if optimizer.counts_steps:
+        frozen = [multipliers[layer] == 0 for layer in range(len(self.plan))]  # (M,) each
+        ctx = Context(True, [f & self.inputs["bn_inference"] for f in frozen], self._step_keys(global_step), real, count)
+        grads, (batch_loss, outputs, new_state) = self.gradient(params, state, xb, yb, ctx)
+        if self.optimizer.counts_steps:
             step = step + 1.0  # Keras' `iterations + 1` of this step
-        grads = optimizers.clip_gradients(optimizer, grads, [~f for f in frozen], hyper, models_last=not per_model)
+        grads = optimizers.clip_gradients(self.optimizer, grads, [~f for f in frozen], self.hyper,
+                                          models_last=not self.per_model)
         new_params, new_slots = [], []
         for layer, (param_pair, grad_pair, slot_pair) in enumerate(zip(params, grads, slots)):
-            rate = hyper["learning_rate"] * multipliers[layer]  # (M,)
+            rate = self.hyper["learning_rate"] * multipliers[layer]  # (M,)
             updated, kept = [], []
             for value, grad, value_slots in zip(param_pair, grad_pair, slot_pair):
-                stepped, stepped_slots = optimizers.update(optimizer, value, grad, value_slots, rate, step, hyper)
-                # a frozen layer: weights bit-identical, optimizer state not advanced
+                stepped, stepped_slots = optimizers.update(self.optimizer, value, grad, value_slots, rate, step,
+                                                           self.hyper)
                 updated.append(jnp.where(frozen[layer], value, stepped))
                 kept.append({k: jnp.where(frozen[layer], value_slots[k], v) for k, v in stepped_slots.items()})
             new_params.append(tuple(updated))
             new_slots.append(tuple(kept))
         return (new_params, new_state, new_slots, step), batch_loss, outputs
 
-    def gather(order, start, size):
+    def _gather(self, order, start, size):
         """Rows `start … start+size` of each model's order: `(size, features, models)`."""
         rows = jax.lax.dynamic_slice_in_dim(order, start, size)  # (size, M), or (size,) per model
-        if per_model:
-            return x_train[rows], y_train[rows]
-        return jnp.transpose(x_train[rows], (0, 2, 1)), jnp.transpose(y_train[rows], (0, 2, 1))
+        if self.per_model:
+            return self.x_train[rows], self.y_train[rows]
+        return jnp.transpose(self.x_train[rows], (0, 2, 1)), jnp.transpose(self.y_train[rows], (0, 2, 1))
 
-    def epoch(outer, per_epoch):
+    def _restart_where_frozen_changed(self, carry, is_frozen, was_frozen):
+        """Keras needs a fresh optimizer (compile again) to change which layers train: where a
+        model's frozen set changes, its optimizer restarts from zero."""
+        if not (self.optimizer.slots or self.optimizer.counts_steps):
+            return carry
+        restart = jnp.any(is_frozen != was_frozen, axis=0)  # (M,)
+        params, state, slots, step = carry
+        slots = jax.tree.map(lambda a: jnp.where(restart, jnp.zeros_like(a), a), slots)
+        return (params, state, slots, jnp.where(restart, 0.0, step))
+
+    def epoch(self, outer, per_epoch):
+        """One epoch: every batch of the epoch's order, then the test split (Keras' `val_*`)."""
         carry, was_frozen = outer
         index, multipliers = per_epoch["epoch"], per_epoch["multipliers"]  # (), (L, M)
         order = per_epoch["orders"].astype(jnp.int32)  # (N, M)
         is_frozen = multipliers == 0
-        if optimizer.slots or optimizer.counts_steps:
-            # Keras needs a fresh optimizer (compile again) to change which layers train:
-            # where a model's frozen set changes, its optimizer restarts from zero
-            restart = jnp.any(is_frozen != was_frozen, axis=0)  # (M,)
-            params_, state_, slots_, step_ = carry
-            slots_ = jax.tree.map(lambda a: jnp.where(restart, jnp.zeros_like(a), a), slots_)
-            carry = (params_, state_, slots_, jnp.where(restart, 0.0, step_))
-        loss_total = jnp.zeros(order.shape[1:], jnp.float32)
-        sums = objective.init(carry[0][-1][1].shape)  # the output bias is (outputs, models)
+        carry = self._restart_where_frozen_changed(carry, is_frozen, was_frozen)
+        batch, n_rows, group = self.batch, self.n_rows, self.group
 
         def run_batch(inner, xb, yb, start, batch_index):
             """One optimizer step on the batch at `start`; rows past the real ones are masked."""
             carry, loss_total, sums = inner
             real = start + jnp.arange(batch) < n_rows
             count = jnp.clip(n_rows - start, 1, batch).astype(jnp.float32)
-            carry, batch_loss, outputs = optimizer_step(carry, xb, yb, multipliers, index * n_batches + batch_index,
-                                                        real, count)
+            carry, batch_loss, outputs = self.optimizer_step(carry, xb, yb, multipliers,
+                                                             index * self.n_batches + batch_index, real, count)
             # Keras' loss tracker: mean of batch losses weighted by batch size
-            return carry, loss_total + batch_loss * count, objective.update(sums, outputs, yb, real)
+            return carry, loss_total + batch_loss * count, self.objective.update(sums, outputs, yb, real)
 
         def run_group(group_index, inner):
             """`group` batches, unrolled; in the last group, a batch past the real rows is
             skipped (it changes nothing, the step count included)."""
-            first = group_index * group_rows
-            group_x, group_y = gather(order, first, group_rows)
+            first = group_index * self.group_rows
+            group_x, group_y = self._gather(order, first, self.group_rows)
             for offset in range(group):
                 start = first + offset * batch
                 xb, yb = group_x[offset * batch : (offset + 1) * batch], group_y[offset * batch : (offset + 1) * batch]
@@ -599,43 +679,33 @@ def _train_epochs(carry: dict, inputs: dict, chunk: dict, plan, shape: ProgramSh
                 inner = step(inner) if offset == 0 else jax.lax.cond(start < n_rows, step, lambda kept: kept, inner)
             return inner
 
+        loss_total = jnp.zeros(order.shape[1:], jnp.float32)
+        sums = self.objective.init(carry[0][-1][1].shape)  # the output bias is (outputs, models)
         # as many groups as the real rows need: the loop's length is a runtime number
-        n_groups = (n_rows + group_rows - 1) // group_rows
+        n_groups = (n_rows + self.group_rows - 1) // self.group_rows
         carry, loss_total, sums = jax.lax.fori_loop(0, n_groups, run_group, (carry, loss_total, sums))
-        validation = _evaluate(carry[0], carry[1], x_test, y_test, plan, objective, per_model, n_test_rows)
+        validation = _evaluate(carry[0], carry[1], self.inputs["x_test"], self.inputs["y_test"], self.plan,
+                               self.objective, self.per_model, self.n_test_rows)
         epoch_rows = n_rows.astype(jnp.float32)
-        curves = {"loss": objectives.per_row(loss_total, epoch_rows), **objective.finalise(sums, epoch_rows)}
-        curves.update({f"val_{name}": value for name, value in validation.items()})
+        curves = {"loss": objectives.per_row(loss_total, epoch_rows), **self.objective.finalise(sums, epoch_rows)}
+        curves.update({objectives.column("test", name, curve=True): value for name, value in validation.items()})
         return (carry, is_frozen), curves
 
-    start = (
-        [tuple(pair) for pair in carry["params"]],
-        [tuple(moving) for moving in carry["state"]],
-        [tuple(slot) for slot in carry["slots"]],
-        carry["step"],
-    )
-    def epoch_or_skip(outer, per_epoch):
+    def epoch_or_skip(self, outer, per_epoch):
         """A padding epoch past the study's last leaves everything as it is."""
         models = per_epoch["orders"].shape[1:]  # (models,), or () for one model
-        skipped = {name: jnp.zeros(models, jnp.float32) for name in objective.curve_names()}
-        return jax.lax.cond(per_epoch["active"], epoch, lambda o, _: (o, skipped), outer, per_epoch)
+        skipped = {name: jnp.zeros(models, jnp.float32) for name in self.objective.curve_names()}
+        return jax.lax.cond(per_epoch["active"], self.epoch, lambda o, _: (o, skipped), outer, per_epoch)
 
-    per_epoch = {key: chunk[key] for key in ("epoch", "multipliers", "orders", "active")}
-    ((params, state, slots, step), was_frozen), curves = jax.lax.scan(
-        epoch_or_skip, (start, carry["was_frozen"]), per_epoch)
-
-    def final_metrics():
+    def final_metrics(self, params, state) -> dict:
         """The trained models on both splits, in inference mode (as `evaluate`)."""
         final = {}
-        for split, (x, y, real) in (("train", (x_train, y_train, n_rows)), ("test", (x_test, y_test, n_test_rows))):
-            metrics = _evaluate(params, state, x, y, plan, objective, per_model, real)
-            final.update({f"{split}_{name}": value for name, value in metrics.items()})
+        splits = (("train", (self.x_train, self.y_train, self.n_rows)),
+                  ("test", (self.inputs["x_test"], self.inputs["y_test"], self.n_test_rows)))
+        for split, (x, y, real) in splits:
+            metrics = _evaluate(params, state, x, y, self.plan, self.objective, self.per_model, real)
+            final.update({objectives.column(split, name): value for name, value in metrics.items()})
         return final
-
-    # a runtime switch, not a second program: only a study's last chunk evaluates
-    blank = jax.tree.map(lambda shape: jnp.zeros(shape.shape, shape.dtype), jax.eval_shape(final_metrics))
-    final = jax.lax.cond(chunk["finish"], final_metrics, lambda: blank)
-    return dict(params=params, state=state, slots=slots, step=step, was_frozen=was_frozen), curves, final
 
 
 def _evaluate(params, state, x, y, plan, objective, per_model: bool, real_rows) -> dict:

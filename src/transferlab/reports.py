@@ -115,88 +115,108 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
 
         return build_sweep_report(folder)
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
-        study = store.study()
-        study_id, plan = store.stored_plan()
-        store.check_source_files(study_id, plan)
-        runs = store.runs_frame(study_id)
-        mean_curves = store.mean_curves(study_id)
-        source_models = store.source_models(study_id)
-        layer_records = store.layer_records(study_id)
-        summaries_by_direction, thresholds, measures = {}, {}, {}
-        for direction in plan.directions:
-            chosen = runs[runs["direction"] == direction.name]
-            summaries_by_direction[direction.name] = stats.summary_table(chosen, direction.score)
-            thresholds[direction.name] = speed.threshold_for(threshold, study["config"],
-                                                             summaries_by_direction[direction.name])
-            measures[direction.name] = store.learning_measures(
-                study_id, direction.name, speed.curve_metric(direction.score), thresholds[direction.name][0])
-
+        read = _read_study(store, threshold)
     files: dict[str, Path] = {}
-    directions, summaries, per_sources, speeds = [], [], [], []
-    for direction in plan.directions:
-        name = direction.name
-        chosen = runs[runs["direction"] == name]
-        targets = chosen[chosen["role"] == "target"]
-        sources = chosen[chosen["role"] == "source"]
-        suffix = "" if name == "forward" else f"_{name}"
-        report = DirectionReport(
-            name=name,
-            title=direction.title,
-            metric=direction.score,
-            summary=summaries_by_direction[name],
-            per_source=stats.per_source_table(chosen, direction.score),
-            recipes=_recipes(layer_records[layer_records["direction"] == name]),
-            runs_done=int(targets["status"].isin(stats.FINISHED).sum()),
-            runs_planned=len(targets),
-            sources_done=int(sources["status"].isin(stats.FINISHED).sum()),
-            sources_planned=len(sources),
-        )
-        report.findings = verdict.findings(report.summary, direction.objective.higher_is_better)
-        report.verdict = verdict.sentence(report.findings, report.summary, report.metric_label)
-        report.warnings = verdict.warnings_for(report.summary, _source_scores(sources, direction),
-                                               stats.metric_bounds(direction.score))
-        direction_curves = mean_curves[mean_curves["direction"] == name]
-        if not direction_curves.empty:
-            score = direction.objective.headline
-            files[f"learning_curves{suffix}.png"] = plots.learning_curves(
-                direction_curves, folder / f"learning_curves{suffix}.png", score
-            )
-            report.figures["curves"] = f"learning_curves{suffix}.png"
-            files[f"curves_compared{suffix}.png"] = plots.comparison_curves(
-                direction_curves, folder / f"curves_compared{suffix}.png", score)
-            report.figures["compared"] = f"curves_compared{suffix}.png"
-        if not report.per_source.empty and report.per_source["source_index"].nunique() > 1:
-            files[f"per_source{suffix}.png"] = plots.per_source_heatmap(
-                report.per_source, folder / f"per_source{suffix}.png", direction.score)
-            report.figures["per_source"] = f"per_source{suffix}.png"
-        if report.runs_done:  # finished runs, diverged ones included: the plot counts those
-            files[f"boxplot{suffix}.png"] = plots.accuracy_boxplot(chosen, folder / f"boxplot{suffix}.png", direction.score)
-            report.figures["boxplot"] = f"boxplot{suffix}.png"
-        report.threshold, report.threshold_source = thresholds[name]
-        if report.runs_done:
-            report.speed = speed.tables_for(chosen, measures[name], plan.training.epochs, direction.score,
-                                            report.threshold)
-            speeds.append(speed.long_table(report.speed, name, report.threshold))
-        directions.append(report)
-        summaries.append(report.summary.assign(direction=name, metric=direction.score))
-        per_sources.append(report.per_source.assign(direction=name))
-
+    directions = [_direction_report(read, direction, folder, files) for direction in read.plan.directions]
+    speeds = [speed.long_table(d.speed, d.name, d.threshold) for d in directions if d.runs_done]
     tables = {
-        "summary.csv": pd.concat(summaries, ignore_index=True),
-        "per_source.csv": pd.concat(per_sources, ignore_index=True),
+        "summary.csv": pd.concat([d.summary.assign(direction=d.name, metric=d.metric) for d in directions],
+                                 ignore_index=True),
+        "per_source.csv": pd.concat([d.per_source.assign(direction=d.name) for d in directions], ignore_index=True),
         "learning_speed.csv": pd.concat(speeds, ignore_index=True) if speeds else pd.DataFrame(columns=["measure"]),
-        "runs.csv": runs,
-        "curves_mean.csv": mean_curves,
+        "runs.csv": read.runs,
+        "curves_mean.csv": read.mean_curves,
     }
     for file_name, table in tables.items():
         files[file_name] = folder / file_name
         with atomic_path(files[file_name]) as temporary:
             table.to_csv(temporary, index=False)
-    files["tasks.png"] = _tasks_figure(plan, folder / "tasks.png")
-
-    outputs = Outputs(folder=folder, directions=directions, files=files, study=study, source_models=source_models)
-    files["report.html"] = write_text(folder / "report.html", render_html(outputs, plan))
+    files["tasks.png"] = _tasks_figure(read.plan, folder / "tasks.png")
+    outputs = Outputs(folder=folder, directions=directions, files=files, study=read.study,
+                      source_models=read.source_models)
+    files["report.html"] = write_text(folder / "report.html", render_html(outputs, read.plan))
     return outputs
+
+
+@dataclass
+class _StudyRead:
+    """What a study's report reads from its database, in one snapshot."""
+
+    study: dict
+    plan: object
+    runs: pd.DataFrame
+    mean_curves: pd.DataFrame
+    source_models: list[dict]
+    layer_records: pd.DataFrame
+    summaries: dict[str, pd.DataFrame]
+    thresholds: dict[str, tuple]
+    measures: dict[str, pd.DataFrame]
+
+
+def _read_study(store: Store, threshold: float | None) -> _StudyRead:
+    study = store.study()
+    study_id, plan = store.stored_plan()
+    store.check_source_files(study_id, plan)
+    runs = store.runs_frame(study_id)
+    summaries, thresholds, measures = {}, {}, {}
+    for direction in plan.directions:
+        chosen = runs[runs["direction"] == direction.name]
+        summaries[direction.name] = stats.summary_table(chosen, direction.score)
+        thresholds[direction.name] = speed.threshold_for(threshold, study["config"], summaries[direction.name])
+        measures[direction.name] = store.learning_measures(
+            study_id, direction.name, speed.curve_metric(direction.score), thresholds[direction.name][0])
+    return _StudyRead(study, plan, runs, store.mean_curves(study_id), store.source_models(study_id),
+                      store.layer_records(study_id), summaries, thresholds, measures)
+
+
+def _direction_report(read: _StudyRead, direction, folder: Path, files: dict[str, Path]) -> DirectionReport:
+    """One direction's tables, verdict, warnings, learning speed and figures (written to `files`)."""
+    name = direction.name
+    chosen = read.runs[read.runs["direction"] == name]
+    targets, sources = chosen[chosen["role"] == "target"], chosen[chosen["role"] == "source"]
+    report = DirectionReport(
+        name=name,
+        title=direction.title,
+        metric=direction.score,
+        summary=read.summaries[name],
+        per_source=stats.per_source_table(chosen, direction.score),
+        recipes=_recipes(read.layer_records[read.layer_records["direction"] == name]),
+        runs_done=int(targets["status"].isin(stats.FINISHED).sum()),
+        runs_planned=len(targets),
+        sources_done=int(sources["status"].isin(stats.FINISHED).sum()),
+        sources_planned=len(sources),
+    )
+    report.findings = verdict.findings(report.summary, direction.objective.higher_is_better)
+    report.verdict = verdict.sentence(report.findings, report.summary, report.metric_label)
+    report.warnings = verdict.warnings_for(report.summary, _source_scores(sources, direction),
+                                           stats.metric_bounds(direction.score))
+    report.threshold, report.threshold_source = read.thresholds[name]
+    if report.runs_done:
+        report.speed = speed.tables_for(chosen, read.measures[name], read.plan.training.epochs, direction.score,
+                                        report.threshold)
+    _direction_figures(report, direction, chosen, read.mean_curves[read.mean_curves["direction"] == name], folder,
+                       files)
+    return report
+
+
+def _direction_figures(report: DirectionReport, direction, chosen: pd.DataFrame, curves: pd.DataFrame, folder: Path,
+                       files: dict[str, Path]) -> None:
+    """Learning curves, all strategies compared, per source model and the box plot."""
+    suffix = "" if direction.name == "forward" else f"_{direction.name}"
+    figures = {}
+    if not curves.empty:
+        score = direction.objective.headline
+        figures["curves"] = ("learning_curves", lambda path: plots.learning_curves(curves, path, score))
+        figures["compared"] = ("curves_compared", lambda path: plots.comparison_curves(curves, path, score))
+    if not report.per_source.empty and report.per_source["source_index"].nunique() > 1:
+        figures["per_source"] = ("per_source",
+                                 lambda path: plots.per_source_heatmap(report.per_source, path, direction.score))
+    if report.runs_done:  # finished runs, diverged ones included: the plot counts those
+        figures["boxplot"] = ("boxplot", lambda path: plots.accuracy_boxplot(chosen, path, direction.score))
+    for key, (stem, draw) in figures.items():
+        file_name = f"{stem}{suffix}.png"
+        files[file_name] = draw(folder / file_name)
+        report.figures[key] = file_name
 
 
 def _tasks_figure(plan, path: Path) -> Path:
