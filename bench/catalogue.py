@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import transferlab  # noqa: F401  (JAX backend, one XLA device per core)
-from transferlab import engine, models, study, tasks
+from transferlab import engine, models, tasks
 from transferlab.strategies import (
     L2SP,
     Finetune,
@@ -27,6 +27,8 @@ from transferlab.strategies import (
     Transfer,
     TwoStage,
 )
+from transferlab.plan import RunSpec
+from transferlab.shards import ShardJob
 
 MODELS, EPOCHS = 120, 100
 
@@ -36,9 +38,9 @@ def case(strategy, task, source_arch, batch_norm=False):
     source = models.fresh_weights(source_arch, np.random.default_rng(1))
     head = models.output_layer(task.n_outputs, "softmax" if task.kind == "classification" else "linear")
     recipe = strategy.recipe(source_arch, head, EPOCHS)
-    runs = [study.RunSpec("target", strategy, 0, repeat, 1000 + repeat) for repeat in range(MODELS)]
+    runs = [RunSpec("target", strategy, 0, repeat, 1000 + repeat) for repeat in range(MODELS)]
     sgd = engine.TrainingSettings(epochs=EPOCHS)
-    return study.ShardJob(recipe.arch, task, sgd, runs, {strategy.label: recipe}, {0: source})
+    return ShardJob(recipe.arch, task, sgd, runs, {strategy.label: recipe}, {0: source})
 
 
 def timed(job, repeats=5) -> tuple[float, float]:

@@ -33,6 +33,7 @@ import resource
 import subprocess
 import sys
 import time
+from transferlab.orders import shuffle_orders
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 TUTORIAL_MODELS, TUTORIAL_EPOCHS = 120, 100
@@ -72,7 +73,7 @@ def run_engine(n_models: int, epochs: int, repeats: int, given_orders: bool = Fa
     multipliers = np.ones((n_models, epochs, len(arch.layers)), np.float32)
     seeds = np.arange(n_models)
     # drawn before the timing: what the compiled program and its transfers cost alone
-    orders = engine.shuffle_orders(seeds, epochs, len(task.x_train)) if given_orders else None
+    orders = shuffle_orders(seeds, epochs, len(task.x_train)) if given_orders else None
 
     def once():
         return engine.train_models(activations, stacked, multipliers, seeds, task.x_train, task.y_train,
@@ -87,10 +88,9 @@ def run_vmap_peer(n_models: int, epochs: int, repeats: int) -> dict:
     import numpy as np
 
     import vmap_peer
-    from transferlab import engine
 
     task, arch, stacked = _setup(n_models)
-    orders = engine.shuffle_orders(np.arange(n_models), epochs, len(task.x_train)).astype(np.int32)
+    orders = shuffle_orders(np.arange(n_models), epochs, len(task.x_train)).astype(np.int32)
     activations = tuple(spec.activation for spec in arch.layers)
 
     def once():
@@ -107,10 +107,9 @@ def run_numpy_peer(n_models: int, epochs: int, repeats: int) -> dict:
     import threadpoolctl
 
     import numpy_peer
-    from transferlab import engine
 
     task, arch, stacked = _setup(n_models)
-    orders = engine.shuffle_orders(np.arange(n_models), epochs, len(task.x_train)).astype(np.intp)
+    orders = shuffle_orders(np.arange(n_models), epochs, len(task.x_train)).astype(np.intp)
 
     def once():
         return numpy_peer.train(stacked, orders, task.x_train, task.y_train, task.x_test, task.y_test)

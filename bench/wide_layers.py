@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import time
+from transferlab.orders import shuffle_orders
 
 ROWS = {
     "[5, 5] SGD (tutorial)": dict(features=2, hidden=(5, 5), settings={}, dropout=0.0, peer=True),
@@ -67,11 +68,10 @@ def run_peer(row: dict, n_models: int, epochs: int) -> dict:
     import numpy as np
 
     import vmap_peer
-    from transferlab import engine
 
     task, arch, weights = _setup(row, n_models)
     stacked = [tuple(np.stack(a) for a in zip(*layer)) for layer in zip(*weights)]
-    orders = engine.shuffle_orders(range(n_models), epochs, len(task.x_train)).astype(np.int32)
+    orders = shuffle_orders(range(n_models), epochs, len(task.x_train)).astype(np.int32)
     activations = tuple(spec.activation for spec in arch.layers)
 
     def once():

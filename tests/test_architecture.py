@@ -99,13 +99,13 @@ def test_the_report_and_compare_never_reach_the_runner():
 
 def test_reading_a_study_loads_no_jax(tmp_path):
     """The schema is pure and loading a study (its data too) needs no JAX: only training does."""
-    script = f"""
+    script = """
 import sys
 import transferlab
 from transferlab import config, loading
-study = loading.study_from_dict({{"name": "x", "source": {{"kind": "blobs", "seed": 1}},
-                                  "target": {{"kind": "sklearn", "dataset": "iris", "features": ["petal length (cm)", "petal width (cm)"]}},
-                                  "strategies": [{{"name": "standalone"}}, {{"name": "transfer", "freeze": 1}}]}})
+study = loading.study_from_dict({"name": "x", "source": {"kind": "blobs", "seed": 1},
+                                  "target": {"kind": "sklearn", "dataset": "iris", "features": ["petal length (cm)", "petal width (cm)"]},
+                                  "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 1}]})
 assert study.strategy_values()[1].freeze == 1
 heavy = sorted(m for m in ("jax", "keras", "jaxlib") if m in sys.modules)
 assert not heavy, heavy

@@ -20,6 +20,7 @@ from transferlab.config import as_toml as _as_toml
 from transferlab.reports import build_report
 from transferlab.store import Store
 from transferlab.strategies import Finetune, NewHead, Standalone
+from transferlab.shards import ShardJob
 
 SMALL = {"n_samples": 200, "n_train": 100}
 
@@ -105,7 +106,7 @@ def test_architecture_changing_strategies_form_their_own_cohorts(tmp_path):
     assert {r.strategy.label for r in list(groups.values())[1]} == {"insert_layer after=1 8 tanh"}
     mixed = [runs[0], list(groups.values())[1][0]]
     with pytest.raises(ValueError, match="trains 2 → 5 relu → 8 tanh"):  # a shard holds one architecture
-        study.ShardJob(SOURCE_ARCH, forward.target_task, config.training.settings(), mixed, forward.recipes).initial_state()
+        ShardJob(SOURCE_ARCH, forward.target_task, config.training.settings(), mixed, forward.recipes).initial_state()
 
     study.run_study(config, tmp_path)
     db = sqlite3.connect(tmp_path / "results.sqlite")

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import keras_fit_in_order
 from transferlab import engine, models, tasks
+from transferlab.orders import shuffle_orders
 
 ACTIVATIONS = ("relu", "relu", "softmax")
 
@@ -27,7 +28,7 @@ def _train(problem, weights_list, seeds, epochs, multipliers=None, config=None, 
     n_layers = len(weights_list[0])
     if multipliers is None:
         multipliers = np.ones((len(weights_list), epochs, n_layers), np.float32)
-    orders = engine.shuffle_orders(seeds, epochs, len(problem.x_train))
+    orders = shuffle_orders(seeds, epochs, len(problem.x_train))
     result = engine.train_models(
         layers, _stack(weights_list), multipliers, seeds,
         problem.x_train, problem.y_train, problem.x_test, problem.y_test, config, **kwargs,
@@ -63,7 +64,7 @@ def test_engine_equals_keras_fit_with_momentum_and_partial_batches():
     arch = models.mlp(2, (4, 6), 3, activation="tanh", kernel_initializer="glorot_uniform")
     initial = models.fresh_weights(arch, np.random.default_rng(3))
     config = engine.TrainingSettings(epochs=5, batch_size=24, learning_rate=0.01, momentum=0.9, nesterov=True)
-    orders = engine.shuffle_orders([9], 5, 100)
+    orders = shuffle_orders([9], 5, 100)
     result = engine.train_models(("tanh", "tanh", "softmax"), _stack([initial]), np.ones((1, 5, 3), np.float32),
                                  [9], problem.x_train, problem.y_train, problem.x_test, problem.y_test, config)
     model = models.build_keras_model(arch, initial)
@@ -149,7 +150,7 @@ def test_a_shard_equals_its_models_trained_one_by_one(problem):
 
 
 def test_each_seed_gives_its_own_shuffle_and_the_same_seed_the_same():
-    a = engine.shuffle_orders([1, 2, 1], 3, 50)
+    a = shuffle_orders([1, 2, 1], 3, 50)
     assert np.array_equal(a[0], a[2]) and not np.array_equal(a[0], a[1])
     assert all(sorted(order) == list(range(50)) for order in a.reshape(-1, 50))
     assert not np.array_equal(a[0, 0], a[0, 1])  # reshuffled every epoch

@@ -16,6 +16,9 @@ import pytest
 import transferlab
 from transferlab import layers, models, registry, strategies
 from transferlab.errors import ExtensionError
+from transferlab.layers import Dense
+from transferlab.orders import shuffle_orders
+from transferlab.plan import RunSpec
 from transferlab.shards import initial_weights
 from transferlab.store import Store
 
@@ -156,7 +159,7 @@ def test_shrink_and_perturb_starts_from_shrunk_source_weights_plus_fresh_ones():
     recipe = strategy.recipe(source_arch, source_arch.head, epochs=3)
     source = models.fresh_weights(source_arch, np.random.default_rng(0))
     source = [tuple(array + 0.5 for array in arrays) for arrays in source]  # moving statistics ≠ fresh ones
-    run = transferlab.study.RunSpec("target", strategy, 0, 0, 11)
+    run = RunSpec("target", strategy, 0, 0, 11)
     started = initial_weights(recipe, run, {0: source})
     fresh = models.fresh_weights(recipe.arch, np.random.default_rng(np.random.SeedSequence(11, spawn_key=(0,))))
     for spec, got, was, drawn in zip(recipe.arch.layers, started, source, fresh):
@@ -308,7 +311,7 @@ def test_a_users_layer_type_trains_as_keras_fit_trains_it_and_round_trips(tmp_pa
     (tmp_path / "scale_layer.py").write_text(SCALE)
     transferlab.load_extension(str(tmp_path / "scale_layer.py"))
     spec = layers.from_dict({"type": "scale", "factor": 0.5})
-    arch = models.Architecture(2, (models.Dense(4, "relu"), spec, models.output_layer(3, "softmax")))
+    arch = models.Architecture(2, (Dense(4, "relu"), spec, models.output_layer(3, "softmax")))
     initial = models.fresh_weights(arch, np.random.default_rng(1))
     task = tasks.blobs(3, n_samples=160, n_train=96)
     stacked = [tuple(a[None] for a in layer) for layer in initial]
@@ -317,7 +320,7 @@ def test_a_users_layer_type_trains_as_keras_fit_trains_it_and_round_trips(tmp_pa
     model = models.build_keras_model(arch, initial)
     assert isinstance(model.layers[1], keras.layers.Rescaling)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
-    history = keras_fit_in_order(model, task.x_train, task.y_train, engine.shuffle_orders([5], 3, 96)[0],
+    history = keras_fit_in_order(model, task.x_train, task.y_train, shuffle_orders([5], 3, 96)[0],
                                  task.x_test, task.y_test)
     for reference, trained in zip(models.keras_weights(model), result.weights, strict=True):
         for ref, got in zip(reference, trained, strict=True):

@@ -10,6 +10,7 @@ from transferlab import Task, heads, loading, models, study
 from transferlab.config import StudyConfig
 from transferlab.heads import BY_NAME, BY_POSITION, Classes, match_head
 from transferlab.shards import initial_weights
+from transferlab.plan import RunSpec
 
 SOFTMAX3 = models.output_layer(3, "softmax")
 SIGMOID = models.output_layer(1, "sigmoid")
@@ -161,7 +162,7 @@ def test_a_swapped_sigmoid_head_starts_negated_and_predicts_the_same_class():
     assert recipe.head_units == (0,) and recipe.head_negated and "negated" in recipe.head_notice
     rng = np.random.default_rng(1)
     source = models.fresh_weights(source_arch, rng)
-    run = study.RunSpec("target", Transfer(freeze=0), 0, 0, 7)
+    run = RunSpec("target", Transfer(freeze=0), 0, 0, 7)
     started = initial_weights(recipe, run, {0: source})
     np.testing.assert_array_equal(started[-1][0], -source[-1][0])
     np.testing.assert_array_equal(started[-1][1], -source[-1][1])

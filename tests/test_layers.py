@@ -8,7 +8,8 @@ from scipy import stats
 
 from conftest import keras_fit_in_order
 from transferlab import engine, layers, models, objectives, tasks
-from transferlab.layers import Activation, Context, Dense, Dropout, LayerNormalization
+from transferlab.layers import Activation, BatchNormalization, Context, Dense, Dropout, LayerNormalization, ModelFileError
+from transferlab.orders import shuffle_orders
 
 EPOCHS = 3
 
@@ -23,7 +24,7 @@ def _engine(arch, initial, task, seed, loss, epochs=EPOCHS, **settings):
     multipliers = np.ones((1, epochs, len(arch.layers)), np.float32)
     result = engine.train_models(arch.layers, stacked, multipliers, [seed], task.x_train, task.y_train,
                                  task.x_test, task.y_test, engine.TrainingSettings(epochs=epochs, **settings), loss=loss)
-    return result, engine.shuffle_orders([seed], epochs, len(task.x_train))[0]
+    return result, shuffle_orders([seed], epochs, len(task.x_train))[0]
 
 
 def _assert_equals_keras(arch, initial, task, result, order, loss, y_train, y_test, metrics=("accuracy",)):
@@ -112,7 +113,7 @@ def test_dropout_rate_zero_is_bit_identical_to_no_dropout_layer(problem):
 
 
 def test_every_layer_type_round_trips_through_a_keras_file(tmp_path):
-    arch = models.Architecture(4, (Dense(6, "relu", "he_uniform"), models.BatchNormalization(0.9, 1e-2),
+    arch = models.Architecture(4, (Dense(6, "relu", "he_uniform"), BatchNormalization(0.9, 1e-2),
                                    Dropout(0.2), Dense(5, "linear"), LayerNormalization(1e-4), Activation("gelu"),
                                    Dense(1, "sigmoid")))
     weights = models.fresh_weights(arch, np.random.default_rng(0))
@@ -128,7 +129,7 @@ def test_every_layer_type_round_trips_through_a_keras_file(tmp_path):
 def test_an_unsupported_layer_is_refused_naming_it_and_the_supported_kinds(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.GaussianNoise(0.1, name="noisy"),
                               keras.layers.Dense(2, activation="softmax")])
-    with pytest.raises(models.ModelFileError, match=r"'noisy' is a GaussianNoise.*Dense, BatchNormalization, "
+    with pytest.raises(ModelFileError, match=r"'noisy' is a GaussianNoise.*Dense, BatchNormalization, "
                                                      r"LayerNormalization, Dropout, Activation"):
         models.architecture_of(model, "m.keras")
 
@@ -325,13 +326,13 @@ def test_functional_chains_load_and_branches_or_regularisers_are_refused(tmp_pat
     assert models.architecture_of(chain, "chain.keras").describe() == "3 → 4 relu → 2 softmax"
     skip = keras.layers.Concatenate(name="join")([hidden, inputs])
     branched = keras.Model(inputs, keras.layers.Dense(2, name="out2")(skip))
-    with pytest.raises(models.ModelFileError, match="branched.keras: layer 'join' is a Concatenate"):
+    with pytest.raises(ModelFileError, match="branched.keras: layer 'join' is a Concatenate"):
         models.architecture_of(branched, "branched.keras")
     shared = keras.layers.Dense(3, name="twice")
     twice = keras.Model(inputs, keras.layers.Dense(2, name="out3")(shared(shared(inputs))))
-    with pytest.raises(models.ModelFileError, match="layer 'twice' is not fed by the layer before it"):
+    with pytest.raises(ModelFileError, match="layer 'twice' is not fed by the layer before it"):
         models.architecture_of(twice, "twice.keras")
     regularised = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, kernel_regularizer="l2", name="reg"),
                                     keras.layers.Dense(2, activation="softmax")])
-    with pytest.raises(models.ModelFileError, match="layer 'reg' has a kernel_regularizer; transferlab trains without"):
+    with pytest.raises(ModelFileError, match="layer 'reg' has a kernel_regularizer; transferlab trains without"):
         models.architecture_of(regularised, "reg.keras")

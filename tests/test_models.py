@@ -4,6 +4,7 @@ import pytest
 from scipy import stats
 
 from transferlab import models
+from transferlab.layers import ModelFileError
 
 
 @pytest.mark.parametrize("name", ["he_uniform", "glorot_uniform", "he_normal", "glorot_normal", "lecun_uniform"])
@@ -35,7 +36,7 @@ def test_model_file_round_trip_and_hash(tmp_path):
     for (k0, b0), (k1, b1) in zip(weights, models.keras_weights(loaded)):
         np.testing.assert_array_equal(k0, k1)
         np.testing.assert_array_equal(b0, b1)
-    with pytest.raises(models.ModelFileError, match="SHA-256"):
+    with pytest.raises(ModelFileError, match="SHA-256"):
         models.load_model_file(path, expected_sha256="0" * 64)
 
 
@@ -43,22 +44,22 @@ def test_model_file_with_code_is_refused(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Dense(3)])
     path = tmp_path / "lambda.keras"
     model.save(path)
-    with pytest.raises(models.ModelFileError, match="safe_mode|code"):
+    with pytest.raises(ModelFileError, match="safe_mode|code"):
         models.load_model_file(path)
 
 
 def test_broken_and_foreign_files_get_one_line_errors(tmp_path):
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(models.ModelFileError, match="junk.keras: not a Keras archive"):
+    with pytest.raises(ModelFileError, match="junk.keras: not a Keras archive"):
         models.load_model_file(junk)
-    with pytest.raises(models.ModelFileError, match="'.keras' files only"):
+    with pytest.raises(ModelFileError, match="'.keras' files only"):
         models.load_model_file(_touch(tmp_path / "m.h5"))
 
 
 def test_unsupported_layers_are_named():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.AlphaDropout(0.1), keras.layers.Dense(2)])
-    with pytest.raises(models.ModelFileError, match="'alpha_dropout.*AlphaDropout"):
+    with pytest.raises(ModelFileError, match="'alpha_dropout.*AlphaDropout"):
         models.architecture_of(model)
 
 
@@ -87,8 +88,8 @@ def test_unsupported_batch_normalization_is_named():
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4), keras.layers.BatchNormalization(
         center=False, name="bn_no_center"), keras.layers.Dense(3, activation="softmax")])
-    with pytest.raises(models.ModelFileError, match="user.keras: layer 'bn_no_center': transferlab supports"):
+    with pytest.raises(ModelFileError, match="user.keras: layer 'bn_no_center': transferlab supports"):
         models.architecture_of(model, source="user.keras")
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4), keras.layers.BatchNormalization(name="last")])
-    with pytest.raises(models.ModelFileError, match="layer 'last': the last layer must be a Dense output layer"):
+    with pytest.raises(ModelFileError, match="layer 'last': the last layer must be a Dense output layer"):
         models.architecture_of(model, source="user.keras")

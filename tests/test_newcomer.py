@@ -12,6 +12,7 @@ import pytest
 
 from test_bad_input import TINY, _assert_one_line, _study, _write, invoke
 from transferlab import models
+from transferlab.errors import ModelFileError
 from transferlab.config import as_toml
 
 
@@ -113,7 +114,7 @@ def code_models(tmp_path_factory):
     ("custom.keras", "layer 'custom' is a custom class (mine>MyDense)"),
 ])
 def test_model_files_with_code_name_the_layer(code_models, file_name, problem):
-    with pytest.raises(models.ModelFileError) as caught:
+    with pytest.raises(ModelFileError) as caught:
         models.load_model_file(code_models / file_name)
     assert str(caught.value) == (f"{code_models}/{file_name}: {problem}; only Keras' built-in layers and activations "
                                  "load (nothing in a model file is executed): rebuild the model from standard layers")

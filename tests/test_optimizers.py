@@ -10,6 +10,7 @@ from conftest import keras_fit_in_order
 from transferlab import engine, models, study, tasks
 from transferlab.loading import study_from_dict
 from transferlab.store import Store
+from transferlab.orders import shuffle_orders
 
 CASES = {
     "adam+clipvalue": (dict(optimizer="adam", learning_rate=0.003, clipvalue=0.05),
@@ -41,7 +42,7 @@ def start():
 
 def _engine(problem, arch, initial, settings, epochs, multipliers=None):
     config = engine.TrainingSettings(epochs=epochs, **settings)
-    orders = engine.shuffle_orders([5], epochs, len(problem.x_train))
+    orders = shuffle_orders([5], epochs, len(problem.x_train))
     if multipliers is None:
         multipliers = np.ones((epochs, len(arch.layers)), np.float32)
     stacked = [tuple(a[None] for a in layer) for layer in initial]

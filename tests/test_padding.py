@@ -13,6 +13,7 @@ from transferlab import engine, models, objectives, study, tasks
 from transferlab import layers as L
 from transferlab.store import Store
 from transferlab.sweep import sweep_from_dict
+from transferlab.orders import shuffle_orders
 
 EPOCHS = 5
 
@@ -111,7 +112,7 @@ def test_fewer_rows_than_a_batch_equal_keras_fit_in_both_layouts():
                                      task.x_train, task.y_train, task.x_test, task.y_test, config)
         model = models.build_keras_model(arch, initial)
         model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
-        order = engine.shuffle_orders([9], 4, 10)[0]
+        order = shuffle_orders([9], 4, 10)[0]
         history = keras_fit_in_order(model, task.x_train, task.y_train, order, task.x_test, task.y_test)
         for reference, trained in zip(models.keras_weights(model), result.weights):
             for expected, actual in zip(reference, trained):

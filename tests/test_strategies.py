@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from transferlab import engine, models, shards, strategies, study, tasks
+from transferlab import engine, models, shards, strategies, tasks
 from transferlab.strategies import (
     L2SP,
     Finetune,
@@ -20,6 +20,9 @@ from transferlab.strategies import (
     Transfer,
     TwoStage,
 )
+from transferlab.plan import RunSpec
+from transferlab.shards import ShardJob, initial_weights
+from transferlab.orders import shuffle_orders
 
 SOURCE = models.mlp(2, (5, 5), 3)
 HEAD3 = models.output_layer(3, "softmax")
@@ -37,7 +40,7 @@ def task():
 
 
 def _run(strategy, seed=7):
-    return study.RunSpec("target", strategy, 0, 0, seed)
+    return RunSpec("target", strategy, 0, 0, seed)
 
 
 def _fresh_draw(recipe, seed=7):
@@ -69,7 +72,7 @@ def _fresh_draw(recipe, seed=7):
 def test_initial_weights_are_what_the_strategy_says(strategy, head, origins, source_weights):
     recipe = strategy.recipe(SOURCE, head, 10)
     assert recipe.origins == origins
-    weights = study.initial_weights(recipe, _run(strategy), {0: source_weights})
+    weights = initial_weights(recipe, _run(strategy), {0: source_weights})
     fresh = _fresh_draw(recipe)
     for layer, origin in enumerate(origins):
         expected = fresh[layer] if origin is None else source_weights[origin]
@@ -104,7 +107,7 @@ def test_multiplier_schedules_switch_at_the_right_epoch():
 def _job(strategy, task, source_weights, epochs, head=HEAD3, batch_size=32, seed=7):
     recipe = strategy.recipe(SOURCE, head, epochs)
     sgd = engine.TrainingSettings(epochs=epochs, batch_size=batch_size)
-    return study.ShardJob(recipe.arch, task, sgd, [_run(strategy, seed)], {strategy.label: recipe}, {0: source_weights})
+    return ShardJob(recipe.arch, task, sgd, [_run(strategy, seed)], {strategy.label: recipe}, {0: source_weights})
 
 
 @pytest.mark.parametrize("strategy, frozen", [
@@ -148,7 +151,7 @@ def test_a_schedule_equals_its_pieces_trained_one_after_another(strategy, schedu
     job = _job(strategy, task, source_weights, 4)
     start, _, _ = job.initial_state()
     whole = job.execute()
-    orders = engine.shuffle_orders([7], 4, len(task.x_train))
+    orders = shuffle_orders([7], 4, len(task.x_train))
     schedule = np.array(schedule, np.float32)
     pieces = _train_in_pieces(task, [tuple(a[0] for a in arrays) for arrays in start], schedule, orders, job.sgd)
     for layer, (a, b) in enumerate(zip(whole.weights, pieces)):

@@ -17,6 +17,7 @@ from transferlab.errors import StudyFileError
 from transferlab.loading import study_from_dict
 from transferlab.executors import LocalExecutor
 from transferlab.store import Store
+from transferlab.shards import ShardJob
 
 VOLATILE = {"created_at", "finished_at", "file", "file_sha256"}  # clock time and paths; a .keras file holds its save date
 
@@ -160,7 +161,7 @@ def test_transfer_runs_start_from_the_saved_source_file(tmp_path, small_study_di
     assert models.weights_sha256(source) == record["weights_sha256"]
     run = next(r for r in study.plan_runs(config, forward)
                if (r.strategy.label, r.source_index, r.repeat) == ("transfer freeze=2", 1, 0))
-    job = study.ShardJob(forward.source_arch, forward.target_task, config.training.settings(), [run], forward.recipes,
+    job = ShardJob(forward.source_arch, forward.target_task, config.training.settings(), [run], forward.recipes,
                          {1: source})
     result = job.execute()
     for layer in range(2):  # frozen layers still equal the file's weights after training

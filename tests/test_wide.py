@@ -10,6 +10,7 @@ import numpy as np
 from conftest import keras_fit_in_order
 from transferlab import engine, models, tasks
 from transferlab.layers import BatchNormalization, Dense, LayerNormalization
+from transferlab.orders import shuffle_orders
 
 
 def _fit_both(arch, initial, task, settings, keras_optimizer, epochs, frozen=(), seed=3):
@@ -24,7 +25,7 @@ def _fit_both(arch, initial, task, settings, keras_optimizer, epochs, frozen=(),
     for index in frozen:
         model.layers[index].trainable = False
     model.compile(optimizer=keras_optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
-    order = engine.shuffle_orders([seed], epochs, len(task.x_train))[0]
+    order = shuffle_orders([seed], epochs, len(task.x_train))[0]
     history = keras_fit_in_order(model, task.x_train, task.y_train, order, task.x_test, task.y_test,
                                  batch_size=settings.get("batch_size", 32))
     return result, model, history, seconds

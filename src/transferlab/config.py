@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from transferlab import models, optimizers, strategies, tasks
+from transferlab import initializers, layers, optimizers, strategies, tasks
 from transferlab.errors import StrategyError
 from transferlab.layers import BN_FROZEN_MODES
 
@@ -371,19 +371,19 @@ class ModelConfig(BaseModel):
             if given:
                 raise ValueError(f"give either layers or {given[0]} (layers lists every hidden layer)")
             for index, entry in enumerate(self.layers):
-                spec = models.layers.from_dict(entry, f"layers[{index}]")
-                if isinstance(spec, models.Dense) and spec.units > MAX_WIDTH:
+                spec = layers.from_dict(entry, f"layers[{index}]")
+                if isinstance(spec, layers.Dense) and spec.units > MAX_WIDTH:
                     raise ValueError(f"layers[{index}].units: {spec.units} is above {MAX_WIDTH}")
         for field in ("activation", "output_activation"):
-            if getattr(self, field) is not None and getattr(self, field) not in models.ACTIVATIONS:
+            if getattr(self, field) is not None and getattr(self, field) not in layers.ACTIVATIONS:
                 raise ValueError(
                     f"{field} {getattr(self, field)!r} is not supported; use one of "
-                    + ", ".join(models.ACTIVATIONS)
+                    + ", ".join(layers.ACTIVATIONS)
                 )
-        if self.kernel_initializer not in models.INITIALIZERS:
+        if self.kernel_initializer not in initializers.INITIALIZERS:
             raise ValueError(
                 f"kernel_initializer {self.kernel_initializer!r} is not supported; use one of "
-                + ", ".join(models.INITIALIZERS)
+                + ", ".join(initializers.INITIALIZERS)
             )
         return self
 

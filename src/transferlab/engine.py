@@ -35,7 +35,7 @@ from transferlab import layers as layer_types
 from transferlab import kernels, objectives, optimizers
 from transferlab.layers import BN_FROZEN_MODES, Context
 from transferlab.optimizers import TrainingSettings
-from transferlab.orders import GivenOrders, OrderStream, RowPadding, shuffle_orders  # noqa: F401 (engine.shuffle_orders)
+from transferlab.orders import GivenOrders, OrderStream, RowPadding
 
 # An epoch's batches run in a loop over groups of up to `MAX_GROUP` batches, unrolled in
 # the program while group × per-batch work stays under `UNROLL_BUDGET`. The loop runs as

@@ -15,25 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import _backend, initializers, layers
-from transferlab.initializers import INITIALIZERS  # noqa: F401
-from transferlab.layers import (  # noqa: F401  (the names models has always offered)
-    ACTIVATIONS,
-    Activation,
-    BatchNormalization,
-    Dense,
-    Dropout,
-    Layer,
-    LayerNormalization,
-    ModelFileError,
-    layer_widths,
-)
+from transferlab import _backend, layers
+from transferlab.errors import ModelFileError
+from transferlab.layers import BatchNormalization, Dense, Dropout, Layer, layer_widths
 
 Weights = list[tuple[np.ndarray, ...]]
-DenseSpec = Dense  # the names of the layer specs before layers were types
-BatchNormSpec = BatchNormalization
-LayerSpec = Layer
-sample_initializer = initializers.sample
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import datasets, models, objectives, registry, strategies, tasks
+from transferlab import datasets, layers, models, objectives, registry, strategies, tasks
 from transferlab.canonical import canonical_json
 from transferlab.errors import ExtensionError, StrategyError, StudyFileError
 from transferlab.heads import Classes
@@ -464,7 +464,7 @@ def _extensions_used(values: list, directions: list[Direction]) -> dict[str, dic
 def check_extensions(extensions: dict[str, dict]) -> None:
     """A stored plan's extensions must be installed here: else one line naming each."""
     missing = [(name, found) for name, found in extensions.items()
-               if (strategies.REGISTRY if found.get("kind") == "strategy" else models.layers.REGISTRY).get(name) is None]
+               if (strategies.REGISTRY if found.get("kind") == "strategy" else layers.REGISTRY).get(name) is None]
     if missing:
         named = "; ".join(f"the {found.get('kind', 'strategy')} {name!r} from {found['module']} (version "
                           f"{found['version']})" for name, found in missing)
@@ -504,7 +504,7 @@ def _check_described_source(config, source_task, arch: models.Architecture) -> N
             "on, or leave only model_file in [source]")
 
 
-def check_strategies(values: list, source_arch: models.Architecture, head: models.Dense, epochs: int,
+def check_strategies(values: list, source_arch: models.Architecture, head: layers.Dense, epochs: int,
                      n_inputs: int | None = None,
                      features: tuple[tuple[str, ...] | None, tuple[str, ...]] | None = None,
                      classes: Classes | None = None) -> dict[str, Recipe]:
@@ -540,10 +540,10 @@ def _width_problem(error: InputWidthError, features) -> str:
             "features) or standalone, or give both tasks the same features")
 
 
-def architecture(config, n_inputs: int, head: models.Dense) -> models.Architecture:
+def architecture(config, n_inputs: int, head: layers.Dense) -> models.Architecture:
     """The `[model]` hidden layers on `n_inputs` features under the output layer `head`."""
     if config.model.layers is not None:
-        hidden = tuple(models.layers.from_dict(entry) for entry in config.model.layers)
+        hidden = tuple(layers.from_dict(entry) for entry in config.model.layers)
         return models.Architecture(n_inputs, hidden + (head,))
     body = models.mlp(n_inputs, tuple(config.model.hidden), 1, activation=config.model.activation,
                       kernel_initializer=config.model.kernel_initializer, batch_norm=config.model.batch_norm,
@@ -551,7 +551,7 @@ def architecture(config, n_inputs: int, head: models.Dense) -> models.Architectu
     return models.Architecture(n_inputs, body.layers[:-1] + (head,))
 
 
-def head_for(config, task: tasks.Task, source_head: models.Dense | None = None) -> models.Dense:
+def head_for(config, task: tasks.Task, source_head: layers.Dense | None = None) -> layers.Dense:
     """The output layer a task needs: one sigmoid unit for two classes (unless
     `output_activation` says otherwise), softmax (or `output_activation`) over more
     classes, one linear unit per regression target. A given source model's output

@@ -30,21 +30,11 @@ from transferlab.folder import (
     prepare_output_folder,
     remove_stale_temporaries,
 )
-from transferlab.plan import (  # noqa: F401  (API)
-    NO_SOURCE,
-    Direction,
-    Plan,
-    RunSpec,
-    changed_fields,
-    configuration,
-    plan_of,
-    run_seed,
-    share_programs,
-    strategy_identity,
-)
-from transferlab.shards import ShardJob, initial_weights  # noqa: F401  (part of this module's API)
+from transferlab.plan import Direction, Plan, RunSpec, changed_fields, configuration, plan_of, share_programs, strategy_identity
+from transferlab.shards import ShardJob
 from transferlab.store import DATABASE_NAME, Store
 from transferlab.strategies import Recipe
+from transferlab.errors import ModelFileError
 
 SOURCE_DIR = "sources"
 
@@ -424,7 +414,7 @@ def load_source_weights(store: Store, study_id: int, direction: Direction) -> di
         model = models.load_model_file(record["file"], expected_sha256=record["file_sha256"])
         loaded_arch = models.architecture_of(model, source=record["file"])
         if loaded_arch.shapes != direction.source_arch.shapes:
-            raise models.ModelFileError(
+            raise ModelFileError(
                 f"{record['file']}: layer shapes {loaded_arch.shapes} differ from the study's "
                 f"{direction.source_arch.shapes}; restore the file or start a new output folder"
             )
