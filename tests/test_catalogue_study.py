@@ -205,10 +205,10 @@ def test_every_strategy_runs_through_the_cli_and_the_report_shows_them(tmp_path)
     result = subprocess.run([sys.executable, "-m", "transferlab.cli", "run", str(tmp_path / "catalogue.toml"),
                              "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    from transferlab.strategies import REGISTRY
+    from transferlab.strategies import CATALOGUE
 
     names = {entry["name"] for entry in catalogue["strategies"]}
-    assert names == set(dict(REGISTRY.items()))  # the catalogue example holds every strategy
+    assert names == set({cls.name: cls for cls in CATALOGUE})  # the catalogue example holds every strategy
     labels = ["standalone", "transfer freeze=0", "transfer freeze=2", "reinit keep=1", "insert_layer after=1 5 relu",
               "new_head", "new_input freeze=1", "finetune lr×0.1", "finetune lr×0.5 layer×0.5", "two_stage head=20 lr×0.1",
               "gradual_unfreeze every=10", "l2sp α=0.01 β=0.01"]
@@ -325,12 +325,12 @@ def test_strategies_are_checked_against_a_model_file_when_the_study_is_read(tmp_
 
 
 def test_cli_lists_the_strategies():
-    from transferlab.strategies import REGISTRY
+    from transferlab.strategies import CATALOGUE
 
     result = subprocess.run([sys.executable, "-m", "transferlab.cli", "strategies"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "[[strategies]]" in result.stdout
-    for name in dict(REGISTRY.items()):
+    for name in {cls.name: cls for cls in CATALOGUE}:
         assert name in result.stdout
     assert "head_epochs = 20" in result.stdout and "fresh_head = true" in result.stdout

@@ -271,7 +271,7 @@ def test_every_strategy_applies_to_an_architecture_of_every_layer_type(tmp_path)
     strategy's recipe counts hidden layers by Dense layer, and the study trains and reports."""
     from transferlab import study
     from transferlab.loading import study_from_dict
-    from transferlab.strategies import REGISTRY
+    from transferlab.strategies import CATALOGUE
     from transferlab.store import Store
 
     layers_ = [{"type": "dense", "units": 6, "activation": "relu"}, {"type": "batch_normalization"},
@@ -279,7 +279,7 @@ def test_every_strategy_applies_to_an_architecture_of_every_layer_type(tmp_path)
                {"type": "activation", "activation": "tanh"}]
     small = {"n_samples": 120, "n_train": 64}
     short = {"two_stage": {"head_epochs": 1}, "gradual_unfreeze": {"every": 1}}  # for 3 epochs
-    entries = [{"name": name, **short.get(name, {})} for name in dict(REGISTRY.items())] + [{"name": "transfer", "freeze": 2}]
+    entries = [{"name": name, **short.get(name, {})} for name in {cls.name: cls for cls in CATALOGUE}] + [{"name": "transfer", "freeze": 2}]
     raw = {"name": "all", "seed": 1, "repeats": 1, "source_repeats": 1, "source": {"seed": 1, **small},
            "target": {"seed": 2, **small}, "model": {"layers": layers_}, "training": {"epochs": 3},
            "strategies": entries}

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from transferlab import models
+from transferlab import initializers, models
 from transferlab.layers import ModelFileError
 
 
 @pytest.mark.parametrize("name", ["he_uniform", "glorot_uniform", "he_normal", "glorot_normal", "lecun_uniform"])
 def test_fresh_weights_follow_keras_initializer_distribution(name):
     shape = (40, 50)
-    ours = models.sample_initializer(name, shape, np.random.default_rng(0)).ravel()
+    ours = initializers.sample(name, shape, np.random.default_rng(0)).ravel()
     reference = np.asarray(keras.initializers.get({"class_name": name, "config": {"seed": 1}})(shape)).ravel()
     assert ours.dtype == np.float32
     assert stats.ks_2samp(ours, reference).pvalue > 0.01

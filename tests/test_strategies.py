@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from transferlab import engine, models, shards, strategies, tasks
+from transferlab import engine, layers, models, shards, strategies, tasks
 from transferlab.strategies import (
     L2SP,
     Finetune,
@@ -219,7 +219,7 @@ def test_bad_parameters_name_themselves(make, parameter, message):
 
 
 def test_every_strategy_has_docs_and_a_label_with_its_parameters():
-    for name, cls in strategies.REGISTRY.items():
+    for name, cls in ((cls.name, cls) for cls in strategies.CATALOGUE):
         assert cls.summary and cls.reference and cls.__doc__, name
     assert Finetune(lr=0.1).label == "finetune lr×0.1"
     assert Transfer(freeze=1).label == "transfer freeze=1"
@@ -227,7 +227,7 @@ def test_every_strategy_has_docs_and_a_label_with_its_parameters():
 
 
 def test_a_source_without_hidden_layers():
-    single = models.Architecture(2, (models.DenseSpec(3, "softmax"),))
+    single = models.Architecture(2, (layers.Dense(3, "softmax"),))
     assert Transfer().recipe(single, HEAD3, 5).origins == (0,)
     assert GradualUnfreeze(every=1).recipe(single, HEAD3, 5).multipliers.min() == 1.0
     with pytest.raises(strategies.StrategyError, match="no layer the target can reuse"):

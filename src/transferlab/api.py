@@ -137,8 +137,9 @@ def build(out: str | Path, threshold: float | None = None) -> Outputs | SweepOut
 
 @dataclass(frozen=True)
 class Results(Mapping):
-    """Every table of an output folder as pandas DataFrames (also readable as a mapping,
-    `results["runs"]`, as `transferlab.results` always was).
+    """Every table of an output folder as pandas DataFrames.
+
+    Also readable as a mapping (`results["runs"]`), as `transferlab.results` always was.
 
     Attributes
     ----------
@@ -167,14 +168,17 @@ class Results(Mapping):
     points: pd.DataFrame
 
     def __getitem__(self, name: str) -> pd.DataFrame:
+        """The table `name` (`"runs"`, `"summary"`, ...)."""
         if name not in self._names():
             raise KeyError(name)
         return getattr(self, name)
 
     def __iter__(self) -> Iterator[str]:
+        """The tables' names."""
         return iter(self._names())
 
     def __len__(self) -> int:
+        """How many tables there are."""
         return len(self._names())
 
     @staticmethod

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transferlab import layers as layer_types
 from transferlab import kernels, objectives, optimizers
+from transferlab import layers as layer_types
 from transferlab.layers import BN_FROZEN_MODES, Context
 from transferlab.optimizers import TrainingSettings
 from transferlab.orders import GivenOrders, OrderStream, RowPadding

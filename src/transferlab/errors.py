@@ -13,14 +13,16 @@ from __future__ import annotations
 class TransferlabError(Exception):
     """Base class of every refusal; `field` names the input field at fault, when one is."""
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
 
 
 class StudyFileError(TransferlabError, ValueError):
-    """A study file (or study dictionary) that cannot be run: the message starts with the
-    file and the dotted field (`study.toml: training.epochs: ...`)."""
+    """A study file (or study dictionary) that cannot be run.
+
+    The message starts with the file and the dotted field (`study.toml: training.epochs: ...`).
+    """
 
 
 class TaskError(TransferlabError, ValueError):
@@ -28,20 +30,27 @@ class TaskError(TransferlabError, ValueError):
 
 
 class DataError(TaskError):
-    """A dataset option or data file that cannot make a task; `field` names the option at
-    fault (`path`, `target`, `classes`, ...) so a study file's message can name the field."""
+    """A dataset option or data file that cannot make a task.
+
+    `field` names the option at fault (`path`, `target`, `classes`, ...), so a study file's
+    message can name the field.
+    """
 
 
 class ModelFileError(TransferlabError, ValueError):
-    """A model file, Keras model or layer list transferlab cannot use; the message names
-    the file and layer."""
+    """A model file, Keras model or layer list that transferlab cannot train exactly.
+
+    The message names the file and the layer.
+    """
 
 
 class StrategyError(TransferlabError, ValueError):
-    """A strategy that cannot apply to this source model or task; `field` (also `parameter`)
-    names the parameter at fault."""
+    """A strategy that cannot apply to this source model or task.
 
-    def __init__(self, message: str, parameter: str | None = None):
+    `field` (also `parameter`) names the parameter at fault.
+    """
+
+    def __init__(self, message: str, parameter: str | None = None) -> None:
         super().__init__(message, parameter)
 
     @property
@@ -51,13 +60,17 @@ class StrategyError(TransferlabError, ValueError):
 
 
 class ExtensionError(TransferlabError, ImportError):
-    """A strategy or layer type from an extension that is not installed, or an extension
-    that breaks the contract; the message names the extension and what to install."""
+    """An extension that is not installed here, or that breaks its contract.
+
+    The message names the strategy or layer type, its module and version, and what to do.
+    """
 
 
 class StoreError(TransferlabError, RuntimeError):
-    """The output folder's database holds something this study must not overwrite, or
-    cannot be read; nothing stored is changed."""
+    """An output folder's database that this study must not overwrite, or that cannot be read.
+
+    Nothing stored is changed.
+    """
 
 
 class FolderError(TransferlabError, RuntimeError):

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
 
-from transferlab._lazy import jnp  # the update formulas run in the engine; the declarations are read anywhere
+from transferlab._lazy import (
+    jnp,  # the update formulas run in the engine; the declarations are read anywhere
+)
+
 
 @dataclass(frozen=True)
 class Hyperparameter:

@@ -26,7 +26,7 @@ BUILT_IN = "transferlab"
 class Registry:
     """Names → classes of one extension point; `key(cls)` is a class's name."""
 
-    def __init__(self, kind: str, group: str, base: type, key: Callable[[type], str]):
+    def __init__(self, kind: str, group: str, base: type, key: Callable[[type], str]) -> None:
         self.kind, self.group, self.base, self._key = kind, group, base, key
         self._classes: dict[str, type] = {}
         self._aliases: dict[str, str] = {}
@@ -34,9 +34,11 @@ class Registry:
         self.version = 0  # bumped on every change, so schemas built from the registry know when to rebuild
 
     def register(self, cls: type, *aliases: str) -> type:
-        """Add `cls` (its contract checked); usable as a class decorator. Registering the
-        same class again (a reloaded notebook cell) replaces it; another class under a
-        taken name is refused."""
+        """Add `cls` (its contract checked); usable as a class decorator.
+
+        Registering the same class again (a reloaded notebook cell) replaces it; another
+        class under a taken name is refused with an `ExtensionError`.
+        """
         if not isinstance(cls, type) or not issubclass(cls, self.base):
             raise ExtensionError(f"{cls!r} is not a {self.base.__name__} subclass; a {self.kind} must derive "
                                  f"from transferlab.{self.base.__name__}")
@@ -53,20 +55,29 @@ class Registry:
         self.version += 1
         return cls
 
+    def unregister(self, name: str) -> None:
+        """Remove the class registered as `name` (and its aliases); a no-op if there is none."""
+        self._classes.pop(name, None)
+        self._aliases = {alias: target for alias, target in self._aliases.items() if target != name}
+        self.version += 1
+
     def get(self, name: str) -> type | None:
-        """The class registered as `name` (or an alias of it), reading entry points first."""
+        """Return the class registered as `name` (or an alias of it), reading entry points first."""
         self._read_entry_points()
         return self._classes.get(self._aliases.get(name, name))
 
     def names(self) -> list[str]:
+        """Every registered name, built-in ones first."""
         self._read_entry_points()
         return list(self._classes)
 
     def items(self) -> Iterator[tuple[str, type]]:
+        """`(name, class)` pairs, in registration order."""
         self._read_entry_points()
         return iter(list(self._classes.items()))
 
     def classes(self) -> tuple[type, ...]:
+        """Every registered class, in registration order."""
         self._read_entry_points()
         return tuple(self._classes.values())
 
@@ -89,8 +100,10 @@ def _identity(cls: type) -> tuple[str, str]:
 
 
 def origin(cls: type) -> dict[str, str] | None:
-    """Where an extension class comes from: its module and version (its distribution's, else
-    the module's `__version__`, else "unversioned"); None for transferlab's own."""
+    """Where an extension class comes from: its module and version; None for transferlab's own.
+
+    The version is its distribution's, else the module's `__version__`, else "unversioned".
+    """
     module = cls.__module__
     top = module.split(".")[0]
     if top == BUILT_IN:
@@ -105,9 +118,29 @@ def origin(cls: type) -> dict[str, str] | None:
 
 
 def load_extension(spec: str) -> str:
-    """Import a user's extension: a Python file (`my_strategies.py`) or an importable module
-    name (`my_package.strategies`); its `register_*` calls add its classes. Returns the
-    module's name."""
+    """Import a user's extension, whose `register_*` calls add its classes.
+
+    Parameters
+    ----------
+    spec : str
+        A Python file (`my_strategies.py`, imported as module `my_strategies`) or an
+        importable module name (`my_package.strategies`).
+
+    Returns
+    -------
+    str
+        The module's name.
+
+    Raises
+    ------
+    ExtensionError
+        The file is missing, the module cannot be imported, or importing it failed.
+
+    Examples
+    --------
+    >>> transferlab.load_extension("examples/shrink_perturb.py")  # doctest: +SKIP
+    'shrink_perturb'
+    """
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
@@ -115,9 +148,7 @@ def load_extension(spec: str) -> str:
         name = path.stem
         if not NAME.fullmatch(name.lower()):
             raise ExtensionError(f"{spec}: an extension file's name must be a Python module name")
-        loaded = sys.modules.get(name)
-        if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == path.resolve():
-            return name
+        # (imported again if it was before: its register_* calls run again, replacing its classes)
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module  # before running it: its classes pickle by this name

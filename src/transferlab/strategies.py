@@ -35,7 +35,8 @@ from pydantic import ConfigDict, Discriminator, Field, Tag, create_model
 from transferlab import registry
 from transferlab.errors import ExtensionError, StrategyError
 from transferlab.heads import BY_NAME, BY_POSITION, HEAD_MODES, Classes, match_head
-from transferlab.models import ACTIVATIONS, Architecture, Dense, layer_widths
+from transferlab.layers import ACTIVATIONS, Dense, layer_widths
+from transferlab.models import Architecture
 from transferlab.words import count
 
 FRESH = None
@@ -682,9 +683,10 @@ class L2SP(Strategy):
         return _recipe(layout, np.ones((epochs, len(layout.layers)), np.float32), penalties)
 
 
+CATALOGUE: tuple[type[Strategy], ...] = (Standalone, Transfer, Reinit, InsertLayer, NewHead, NewInput, Finetune,
+                                          TwoStage, GradualUnfreeze, L2SP)  # transferlab's own, in the docs' order
 REGISTRY = registry.Registry("strategy", "transferlab.strategies", Strategy, key=lambda cls: cls.name)
-for _built_in in (Standalone, Transfer, Reinit, InsertLayer, NewHead, NewInput, Finetune, TwoStage, GradualUnfreeze,
-                  L2SP):
+for _built_in in CATALOGUE:
     REGISTRY.register(_built_in)
 
 
@@ -717,7 +719,7 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     try:
         parameters_model(cls)
     except ExtensionError:
-        REGISTRY._classes.pop(cls.name, None)
+        REGISTRY.unregister(cls.name)
         raise
     return cls
 

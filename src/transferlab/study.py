@@ -22,7 +22,7 @@ import numpy as np
 from transferlab import models, objectives
 from transferlab._backend import configure
 from transferlab.config import ExecutionConfig, StudyConfig
-from transferlab.errors import StoreError, StudyFileError
+from transferlab.errors import ModelFileError, StoreError, StudyFileError
 from transferlab.executors import LocalExecutor
 from transferlab.folder import (
     FolderLock,
@@ -30,11 +30,19 @@ from transferlab.folder import (
     prepare_output_folder,
     remove_stale_temporaries,
 )
-from transferlab.plan import Direction, Plan, RunSpec, changed_fields, configuration, plan_of, share_programs, strategy_identity
+from transferlab.plan import (
+    Direction,
+    Plan,
+    RunSpec,
+    changed_fields,
+    configuration,
+    plan_of,
+    share_programs,
+    strategy_identity,
+)
 from transferlab.shards import ShardJob
 from transferlab.store import DATABASE_NAME, Store
 from transferlab.strategies import Recipe
-from transferlab.errors import ModelFileError
 
 SOURCE_DIR = "sources"
 

@@ -27,11 +27,11 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from transferlab.canonical import canonical_json
 from transferlab.config import StudyConfig
+from transferlab.errors import StudyFileError
 from transferlab.loading import study_from_dict
 from transferlab.plan import plan_of
-from transferlab.errors import StudyFileError
-from transferlab.canonical import canonical_json
 
 MODES = ("grid", "zip")
 MAX_POINTS = 1000
