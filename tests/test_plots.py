@@ -43,7 +43,7 @@ def test_the_comparison_figures_are_drawn(tmp_path):
     runs = pd.DataFrame([{"role": "target", "status": "done", "strategy": f"s{k}" if k else "standalone",
                           "source_index": i % 3 if k else -1, "test_accuracy": 0.5 + 0.01 * (i + k)}
                          for k in range(9) for i in range(6)])
-    boxes = imread(plots.accuracy_boxplot(runs, tmp_path / "b.png"))
+    boxes = imread(plots.score_boxplot(runs, tmp_path / "b.png", "test_accuracy"))
     assert boxes.shape[0] > boxes.shape[1] * 0.6  # nine strategies: boxes on their side, the figure grows tall
     for image in (compared, heatmap, boxes):
         assert image.std() > 0.05  # something was drawn
@@ -87,7 +87,7 @@ def test_the_boxplot_draws_each_strategys_runs_and_each_source_models_mean():
     runs = pd.DataFrame([{"role": "target", "status": "done", "strategy": s, "source_index": i % 3 if s != "standalone"
                           else -1, "test_accuracy": rng.uniform(0.5, 0.9)}
                          for s in ("standalone", "a", "b") for i in range(12)])
-    (ax,) = plots.accuracy_boxplot(runs, None).axes
+    (ax,) = plots.score_boxplot(runs, None, "test_accuracy").axes
     medians = [line for line in ax.get_lines() if line.get_color() == "tab:orange" and len(line.get_xdata()) == 2]
     for median, strategy in zip(medians, ("standalone", "a", "b")):
         expected = np.median(runs.loc[runs["strategy"] == strategy, "test_accuracy"])

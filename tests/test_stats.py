@@ -23,7 +23,7 @@ def _runs(rng):
 
 def test_summary_uses_source_models_as_units_and_matches_scipy():
     runs = _runs(np.random.default_rng(0))
-    table = stats.summary_table(runs).set_index("strategy")
+    table = stats.summary_table(runs, "test_accuracy").set_index("strategy")
     base = runs.loc[runs.strategy == "standalone", "test_accuracy"].to_numpy()
     transfer = runs[runs.strategy == "transfer freeze=0"]
     source_means = transfer.groupby("source_index")["test_accuracy"].mean().to_numpy()
@@ -57,9 +57,9 @@ def test_holm_matches_a_hand_computed_example():
 
 def test_per_source_table_and_display():
     runs = _runs(np.random.default_rng(1))
-    per_source = stats.per_source_table(runs)
+    per_source = stats.per_source_table(runs, "test_accuracy")
     assert list(per_source.source_index) == [0, 1, 2, 3, 4] and set(per_source.n) == {30}
-    shown = stats.display_table(stats.summary_table(runs))
+    shown = stats.display_table(stats.summary_table(runs, "test_accuracy"))
     assert shown.loc[1, "n"] == "150 (5 src)"
     assert shown.loc[0, "mean (std)"].count("(") == 1
 
@@ -76,6 +76,6 @@ def test_nearly_identical_groups_give_no_scipy_precision_warning():
     ])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = stats.summary_table(runs)
+        table = stats.summary_table(runs, "test_accuracy")
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert list(table["n"]) == [3, 3]

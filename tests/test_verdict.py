@@ -37,7 +37,7 @@ def _sources(mean: float, spread: float, n_sources: int = 10, repeats: int = 3) 
 def summary():
     runs = _runs({"standalone": STANDALONE, "helps": _sources(0.90, 0.01), "hurts": _sources(0.60, 0.01),
                   "same": _sources(0.80, 0.04)})
-    return stats.summary_table(runs)
+    return stats.summary_table(runs, "test_accuracy")
 
 
 def test_clearly_better_clearly_worse_and_no_detectable_difference(summary):
@@ -75,7 +75,7 @@ def test_power_equals_statsmodels():
 
 def test_warnings_fire_for_few_source_models_a_poor_source_and_clipped_or_missing_tests():
     runs = _runs({"standalone": STANDALONE, "two sources": [[0.5, 0.9], [0.1, 0.2]], "one unit": [[0.7]]})
-    summary = stats.summary_table(runs)
+    summary = stats.summary_table(runs, "test_accuracy")
     notes = verdict.warnings_for(summary, [(0, 0.95), (1, 0.94), (2, 0.666)], stats.metric_bounds("test_accuracy"))
     assert notes[0].startswith("1 or 2 source models (fewer than 5): the intervals and tests of two sources and "
                                "one unit describe these models")
@@ -88,7 +88,7 @@ def test_warnings_fire_for_few_source_models_a_poor_source_and_clipped_or_missin
     assert shown.loc["two sources", "95% CI"] == "[0.000, 1.000]†"
     assert verdict.sentence(verdict.findings(summary), summary, "test accuracy").endswith(
         "One source model: the result holds for this source model only.")
-    assert verdict.warnings_for(stats.summary_table(_runs({"standalone": STANDALONE, "ten": _sources(0.8, 0.02)})),
+    assert verdict.warnings_for(stats.summary_table(_runs({"standalone": STANDALONE, "ten": _sources(0.8, 0.02)}), "test_accuracy"),
                                 [(i, 0.9) for i in range(10)], (0.0, 1.0)) == []
 
 

@@ -4,8 +4,9 @@
     >>> results = transferlab.run("examples/tutorial.toml", "runs/tutorial")  # doctest: +SKIP
     >>> results.verdict[["strategy", "outcome", "diff"]]  # doctest: +SKIP
 
-Every function configures the process first (`transferlab.configure`), so nothing else is
-needed before the first call. Refusals raise `transferlab.errors.TransferlabError`.
+Running, reporting and reading results configure the process on first use
+(`transferlab.configure`), so nothing else is needed before the first call; loading a
+study needs no JAX and loads none. Refusals raise `transferlab.errors.TransferlabError`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from transferlab._backend import configure
 from transferlab.config import StudyConfig
 from transferlab.loading import read_study_file, study_from_dict
 from transferlab.sweep import Sweep, matrix_from_dict, sweep_from_dict
@@ -53,7 +53,6 @@ def load_study(study: str | Path | dict) -> StudyConfig | Sweep:
     >>> config.repeats  # doctest: +SKIP
     30
     """
-    configure()
     if isinstance(study, dict):
         raw, source, base_dir = study, "study", None
     else:

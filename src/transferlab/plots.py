@@ -92,7 +92,7 @@ def _curve_range(mean_curves: pd.DataFrame, names: list[str], floor: float | Non
     return low - pad, high + pad
 
 
-def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accuracy") -> Path:
+def learning_curves(mean_curves: pd.DataFrame, path: Path | None, score: str) -> Path | Figure:
     """Loss and `score` (accuracy, or r2 for regression) per epoch for each strategy: mean
     over runs with a ±1 std band; four strategies per row of panels, and one y-range per
     metric across all panels, so panels compare (an R² axis stops at −1)."""
@@ -101,7 +101,8 @@ def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accurac
     rows = -(-len(strategies) // per_row)
     fig = Figure(figsize=(3.6 * per_row, 3 * 2 * rows))
     axes = fig.subplots(2 * rows, per_row, squeeze=False)
-    limits = {metric: _curve_range(mean_curves, [metric, f"val_{metric}"], objectives.METRICS[metric].axis_floor)
+    limits = {metric: _curve_range(mean_curves, [metric, objectives.column("test", metric, curve=True)],
+                                   objectives.METRICS[metric].axis_floor)
               for metric in ("loss", score)}
     for unused in range(len(strategies), rows * per_row):
         for row in (2 * (unused // per_row), 2 * (unused // per_row) + 1):
@@ -111,7 +112,7 @@ def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accurac
         column, panel = index % per_row, 2 * (index // per_row)
         for row, metric in enumerate(("loss", score), start=panel):
             ax = axes[row][column]
-            for name, label in ((metric, "train"), (f"val_{metric}", "test")):
+            for name, label in ((metric, "train"), (objectives.column("test", metric, curve=True), "test")):
                 mean = table[f"{name}_mean"].to_numpy()
                 std = np.nan_to_num(table[f"{name}_std"].to_numpy())
                 ax.plot(table["epoch"], mean, label=label)
@@ -125,23 +126,24 @@ def learning_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accurac
     return _save(fig, path)
 
 
-def comparison_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accuracy") -> Path:
+def comparison_curves(mean_curves: pd.DataFrame, path: Path | None, score: str) -> Path | Figure:
     """Every strategy's mean test curve on one pair of axes, with a ±1 std band;
     standalone in black."""
+    test_curve = objectives.column("test", score, curve=True)
     fig = Figure(figsize=(8, 4.6))
     ax = fig.subplots()
     for strategy in dict.fromkeys(mean_curves["strategy"]):
         table = mean_curves[mean_curves["strategy"] == strategy]
-        mean = table[f"val_{score}_mean"].to_numpy()
-        std = np.nan_to_num(table[f"val_{score}_std"].to_numpy())
+        mean = table[f"{test_curve}_mean"].to_numpy()
+        std = np.nan_to_num(table[f"{test_curve}_std"].to_numpy())
         style = {"color": "black", "linewidth": 2.4, "zorder": 3} if strategy == BASELINE else {"linewidth": 1.4}
         line, = ax.plot(table["epoch"], mean, label=strategy, **style)
         ax.fill_between(table["epoch"], mean - std, mean + std, alpha=0.08 if strategy != BASELINE else 0.15,
                         color=line.get_color())
-    low, high = _curve_range(mean_curves, [f"val_{score}"], objectives.METRICS[score].axis_floor)
+    low, high = _curve_range(mean_curves, [test_curve], objectives.METRICS[score].axis_floor)
     ax.set_ylim(low, high)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{metric_name('test_' + score)} (mean ± std over runs)")
+    ax.set_ylabel(f"{metric_name(test_curve)} (mean ± std over runs)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right", ncol=2 if mean_curves["strategy"].nunique() > 6 else 1)
     return _save(fig, path)
@@ -150,7 +152,7 @@ def comparison_curves(mean_curves: pd.DataFrame, path: Path, score: str = "accur
 HORIZONTAL_FROM = 8  # strategies from which the box plot turns its boxes on their side
 
 
-def accuracy_boxplot(runs: pd.DataFrame, path: Path, metric: str = "test_accuracy") -> Path:
+def score_boxplot(runs: pd.DataFrame, path: Path | None, metric: str) -> Path | Figure:
     """The tutorial's box-and-whisker plot, with a line at standalone's mean and a legend
     for every mark; with several source models, each one's mean is a dot over its
     strategy's box; with many strategies the boxes lie on their side."""

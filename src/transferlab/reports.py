@@ -212,7 +212,7 @@ def _direction_figures(report: DirectionReport, direction, chosen: pd.DataFrame,
         figures["per_source"] = ("per_source",
                                  lambda path: plots.per_source_heatmap(report.per_source, path, direction.score))
     if report.runs_done:  # finished runs, diverged ones included: the plot counts those
-        figures["boxplot"] = ("boxplot", lambda path: plots.accuracy_boxplot(chosen, path, direction.score))
+        figures["boxplot"] = ("boxplot", lambda path: plots.score_boxplot(chosen, path, direction.score))
     for key, (stem, draw) in figures.items():
         file_name = f"{stem}{suffix}.png"
         files[file_name] = draw(folder / file_name)

@@ -28,7 +28,7 @@ CONFIDENCE = 0.95
 DIVERGED_NOTE = "diverged runs (loss NaN or infinite) are left out of means, intervals and tests"
 
 
-def replication_units(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.Series:
+def replication_units(runs: pd.DataFrame, metric: str) -> pd.Series:
     """The values a strategy's inference rests on: per-source means when it has several
     source models, else the runs themselves."""
     sources = runs["source_index"].unique()
@@ -62,7 +62,7 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def summary_table(runs: pd.DataFrame, metric: str = "test_accuracy", baseline: str = BASELINE) -> pd.DataFrame:
+def summary_table(runs: pd.DataFrame, metric: str, baseline: str = BASELINE) -> pd.DataFrame:
     """See `_summary_table`; SciPy's precision warnings for near-identical groups are not
     printed (the table shows n and std, which say the same)."""
     with warnings.catch_warnings():
@@ -127,7 +127,7 @@ def welch(values: np.ndarray, reference: np.ndarray) -> tuple[float, float, floa
     return float(interval.low), float(interval.high), float(test.pvalue)
 
 
-def per_source_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+def per_source_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean (std) of each transfer strategy on each source model: the spread the tutorial hides."""
     runs = runs[(runs["role"] == "target") & (runs["status"] == "done") & (runs["source_index"] >= 0)]
     if runs.empty:
