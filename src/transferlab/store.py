@@ -651,7 +651,7 @@ class Store:
         wide.columns = [f"{curve}_{stat}" for stat, curve in wide.columns]
         wide = wide.reset_index()
         wide.insert(3, "n", wide.set_index(keys).index.map(counts) if counts is not None else 0)
-        curves = _curve_order({column.rsplit("_", 1)[0] for column in wide.columns if column.endswith("_mean")})
+        curves = _curve_order(set(long["curve"]))
         order = columns + [f"{curve}_{stat}" for curve in curves for stat in ("mean", "std")]
         wide["first_run"] = [first_run[(d, s)] for d, s in zip(wide["direction"], wide["strategy"])]
         wide = wide.sort_values(["first_run", "epoch"])
