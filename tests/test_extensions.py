@@ -205,10 +205,34 @@ def test_a_strategy_that_breaks_the_contract_fails_when_it_is_defined():
         class NoRecipe(transferlab.Strategy):
             name: ClassVar[str] = "no_recipe"
             summary: ClassVar[str] = "forgets its one duty"
-    with pytest.raises(TypeError, match="Nameless must define name, summary"):
+    with pytest.raises(TypeError, match="Nameless must define name"):
         class Nameless(transferlab.Strategy):
             def recipe(self, source, head, epochs, n_inputs=None, classes=None):
                 return None
+
+    @dataclasses.dataclass(frozen=True)
+    class Terse(transferlab.Strategy):
+        """Start from the source.
+
+        More words here.
+        """
+
+        name: ClassVar[str] = "terse"
+
+        def recipe(self, source, head, epochs, n_inputs=None, classes=None):
+            return strategies.Transfer().recipe(source, head, epochs, n_inputs, classes)
+
+    assert Terse.summary == "Start from the source" and Terse().label == "terse"
+
+
+def test_a_recipe_that_breaks_the_contract_is_one_line_naming_it(tmp_path):
+    (tmp_path / "old_style.py").write_text(HALF_RATE.replace("def recipe(self, source, head, epochs, n_inputs=None, "
+                                                             "classes=None):", "def recipe(self, source, head):"))
+    (tmp_path / "study.toml").write_text(STUDY)
+    done = _cli("--extension", "old_style.py", "run", "study.toml", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 2 and "\n" not in done.stderr.strip(), done.stderr
+    assert "strategies[1]: old_style.HalfRate.recipe failed" in done.stderr
+    assert "recipe(source, head, epochs, n_inputs, classes)" in done.stderr
 
 
 def test_register_strategy_refuses_what_a_study_file_could_not_use():

@@ -522,6 +522,12 @@ def check_strategies(values: list, source_arch: models.Architecture, head: layer
         except StrategyError as error:
             field = f"{where}.{error.parameter}" if error.parameter else where
             raise StudyFileError(f"{field}: {error}") from None
+        except TypeError as error:
+            if registry.origin(type(strategy)) is None:
+                raise  # a defect of transferlab's own: not the user's to fix
+            raise ExtensionError(f"{where}: {type(strategy).__module__}.{type(strategy).__qualname__}.recipe failed: "
+                                 f"{error}; it is called as recipe(source, head, epochs, n_inputs, classes) "
+                                 "(the Strategy contract)") from None
         if not isinstance(recipes[strategy.label], Recipe):
             raise StudyFileError(f"{where}: {strategy.label}'s recipe() returned {type(recipes[strategy.label]).__name__}"
                                  ", not a Recipe (the Strategy contract)")

@@ -127,9 +127,9 @@ class Strategy(abc.ABC):
     to train, from the source architecture. Strategies never train anything themselves.
 
     Class attributes: `name` (the study file's `name = ...`), `summary` (one line for
-    `transferlab strategies` and the report), `reference` (a citation), `uses_source`
-    (False only for a baseline that starts from nothing). A subclass that leaves out
-    `recipe`, `name` or `summary` fails when the class is defined. Register one with
+    `transferlab strategies`; default: the docstring's first line), `reference` (a
+    citation), `uses_source` (False only for a baseline that starts from nothing). A
+    subclass that leaves out `recipe` or `name` fails when the class is defined. Register one with
     `transferlab.register_strategy` (or an entry point in the `transferlab.strategies` group).
 
     Examples
@@ -153,12 +153,14 @@ class Strategy(abc.ABC):
         super().__init_subclass__(**kwargs)
         if abstract:
             return
-        missing = [attribute for attribute in ("name", "summary") if not isinstance(getattr(cls, attribute, None), str)]
+        missing = [] if isinstance(getattr(cls, "name", None), str) else ["name"]
         if getattr(cls, "recipe", None) is Strategy.recipe:
             missing.append("recipe")
         if missing:
             raise TypeError(f"{cls.__qualname__} must define {', '.join(missing)} (the Strategy contract; see "
                             "transferlab.Strategy)")
+        if not isinstance(getattr(cls, "summary", None), str):  # the first line of its docstring
+            cls.summary = (cls.__doc__ or "").strip().split("\n")[0].rstrip(".")
 
     @abc.abstractmethod
     def recipe(self, source: Architecture, head: Dense, epochs: int, n_inputs: int | None = None,
