@@ -426,6 +426,15 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     ------
     ExtensionError
         `cls` is not a frozen dataclass `Layer`, or its `type` or `keras_class` is taken.
+
+    Examples
+    --------
+    >>> @transferlab.register_layer
+    ... @dataclass(frozen=True)
+    ... class Scale(WeightlessLayer):
+    ...     factor: float
+    ...     type: ClassVar[str] = "scale"
+    ...     keras_class: ClassVar[str] = "Rescaling"  # doctest: +SKIP
     """
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise ExtensionError(f"{cls!r} is not a Layer subclass; a layer type must derive from transferlab.Layer")

@@ -711,6 +711,15 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     ExtensionError
         `cls` breaks the contract (not a `Strategy`, not a frozen dataclass, a parameter
         type a study file cannot write) or its name is taken by another class.
+
+    Examples
+    --------
+    >>> @transferlab.register_strategy
+    ... @dataclass(frozen=True)
+    ... class ShrinkPerturb(transferlab.Strategy):
+    ...     shrink: float = 0.5
+    ...     name: ClassVar[str] = "shrink_perturb"
+    ...     def recipe(self, source, head, epochs, n_inputs=None, classes=None): ...  # doctest: +SKIP
     """
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ExtensionError(f"{cls!r} is not a Strategy subclass; a strategy must derive from transferlab.Strategy")

@@ -13,12 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from transferlab.data.labels import KINDS, one_hot  # noqa: F401  (part of this module's API)
 from transferlab.data.scale import Scaler
 from transferlab.errors import DataError, TaskError  # noqa: F401  (raised by Task's checks)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FINGERPRINT_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -63,20 +67,69 @@ class Task:
             raise TaskError(f"task {self.name!r}: {len(self.class_names)} class names for {self.n_outputs} classes")
 
     @classmethod
-    def from_frame(cls, frame, target, **options) -> Task:
-        """A task from a pandas DataFrame: `target` names the label column (or columns, for
-        regression); `options` are the study file's dataset options (`features`, `drop`,
-        `task`, `query`, `classes`, `n_rows`, `dropna`, `split`, `n_train`, `test_fraction`,
-        `split_column`, `train`, `test`, `standardize`, `seed`, `name`); `standardize` may
-        also be another task's `scaler`."""
+    def from_frame(cls, frame: pd.DataFrame, target: str | list[str], **options: object) -> Task:
+        """A task from a pandas DataFrame, through the pipeline a study file's data goes through.
+
+        Parameters
+        ----------
+        frame : DataFrame
+            The rows, one column per feature and the label (or targets).
+        target : str or list of str
+            The label column (or columns, for regression).
+        **options
+            The study file's dataset options: `features`, `drop`, `task`, `query`,
+            `classes`, `n_rows`, `dropna`, `split`, `n_train`, `test_fraction`,
+            `split_column`, `train`, `test`, `standardize` (also another task's `scaler`),
+            `categorical` (with `categories`, another task's), `na_values`, `seed`, `name`.
+
+        Returns
+        -------
+        Task
+            Split, encoded and standardised; `notes` says what building it decided.
+
+        Raises
+        ------
+        DataError
+            An option or a value that cannot make a task; the message names the option.
+
+        Examples
+        --------
+        >>> north = Task.from_frame(table, target="outcome", query="clinic == 'north'")  # doctest: +SKIP
+        """
         from transferlab.data import build
 
         return cls(**build.task_from_frame(frame, target, **options))
 
     @classmethod
-    def from_arrays(cls, x, y, feature_names=None, **options) -> Task:
-        """A task from arrays: `x` is `(rows, features)`, `y` one label per row (or
-        `(rows, targets)` for regression); options as `from_frame`."""
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray, feature_names: list[str] | None = None,
+                    **options: object) -> Task:
+        """A task from NumPy arrays.
+
+        Parameters
+        ----------
+        x : ndarray
+            `(rows, features)`.
+        y : ndarray
+            One label per row, or `(rows, targets)` for regression.
+        feature_names : list of str, optional
+            The features' names (default `x0`, `x1`, ...).
+        **options
+            As `from_frame`.
+
+        Returns
+        -------
+        Task
+            As `from_frame`.
+
+        Raises
+        ------
+        DataError
+            Arrays of the wrong shape, or an option that cannot make a task.
+
+        Examples
+        --------
+        >>> task = Task.from_arrays(x, labels, test_fraction=0.25, seed=1)  # doctest: +SKIP
+        """
         from transferlab.data import build
 
         return cls(**build.task_from_arrays(x, y, feature_names, **options))
