@@ -115,7 +115,9 @@ def compare(
 
     def build():
         from transferlab.compare import compare_studies
+        from transferlab.folder import prepare_output_path
 
+        prepare_output_path(out, folder=False)  # before the work: an unwritable --out is one line
         return compare_studies(folder_a, folder_b)
 
     comparison = _guard(build)

@@ -48,6 +48,26 @@ def check_writable(folder: Path, advice: str) -> None:
         raise FolderError(f"{folder}: cannot write in the output folder ({error.strerror}); {advice}") from None
 
 
+def prepare_output_path(path: str | Path, *, folder: bool) -> Path:
+    """Check, before anything is computed or written, that `--out` can take what will be
+    written there: a folder of files (`folder=True`) or one file. One `FolderError` line
+    otherwise; nothing a study stored is touched either way."""
+    path = Path(path)
+    advice = "choose another --out (nothing stored was changed)"
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise FolderError(f"{path}: is a file, not a folder; give --out a folder to write the tables into "
+                              "(nothing stored was changed)")
+        if not folder and path.is_dir():
+            raise FolderError(f"{path}: is a folder; give --out a file name such as {path / 'compare.csv'}")
+        target = path if folder else path.parent
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FolderError(f"{path}: cannot write there ({error.strerror}); {advice}") from None
+    check_writable(target, advice)
+    return path
+
+
 class FolderLock:
     """Exclusive right to write a folder, held until `release` (or the process ends)."""
 

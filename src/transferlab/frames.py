@@ -92,11 +92,11 @@ def export(folder: str | Path, format: str = "parquet", out: str | Path | None =
     """Write every table of `results(folder)` to `out` (default `FOLDER/export/`) as
     `NAME.parquet` or `NAME.csv`; returns the paths."""
     configure()  # the first study, report or read of a process sets the backend up (a no-op after)
-    from transferlab.folder import atomic_path
+    from transferlab.folder import atomic_path, prepare_output_path
 
     if format not in FORMATS:
         raise ValueError(f"--format {format!r}: use parquet or csv")
-    out = Path(out) if out is not None else Path(folder) / "export"
+    out = prepare_output_path(Path(out) if out is not None else Path(folder) / "export", folder=True)
     written = []
     for name, frame in results(folder).items():
         path = out / f"{name}.{format}"

@@ -158,7 +158,7 @@ class Store:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
         except sqlite3.DatabaseError as error:
-            raise StoreError(
+            raise _unusable(self.path, error) or StoreError(
                 f"{self.path}: not a transferlab results database ({error}); move it away or choose "
                 "another --out (nothing was changed)"
             ) from None
@@ -181,7 +181,8 @@ class Store:
             self._db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.OperationalError as error:
             self._db.close()
-            raise StoreError(f"{self.path}: cannot write the results database ({error}); choose a writable --out") from None
+            raise _unusable(self.path, error) or StoreError(
+                f"{self.path}: cannot write the results database ({error}); choose a writable --out") from None
 
     @classmethod
     def in_folder(cls, folder: str | Path, readonly: bool = False) -> Store:
@@ -197,7 +198,7 @@ class Store:
         self.close()
 
     def _transaction(self):
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
     @contextlib.contextmanager
     def snapshot(self):
@@ -508,6 +509,7 @@ class Store:
         for row in cursor:
             record = dict(zip(names, row))
             metrics = json.loads(record.pop("metrics_json"))
+            record["file"] = str(self.path.parent / record["file"])  # stored relative to the folder (or absolute)
             records.append({**record, **dict.fromkeys(FINAL_COLUMNS), **metrics})
         return records
 
@@ -678,17 +680,47 @@ def _finite(value) -> float | None:
 
 
 class _Transaction:
-    """`BEGIN IMMEDIATE … COMMIT`, rolled back on any error (including KeyboardInterrupt)."""
+    """`BEGIN IMMEDIATE … COMMIT`, rolled back on any error (including KeyboardInterrupt). A
+    full disk or a read-only database is one `StoreError` line: SQLite has then rolled the
+    transaction back itself, so what was committed before is all there is, intact."""
 
-    def __init__(self, db: sqlite3.Connection):
-        self._db = db
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self._db, self._path = db, path
 
     def __enter__(self):
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise _unusable(self._path, error) or error from None
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
+            try:
+                self._db.execute("COMMIT")
+                return False
+            except sqlite3.OperationalError as error:
+                self._rollback()
+                raise _unusable(self._path, error) or error from None
+        self._rollback()
+        if isinstance(exc, sqlite3.OperationalError):
+            problem = _unusable(self._path, exc)
+            if problem is not None:
+                raise problem from None
         return False
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # SQLite ends a transaction itself on some errors (a full disk)
+            self._db.execute("ROLLBACK")
+
+
+def _unusable(path: Path, error: sqlite3.Error) -> StoreError | None:
+    """The one line for a database SQLite cannot write (a full disk, a read-only file), or
+    None for other errors."""
+    text = str(error).lower()
+    if "disk is full" in text or "database or disk is full" in text:
+        return StoreError(f"{path}: the disk is full (SQLite: {error}); nothing stored was lost (every shard "
+                          "committed before is kept); free some space and rerun the same command to finish")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path}: the results database is read-only ({error}); make it and its folder writable, "
+                          "or copy the folder and use the copy (nothing stored was changed)")
+    return None

@@ -447,7 +447,7 @@ def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index:
         "study_id": study_id,
         "direction": direction.name,
         "source_index": run.source_index,
-        "file": str(path.resolve()),
+        "file": path.relative_to(folder).as_posix(),  # relative: a moved or copied folder keeps working
         "file_sha256": models.file_sha256(path),
         "weights_sha256": models.weights_sha256(weights),
         "trained_here": True,

@@ -1,0 +1,136 @@
+"""The edges of the output folder, through the CLI: a disk that fills mid-run, an unwritable or
+wrong `--out`, and a folder that is moved or copied. Each is one line saying what happened,
+nothing stored is lost, and the rerun finishes with the numbers of an uninterrupted run."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from transferlab.store import Store
+
+STUDY = """
+name = "edges"
+seed = 3
+repeats = 6
+source_repeats = 6
+
+[source]
+kind = "blobs"
+seed = 1
+n_samples = 200
+n_train = 100
+
+[target]
+kind = "blobs"
+seed = 2
+n_samples = 200
+n_train = 100
+
+[training]
+epochs = 3
+
+[execution]
+shard_size = 2
+
+[[strategies]]
+name = "standalone"
+
+[[strategies]]
+name = "transfer"
+freeze = 1
+"""
+
+# the CLI with every results database limited to MAX_PAGES pages: SQLite's own SQLITE_FULL,
+# what a disk that fills gives, without a special mount
+FULL_DISK = """
+import os, sqlite3, sys, types
+import transferlab.store as store
+
+limited = types.ModuleType("sqlite3")
+limited.__dict__.update(sqlite3.__dict__)
+
+def connect(*args, **kwargs):
+    connection = sqlite3.connect(*args, **kwargs)
+    connection.execute(f"PRAGMA max_page_count = {int(os.environ['MAX_PAGES'])}")
+    return connection
+
+limited.connect = connect
+store.sqlite3 = limited
+from transferlab.cli import main
+sys.argv = ["transferlab", *sys.argv[1:]]
+main()
+"""
+
+
+def _cli(*args, cwd, pages=None):
+    command = [sys.executable, "-c", FULL_DISK] if pages else [sys.executable, "-m", "transferlab.cli"]
+    env = dict(os.environ, **({"MAX_PAGES": str(pages)} if pages else {}))
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _digest(folder: Path) -> str:
+    with Store.in_folder(folder, readonly=True) as store:
+        return store.numbers_digest()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("edges")
+    (root / "study.toml").write_text(STUDY)
+    done = _cli("run", "study.toml", "--out", "whole", "--quiet", cwd=root)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_finishes_it(finished):
+    done = _cli("run", "study.toml", "--out", "full", "--quiet", cwd=finished, pages=32)
+    assert done.returncode == 2
+    line = done.stderr.strip()
+    assert "\n" not in line and line.startswith("error: full/results.sqlite: the disk is full"), line
+    assert "nothing stored was lost" in line and "rerun the same command" in line
+    with Store.in_folder(finished / "full", readonly=True) as store:
+        statuses = {run.status for run in store.runs(store.stored_plan()[0])}
+    assert statuses == {"done", "planned"}  # it filled mid-run: some shards were committed
+    again = _cli("run", "study.toml", "--out", "full", cwd=finished)
+    assert again.returncode == 0 and "were already done" in again.stdout, again.stderr
+    assert _digest(finished / "full") == _digest(finished / "whole")
+
+
+def test_a_moved_and_a_copied_folder_keep_working(finished):
+    """Source models are stored relative to the folder: `mv` and `cp -r` keep it readable and
+    resumable, and a copy reads its own files, not the original's."""
+    from transferlab.errors import ModelFileError
+    from transferlab.reports import build_report
+
+    moved, copied = finished / "moved", finished / "copied"
+    shutil.copytree(finished / "whole", finished / "before-move")
+    (finished / "before-move").rename(moved)
+    resumed = _cli("run", "study.toml", "--out", "moved", "--quiet", cwd=finished)
+    assert resumed.returncode == 0, resumed.stderr
+    shutil.copytree(moved, copied)
+    shutil.rmtree(moved / "sources")
+    assert build_report(copied).directions[0].runs_done == 42  # every target run
+    assert _digest(copied) == _digest(finished / "whole")
+    with pytest.raises(ModelFileError, match="moved/sources/source_000.keras: this study.s model file is missing"):
+        build_report(moved)
+
+
+def test_an_unusable_out_is_one_line_and_nothing_is_written(finished):
+    from transferlab.errors import FolderError
+    from transferlab.frames import export
+
+    (finished / "a-file.txt").write_text("mine")
+    with pytest.raises(FolderError, match="a-file.txt: is a file, not a folder"):
+        export(finished / "whole", out=finished / "a-file.txt")
+    with pytest.raises(FolderError, match="/proc/no/such: cannot write there"):
+        export(finished / "whole", out="/proc/no/such")
+    assert (finished / "a-file.txt").read_text() == "mine"
+    for out, start in (("/proc/no/such.csv", "error: /proc/no/such.csv: cannot write there"),
+                       ("whole", "error: whole: is a folder; give --out a file name")):
+        done = _cli("compare", "whole", "whole", "--out", out, cwd=finished)
+        line = done.stderr.strip()
+        assert done.returncode == 2 and "\n" not in line and line.startswith(start), line
