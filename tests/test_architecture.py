@@ -25,7 +25,7 @@ LAYERS = {
     2: ["config"],
     3: ["datasets", "plan", "loading", "sweep"],
     4: ["engine", "shards", "executors", "estimate"],
-    5: ["store"],
+    5: ["curves", "store", "migrate"],
     6: ["stats", "speed", "verdict", "plots", "frames", "matrix_report"],
     7: ["reports", "sweep_report", "compare"],
     8: ["study"],

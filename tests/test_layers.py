@@ -223,16 +223,22 @@ def test_a_layer_list_study_with_a_binary_head_runs_reports_and_retrains(tmp_pat
 
 
 def test_a_metric_the_schema_does_not_name_needs_no_schema_change(tmp_path, small_study_dict):
-    """Metrics are rows (run, split, epoch, name, value): a new name is just new rows."""
+    """Final metrics are rows (run, split, name, value) and a run's curves name their rows: a
+    new metric is a new name, not a new column."""
     from transferlab import study
     from transferlab.loading import study_from_dict
+    from transferlab import curves as curve_arrays
     from transferlab.store import Store
 
     small_study_dict["training"]["epochs"] = 1
     study.run_study(study_from_dict(small_study_dict), tmp_path)
     with Store.in_folder(tmp_path) as store:
         store._db.execute("INSERT INTO final_metrics VALUES (1, 'test', 'top2_accuracy', 0.5)")
-        store._db.execute("INSERT INTO metrics VALUES (1, 'test', 1, 'top2_accuracy', 0.25)")
+        names, values = curve_arrays.decode(*store._db.execute(
+            'SELECT names, epochs, "values" FROM curves WHERE run_id = 1').fetchone())
+        extended = {**{name: values[i][None] for i, name in enumerate(names)}, "val_top2_accuracy": np.array([[0.25]])}
+        store._db.execute('UPDATE curves SET names = ?, epochs = ?, "values" = ? WHERE run_id = 1',
+                          curve_arrays.encode(extended, 0))
         runs = store.runs_frame(1)
         curves = store.curves_frame(1)
     assert runs.loc[runs["run_id"] == 1, "test_top2_accuracy"].item() == 0.5

@@ -55,9 +55,9 @@ def _results(folder) -> tuple[list, list]:
         final = db.execute("SELECT r.direction, r.role, r.strategy, r.source_index, r.repeat, r.status, f.split, "
                            "f.name, f.value FROM runs r JOIN final_metrics f ON f.run_id = r.id ORDER BY 1, 2, 3, 4, 5, "
                            "7, 8").fetchall()
-        curves = db.execute("SELECT r.direction, r.role, r.strategy, r.source_index, r.repeat, m.split, m.name, "
-                            "m.epoch, m.value FROM runs r JOIN metrics m ON m.run_id = r.id "
-                            "ORDER BY 1, 2, 3, 4, 5, 6, 7, 8").fetchall()
+        curves = db.execute('SELECT r.direction, r.role, r.strategy, r.source_index, r.repeat, c.names, c.epochs, '
+                            'c."values" FROM runs r JOIN curves c ON c.run_id = r.id '
+                            "ORDER BY 1, 2, 3, 4, 5").fetchall()
     return final, curves
 
 

@@ -10,6 +10,7 @@ from scipy import stats as scipy_stats
 from transferlab import speed, study
 from transferlab.loading import study_from_dict
 from transferlab.reports import build_report
+from transferlab import curves as curve_arrays
 from transferlab.store import Store
 
 
@@ -99,10 +100,13 @@ def test_measures_of_hand_made_curves_including_censored_runs(finished, tmp_path
     runs = [row[0] for row in db.execute("SELECT id FROM runs WHERE role = 'target' ORDER BY id")]
     curves = {run: np.round(np.linspace(0.1, 0.2 + 0.1 * (i % 7), 4), 4) for i, run in enumerate(runs)}
     curves[runs[0]] = np.array([0.3, 0.3, 0.3, 0.3])  # never reaches the threshold: censored
-    for run, values in curves.items():
-        for epoch, value in enumerate(values, start=1):
-            db.execute("UPDATE metrics SET value = ? WHERE run_id = ? AND split = 'test' AND name = 'accuracy' "
-                       "AND epoch = ?", (float(value), run, epoch))
+    for run, values in curves.items():  # the stored arrays' test accuracy row, rewritten
+        names_json, epochs, blob = db.execute('SELECT names, epochs, "values" FROM curves WHERE run_id = ?',
+                                              (run,)).fetchone()
+        names, stored = curve_arrays.decode(names_json, epochs, blob)
+        stored = stored.copy()
+        stored[names.index("val_accuracy")] = values
+        db.execute('UPDATE curves SET "values" = ? WHERE run_id = ?', (stored.astype("<f4").tobytes(), run))
     db.commit()
     db.close()
     threshold = 0.45
@@ -112,8 +116,8 @@ def test_measures_of_hand_made_curves_including_censored_runs(finished, tmp_path
         frame = store.runs_frame(study_id)
     for run, values in curves.items():
         reached = np.flatnonzero(values >= threshold)
-        assert measured.loc[run, "jumpstart"] == pytest.approx(values[0])
-        assert measured.loc[run, "auc"] == pytest.approx(values.mean())
+        assert measured.loc[run, "jumpstart"] == pytest.approx(values[0], rel=1e-6)  # stored as float32
+        assert measured.loc[run, "auc"] == pytest.approx(values.astype(np.float32).astype(float).mean())
         if len(reached):
             assert measured.loc[run, "reached"] == reached[0] + 1
         else:

@@ -38,7 +38,8 @@ def test_same_study_twice_gives_identical_database(tmp_path, small_study_dict):
     study.run_study(config, tmp_path / "a")
     study.run_study(config, tmp_path / "b")
     a, b = _contents(tmp_path / "a"), _contents(tmp_path / "b")
-    assert len(a["runs"]) == 2 + 3 + 2 * 3 * 2 and len(a["metrics"]) == len(a["runs"]) * 4 * 4  # epochs × curves
+    assert len(a["runs"]) == 2 + 3 + 2 * 3 * 2 and len(a["curves"]) == len(a["runs"])  # one array per run
+    assert {(row[1], row[2]) for row in a["curves"]} == {('["loss", "accuracy", "val_loss", "val_accuracy"]', 4)}
     assert len(a["final_metrics"]) == len(a["runs"]) * 4
     assert a == b
     weights_hashes = [row for row in a["source_models"]]
@@ -48,9 +49,11 @@ def test_same_study_twice_gives_identical_database(tmp_path, small_study_dict):
     with Store.in_folder(tmp_path / "b", readonly=True) as store:
         assert store.numbers_digest() == digest  # clock times and paths are left out
     db = sqlite3.connect(tmp_path / "b" / "results.sqlite")
-    with db:
-        db.execute("UPDATE metrics SET value = value + 1e-12 WHERE (run_id, split, name, epoch) = "
-                   "(SELECT run_id, split, name, epoch FROM metrics LIMIT 1)")
+    with db:  # one curve value's last bit
+        run_id, blob = db.execute('SELECT run_id, "values" FROM curves LIMIT 1').fetchone()
+        values = np.frombuffer(blob, "<f4").copy()
+        values[0] = np.nextafter(values[0], np.float32(np.inf))
+        db.execute('UPDATE curves SET "values" = ? WHERE run_id = ?', (values.tobytes(), run_id))
     db.close()
     with Store.in_folder(tmp_path / "b", readonly=True) as store:
         assert store.numbers_digest() != digest  # one curve value's last bits
@@ -134,7 +137,8 @@ def test_kill_9_mid_study_then_resume(tmp_path, small_study_dict):
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     assert db.execute("SELECT count(*) FROM runs WHERE status='done'").fetchone()[0] == total
-    assert db.execute("SELECT count(*) FROM metrics").fetchone()[0] == total * 30 * 4  # 4 curves an epoch
+    assert db.execute("SELECT count(*) FROM curves").fetchone()[0] == total  # one array per run, none twice
+    assert db.execute("SELECT DISTINCT epochs, length(\"values\") FROM curves").fetchall() == [(30, 30 * 4 * 4)]
     if done_after_kill < total:
         assert "resumed" in finished.stdout
 

@@ -157,6 +157,18 @@ def export(
 
 
 @app.command()
+def migrate(folder: Path = typer.Argument(..., help="an output folder written by an earlier transferlab")) -> None:
+    """Convert FOLDER's results database to this version's schema, in place and atomically (its numbers checked)."""
+
+    def convert():
+        from transferlab.migrate import migrate_folder
+
+        return migrate_folder(folder)
+
+    console.print(escape(_guard(convert).describe()), highlight=False)
+
+
+@app.command()
 def strategies() -> None:
     """List every strategy with its parameters (and defaults), what it does and its source."""
     from transferlab.config import toml_value

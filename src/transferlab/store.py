@@ -22,18 +22,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from transferlab import curves as curve_arrays
 from transferlab import objectives
 from transferlab.errors import StoreError
 from transferlab.models import check_file_sha256
 
 DATABASE_NAME = "results.sqlite"
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6  # 6: curves as one array per run (5: one row per value; `transferlab migrate`)
+MIGRATABLE = (5,)  # older schemas `transferlab migrate` converts (transferlab.migrate)
 STATUSES = ("planned", "done", "diverged")
 SPLITS = ("train", "test")
-# the final metrics every study table shows and the curves, in the objectives' order
+# the final metrics every study table shows, in the objectives' order
 FINAL_COLUMNS = tuple(objectives.column(split, name) for split in SPLITS for name in objectives.METRICS)
-CURVE_COLUMNS = tuple(objectives.column(split, name, curve=True) for split in SPLITS for name in objectives.METRICS)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS studies (
@@ -97,27 +98,14 @@ CREATE TABLE IF NOT EXISTS final_metrics (  -- evaluated with the trained weight
     value REAL,                      -- NULL: not finite (the run diverged)
     PRIMARY KEY (run_id, split, name)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS metrics (  -- per epoch, as Keras' History: train = running mean, test = val_
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    split TEXT NOT NULL CHECK (split IN ('train', 'test')),
-    epoch INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value REAL,
-    PRIMARY KEY (run_id, split, name, epoch)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS curves (  -- per epoch, as Keras' History: train = running mean, test = val_
+    run_id INTEGER PRIMARY KEY REFERENCES runs(id),
+    names TEXT NOT NULL,             -- the History names, e.g. ["loss", "accuracy", "val_loss", "val_accuracy"]
+    epochs INTEGER NOT NULL,
+    "values" BLOB NOT NULL           -- float32 little-endian (names, epochs); NaN: not finite (transferlab.curves)
+);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-
-
-def curve_key(name: str) -> tuple[str, str]:
-    """A History name (`val_loss`) as `(split, metric)` (`("test", "loss")`)."""
-    split, metric = objectives.parse_column(name)
-    return split, metric.name
-
-
-def curve_name(split: str, name: str) -> str:
-    """`(split, metric)` → the History name (`val_loss`)."""
-    return objectives.column(split, name, curve=True)
 
 
 
@@ -165,6 +153,11 @@ class Store:
         self._empty = not tables  # a run killed before it created the schema left this
         if tables and version != SCHEMA_VERSION:  # checked before anything writes
             self._db.close()
+            if version in MIGRATABLE:
+                raise StoreError(
+                    f"{self.path}: written by an earlier version of transferlab (database schema {version}, this "
+                    f"version uses {SCHEMA_VERSION}); run `transferlab migrate {self.path.parent}` to convert it in "
+                    "place (nothing here was changed)")
             raise StoreError(
                 f"{self.path}: written by another version of transferlab (database schema "
                 f"{version}, this version uses {SCHEMA_VERSION}); choose a new --out folder "
@@ -399,8 +392,8 @@ class Store:
                 if donor is None:
                     continue
                 donor_id, status, diverged_epoch, donor_study, donor_direction, donor_index, role, direction, index = donor
-                self._db.execute("INSERT INTO metrics (run_id, split, epoch, name, value) "
-                                 "SELECT ?, split, epoch, name, value FROM metrics WHERE run_id = ?", (run_id, donor_id))
+                self._db.execute('INSERT INTO curves (run_id, names, epochs, "values") '
+                                 'SELECT ?, names, epochs, "values" FROM curves WHERE run_id = ?', (run_id, donor_id))
                 self._db.execute("INSERT INTO final_metrics (run_id, split, name, value) "
                                  "SELECT ?, split, name, value FROM final_metrics WHERE run_id = ?", (run_id, donor_id))
                 self._db.execute("UPDATE runs SET status = ?, diverged_epoch = ?, finished_at = ? WHERE id = ?",
@@ -446,7 +439,6 @@ class Store:
         finished = _now()
         final, curves = result.final, result.curves
         diverged_at = result.diverged_epoch
-        epochs = curves["loss"].shape[1]
         with self._transaction():
             self._db.executemany(
                 "UPDATE runs SET status = ?, diverged_epoch = ?, finished_at = ? WHERE id = ? AND status = 'planned'",
@@ -458,19 +450,14 @@ class Store:
             self._db.executemany(
                 "INSERT INTO final_metrics (run_id, split, name, value) VALUES (?, ?, ?, ?)",
                 (
-                    (run_id, *name.split("_", 1), _finite(values[i]))
+                    (run_id, *_split_and_metric(name), _finite(values[i]))
                     for name, values in final.items()
                     for i, run_id in enumerate(run_ids)
                 ),
             )
             self._db.executemany(
-                "INSERT INTO metrics (run_id, split, name, epoch, value) VALUES (?, ?, ?, ?, ?)",
-                (
-                    (run_id, *curve_key(name), epoch + 1, _finite(values[i, epoch]))
-                    for name, values in curves.items()
-                    for i, run_id in enumerate(run_ids)
-                    for epoch in range(epochs)
-                ),
+                'INSERT INTO curves (run_id, names, epochs, "values") VALUES (?, ?, ?, ?)',
+                ((run_id, *curve_arrays.encode(curves, i)) for i, run_id in enumerate(run_ids)),
             )
             for source in source_models or []:
                 self._insert_source_model(source, finished)
@@ -487,7 +474,7 @@ class Store:
         values[columns.index("trained_here")] = int(source["trained_here"])
         metrics = {
             name: _finite(value) for name, value in source.items()
-            if name.split("_", 1)[0] in SPLITS and value is not None
+            if _is_final_metric(name) and value is not None
         }
         self._db.execute(
             f"INSERT OR REPLACE INTO source_models ({', '.join(columns)}, metrics_json, created_at) "
@@ -530,20 +517,26 @@ class Store:
         change that promises to change no bit) give the same digest."""
         digest = hashlib.sha256()
         run_key = "s.plan_sha256, r.direction, r.role, r.strategy_json, r.source_index, r.repeat"
-        queries = (
+        for query in (
             f"SELECT {run_key}, r.seed, r.status, r.diverged_epoch FROM runs r "
             f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}",
             f"SELECT {run_key}, f.split, f.name, f.value FROM final_metrics f JOIN runs r ON r.id = f.run_id "
             f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}, f.split, f.name",
-            f"SELECT {run_key}, m.split, m.name, m.epoch, m.value FROM metrics m JOIN runs r ON r.id = m.run_id "
-            f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}, m.split, m.name, m.epoch",
-            "SELECT s.plan_sha256, m.direction, m.source_index, m.weights_sha256, m.metrics_json "
-            "FROM source_models m JOIN studies s ON s.id = m.study_id "
-            "ORDER BY s.plan_sha256, m.direction, m.source_index",
-        )
-        for query in queries:
+        ):
             for row in self._db.execute(query):
                 digest.update(repr(tuple(row)).encode())
+        # the curves, value by value in (run, split, metric, epoch) order: the digest is over
+        # numbers, not rows, so it is what it was when each value was a row of its own
+        for *key, names, epochs, blob in self._db.execute(
+                f'SELECT {run_key}, c.names, c.epochs, c."values" FROM curves c JOIN runs r ON r.id = c.run_id '
+                f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}"):
+            for row in curve_arrays.digest_rows(tuple(key), names, epochs, blob):
+                digest.update(repr(row).encode())
+        for row in self._db.execute(
+                "SELECT s.plan_sha256, m.direction, m.source_index, m.weights_sha256, m.metrics_json "
+                "FROM source_models m JOIN studies s ON s.id = m.study_id "
+                "ORDER BY s.plan_sha256, m.direction, m.source_index"):
+            digest.update(repr(tuple(row)).encode())
         return digest.hexdigest()
 
     def runs_frame(self, study_id: int) -> pd.DataFrame:
@@ -569,22 +562,22 @@ class Store:
     def learning_measures(self, study_id: int, direction: str, name: str, threshold: float | None) -> pd.DataFrame:
         """Per finished target run of `direction`, from its per-epoch test curve of metric
         `name`: the value after epoch 1 (`jumpstart`), the mean over epochs (`auc`) and the
-        first epoch at or above `threshold` (`reached`, NULL if never or without a
-        threshold), computed inside SQLite so memory stays flat."""
-        return pd.read_sql_query(
-            """
-            SELECT r.id AS run_id,
-                   max(CASE WHEN m.epoch = 1 THEN m.value END) AS jumpstart,
-                   avg(m.value) AS auc,
-                   min(CASE WHEN m.value >= :threshold THEN m.epoch END) AS reached
-            FROM metrics m JOIN runs r ON r.id = m.run_id
-            WHERE r.study_id = :study AND r.direction = :direction AND r.role = 'target'
-                  AND r.status = 'done' AND m.split = 'test' AND m.name = :name
-            GROUP BY r.id
-            """,
-            self._db,
-            params={"study": study_id, "direction": direction, "name": name, "threshold": threshold},
-        )
+        first epoch at or above `threshold` (`reached`, None if never or without a
+        threshold), read run by run from the stored arrays so memory stays flat."""
+        rows = [curve_arrays.learning_measures(run_id, *curve_arrays.decode(names, epochs, blob), name, threshold)
+                for run_id, names, epochs, blob in self._curve_rows(
+                    "r.study_id = ? AND r.direction = ? AND r.role = 'target' AND r.status = 'done'",
+                    (study_id, direction))]
+        frame = pd.DataFrame(rows, columns=["run_id", "jumpstart", "auc", "reached"])
+        return frame.astype({"jumpstart": float, "auc": float, "reached": float})  # never / no threshold: NaN
+
+    def _curve_rows(self, where: str, params: tuple):
+        """`(run_id, names, epochs, blob)` of the runs `where` selects, in run order, a batch at a time."""
+        cursor = self._db.execute(
+            f'SELECT r.id, c.names, c.epochs, c."values" FROM curves c JOIN runs r ON r.id = c.run_id '
+            f"WHERE {where} ORDER BY r.id", params)
+        while batch := cursor.fetchmany(1024):
+            yield from batch
 
     def layer_records(self, study_id: int) -> pd.DataFrame:
         """Each strategy's target architecture and per-layer record (one row per direction and strategy)."""
@@ -596,13 +589,9 @@ class Store:
         )
 
     def metrics_frame(self, study_id: int) -> pd.DataFrame:
-        """The per-epoch metrics as stored: one row per run, split, metric and epoch."""
-        return pd.read_sql_query(
-            "SELECT m.run_id, m.split, m.name, m.epoch, m.value FROM metrics m JOIN runs r ON r.id = m.run_id "
-            "WHERE r.study_id = ? ORDER BY m.run_id, m.split, m.name, m.epoch",
-            self._db,
-            params=(study_id,),
-        )
+        """The per-epoch metrics, long: one row per run, split, metric and epoch."""
+        rows = list(self._curve_rows("r.study_id = ?", (study_id,)))
+        return curve_arrays.long_rows([row[0] for row in rows], [row[1:] for row in rows])
 
     def curves_frame(self, study_id: int) -> pd.DataFrame:
         """Every run's per-epoch curves, one column per History name (large: prefer
@@ -611,53 +600,35 @@ class Store:
             "SELECT id AS run_id, direction, role, strategy, source_index, repeat FROM runs WHERE study_id = ?",
             self._db,
             params=(study_id,),
-        )
-        long = self.metrics_frame(study_id)
-        long["curve"] = [curve_name(split, name) for split, name in zip(long["split"], long["name"])]
-        wide = long.pivot(index=["run_id", "epoch"], columns="curve", values="value").reset_index()
-        table = runs.merge(wide, on="run_id").sort_values(["run_id", "epoch"])
-        curves = [name for name in _curve_order(wide.columns)]
+        ).set_index("run_id")
+        tables = []
+        for run_id, names_json, epochs, blob in self._curve_rows("r.study_id = ?", (study_id,)):
+            names, values = curve_arrays.decode(names_json, epochs, blob)
+            table = {"run_id": run_id, "epoch": np.arange(1, epochs + 1)}
+            table.update({name: values[i].astype(float) for i, name in enumerate(names)})
+            tables.append(pd.DataFrame(table))
+        if not tables:
+            return pd.DataFrame(columns=["direction", "role", "strategy", "source_index", "repeat", "epoch"])
+        wide = pd.concat(tables, ignore_index=True)
+        curves = curve_arrays.curve_order([c for c in wide.columns if c not in ("run_id", "epoch")])
+        table = wide.join(runs, on="run_id")
         return table[["direction", "role", "strategy", "source_index", "repeat", "epoch", *curves]].reset_index(drop=True)
 
     def mean_curves(self, study_id: int) -> pd.DataFrame:
         """Per direction, strategy and epoch, over the target runs that finished (not diverged):
-        `n` and the mean and sample std of every curve, aggregated inside SQLite in two passes
-        (mean, then squared deviations), so memory stays flat however many runs there are."""
-        query = """
-            WITH done AS (
-                SELECT id, direction, strategy FROM runs
-                WHERE study_id = :study AND role = 'target' AND status = 'done'
-            ), m AS (
-                SELECT d.direction, d.strategy, c.split, c.name, c.epoch, count(c.value) AS n,
-                       avg(c.value) AS mean, min(d.id) AS first_run
-                FROM metrics c JOIN done d ON d.id = c.run_id
-                GROUP BY d.direction, d.strategy, c.split, c.name, c.epoch
-            )
-            SELECT m.direction, m.strategy, m.split, m.name, m.epoch, m.n, m.mean, m.first_run,
-                   sum((c.value - m.mean) * (c.value - m.mean)) / nullif(count(c.value) - 1, 0) AS var
-            FROM metrics c JOIN done d ON d.id = c.run_id
-            JOIN m ON m.direction = d.direction AND m.strategy = d.strategy AND m.split = c.split
-                  AND m.name = c.name AND m.epoch = c.epoch
-            GROUP BY m.direction, m.strategy, m.split, m.name, m.epoch
-        """
-        long = pd.read_sql_query(query, self._db, params={"study": study_id})
-        columns = ["direction", "strategy", "epoch", "n"]
-        if long.empty:
-            return pd.DataFrame(columns=columns)
-        long["curve"] = [curve_name(split, name) for split, name in zip(long["split"], long["name"])]
-        long["std"] = np.sqrt(long["var"].astype(float))  # SQLite's math functions are optional
-        keys = ["direction", "strategy", "epoch"]
-        counts = long[long["curve"] == "loss"].set_index(keys)["n"] if (long["curve"] == "loss").any() else None
-        first_run = long.groupby(["direction", "strategy"])["first_run"].min()
-        wide = long.pivot_table(index=keys, columns="curve", values=["mean", "std"], aggfunc="first", dropna=False)
-        wide.columns = [f"{curve}_{stat}" for stat, curve in wide.columns]
-        wide = wide.reset_index()
-        wide.insert(3, "n", wide.set_index(keys).index.map(counts) if counts is not None else 0)
-        curves = _curve_order(set(long["curve"]))
-        order = columns + [f"{curve}_{stat}" for curve in curves for stat in ("mean", "std")]
-        wide["first_run"] = [first_run[(d, s)] for d, s in zip(wide["direction"], wide["strategy"])]
-        wide = wide.sort_values(["first_run", "epoch"])
-        return wide[order].reset_index(drop=True)
+        `n` and the mean and sample std of every curve, from the arrays with NumPy in two
+        passes (means, then squared deviations), a batch of runs at a time, so memory is
+        the groups' sums, however many runs there are."""
+        groups = dict(self._db.execute(
+            "SELECT id, direction || char(0) || strategy FROM runs WHERE study_id = ? AND role = 'target' "
+            "AND status = 'done'", (study_id,)).fetchall())
+        where = "r.study_id = ? AND r.role = 'target' AND r.status = 'done'"
+        means = curve_arrays.MeanCurves()
+        for run_id, names_json, epochs, blob in self._curve_rows(where, (study_id,)):
+            means.add(tuple(groups[run_id].split("\0")), run_id, *curve_arrays.decode(names_json, epochs, blob))
+        for run_id, names_json, epochs, blob in self._curve_rows(where, (study_id,)):
+            means.add_deviations(tuple(groups[run_id].split("\0")), curve_arrays.decode(names_json, epochs, blob)[1])
+        return means.frame()
 
 
 def _task_arrays(task) -> bytes:
@@ -666,11 +637,17 @@ def _task_arrays(task) -> bytes:
     return buffer.getvalue()
 
 
-def _curve_order(names) -> list[str]:
-    """History names in the usual order: the known ones as Keras lists them, then others."""
-    names = [name for name in names if name not in ("run_id", "epoch")]
-    known = [name for name in CURVE_COLUMNS if name in names]
-    return known + sorted(set(names) - set(known))
+def _split_and_metric(column: str) -> tuple[str, str]:
+    """`test_accuracy` → ("test", "accuracy"): a final metric's row key (the objective's names)."""
+    split, metric = objectives.parse_column(column)
+    return split, metric.name
+
+
+def _is_final_metric(name: str) -> bool:
+    try:
+        return name.startswith(tuple(f"{split}_" for split in SPLITS)) and bool(objectives.parse_column(name))
+    except KeyError:
+        return False
 
 
 def _finite(value) -> float | None:

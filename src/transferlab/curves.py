@@ -1,0 +1,137 @@
+"""Per-epoch curves as arrays: one row per run, and the aggregates read from them with NumPy.
+
+A run's curves are stored as one little-endian float32 array `(curves, epochs)` (its raw
+bytes, beside the curve names and the epoch count), not one SQL row per run, split, metric
+and epoch: the engine's own numbers, written in one `executemany` per shard and read back
+with `np.frombuffer`. A value that is not finite is stored as NaN (the run diverged), read
+back as missing. Why raw bytes and not `.npy` or fixed-width columns: a `.npy` header adds
+128 bytes per run and a parse, and fixed-width columns fix the epoch count in the schema;
+the names and shape beside the bytes say everything (bench/RESULTS.md, issue 22).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from transferlab import objectives
+
+DTYPE = np.dtype("<f4")
+
+
+def encode(curves: dict[str, np.ndarray], index: int) -> tuple[str, int, bytes]:
+    """Run `index`'s curves of a shard (`{History name: (models, epochs)}`) as a stored row:
+    the names (JSON), the epoch count and the array's bytes."""
+    names = curve_order(curves)  # a canonical order: the objectives' names, then any others
+    values = np.stack([np.asarray(curves[name][index], DTYPE) for name in names])
+    values[~np.isfinite(values)] = np.nan
+    return json.dumps(names), values.shape[1], values.tobytes()
+
+
+def decode(names_json: str, epochs: int, blob: bytes) -> tuple[list[str], np.ndarray]:
+    """The names and the `(curves, epochs)` float32 array of a stored row."""
+    names = json.loads(names_json)
+    return names, np.frombuffer(blob, DTYPE).reshape(len(names), epochs)
+
+
+def long_rows(run_ids: Iterable[int], rows: Iterable[tuple[str, int, bytes]]) -> pd.DataFrame:
+    """`run_id, split, name, epoch, value` for every stored value, ordered as a table of rows
+    would be (run, split, metric, epoch); a non-finite value is missing."""
+    parts = []
+    for run_id, (names_json, epochs, blob) in zip(run_ids, rows):
+        names, values = decode(names_json, epochs, blob)
+        keys = [objectives.parse_column(name) for name in names]
+        order = sorted(range(len(names)), key=lambda i: (keys[i][0], keys[i][1].name))
+        for i in order:
+            parts.append(pd.DataFrame({"run_id": run_id, "split": keys[i][0], "name": keys[i][1].name,
+                                       "epoch": np.arange(1, epochs + 1), "value": values[i].astype(float)}))
+    if not parts:
+        return pd.DataFrame(columns=["run_id", "split", "name", "epoch", "value"])
+    frame = pd.concat(parts, ignore_index=True)
+    frame["value"] = frame["value"].where(np.isfinite(frame["value"]), None)
+    return frame
+
+
+def digest_rows(key: tuple, names_json: str, epochs: int, blob: bytes) -> Iterable[tuple]:
+    """The digest's rows of one run, exactly as one row per value gave them: `(*key, split,
+    name, epoch, value)` in split, name, epoch order, a non-finite value as None."""
+    names, values = decode(names_json, epochs, blob)
+    keyed = sorted((objectives.parse_column(name)[0], objectives.parse_column(name)[1].name, i)
+                   for i, name in enumerate(names))
+    for split, name, i in keyed:
+        for epoch in range(epochs):
+            value = float(values[i, epoch])
+            yield (*key, split, name, epoch + 1, value if np.isfinite(value) else None)
+
+
+class MeanCurves:
+    """Per group (direction, strategy): `n`, mean and sample std of every curve at every
+    epoch over the runs added, in two passes (means, then squared deviations, as the
+    two-pass SQL did), so memory is one group's sums, not the runs."""
+
+    def __init__(self):
+        self.sums: dict[tuple, np.ndarray] = {}
+        self.counts: dict[tuple, np.ndarray] = {}
+        self.squares: dict[tuple, np.ndarray] = {}
+        self.names: dict[tuple, list[str]] = {}
+        self.first: dict[tuple, int] = {}
+
+    def add(self, group: tuple, run_id: int, names: list[str], values: np.ndarray) -> None:
+        values = values.astype(np.float64)
+        finite = np.isfinite(values)
+        if group not in self.sums:
+            self.sums[group], self.counts[group] = np.zeros(values.shape), np.zeros(values.shape)
+            self.names[group], self.first[group] = names, run_id
+        self.sums[group] += np.where(finite, values, 0.0)
+        self.counts[group] += finite
+        self.first[group] = min(self.first[group], run_id)
+
+    def add_deviations(self, group: tuple, values: np.ndarray) -> None:
+        values = values.astype(np.float64)
+        mean = self.sums[group] / np.maximum(self.counts[group], 1)
+        squared = np.where(np.isfinite(values), (values - mean) ** 2, 0.0)
+        self.squares[group] = self.squares.get(group, np.zeros(values.shape)) + squared
+
+    def frame(self) -> pd.DataFrame:
+        """direction, strategy, epoch, n, then `{curve}_mean`, `{curve}_std` per curve."""
+        columns = ["direction", "strategy", "epoch", "n"]
+        if not self.sums:
+            return pd.DataFrame(columns=columns)
+        tables = []
+        for group in sorted(self.sums, key=lambda g: self.first[g]):
+            count = self.counts[group]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.where(count > 0, self.sums[group] / np.maximum(count, 1), np.nan)
+                std = np.sqrt(np.where(count > 1, self.squares.get(group, 0.0) / (count - 1), np.nan))
+            epochs = mean.shape[1]
+            table = {"direction": group[0], "strategy": group[1], "epoch": np.arange(1, epochs + 1)}
+            names = self.names[group]
+            table["n"] = count[names.index("loss")].astype(int) if "loss" in names else 0
+            for curve in curve_order(names):
+                i = names.index(curve)
+                table[f"{curve}_mean"], table[f"{curve}_std"] = mean[i], std[i]
+            tables.append(pd.DataFrame(table))
+        return pd.concat(tables, ignore_index=True)
+
+
+def curve_order(names) -> list[str]:
+    """History names in the usual order: the objectives' (train then test), then others."""
+    known = [objectives.column(split, metric, curve=True) for split in objectives.SPLITS for metric in objectives.METRICS]
+    return [name for name in known if name in names] + sorted(set(names) - set(known))
+
+
+def learning_measures(run_id: int, names: list[str], values: np.ndarray, name: str,
+                      threshold: float | None) -> dict:
+    """One run's jumpstart (the test curve after epoch 1), area under the curve (its mean over
+    finite epochs) and the first epoch at or above `threshold` (None: never, or no threshold)."""
+    curve = values[names.index(objectives.column("test", name, curve=True))].astype(np.float64)
+    finite = np.isfinite(curve)
+    reached = None
+    if threshold is not None:
+        hits = np.flatnonzero(finite & (curve >= threshold))
+        reached = int(hits[0]) + 1 if len(hits) else None
+    return {"run_id": run_id, "jumpstart": float(curve[0]) if finite[0] else None,
+            "auc": float(curve[finite].mean()) if finite.any() else None, "reached": reached}
