@@ -31,6 +31,15 @@ def encode(curves: dict[str, np.ndarray], index: int) -> tuple[str, int, bytes]:
     return json.dumps(names), values.shape[1], values.tobytes()
 
 
+def encode_shard(curves: dict[str, np.ndarray]) -> tuple[str, int, list[bytes]]:
+    """Every run's stored row of a shard at once: the names (JSON), the epoch count and each
+    run's bytes (`encode` for each run, without a Python loop over curves)."""
+    names = curve_order(curves)
+    values = np.ascontiguousarray(np.stack([np.asarray(curves[name], DTYPE) for name in names], axis=1))
+    values[~np.isfinite(values)] = np.nan  # (models, names, epochs)
+    return json.dumps(names), values.shape[2], [run.tobytes() for run in values]
+
+
 def decode(names_json: str, epochs: int, blob: bytes) -> tuple[list[str], np.ndarray]:
     """The names and the `(curves, epochs)` float32 array of a stored row."""
     names = json.loads(names_json)

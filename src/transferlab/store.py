@@ -449,15 +449,12 @@ class Store:
             )
             self._db.executemany(
                 "INSERT INTO final_metrics (run_id, split, name, value) VALUES (?, ?, ?, ?)",
-                (
-                    (run_id, *_split_and_metric(name), _finite(values[i]))
-                    for name, values in final.items()
-                    for i, run_id in enumerate(run_ids)
-                ),
+                (row for name, values in final.items() for row in _final_rows(run_ids, name, values)),
             )
+            names, epochs, rows = curve_arrays.encode_shard(curves)
             self._db.executemany(
                 'INSERT INTO curves (run_id, names, epochs, "values") VALUES (?, ?, ?, ?)',
-                ((run_id, *curve_arrays.encode(curves, i)) for i, run_id in enumerate(run_ids)),
+                ((run_id, names, epochs, row) for run_id, row in zip(run_ids, rows)),
             )
             for source in source_models or []:
                 self._insert_source_model(source, finished)
@@ -635,6 +632,14 @@ def _task_arrays(task) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, x_train=task.x_train, y_train=task.y_train, x_test=task.x_test, y_test=task.y_test)
     return buffer.getvalue()
+
+
+def _final_rows(run_ids: list[int], column: str, values: np.ndarray):
+    """`(run_id, split, metric, value)` of one final metric over a shard's runs (None: not finite)."""
+    split, metric = _split_and_metric(column)
+    values = np.asarray(values, np.float64)
+    kept = np.where(np.isfinite(values), values, np.nan).tolist()
+    return ((run_id, split, metric, None if value != value else value) for run_id, value in zip(run_ids, kept))
 
 
 def _split_and_metric(column: str) -> tuple[str, str]:
