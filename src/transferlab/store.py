@@ -705,4 +705,7 @@ def _unusable(path: Path, error: sqlite3.Error) -> StoreError | None:
     if "readonly" in text or "read-only" in text:
         return StoreError(f"{path}: the results database is read-only ({error}); make it and its folder writable, "
                           "or copy the folder and use the copy (nothing stored was changed)")
+    if "unable to open" in text:
+        return StoreError(f"{path}: cannot open the results database ({error}); check that it and its folder are "
+                          "readable and writable by you (nothing stored was changed)")
     return None
