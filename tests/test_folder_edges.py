@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from transferlab import study
+from transferlab.api import load_study
 from transferlab.store import Store
 
 STUDY = """
@@ -81,8 +83,7 @@ def _digest(folder: Path) -> str:
 def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("edges")
     (root / "study.toml").write_text(STUDY)
-    done = _cli("run", "study.toml", "--out", "whole", "--quiet", cwd=root)
-    assert done.returncode == 0, done.stderr
+    study.run_study(load_study(root / "study.toml"), root / "whole")
     return root
 
 
@@ -95,8 +96,9 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_finishes_it(finishe
     with Store.in_folder(finished / "full", readonly=True) as store:
         statuses = {run.status for run in store.runs(store.stored_plan()[0])}
     assert statuses == {"done", "planned"}  # it filled mid-run: some shards were committed
-    again = _cli("run", "study.toml", "--out", "full", cwd=finished)
-    assert again.returncode == 0 and "were already done" in again.stdout, again.stderr
+    again = study.run_study(load_study(finished / "study.toml"), finished / "full")  # space freed
+    assert again.skipped_runs > 0 and again.trained_runs > 0  # the shards committed before the disk filled are kept
+    assert again.skipped_runs + again.trained_runs == 48
     assert _digest(finished / "full") == _digest(finished / "whole")
 
 
@@ -109,8 +111,8 @@ def test_a_moved_and_a_copied_folder_keep_working(finished):
     moved, copied = finished / "moved", finished / "copied"
     shutil.copytree(finished / "whole", finished / "before-move")
     (finished / "before-move").rename(moved)
-    resumed = _cli("run", "study.toml", "--out", "moved", "--quiet", cwd=finished)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = study.run_study(load_study(finished / "study.toml"), moved)
+    assert resumed.trained_runs == 0 and resumed.skipped_runs == 48
     shutil.copytree(moved, copied)
     shutil.rmtree(moved / "sources")
     assert build_report(copied).directions[0].runs_done == 42  # every target run
@@ -121,6 +123,7 @@ def test_a_moved_and_a_copied_folder_keep_working(finished):
 
 def test_an_unusable_out_is_one_line_and_nothing_is_written(finished):
     from transferlab.errors import FolderError
+    from transferlab.folder import prepare_output_path
     from transferlab.frames import export
 
     (finished / "a-file.txt").write_text("mine")
@@ -129,8 +132,9 @@ def test_an_unusable_out_is_one_line_and_nothing_is_written(finished):
     with pytest.raises(FolderError, match="/proc/no/such: cannot write there"):
         export(finished / "whole", out="/proc/no/such")
     assert (finished / "a-file.txt").read_text() == "mine"
-    for out, start in (("/proc/no/such.csv", "error: /proc/no/such.csv: cannot write there"),
-                       ("whole", "error: whole: is a folder; give --out a file name")):
-        done = _cli("compare", "whole", "whole", "--out", out, cwd=finished)
-        line = done.stderr.strip()
-        assert done.returncode == 2 and "\n" not in line and line.startswith(start), line
+    done = _cli("compare", "whole", "whole", "--out", "/proc/no/such.csv", cwd=finished)
+    line = done.stderr.strip()
+    assert done.returncode == 2 and "\n" not in line, line
+    assert line.startswith("error: /proc/no/such.csv: cannot write there"), line
+    with pytest.raises(FolderError, match="whole: is a folder; give --out a file name"):
+        prepare_output_path(finished / "whole", folder=False)
