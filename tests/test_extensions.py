@@ -131,7 +131,7 @@ def test_reporting_resuming_or_retraining_without_the_extension_is_one_line(user
     assert "\n" not in done.stderr.strip()
     again = _cli("--extension", "half_rate.py", "report", "out", cwd=user_study)
     assert again.returncode == 0, again.stderr
-    resumed = _cli("--extension", str(user_study / "half_rate.py"), "run", "study.toml", "--out", "out", cwd=user_study)
+    resumed = _cli("run", "study.toml", "--out", "out", "--extension", str(user_study / "half_rate.py"), cwd=user_study)
     assert resumed.returncode == 0 and "8 runs were already done, trained 0" in resumed.stdout, resumed.stdout
 
 
@@ -389,3 +389,13 @@ def test_a_missing_extension_file_or_module_is_one_line(tmp_path):
     with pytest.raises(ExtensionError, match="the extension failed to import: RuntimeError: boom"):
         transferlab.load_extension(str(tmp_path / "broken_ext.py"))
     assert "broken_ext" not in sys.modules
+
+
+def test_extension_may_come_before_or_after_the_command():
+    from transferlab.cli import extensions_first
+
+    assert extensions_first(["transferlab", "run", "s.toml", "--extension", "mine.py", "--out", "o"]) == [
+        "transferlab", "--extension", "mine.py", "run", "s.toml", "--out", "o"]
+    assert extensions_first(["transferlab", "-x", "a.py", "report", "out", "--extension=b.py"]) == [
+        "transferlab", "-x", "a.py", "--extension=b.py", "report", "out"]
+    assert extensions_first(["transferlab", "run", "s.toml"]) == ["transferlab", "run", "s.toml"]

@@ -10,10 +10,33 @@ import signal
 import sys
 
 
+EXTENSION_FLAGS = ("--extension", "-x")
+
+
+def extensions_first(argv: list[str]) -> list[str]:
+    """`--extension FILE` may come anywhere (`transferlab run s.toml --extension mine.py`); the
+    option belongs to the program, so it is moved before the command."""
+    program, rest, moved = argv[:1], [], []
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg in EXTENSION_FLAGS and index + 1 < len(argv):
+            moved += [arg, argv[index + 1]]
+            index += 2
+            continue
+        if arg.startswith("--extension="):
+            moved.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return program + moved + rest
+
+
 def main() -> None:
     from transferlab import interrupts
 
     interrupts.install()
+    sys.argv = extensions_first(sys.argv)
     from transferlab.commands import app
 
     try:
