@@ -48,29 +48,34 @@ def decode(names_json: str, epochs: int, blob: bytes) -> tuple[list[str], np.nda
 
 def long_rows(run_ids: Iterable[int], rows: Iterable[tuple[str, int, bytes]]) -> pd.DataFrame:
     """`run_id, split, name, epoch, value` for every stored value, ordered as a table of rows
-    would be (run, split, metric, epoch); a non-finite value is missing."""
-    parts = []
+    would be (run, split, metric, epoch); a non-finite value is missing. Built from one
+    array per column, not a frame per run."""
+    columns: dict[str, list] = {"run_id": [], "split": [], "name": [], "epoch": [], "value": []}
     for run_id, (names_json, epochs, blob) in zip(run_ids, rows):
         names, values = decode(names_json, epochs, blob)
-        keys = [objectives.parse_column(name) for name in names]
-        order = sorted(range(len(names)), key=lambda i: (keys[i][0], keys[i][1].name))
-        for i in order:
-            parts.append(pd.DataFrame({"run_id": run_id, "split": keys[i][0], "name": keys[i][1].name,
-                                       "epoch": np.arange(1, epochs + 1), "value": values[i].astype(float)}))
-    if not parts:
-        return pd.DataFrame(columns=["run_id", "split", "name", "epoch", "value"])
-    frame = pd.concat(parts, ignore_index=True)
+        for split, metric, i in _row_order(names):
+            columns["run_id"].append(np.full(epochs, run_id))
+            columns["split"].append(np.full(epochs, split, dtype=object))
+            columns["name"].append(np.full(epochs, metric, dtype=object))
+            columns["epoch"].append(np.arange(1, epochs + 1))
+            columns["value"].append(values[i].astype(float))
+    if not columns["run_id"]:
+        return pd.DataFrame(columns=list(columns))
+    frame = pd.DataFrame({key: np.concatenate(parts) for key, parts in columns.items()})
     frame["value"] = frame["value"].where(np.isfinite(frame["value"]), None)
     return frame
+
+
+def _row_order(names: list[str]) -> list[tuple[str, str, int]]:
+    """`(split, metric, index)` of a run's curves in the order rows of (split, metric) sort."""
+    return sorted((*objectives.curve_key(name), i) for i, name in enumerate(names))
 
 
 def digest_rows(key: tuple, names_json: str, epochs: int, blob: bytes) -> Iterable[tuple]:
     """The digest's rows of one run, exactly as one row per value gave them: `(*key, split,
     name, epoch, value)` in split, name, epoch order, a non-finite value as None."""
     names, values = decode(names_json, epochs, blob)
-    keyed = sorted((objectives.parse_column(name)[0], objectives.parse_column(name)[1].name, i)
-                   for i, name in enumerate(names))
-    for split, name, i in keyed:
+    for split, name, i in _row_order(names):
         for epoch in range(epochs):
             value = float(values[i, epoch])
             yield (*key, split, name, epoch + 1, value if np.isfinite(value) else None)

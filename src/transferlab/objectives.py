@@ -70,6 +70,12 @@ def parse_column(name: str) -> tuple[str, Metric]:
     raise KeyError(f"{name!r} is not a metric column; metrics: {', '.join(METRICS)}")
 
 
+def curve_key(name: str) -> tuple[str, str]:
+    """A History name's (split, metric name) by Keras' rule (`val_` is the test split), for
+    any metric, named here or not: `val_top2_accuracy` → ("test", "top2_accuracy")."""
+    return ("test", name[4:]) if name.startswith("val_") else ("train", name)
+
+
 def metric_of(name: str) -> Metric:
     """The metric a column (`test_accuracy`, `val_loss`, `mae`) holds."""
     return parse_column(name)[1]

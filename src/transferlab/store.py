@@ -598,17 +598,11 @@ class Store:
             self._db,
             params=(study_id,),
         ).set_index("run_id")
-        tables = []
-        for run_id, names_json, epochs, blob in self._curve_rows("r.study_id = ?", (study_id,)):
-            names, values = curve_arrays.decode(names_json, epochs, blob)
-            table = {"run_id": run_id, "epoch": np.arange(1, epochs + 1)}
-            table.update({name: values[i].astype(float) for i, name in enumerate(names)})
-            tables.append(pd.DataFrame(table))
-        if not tables:
-            return pd.DataFrame(columns=["direction", "role", "strategy", "source_index", "repeat", "epoch"])
-        wide = pd.concat(tables, ignore_index=True)
+        long = self.metrics_frame(study_id)
+        long["curve"] = [objectives.column(split, name, curve=True) for split, name in zip(long["split"], long["name"])]
+        wide = long.pivot(index=["run_id", "epoch"], columns="curve", values="value").reset_index()
         curves = curve_arrays.curve_order([c for c in wide.columns if c not in ("run_id", "epoch")])
-        table = wide.join(runs, on="run_id")
+        table = wide.join(runs, on="run_id").sort_values(["run_id", "epoch"])
         return table[["direction", "role", "strategy", "source_index", "repeat", "epoch", *curves]].reset_index(drop=True)
 
     def mean_curves(self, study_id: int) -> pd.DataFrame:
@@ -616,15 +610,14 @@ class Store:
         `n` and the mean and sample std of every curve, from the arrays with NumPy in two
         passes (means, then squared deviations), a batch of runs at a time, so memory is
         the groups' sums, however many runs there are."""
-        groups = dict(self._db.execute(
-            "SELECT id, direction || char(0) || strategy FROM runs WHERE study_id = ? AND role = 'target' "
-            "AND status = 'done'", (study_id,)).fetchall())
         where = "r.study_id = ? AND r.role = 'target' AND r.status = 'done'"
+        groups = {run_id: (direction, strategy) for run_id, direction, strategy in self._db.execute(
+            f"SELECT r.id, r.direction, r.strategy FROM runs r WHERE {where}", (study_id,))}
         means = curve_arrays.MeanCurves()
         for run_id, names_json, epochs, blob in self._curve_rows(where, (study_id,)):
-            means.add(tuple(groups[run_id].split("\0")), run_id, *curve_arrays.decode(names_json, epochs, blob))
+            means.add(groups[run_id], run_id, *curve_arrays.decode(names_json, epochs, blob))
         for run_id, names_json, epochs, blob in self._curve_rows(where, (study_id,)):
-            means.add_deviations(tuple(groups[run_id].split("\0")), curve_arrays.decode(names_json, epochs, blob)[1])
+            means.add_deviations(groups[run_id], curve_arrays.decode(names_json, epochs, blob)[1])
         return means.frame()
 
 
