@@ -50,14 +50,21 @@ def _split_cpu_into_devices() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
 
+def cache_dir() -> str | None:
+    """transferlab's per-machine cache folder (compiled programs, measured speeds):
+    `TRANSFERLAB_CACHE_DIR`, else `~/.cache/transferlab/xla`; None when set to "off"."""
+    cache = os.environ.get("TRANSFERLAB_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "transferlab", "xla"
+    )
+    return None if cache.lower() in ("0", "off", "none") else cache
+
+
 def _enable_compilation_cache() -> None:
     """Keep compiled engine programs on disk so the next process skips XLA compilation."""
     import jax
 
-    cache = os.environ.get("TRANSFERLAB_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "transferlab", "xla"
-    )
-    if cache.lower() in ("0", "off", "none"):
+    cache = cache_dir()
+    if cache is None:
         return
     try:
         os.makedirs(cache, exist_ok=True)

@@ -63,6 +63,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="start even if the memory estimate exceeds what is available"),
     ray: str = typer.Option(None, "--ray", metavar="auto|ADDRESS",
                             help="train the shards on a Ray cluster (auto: the one this machine belongs to)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="start a study estimated over an hour without asking"),
 ) -> None:
     """Run STUDY_FILE into an output folder (rerun to resume), then write the table, plots and report."""
     config = _load(study_file)
@@ -71,9 +72,9 @@ def run(
     if ray is not None:
         _require_ray()
     if isinstance(config, Sweep):
-        _run_sweep_and_report(config, out or Path(config.name), quiet, force, ray)
+        _run_sweep_and_report(config, out or Path(config.name), quiet, force, ray, yes)
     else:
-        _run_and_report(config, out or Path(config.name), quiet, force, ray)
+        _run_and_report(config, out or Path(config.name), quiet, force, ray, yes)
 
 
 @app.command()
@@ -254,7 +255,7 @@ def _require_ray() -> None:
         _fail(f"--ray: {RAY_MISSING}")
 
 
-def _run_and_report(config, out: Path, quiet: bool, force: bool, ray: str | None = None) -> None:
+def _run_and_report(config, out: Path, quiet: bool, force: bool, ray: str | None = None, yes: bool = False) -> None:
     from transferlab.estimate import available_memory, estimate, shard_size_for
     from transferlab.executors import executor_for
     from transferlab.study import plan_study, run_study
@@ -264,21 +265,25 @@ def _run_and_report(config, out: Path, quiet: bool, force: bool, ray: str | None
     shard_size = shard_size_for(plan, config.execution)
     work = estimate(plan, shard_size)
     available = available_memory()
+    timing = _Timing([plan], out, ray or config.execution.executor)
     if not quiet:
         console.print(f"[bold]{escape(config.name)}[/]: {escape(_describe(config))} → {escape(str(out))}/",
                       highlight=False)
-        console.print(f"plan: {work.describe(available)}, shards of {shard_size:,} runs", highlight=False)
+        console.print(f"plan: {work.describe(available)}, shards of {shard_size:,} runs, "
+                      f"{timing.duration.describe()}", highlight=False)
     if available and work.peak_bytes > available and not force:
         _fail(
             f"{config.name}: the estimated peak memory ({work.describe(available)}) exceeds what this machine has "
             "available; lower repeats, epochs, layer widths or [execution] shard_size, or pass --force to start anyway"
         )
+    timing.confirm(config.name, yes)
     executor = executor_for(config.execution, ray)
-    _train_and_report(out, quiet, started, lambda progress, notify: run_study(
-        plan, out, executor=executor, progress=progress, notify=notify, shard_size=shard_size))
+    _train_and_report(out, quiet, started, timing.timed(lambda progress, notify: run_study(
+        plan, out, executor=executor, progress=progress, notify=notify, shard_size=shard_size)))
 
 
-def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool, ray: str | None = None) -> None:
+def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool, ray: str | None = None,
+                          yes: bool = False) -> None:
     from transferlab.estimate import available_memory, estimate, shard_size_for
     from transferlab.executors import executor_for
     from transferlab.study import plan_sweep, run_sweep
@@ -292,17 +297,59 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool, ray: str |
              if sweep.mode == "matrix" else f"a {sweep.mode} sweep of {len(plans)} points over {axes}")
     runs = sum(w.runs for w in works)
     peak = max(w.peak_bytes for w in works)
+    execution = sweep.points[0].config.execution
+    timing = _Timing([plan for _, plan in plans], out, ray or execution.executor)
     if not quiet:
         console.print(f"[bold]{escape(sweep.name)}[/]: {escape(shape)}; each "
                       f"{escape(_describe(sweep.points[0].config))} → {escape(str(out))}/", highlight=False)
         console.print(f"plan: {runs:,} runs, {sum(w.model_epochs for w in works):,} model-epochs, estimated peak "
-                      f"memory {peak / 2**30:.1f} GiB (the largest point)", highlight=False)
+                      f"memory {peak / 2**30:.1f} GiB (the largest point), {timing.duration.describe()}",
+                      highlight=False)
     if available and peak > available and not force:
         _fail(f"{sweep.name}: the estimated peak memory of a point exceeds what this machine has available; "
               "lower repeats, epochs or layer widths, or pass --force to start anyway")
-    executor = executor_for(sweep.points[0].config.execution, ray)
-    _train_and_report(out, quiet, started, lambda progress, notify: run_sweep(
-        sweep, out, executor=executor, progress=progress, notify=notify, plans=plans))
+    timing.confirm(sweep.name, yes)
+    executor = executor_for(execution, ray)
+    _train_and_report(out, quiet, started, timing.timed(lambda progress, notify: run_sweep(
+        sweep, out, executor=executor, progress=progress, notify=notify, plans=plans)))
+
+
+class _Timing:
+    """The run time a study (or sweep) is expected to take here, from the speed earlier
+    studies measured with the same executor; this one's speed is recorded when it finishes."""
+
+    def __init__(self, plans: list, out: Path, executor: str):
+        from transferlab.throughput import estimate_duration
+
+        self.plans, self.key = plans, "local" if executor == "local" else "ray"
+        self.total = sum(sum(plan.count_runs().values()) for plan in plans)
+        self.duration = estimate_duration(plans, self.key, _still_to_train(out, self.total))
+
+    def confirm(self, name: str, yes: bool) -> None:
+        """Ask before a study estimated over an hour starts, at a terminal only (never in a script)."""
+        from transferlab.throughput import LONG_STUDY_SECONDS
+
+        if yes or self.duration.seconds <= LONG_STUDY_SECONDS or not (sys.stdin.isatty() and sys.stdout.isatty()):
+            return
+        if not typer.confirm(f"{name} is estimated to take {self.duration.describe()}; start it?", default=False):
+            _fail(f"{name}: not started; pass --yes to start it without this question")
+
+    def timed(self, train):
+        def run(progress, notify):
+            from transferlab.throughput import record_rate
+
+            began = time.perf_counter()
+            outcome = train(progress, notify)
+            record_rate(self.key, self.plans, outcome.trained_runs / max(self.total, 1), time.perf_counter() - began)
+            return outcome
+        return run
+
+
+def _still_to_train(out: Path, total: int) -> float:
+    """The share of the planned runs a rerun into `out` still has to train (1 for a new folder)."""
+    from transferlab.store import finished_runs
+
+    return max(0.0, 1.0 - finished_runs(out) / total) if total else 1.0
 
 
 def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:

@@ -58,7 +58,7 @@ def estimate(plan, shard_size: int, runs: int | None = None, devices: int | None
         n_train = max(len(task.x_train) for task in tasks)
         for recipe in list(direction.recipes.values()) + [direction.source_recipe]:
             arch = recipe.arch
-            model_weights = sum(int(np.prod(s)) for i in range(len(arch.layers)) for s in arch.weight_shapes(i))
+            model_weights = arch.n_weights()
             weights = max(weights, model_weights)
             plan_ = engine.layer_plan(arch.layers)
             block = engine.models_per_block(plan_, arch.n_inputs)

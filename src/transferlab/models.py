@@ -65,6 +65,10 @@ class Architecture:
         """Shapes of one layer's arrays, in Keras' `get_weights()` order."""
         return self.layers[layer].weight_shapes(self.shapes[layer][0])
 
+    def n_weights(self) -> int:
+        """Every array's size, summed over the layers (trainable or not)."""
+        return sum(int(np.prod(shape)) for layer in range(len(self.layers)) for shape in self.weight_shapes(layer))
+
     @property
     def blocks(self) -> list[list[int]]:
         """Layer indices grouped by Dense layer: each Dense with the layers after it up to the

@@ -436,28 +436,37 @@ class Store:
     def finish_shard(self, run_ids: list[int], result, source_models: list[dict] | None = None) -> int:
         """Record one finished shard (an engine `ShardResult`): final metrics, per-epoch curves,
         divergence and source models, atomically. Returns how many runs diverged."""
+        return self.finish_shards([(run_ids, result, source_models)])
+
+    def finish_shards(self, shards: list[tuple]) -> int:
+        """Record several finished shards `(run_ids, result, source_models)` in one transaction
+        (the writer thread's batch when shards arrive faster than one commit each): each shard
+        is whole or absent, never half. Returns how many runs diverged."""
         finished = _now()
+        with self._transaction():
+            return sum(self._write_shard(*shard, finished) for shard in shards)
+
+    def _write_shard(self, run_ids: list[int], result, source_models: list[dict] | None, finished: str) -> int:
         final, curves = result.final, result.curves
         diverged_at = result.diverged_epoch
-        with self._transaction():
-            self._db.executemany(
-                "UPDATE runs SET status = ?, diverged_epoch = ?, finished_at = ? WHERE id = ? AND status = 'planned'",
-                [
-                    ("diverged" if diverged_at[i] else "done", int(diverged_at[i]) or None, finished, run_id)
-                    for i, run_id in enumerate(run_ids)
-                ],
-            )
-            self._db.executemany(
-                "INSERT INTO final_metrics (run_id, split, name, value) VALUES (?, ?, ?, ?)",
-                (row for name, values in final.items() for row in _final_rows(run_ids, name, values)),
-            )
-            names, epochs, rows = curve_arrays.encode_shard(curves)
-            self._db.executemany(
-                'INSERT INTO curves (run_id, names, epochs, "values") VALUES (?, ?, ?, ?)',
-                ((run_id, names, epochs, row) for run_id, row in zip(run_ids, rows)),
-            )
-            for source in source_models or []:
-                self._insert_source_model(source, finished)
+        self._db.executemany(
+            "UPDATE runs SET status = ?, diverged_epoch = ?, finished_at = ? WHERE id = ? AND status = 'planned'",
+            [
+                ("diverged" if diverged_at[i] else "done", int(diverged_at[i]) or None, finished, run_id)
+                for i, run_id in enumerate(run_ids)
+            ],
+        )
+        self._db.executemany(
+            "INSERT INTO final_metrics (run_id, split, name, value) VALUES (?, ?, ?, ?)",
+            (row for name, values in final.items() for row in _final_rows(run_ids, name, values)),
+        )
+        names, epochs, rows = curve_arrays.encode_shard(curves)
+        self._db.executemany(
+            'INSERT INTO curves (run_id, names, epochs, "values") VALUES (?, ?, ?, ?)',
+            ((run_id, names, epochs, row) for run_id, row in zip(run_ids, rows)),
+        )
+        for source in source_models or []:
+            self._insert_source_model(source, finished)
         return int(np.count_nonzero(diverged_at))
 
     def record_source_model(self, source: dict) -> None:
@@ -619,6 +628,22 @@ class Store:
         for run_id, names_json, epochs, blob in self._curve_rows(where, (study_id,)):
             means.add_deviations(groups[run_id], curve_arrays.decode(names_json, epochs, blob)[1])
         return means.frame()
+
+
+def finished_runs(folder: str | Path) -> int:
+    """How many runs `folder`'s database holds finished (0 if it has none, or none this
+    version reads: the run itself then says why)."""
+    path = Path(folder) / DATABASE_NAME
+    if not path.is_file():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT count(*) FROM runs WHERE status != 'planned'").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
 
 
 def _task_arrays(task) -> bytes:

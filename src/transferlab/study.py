@@ -1,9 +1,11 @@
 """Run a study: a plan's runs → cohorts → shards → store, resumable and safe to interrupt.
 
-Source models are trained first (on the source task), saved as `.keras` files and
-loaded back, as the tutorial does. Each strategy's recipe fixes its target
-architecture; target runs of one architecture form a cohort, trained in shards by an
-executor, each shard stored in one transaction. A `reverse` study does the same the
+Source models are trained first (on the source task) and saved as `.keras` files, as the
+tutorial does; the target runs start from the trained arrays themselves (bit for bit what
+the files hold) while the files are written, and a resumed study reads them back from the
+files. Each strategy's recipe fixes its target architecture; target runs of one
+architecture form a cohort, trained in shards by an executor; a `ShardWriter` commits each
+finished shard whole while the next trains. A `reverse` study does the same the
 other way round. Rerunning into the same folder resumes; one process writes a folder
 at a time (`FolderLock`).
 """
@@ -11,6 +13,7 @@ at a time (`FolderLock`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import sys
 from collections.abc import Callable
@@ -43,6 +46,7 @@ from transferlab.plan import (
 from transferlab.shards import ShardJob
 from transferlab.store import DATABASE_NAME, Store
 from transferlab.strategies import Recipe
+from transferlab.writer import ShardWriter
 
 SOURCE_DIR = "sources"
 
@@ -145,8 +149,9 @@ def run_study(
 def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Progress, shard_size: int,
                 point=None) -> StudyOutcome:
     """Train what is still planned of `plan` (a sweep's `point`, or the folder's study) while
-    the caller holds the folder's lock."""
-    trained = skipped = diverged = 0
+    the caller holds the folder's lock; finished shards are committed by a `ShardWriter`
+    while the next ones train."""
+    trained = skipped = 0
     label = "" if point is None else f"{point.label}: "
     study_id = store.open_study(plan, versions(), point)
     store.check_source_files(study_id, plan)
@@ -155,41 +160,53 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
     stored = {(r.direction, r.role, r.strategy_json, r.source_index, r.repeat): r for r in store.runs(study_id)}
     planned_ids = [r.id for r in stored.values() if r.status == "planned"]
     adopted = store.adopt_runs(study_id, planned_ids) if point is not None else set()
-    for direction in plan.directions:
-        runs = planned[direction.name]
-        pending = [run for run in runs if stored[run.key].status == "planned" and stored[run.key].id not in adopted]
-        reused = sum(1 for run in runs if stored[run.key].id in adopted)
-        trained += len(pending)
-        skipped += len(runs) - len(pending) - reused
-        stage = label + ("" if direction.name == "forward" else "reverse: ")
-        targets = [run for run in pending if run.role == "target"]
-        target_jobs = []
-        for arch, cohort in cohorts(targets, direction.recipes).items():
-            penalised = cohort_is_penalised(direction, arch)
-            target_jobs += [
-                ShardJob(arch, direction.target_task, plan.training, shard, direction.recipes,
-                         bn_frozen=plan.bn_frozen, penalised=penalised, padding=plan.padding_for(direction.target_spec))
-                for shard in shard_runs(cohort, shard_size)
-            ]
-        if direction.trains_sources:
-            sources = [run for run in pending if run.role == "source"]
-            diverged += _train_sources(store, study_id, folder, plan, direction, sources, shard_size, stored,
-                                       executor, progress, stage, point)
-        elif not store.source_models(study_id):
-            store.record_source_model(_given_source_record(plan, study_id, direction))
-        if not target_jobs:
-            continue
-        source_weights = load_source_weights(store, study_id, direction)
-        for job in target_jobs:
-            job.source_weights = _weights_for(job.runs, source_weights)
-        done, total = 0, len(targets)
-        progress(stage + "target runs", done, total)
-        for job, result in executor.map(target_jobs):
-            diverged += store.finish_shard([stored[r.key].id for r in job.runs], result)
-            done += len(job.runs)
-            progress(stage + "target runs", done, total)
+    with ShardWriter(store.path) as writer:
+        for direction in plan.directions:
+            runs = planned[direction.name]
+            pending = [run for run in runs
+                       if stored[run.key].status == "planned" and stored[run.key].id not in adopted]
+            reused = sum(1 for run in runs if stored[run.key].id in adopted)
+            trained += len(pending)
+            skipped += len(runs) - len(pending) - reused
+            stage = label + ("" if direction.name == "forward" else "reverse: ")
+            trained_sources = {}
+            if direction.trains_sources:
+                sources = [run for run in pending if run.role == "source"]
+                trained_sources = _train_sources(writer, study_id, folder, plan, direction, sources, shard_size,
+                                                 stored, executor, progress, stage, point)
+            elif not store.source_models(study_id):
+                store.record_source_model(_given_source_record(plan, study_id, direction))
+            targets = [run for run in pending if run.role == "target"]
+            jobs = _target_jobs(plan, direction, targets, shard_size)
+            if jobs:
+                _attach_source_weights(jobs, store, writer, study_id, direction, trained_sources)
+                _train_targets(writer, jobs, stored, executor, progress, stage + "target runs", len(targets))
+        diverged = writer.flush()
     return StudyOutcome(study_id, folder, trained, skipped, [d.notice for d in plan.directions if d.notice], diverged,
                         len(adopted))
+
+
+def _target_jobs(plan: Plan, direction: Direction, targets: list[RunSpec], shard_size: int) -> list[ShardJob]:
+    """The direction's target runs as shards, cohort by cohort (one architecture each)."""
+    jobs = []
+    for arch, cohort in cohorts(targets, direction.recipes).items():
+        penalised = cohort_is_penalised(direction, arch)
+        jobs += [
+            ShardJob(arch, direction.target_task, plan.training, shard, direction.recipes,
+                     bn_frozen=plan.bn_frozen, penalised=penalised, padding=plan.padding_for(direction.target_spec))
+            for shard in shard_runs(cohort, shard_size)
+        ]
+    return jobs
+
+
+def _train_targets(writer: ShardWriter, jobs: list[ShardJob], stored: dict, executor, progress: Progress,
+                   stage: str, total: int) -> None:
+    done = 0
+    progress(stage, done, total)
+    for job, result in executor.map(jobs):
+        writer.submit([stored[r.key].id for r in job.runs], result)
+        done += len(job.runs)
+        progress(stage, done, total)
 
 
 # --- running a sweep ---------------------------------------------------------------------
@@ -354,26 +371,27 @@ def cohort_is_penalised(direction: Direction, arch: models.Architecture) -> bool
     return any(r.penalties is not None for r in direction.recipes.values() if r.arch == arch)
 
 
-def _train_sources(store, study_id, folder, plan, direction, sources, shard_size, stored, executor, progress, stage,
-                   point=None):
-    """Train the direction's source models, save each as a `.keras` file, record them."""
+def _train_sources(writer, study_id, folder, plan, direction, sources, shard_size, stored, executor, progress, stage,
+                   point=None) -> dict[int, models.Weights]:
+    """Train the direction's source models; each shard's models are saved as `.keras` files and
+    recorded by the writer, off the driver's path. Returns the trained weights by source index
+    (the exact float32 arrays the files hold, so the targets need not wait for the files)."""
     recipes = {"standalone": direction.source_recipe}
     jobs = [
         ShardJob(direction.source_arch, direction.source_task, plan.training, shard, recipes, bn_frozen=plan.bn_frozen,
                  padding=plan.padding_for(direction.source_spec))
         for shard in shard_runs(sources, shard_size)
     ]
-    done, total, diverged = 0, len(sources), 0
+    done, total, trained = 0, len(sources), {}
     progress(stage + "source models", done, total)
     for job, result in executor.map(jobs):
-        records = [
-            _save_source_model(folder, study_id, run, result, i, direction, point)
-            for i, run in enumerate(job.runs)
-        ]
-        diverged += store.finish_shard([stored[r.key].id for r in job.runs], result, records)
+        for index, run in enumerate(job.runs):
+            trained[run.source_index] = _model_weights(result, index)
+        save = functools.partial(_save_source_models, folder, study_id, job.runs, result, direction, point)
+        writer.submit([stored[r.key].id for r in job.runs], result, save)
         done += len(job.runs)
         progress(stage + "source models", done, total)
-    return diverged
+    return trained
 
 
 def reuse_key(plan: Plan, direction: Direction, run: RunSpec) -> str | None:
@@ -415,10 +433,27 @@ def _planned_rows(plan: Plan, planned: dict[str, list[RunSpec]]):
             }
 
 
-def load_source_weights(store: Store, study_id: int, direction: Direction) -> dict[int, models.Weights]:
-    """Read every source model back from its file (safe_mode, hash checked), as the tutorial does."""
+def _attach_source_weights(jobs: list[ShardJob], store: Store, writer: ShardWriter, study_id: int,
+                           direction: Direction, trained: dict[int, models.Weights]) -> None:
+    """Give each target shard the source models its runs reuse: those trained in this process
+    from memory, the others (a resumed study's) read back from their files."""
+    needed = {run.source_index for job in jobs for run in job.runs if run.strategy.uses_source}
+    weights = {index: trained[index] for index in needed if index in trained}
+    if needed - set(weights):
+        writer.flush()  # the records of sources trained earlier in this process are committed
+        weights.update(load_source_weights(store, study_id, direction, needed - set(weights)))
+    for job in jobs:
+        job.source_weights = _weights_for(job.runs, weights)
+
+
+def load_source_weights(store: Store, study_id: int, direction: Direction,
+                        indices: set[int] | None = None) -> dict[int, models.Weights]:
+    """Read source models back from their files (safe_mode, hash checked), as the tutorial
+    does; all of the direction's, or those in `indices`."""
     weights = {}
     for record in store.source_models(study_id, direction.name):
+        if indices is not None and record["source_index"] not in indices:
+            continue
         model = models.load_model_file(record["file"], expected_sha256=record["file_sha256"])
         loaded_arch = models.architecture_of(model, source=record["file"])
         if loaded_arch.shapes != direction.source_arch.shapes:
@@ -435,9 +470,21 @@ def _weights_for(shard: list[RunSpec], source_weights: dict) -> dict:
     return {index: source_weights[index] for index in needed}
 
 
+def _model_weights(result, index: int) -> models.Weights:
+    """Model `index` of a shard's result: each layer's float32 arrays."""
+    return [tuple(np.asarray(array[index], dtype=np.float32) for array in arrays) for arrays in result.weights]
+
+
+def _save_source_models(folder: Path, study_id: int, runs: list[RunSpec], result, direction: Direction,
+                        point=None) -> list[dict]:
+    """On the writer's thread: each source model of a shard as a `.keras` file, and its record."""
+    return [_save_source_model(folder, study_id, run, result, index, direction, point)
+            for index, run in enumerate(runs)]
+
+
 def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index: int, direction: Direction,
                        point=None) -> dict:
-    weights = [tuple(array[index] for array in arrays) for arrays in result.weights]
+    weights = _model_weights(result, index)
     prefix = "" if direction.name == "forward" else "reverse_"
     sources = folder / SOURCE_DIR if point is None else folder / SOURCE_DIR / f"point_{point.index:03d}"
     path = sources / f"{prefix}source_{run.source_index:03d}.keras"

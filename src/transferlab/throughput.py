@@ -1,0 +1,123 @@
+"""How long a plan will take: its work, and the speed earlier studies measured here.
+
+Work is counted in weight-rows: each run trains its model's weights on every training row
+for every epoch (forward and backward, ×3) and evaluates it on both splits. Tiny models
+cost more per weight-row than large ones (per-step overheads dominate), so speeds are kept
+per executor and per model size (powers of two of the weight count), and a plan is timed
+with the speed measured on the nearest size. Without any measurement the estimate uses
+`FIRST_GUESS`, and says so. Speeds live in `speed.json` beside the compile cache: they
+belong to the machine, not to a results folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+FIRST_GUESS = 2.0e9  # weight-rows per second: the tutorial's study on a 2-core machine (bench/RESULTS.md)
+SPEED_FILE = "speed.json"
+LONG_STUDY_SECONDS = 3600  # a study estimated longer asks before it starts (from a terminal)
+MIN_MEASURED_SECONDS = 2.0  # shorter runs are mostly start-up: not a speed
+
+
+@dataclass(frozen=True)
+class Duration:
+    seconds: float
+    measured: bool  # False: no study has been timed with this executor here yet
+
+    def describe(self) -> str:
+        text = f"about {format_seconds(self.seconds)}"
+        return text if self.measured else text + " (a first guess: no study has been timed here yet)"
+
+
+def work(plans: list, fraction: float = 1.0) -> tuple[float, int]:
+    """The weight-rows of `plans` (a study's plan, or a sweep's; times `fraction`, the share of
+    their runs still to train) and the mean weight count of their models."""
+    total = models = weights = 0.0
+    for plan, direction in ((plan, direction) for plan in plans for direction in plan.directions):
+        groups = []
+        if direction.trains_sources:
+            groups.append((plan.source_repeats, direction.source_recipe.arch, direction.source_task))
+        for strategy in direction.strategies:
+            runs = plan.repeats * (plan.source_repeats if strategy.uses_source else 1)
+            groups.append((runs, direction.recipes[strategy.label].arch, direction.target_task))
+        for runs, arch, task in groups:
+            size = arch.n_weights()
+            rows = 3 * len(task.x_train) + len(task.x_test)  # a step's forward and backward; evaluation
+            total += runs * plan.training.epochs * rows * size
+            models, weights = models + runs, weights + runs * size
+    return total * fraction, int(weights / max(models, 1))
+
+
+def estimate_duration(plans: list, executor_key: str, fraction: float = 1.0, cache: Path | None = None) -> Duration:
+    units, size = work(plans, fraction)
+    rate = measured_rate(executor_key, size, cache)
+    return Duration(units / (rate or FIRST_GUESS), rate is not None)
+
+
+def measured_rate(executor_key: str, size: int, cache: Path | None = None) -> float | None:
+    """Weight-rows per second measured with this executor on the nearest model size, or None."""
+    speeds = _read(cache).get(executor_key)
+    if not isinstance(speeds, dict) or not speeds:
+        return None
+    try:
+        nearest = min(speeds, key=lambda bucket: abs(int(bucket) - _bucket(size)))
+        rate = float(speeds[nearest])
+    except (TypeError, ValueError):
+        return None  # a damaged file: as if nothing was measured
+    return rate if math.isfinite(rate) and rate > 0 else None
+
+
+def record_rate(executor_key: str, plans: list, fraction: float, seconds: float, cache: Path | None = None) -> None:
+    """Remember the speed of a study (or sweep) that just trained the share `fraction` of the
+    runs of `plans` in `seconds`. Quietly does nothing where the cache cannot be written."""
+    path = _path(cache)
+    if path is None or seconds < MIN_MEASURED_SECONDS or fraction <= 0:
+        return
+    units, size = work(plans, fraction)
+    speeds = _read(cache)
+    if not isinstance(speeds.get(executor_key), dict):
+        speeds[executor_key] = {}
+    speeds[executor_key][str(_bucket(size))] = units / seconds
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(speeds, indent=1, sort_keys=True))
+        os.replace(temporary, path)
+    except OSError:
+        return
+
+
+def format_seconds(seconds: float) -> str:
+    """`40 s`, `12 min`, `3 h 10 min`: rounded as an estimate should be."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h" + (f" {minutes} min" if minutes else "")
+
+
+def _bucket(size: int) -> int:
+    return round(math.log2(max(size, 1)))
+
+
+def _path(cache: Path | None) -> Path | None:
+    if cache is None:
+        from transferlab._backend import cache_dir
+
+        cache = cache_dir()
+    return None if cache is None else Path(cache) / SPEED_FILE
+
+
+def _read(cache: Path | None) -> dict:
+    path = _path(cache)
+    try:
+        speeds = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return speeds if isinstance(speeds, dict) else {}
