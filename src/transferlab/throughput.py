@@ -60,15 +60,10 @@ def estimate_duration(plans: list, executor_key: str, fraction: float = 1.0, cac
 
 def measured_rate(executor_key: str, size: int, cache: Path | None = None) -> float | None:
     """Weight-rows per second measured with this executor on the nearest model size, or None."""
-    speeds = _read(cache).get(executor_key)
-    if not isinstance(speeds, dict) or not speeds:
+    speeds = _speeds(_read(cache), executor_key)
+    if not speeds:
         return None
-    try:
-        nearest = min(speeds, key=lambda bucket: abs(int(bucket) - _bucket(size)))
-        rate = float(speeds[nearest])
-    except (TypeError, ValueError):
-        return None  # a damaged file: as if nothing was measured
-    return rate if math.isfinite(rate) and rate > 0 else None
+    return speeds[min(speeds, key=lambda bucket: abs(bucket - _bucket(size)))]
 
 
 def record_rate(executor_key: str, plans: list, fraction: float, seconds: float, cache: Path | None = None) -> None:
@@ -79,9 +74,8 @@ def record_rate(executor_key: str, plans: list, fraction: float, seconds: float,
         return
     units, size = work(plans, fraction)
     speeds = _read(cache)
-    if not isinstance(speeds.get(executor_key), dict):
-        speeds[executor_key] = {}
-    speeds[executor_key][str(_bucket(size))] = units / seconds
+    kept = {str(bucket): rate for bucket, rate in _speeds(speeds, executor_key).items()}
+    speeds[executor_key] = {**kept, str(_bucket(size)): units / seconds}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
@@ -104,6 +98,20 @@ def format_seconds(seconds: float) -> str:
 
 def _bucket(size: int) -> int:
     return round(math.log2(max(size, 1)))
+
+
+def _speeds(speeds: dict, executor_key: str) -> dict[int, float]:
+    """An executor's measured speeds by size bucket; entries a damaged file garbled are left out."""
+    kept = {}
+    entries = speeds.get(executor_key)
+    for bucket, rate in (entries.items() if isinstance(entries, dict) else ()):
+        try:
+            bucket, rate = int(bucket), float(rate)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(rate) and rate > 0:
+            kept[bucket] = rate
+    return kept
 
 
 def _path(cache: Path | None) -> Path | None:
