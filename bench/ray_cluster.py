@@ -1,7 +1,7 @@
 """The catalogue study (examples/catalogue.toml) on the local executor and on a local Ray
 cluster of two nodes (a head and a worker, one CPU each: the same two cores), in one run:
-wall time, each shard's time, Ray's overhead per shard and the driver's SQLite write per
-shard; then, on paper, how the measured times scale to N machines and where the driver's
+wall time, each shard's time, Ray's overhead per shard and the SQLite write per shard (the
+writer thread's, which overlaps the driver's wait for the next shard); then, on paper, how the measured times scale to N machines and where the driver's
 writes would limit it.
 
     python bench/ray_cluster.py [--shard-size 256]
@@ -45,18 +45,21 @@ class Timed:
 
 
 def timed_writes():
-    """Wrap Store.finish_shard to time the driver's one transaction per shard."""
+    """Wrap the store's commit (on the writer's thread; `Store.finish_shard` in a checkout
+    from before the writer) to time each shard's share of its transaction."""
     writes = []
-    original = Store.finish_shard
+    name = "finish_shards" if hasattr(Store, "finish_shards") else "finish_shard"
+    original = getattr(Store, name)
 
-    def finish_shard(self, *args, **kwargs):
+    def timed(self, *args, **kwargs):
         started = time.perf_counter()
         try:
             return original(self, *args, **kwargs)
         finally:
-            writes.append(time.perf_counter() - started)
+            shards = len(args[0]) if name == "finish_shards" else 1
+            writes.extend([(time.perf_counter() - started) / shards] * shards)
 
-    Store.finish_shard = finish_shard
+    setattr(Store, name, timed)
     return writes
 
 
@@ -106,7 +109,7 @@ def main() -> None:
     print(f"local executor (both cores for each shard): {local_wall:.1f} s wall, median shard {per_local:.2f} s")
     print(f"ray, 2 nodes × 1 CPU on the same 2 cores: {ray_wall:.1f} s wall (cluster start {cluster_start:.1f} s, "
           f"not counted); a shard takes about {per_ray:.2f} s there, of which Ray's own ≈ {overhead:.2f} s")
-    print(f"driver's SQLite write per shard: median {write * 1000:.0f} ms")
+    print(f"SQLite write per shard (on the writer's thread, beside the driver): median {write * 1000:.0f} ms")
     machine = per_local + overhead
     limit = machine / write
     print(f"on paper: N machines like this one, each a shard at a time, deliver N / {machine:.2f} shards/s; the "

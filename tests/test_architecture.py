@@ -114,6 +114,31 @@ assert not heavy, heavy
     assert done.returncode == 0, done.stderr
 
 
+def test_report_export_and_results_load_neither_jax_nor_keras(tmp_path, small_study_dict):
+    """Reading a finished folder needs the report's stack only: the CLI's configuration of
+    the process (compile cache included) must not import JAX, and nothing may import Keras."""
+    from transferlab import study
+    from transferlab.loading import study_from_dict
+
+    out = tmp_path / "out"
+    study.run_study(study_from_dict(small_study_dict), out)
+    script = f"""
+import sys
+from transferlab.commands import app
+for argv in (["report", {str(out)!r}], ["export", {str(out)!r}, "--out", {str(tmp_path / "exported")!r}]):
+    try:
+        app(argv)
+    except SystemExit as exit_:
+        assert exit_.code in (0, None), argv
+import transferlab
+assert len(transferlab.results({str(out)!r})["runs"]) == 17
+heavy = sorted(m for m in ("jax", "jaxlib", "keras", "sklearn") if m in sys.modules)
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def _exception_classes():
     for path in _modules().values():
         for node in ast.walk(ast.parse(path.read_text())):

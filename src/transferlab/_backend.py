@@ -60,9 +60,9 @@ def cache_dir() -> str | None:
 
 
 def _enable_compilation_cache() -> None:
-    """Keep compiled engine programs on disk so the next process skips XLA compilation."""
-    import jax
-
+    """Keep compiled engine programs on disk so the next process skips XLA compilation. Set
+    through JAX's environment variables when JAX is not imported yet, so that configuring a
+    process that never trains (a report, an export) does not import JAX."""
     cache = cache_dir()
     if cache is None:
         return
@@ -70,8 +70,13 @@ def _enable_compilation_cache() -> None:
         os.makedirs(cache, exist_ok=True)
     except OSError:
         return  # read-only home: run without the cache
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    settings = {"jax_compilation_cache_dir": cache, "jax_persistent_cache_min_compile_time_secs": 0.5}
+    if "jax" in sys.modules:
+        for name, value in settings.items():
+            sys.modules["jax"].config.update(name, value)
+        return
+    for name, value in settings.items():
+        os.environ[name.upper()] = str(value)
 
 
 _configured = False

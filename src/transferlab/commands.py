@@ -356,6 +356,7 @@ def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:
     """Run `train(progress, notify)` (a study or a sweep) under a progress bar, say what the
     outcome holds besides trained runs, then write and print the report."""
     interrupts.set_message(f"finished shards are saved in {out}/results.sqlite; rerun the same command to resume")
+    _import_in_background("transferlab.reports")  # the report's stack loads while the engine trains
     with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=quiet, transient=False) as bar:
         tasks: dict[str, int] = {}
@@ -383,6 +384,15 @@ def _train_and_report(out: Path, quiet: bool, started: float, train) -> None:
         return
     _print_outputs(outputs)
     console.print(f"wall time {time.perf_counter() - started:.1f} s")
+
+
+def _import_in_background(module: str) -> None:
+    """Import `module` on a thread of its own: its Python runs while the engine's compiled
+    code (which releases the interpreter) trains, instead of after it."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=(module,), name=f"import {module}", daemon=True).start()
 
 
 def _print_outcome(outcome) -> None:
