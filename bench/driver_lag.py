@@ -3,8 +3,9 @@ tutorial runs (256 runs, 100 epochs, four curves and four final metrics) to the 
 the rate N machines like this one would finish them, and the driver stores them as
 `transferlab run` does; the lag is how long after a shard was finished it was committed.
 
-    python bench/driver_lag.py [--machine-rate 380] [--plot bench/driver_lag.png]
-    PYTHONPATH=../other-checkout/src python bench/driver_lag.py --mode sync --json lag.json
+    python bench/driver_lag.py [--mode writer|sync] [--machine-rate 380] [--json FILE]
+    PYTHONPATH=../other-checkout/src python bench/driver_lag.py --mode sync --json before.json
+    python bench/driver_lag.py --machines --plot bench/driver_lag.png --series "LABEL=FILE" ...
 
 Modes: `writer` (the `ShardWriter` thread: the driver hands a shard over and waits for the
 next) and `sync` (the driver commits each shard itself before it waits for the next, as
@@ -128,7 +129,8 @@ def main() -> None:
     if args.plot:
         series = {label: json.loads(Path(file).read_text())
                   for label, file in (item.split("=", 1) for item in args.series)}
-        series.setdefault(f"schema {SCHEMA_VERSION}, {args.mode}", rows)
+        if rows:
+            series.setdefault(f"schema {SCHEMA_VERSION}, {args.mode}", rows)
         plot(series, Path(args.plot))
 
 

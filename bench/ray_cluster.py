@@ -20,7 +20,10 @@ import transferlab
 transferlab.configure()
 
 from transferlab import study  # noqa: E402
-from transferlab.api import load_study  # noqa: E402
+try:
+    from transferlab.api import load_study  # noqa: E402
+except ImportError:  # a checkout from before the Python API was in one place (--before)
+    from transferlab.config import load_study  # noqa: E402
 from transferlab.executors import LocalExecutor, RayExecutor  # noqa: E402
 from transferlab.store import Store  # noqa: E402
 

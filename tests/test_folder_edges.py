@@ -93,6 +93,7 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_finishes_it(finishe
     line = done.stderr.strip()
     assert "\n" not in line and line.startswith("error: full/results.sqlite: the disk is full"), line
     assert "nothing stored was lost" in line and "rerun the same command" in line
+    assert not (finished / "full" / ".transferlab.lock").exists()  # a refused run leaves no new lock file
     with Store.in_folder(finished / "full", readonly=True) as store:
         statuses = {run.status for run in store.runs(store.stored_plan()[0])}
     assert statuses == {"done", "planned"}  # it filled mid-run: some shards were committed
@@ -138,3 +139,20 @@ def test_an_unusable_out_is_one_line_and_nothing_is_written(finished):
     assert line.startswith("error: /proc/no/such.csv: cannot write there"), line
     with pytest.raises(FolderError, match="whole: is a folder; give --out a file name"):
         prepare_output_path(finished / "whole", folder=False)
+
+
+def test_a_refused_run_removes_only_a_lock_file_it_created(tmp_path):
+    from transferlab.errors import StoreError
+    from transferlab.folder import LOCK_NAME, FolderLock
+
+    with pytest.raises(StoreError):
+        with FolderLock(tmp_path):
+            raise StoreError("refused")
+    assert not (tmp_path / LOCK_NAME).exists()
+    with FolderLock(tmp_path):
+        pass  # a finished run keeps its (empty) lock file
+    assert (tmp_path / LOCK_NAME).read_text() == ""
+    with pytest.raises(StoreError):
+        with FolderLock(tmp_path):
+            raise StoreError("refused")
+    assert (tmp_path / LOCK_NAME).exists()  # there before this run: left as it was

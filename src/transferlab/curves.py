@@ -11,6 +11,7 @@ the names and shape beside the bytes say everything (bench/RESULTS.md, issue 22)
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 
@@ -48,22 +49,47 @@ def decode(names_json: str, epochs: int, blob: bytes) -> tuple[list[str], np.nda
 
 def long_rows(run_ids: Iterable[int], rows: Iterable[tuple[str, int, bytes]]) -> pd.DataFrame:
     """`run_id, split, name, epoch, value` for every stored value, ordered as a table of rows
-    would be (run, split, metric, epoch); a non-finite value is missing. Built from one
-    array per column, not a frame per run."""
-    columns: dict[str, list] = {"run_id": [], "split": [], "name": [], "epoch": [], "value": []}
-    for run_id, (names_json, epochs, blob) in zip(run_ids, rows):
-        names, values = decode(names_json, epochs, blob)
-        for split, metric, i in _row_order(names):
-            columns["run_id"].append(np.full(epochs, run_id))
-            columns["split"].append(np.full(epochs, split, dtype=object))
-            columns["name"].append(np.full(epochs, metric, dtype=object))
-            columns["epoch"].append(np.arange(1, epochs + 1))
-            columns["value"].append(values[i].astype(float))
-    if not columns["run_id"]:
-        return pd.DataFrame(columns=list(columns))
-    frame = pd.DataFrame({key: np.concatenate(parts) for key, parts in columns.items()})
-    frame["value"] = frame["value"].where(np.isfinite(frame["value"]), None)
-    return frame
+    would be (run, split, metric, epoch); a non-finite value is missing; `split` and `name`
+    are categorical (a study's long table has tens of millions of rows). Built with NumPy a
+    group of runs with the same curves at a time, never a Python object per value."""
+    columns, vocabulary = long_columns(list(run_ids), list(rows))
+    frame = pd.DataFrame({key: columns[key] for key in ("run_id", "epoch", "value")})
+    for key in ("split", "name"):
+        frame[key] = pd.Categorical.from_codes(columns[key], categories=vocabulary[key])
+    return frame[["run_id", "split", "name", "epoch", "value"]]
+
+
+def long_columns(run_ids: list[int], rows: list[tuple[str, int, bytes]]) -> tuple[dict, dict]:
+    """The long table's columns as arrays, with `split` and `name` as codes into the
+    vocabularies returned beside them."""
+    vocabulary: dict[str, dict[str, int]] = {"split": {}, "name": {}}
+    parts: list[dict[str, np.ndarray]] = []
+    for ids, (names_json, epochs), values in _groups(run_ids, rows):
+        order = _row_order(json.loads(names_json))
+        codes = {key: np.asarray([vocabulary[key].setdefault(label, len(vocabulary[key])) for label in labels],
+                                 np.int16)
+                 for key, labels in (("split", [s for s, _, _ in order]), ("name", [m for _, m, _ in order]))}
+        count, width = len(ids), len(order) * epochs
+        parts.append({
+            "run_id": np.repeat(np.asarray(ids, np.int64), width),
+            **{key: np.tile(np.repeat(code, epochs), count) for key, code in codes.items()},
+            "epoch": np.tile(np.arange(1, epochs + 1, dtype=np.int64), count * len(order)),
+            "value": values[:, [i for _, _, i in order], :].astype(np.float64).reshape(-1),  # NaN: missing
+        })
+    empty = {"run_id": np.int64, "split": np.int16, "name": np.int16, "epoch": np.int64, "value": np.float64}
+    columns = {key: (parts[0][key] if len(parts) == 1 else np.concatenate([part[key] for part in parts]))
+               if parts else np.zeros(0, dtype) for key, dtype in empty.items()}
+    return columns, {key: list(labels) for key, labels in vocabulary.items()}
+
+
+def _groups(run_ids: list[int], rows: list[tuple[str, int, bytes]]):
+    """Consecutive runs with the same curves: `(ids, (names, epochs), values (runs, curves, epochs))`."""
+    start = 0
+    for key, group in itertools.groupby(rows, key=lambda row: (row[0], row[1])):
+        count = sum(1 for _ in group)
+        blobs = b"".join(row[2] for row in rows[start : start + count])
+        yield run_ids[start : start + count], key, np.frombuffer(blobs, DTYPE).reshape(count, -1, key[1])
+        start += count
 
 
 def _row_order(names: list[str]) -> list[tuple[str, str, int]]:
@@ -137,15 +163,27 @@ def curve_order(names) -> list[str]:
     return [name for name in known if name in names] + sorted(set(names) - set(known))
 
 
-def learning_measures(run_id: int, names: list[str], values: np.ndarray, name: str,
-                      threshold: float | None) -> dict:
-    """One run's jumpstart (the test curve after epoch 1), area under the curve (its mean over
-    finite epochs) and the first epoch at or above `threshold` (None: never, or no threshold)."""
-    curve = values[names.index(objectives.column("test", name, curve=True))].astype(np.float64)
-    finite = np.isfinite(curve)
-    reached = None
-    if threshold is not None:
-        hits = np.flatnonzero(finite & (curve >= threshold))
-        reached = int(hits[0]) + 1 if len(hits) else None
-    return {"run_id": run_id, "jumpstart": float(curve[0]) if finite[0] else None,
-            "auc": float(curve[finite].mean()) if finite.any() else None, "reached": reached}
+def learning_measures(run_ids: list[int], rows: list[tuple[str, int, bytes]], name: str,
+                      threshold: float | None) -> pd.DataFrame:
+    """Per run: the jumpstart (the test curve of metric `name` after epoch 1), the area under
+    the curve (its mean over finite epochs) and the first epoch at or above `threshold` (NaN:
+    never, or no threshold), for many runs at once."""
+    parts = []
+    for ids, (names_json, _), values in _groups(run_ids, rows):
+        curve = values[:, json.loads(names_json).index(objectives.column("test", name, curve=True)), :]
+        curve = curve.astype(np.float64)
+        finite = np.isfinite(curve)
+        counts = finite.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = np.where(finite, curve, 0.0).sum(axis=1) / counts
+        reached = np.full(len(ids), np.nan)
+        if threshold is not None:
+            hits = finite & (curve >= threshold)
+            reached = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.nan)
+        parts.append(pd.DataFrame({"run_id": np.asarray(ids, np.int64),
+                                   "jumpstart": np.where(finite[:, 0], curve[:, 0], np.nan),
+                                   "auc": np.where(counts > 0, auc, np.nan), "reached": reached}))
+    if not parts:
+        return pd.DataFrame({"run_id": np.zeros(0, np.int64), **{key: np.zeros(0) for key in
+                                                                  ("jumpstart", "auc", "reached")}})
+    return pd.concat(parts, ignore_index=True)

@@ -35,7 +35,7 @@ from transferlab import kernels, objectives, optimizers
 from transferlab import layers as layer_types
 from transferlab.layers import BN_FROZEN_MODES, Context
 from transferlab.optimizers import TrainingSettings
-from transferlab.orders import GivenOrders, OrderStream, RowPadding
+from transferlab.orders import GivenOrders, OrderStream, RowPadding, order_dtype
 
 # An epoch's batches run in a loop over groups of up to `MAX_GROUP` batches, unrolled in
 # the program while group × per-batch work stays under `UNROLL_BUDGET`. The loop runs as
@@ -194,28 +194,12 @@ def train_models(
     - `padding`: train as if the splits had `padding.train` and `padding.test` rows (a
       `RowPadding`), so calls on different row counts share one compiled program.
     """
-    plan = layer_plan(layers, weights)
-    objective = objectives.get(loss)
-    seeds = _checked_inputs(plan, weights, multipliers, seeds, config, x_train, x_test, bn_frozen, orders, padding)
-    padding = padding or RowPadding(len(x_train), len(x_test))
-    penalised = penalties is not None
-    shape = ProgramShape.of(config)
-    blocks = _Blocks(plan, shape, models_per_block(plan, x_train.shape[1]), seeds,
-                     [[np.asarray(a, np.float32) for a in arrays] for arrays in weights],
-                     np.asarray(multipliers, np.float32),
-                     None if not penalised else [None if a is None else np.asarray(a, np.float32) for a in anchors],
-                     None if not penalised else np.asarray(penalties, np.float32))
-    shared = _shared_inputs(config, objective, x_train, y_train, x_test, y_test, bn_frozen, padding)
-    group_rows = batches_per_group(plan, x_train.shape[1], config.batch_size) * config.batch_size
-    order_width = -(-padding.train // group_rows) * group_rows
     misses = _compiled_program.cache_info().misses
-    program = _compiled_program(plan, shape, penalised, loss)
-    chunk = epoch_chunk(config.epochs, order_width, blocks.size)
-    _PROGRAMS_RUN.add((plan, shape, penalised, loss, blocks.size, chunk, order_width,
-                       tuple((key, np.shape(value)) for key, value in shared.items() if key != "hyper")))
-    chunks = [(chunk, min(chunk, config.epochs - first)) for first in range(0, config.epochs, chunk)]
-    order_stream = functools.partial(_order_stream, blocks, orders, len(x_train), chunks, order_width)
-    outputs = _run_blocks(program, blocks, shared, order_stream, chunk, config.epochs)
+    call = _Call.of(layers, weights, multipliers, seeds, x_train, y_train, x_test, y_test, config, anchors,
+                    penalties, loss, bn_frozen, orders, padding)
+    blocks = call.blocks
+    order_stream = functools.partial(_order_stream, blocks, orders, len(x_train), call.chunks, call.order_width)
+    outputs = _run_blocks(call.program, blocks, call.shared, order_stream, call.chunk, config.epochs)
     if _compiled_program.cache_info().misses != misses:
         _trim_heap()  # compiling left hundreds of MB of freed memory in the heap
     # one tree, models first: the blocks' outputs concatenated, the padding dropped
@@ -227,6 +211,60 @@ def train_models(
         curves=curves,
         final=final,
     )
+
+
+def prepare_program(layers, weights, multipliers, seeds, x_train, y_train, x_test, y_test,
+                    config: TrainingSettings = TrainingSettings(), anchors=None, penalties=None,
+                    loss: str = "categorical_crossentropy", bn_frozen: str = "inference",
+                    padding: RowPadding | None = None) -> None:
+    """Trace and compile (or load from the disk cache) what `train_models` will run for
+    arrays of these shapes, on every device it will use, without training: a driver calls it
+    on another thread while other work trains, and the first call finds the program ready."""
+    call = _Call.of(layers, weights, multipliers, seeds, x_train, y_train, x_test, y_test, config, anchors,
+                    penalties, loss, bn_frozen, None, padding)
+    blocks, width = call.blocks, call.order_width
+    zeros = np.zeros((call.chunk, width, blocks.size), order_dtype(width))
+    for block, device in zip(range(blocks.count), jax.local_devices()):
+        job = _start_job(blocks, block, device, call.shared, None)
+        per_epoch = _per_epoch(job, 0, call.chunk, config.epochs, zeros)
+        call.program.lower(job["carry"], job["extras"], jax.device_put(per_epoch, device)).compile()
+
+
+@dataclass
+class _Call:
+    """What one `train_models` call runs: the program, the models in blocks, the inputs every
+    block shares and the chunks of epochs."""
+
+    program: object
+    blocks: _Blocks
+    shared: dict
+    chunk: int
+    chunks: list
+    order_width: int
+
+    @classmethod
+    def of(cls, layers, weights, multipliers, seeds, x_train, y_train, x_test, y_test, config, anchors, penalties,
+           loss, bn_frozen, orders, padding) -> _Call:
+        plan = layer_plan(layers, weights)
+        objective = objectives.get(loss)
+        seeds = _checked_inputs(plan, weights, multipliers, seeds, config, x_train, x_test, bn_frozen, orders, padding)
+        padding = padding or RowPadding(len(x_train), len(x_test))
+        penalised = penalties is not None
+        shape = ProgramShape.of(config)
+        blocks = _Blocks(plan, shape, models_per_block(plan, x_train.shape[1]), seeds,
+                         [[np.asarray(a, np.float32) for a in arrays] for arrays in weights],
+                         np.asarray(multipliers, np.float32),
+                         None if not penalised else [None if a is None else np.asarray(a, np.float32) for a in anchors],
+                         None if not penalised else np.asarray(penalties, np.float32))
+        shared = _shared_inputs(config, objective, x_train, y_train, x_test, y_test, bn_frozen, padding)
+        group_rows = batches_per_group(plan, x_train.shape[1], config.batch_size) * config.batch_size
+        order_width = -(-padding.train // group_rows) * group_rows
+        program = _compiled_program(plan, shape, penalised, loss)
+        chunk = epoch_chunk(config.epochs, order_width, blocks.size)
+        _PROGRAMS_RUN.add((plan, shape, penalised, loss, blocks.size, chunk, order_width,
+                           tuple((key, np.shape(value)) for key, value in shared.items() if key != "hyper")))
+        chunks = [(chunk, min(chunk, config.epochs - first)) for first in range(0, config.epochs, chunk)]
+        return cls(program, blocks, shared, chunk, chunks, order_width)
 
 
 def _checked_inputs(plan, weights, multipliers, seeds, config, x_train, x_test, bn_frozen, orders,
@@ -394,16 +432,21 @@ def _advance(program, job: dict, first: int, chunk: int, epochs: int) -> None:
     """Dispatch epochs `first … first + chunk` of one block (asynchronously)."""
     if len(job["curves"]) >= 2:  # at most two chunks of orders in flight per block
         jax.block_until_ready(job["curves"][-2])
+    per_epoch = _per_epoch(job, first, chunk, epochs, job["stream"].next())
+    job["carry"], curves, job["final"] = program(job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
+    job["curves"].append(curves)
+
+
+def _per_epoch(job: dict, first: int, chunk: int, epochs: int, orders: np.ndarray) -> dict:
+    """The program's per-epoch inputs for epochs `first … first + chunk` of one block."""
     multipliers = job["multipliers"][first : first + chunk]
-    per_epoch = dict(
+    return dict(
         epoch=np.arange(first, first + chunk, dtype=np.int32),
         multipliers=np.concatenate([multipliers, np.repeat(multipliers[-1:], chunk - len(multipliers), 0)]),
-        orders=job["stream"].next(),
+        orders=orders,
         active=np.arange(first, first + chunk) < epochs,  # the last chunk may be padded
         finish=np.asarray(first + chunk >= epochs),  # the last chunk evaluates
     )
-    job["carry"], curves, job["final"] = program(job["carry"], job["extras"], jax.device_put(per_epoch, job["device"]))
-    job["curves"].append(curves)
 
 
 def _collect(wave: list[dict], epochs: int) -> list:

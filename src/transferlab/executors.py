@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import threading
 from collections.abc import Iterable, Iterator
 
 from transferlab.errors import ClusterError
@@ -24,9 +25,36 @@ def executor_for(execution, ray_address: str | None = None):
 class LocalExecutor:
     """Train shards one after another in this process (the engine itself uses every core)."""
 
+    def __init__(self):
+        self._preparing: threading.Thread | None = None
+        self._prepared: set = set()
+
+    def prepare(self, jobs: list) -> None:
+        """Compile the programs `jobs` will run on a thread of its own while the caller trains
+        other shards (the target runs' programs while the source models train); `map` waits
+        for it before a shard of the same architecture and task. A failure is left for that
+        shard, which meets it and says so."""
+        def compile_all():
+            for job in jobs:
+                try:
+                    job.prepare()
+                except Exception:  # noqa: BLE001 - the real call raises it where it belongs
+                    return
+
+        self._prepared = {_program_key(job) for job in jobs}
+        self._preparing = threading.Thread(target=compile_all, name="transferlab-compile", daemon=True)
+        self._preparing.start()
+
     def map(self, jobs: Iterable) -> Iterator[tuple[object, object]]:
         for job in jobs:
+            if self._preparing is not None and _program_key(job) in self._prepared:
+                self._preparing.join()
+                self._preparing, self._prepared = None, set()
             yield job, job.execute()
+
+
+def _program_key(job) -> tuple:
+    return job.arch, id(job.task)
 
 
 class RayExecutor:

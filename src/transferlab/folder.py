@@ -69,42 +69,64 @@ def prepare_output_path(path: str | Path, *, folder: bool) -> Path:
 
 
 class FolderLock:
-    """Exclusive right to write a folder, held until `release` (or the process ends)."""
+    """Exclusive right to write a folder, held until `release` (or the process ends).
+
+    A run that is refused while it holds the lock (a full disk, a changed source file)
+    removes the lock file it created, so a refusal leaves no new file behind. The file is
+    removed while still locked, and a process that locked a file since removed tries again
+    on the new one, so two writers never both hold a lock."""
 
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / LOCK_NAME
         self._handle = None
+        self._created = False
 
     def acquire(self) -> FolderLock:
-        handle = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise FolderError(
-                f"{self.path.parent}: {holder} is writing to this folder; wait for it to finish "
-                "or choose another --out (`transferlab report` can read it meanwhile)"
-            ) from None
+        while True:
+            created = not self.path.exists()
+            handle = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise FolderError(
+                    f"{self.path.parent}: {holder} is writing to this folder; wait for it to finish "
+                    "or choose another --out (`transferlab report` can read it meanwhile)"
+                ) from None
+            if _same_file(handle, self.path):
+                break
+            handle.close()  # its owner removed it before we locked it: lock the current file
         handle.seek(0)
         handle.truncate()
         handle.write(f"transferlab run (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})")
         handle.flush()
-        self._handle = handle
+        self._handle, self._created = handle, created
         return self
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Unlock; with `remove`, delete the lock file first (while still holding it)."""
         if self._handle is not None:
-            self._handle.truncate(0)
+            if remove:
+                self.path.unlink(missing_ok=True)
+            else:
+                self._handle.truncate(0)
             self._handle.close()  # closing the descriptor releases the flock
             self._handle = None
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release(remove=exc_type is not None and self._created)
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager

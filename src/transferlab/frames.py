@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from transferlab import speed, stats, verdict
+from transferlab import curve_table, speed, stats, verdict
 from transferlab._backend import configure
 from transferlab.store import Store
 
@@ -31,8 +32,9 @@ TABLES = ("runs", "curves", "summary", "verdict", "learning_speed", "points")
 FORMATS = ("parquet", "csv")
 
 
-def results(folder: str | Path) -> dict[str, pd.DataFrame]:
-    """Every table of `folder` (a study, sweep or matrix) as DataFrames."""
+def results(folder: str | Path, with_curves: bool = True) -> dict[str, pd.DataFrame]:
+    """Every table of `folder` (a study, sweep or matrix) as DataFrames (`curves` left empty
+    without `with_curves`)."""
     configure()  # the first study, report or read of a process sets the backend up (a no-op after)
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
@@ -43,10 +45,10 @@ def results(folder: str | Path) -> dict[str, pd.DataFrame]:
             config = store.study(study_id)["config"]
             extra = _point_columns(point, sweep)
             runs = store.runs_frame(study_id)
-            curves = store.metrics_frame(study_id).merge(
-                _labelled(runs)[["run_id", "direction", "role", "strategy", "source_index", "repeat"]], on="run_id")
             frames["runs"].append(_labelled(runs).assign(**extra))
-            frames["curves"].append(curves.assign(**extra))
+            if with_curves:
+                whole = curve_table.batches(store, study_id, _labelled(runs), extra, batch_runs=len(runs) + 1)
+                frames["curves"].append(next(whole).frame())
             for direction in plan.directions:
                 chosen = runs[runs["direction"] == direction.name]
                 summary = stats.summary_table(chosen, direction.score)
@@ -57,7 +59,21 @@ def results(folder: str | Path) -> dict[str, pd.DataFrame]:
                     frames["learning_speed"].append(speed.long_table(tables, direction.name, threshold).assign(**extra))
             if point["index"] is not None:
                 frames["points"].append(pd.DataFrame([{"study_id": study_id, **extra}]))
-    return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in frames.items()}
+    return {name: _concat(parts) for name, parts in frames.items()}
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The points' tables as one; categorical columns stay categorical (their categories joined)."""
+    if not parts:
+        return pd.DataFrame()
+    if len(parts) == 1:
+        return parts[0]
+    for column in parts[0].columns:
+        if all(isinstance(part[column].dtype, pd.CategoricalDtype) for part in parts if column in part):
+            categories = pd.api.types.union_categoricals([part[column] for part in parts if column in part]).categories
+            parts = [part.assign(**{column: part[column].cat.set_categories(categories)}) if column in part else part
+                     for part in parts]
+    return pd.concat(parts, ignore_index=True)
 
 
 def _verdict_frame(summary: pd.DataFrame, direction) -> pd.DataFrame:
@@ -90,7 +106,8 @@ def _point_columns(point: dict, sweep: dict | None) -> dict:
 
 def export(folder: str | Path, format: str = "parquet", out: str | Path | None = None) -> list[Path]:
     """Write every table of `results(folder)` to `out` (default `FOLDER/export/`) as
-    `NAME.parquet` or `NAME.csv`; returns the paths."""
+    `NAME.parquet` or `NAME.csv`; returns the paths. The curves are written a batch of runs
+    at a time, so memory stays flat however many runs the folder holds."""
     configure()  # the first study, report or read of a process sets the backend up (a no-op after)
     from transferlab.folder import atomic_path, prepare_output_path
 
@@ -98,12 +115,26 @@ def export(folder: str | Path, format: str = "parquet", out: str | Path | None =
         raise ValueError(f"--format {format!r}: use parquet or csv")
     out = prepare_output_path(Path(out) if out is not None else Path(folder) / "export", folder=True)
     written = []
-    for name, frame in results(folder).items():
+    for name, frame in results(folder, with_curves=False).items():
         path = out / f"{name}.{format}"
         with atomic_path(path) as temporary:
-            if format == "parquet":
+            if name == "curves":
+                write = curve_table.write_parquet if format == "parquet" else curve_table.write_csv
+                write(_curve_batches(folder), temporary)
+            elif format == "parquet":
                 frame.to_parquet(temporary, index=False)
             else:
                 frame.to_csv(temporary, index=False)
         written.append(path)
     return written
+
+
+def _curve_batches(folder: str | Path):
+    """The `curves` table a batch of runs at a time, as `results()` has it."""
+    with Store.in_folder(folder, readonly=True) as store, store.snapshot():
+        sweep = store.sweep()
+        points = store.points() if sweep is not None else [{"study_id": None, "index": None, "values": {}}]
+        for point in points:
+            study_id, _ = store.stored_plan(point["study_id"])
+            yield from curve_table.batches(store, study_id, _labelled(store.runs_frame(study_id)),
+                                           _point_columns(point, sweep))

@@ -78,6 +78,27 @@ class ShardJob:
         )
 
 
+    def prepare(self) -> None:
+        """Compile (or load from the disk cache) the program `execute` will run, without the
+        source weights and without training: arrays of the right shapes stand in for them."""
+        n = len(self.runs)
+        recipes = [self.recipes[run.strategy.label] for run in self.runs]
+        shapes = [self.arch.weight_shapes(layer) for layer in range(len(self.arch.layers))]
+        weights = [tuple(np.zeros((n, *shape), np.float32) for shape in layer) for layer in shapes]
+        anchors = penalties = None
+        if self.penalised or any(recipe.penalties is not None for recipe in recipes):
+            penalties = np.zeros((n, len(self.arch.layers)), np.float32)
+            anchors = [None if spec.penalised_array is None else np.zeros((n, *shapes[layer][spec.penalised_array]),
+                                                                            np.float32)
+                       for layer, spec in enumerate(self.arch.layers)]
+        engine.prepare_program(
+            self.arch.layers, weights, np.stack([recipe.multipliers for recipe in recipes]),
+            [run.seed for run in self.runs], self.task.x_train, self.task.y_train, self.task.x_test,
+            self.task.y_test, self.sgd, anchors=anchors, penalties=penalties,
+            loss=objectives.for_task(self.task.kind, self.arch.head).name, bn_frozen=self.bn_frozen,
+            padding=self.padding)
+
+
 def initial_weights(recipe: Recipe, run: RunSpec, source_weights: dict) -> models.Weights:
     """Fresh layers drawn from the run's own seed; reused layers copied from its source model
     (an output layer matched to the target's classes unit by unit: `head_weights`)."""

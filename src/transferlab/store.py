@@ -110,6 +110,9 @@ PRAGMA user_version = {SCHEMA_VERSION};
 
 
 
+BATCH_RUNS = 20_000  # runs' curves decoded at once when reading a whole study (about 30 MB at 100 epochs)
+
+
 @dataclass(frozen=True)
 class StoredRun:
     """A planned or finished run as the database knows it."""
@@ -570,12 +573,10 @@ class Store:
         `name`: the value after epoch 1 (`jumpstart`), the mean over epochs (`auc`) and the
         first epoch at or above `threshold` (`reached`, None if never or without a
         threshold), read run by run from the stored arrays so memory stays flat."""
-        rows = [curve_arrays.learning_measures(run_id, *curve_arrays.decode(names, epochs, blob), name, threshold)
-                for run_id, names, epochs, blob in self._curve_rows(
-                    "r.study_id = ? AND r.direction = ? AND r.role = 'target' AND r.status = 'done'",
-                    (study_id, direction))]
-        frame = pd.DataFrame(rows, columns=["run_id", "jumpstart", "auc", "reached"])
-        return frame.astype({"jumpstart": float, "auc": float, "reached": float})  # never / no threshold: NaN
+        batches = self._curve_batches("r.study_id = ? AND r.direction = ? AND r.role = 'target' AND r.status = 'done'",
+                                      (study_id, direction), BATCH_RUNS)
+        return pd.concat([curve_arrays.learning_measures(ids, rows, name, threshold) for ids, rows in batches],
+                         ignore_index=True)
 
     def _curve_rows(self, where: str, params: tuple):
         """`(run_id, names, epochs, blob)` of the runs `where` selects, in run order, a batch at a time."""
@@ -598,6 +599,23 @@ class Store:
         """The per-epoch metrics, long: one row per run, split, metric and epoch."""
         rows = list(self._curve_rows("r.study_id = ?", (study_id,)))
         return curve_arrays.long_rows([row[0] for row in rows], [row[1:] for row in rows])
+
+    def curve_batches(self, study_id: int, runs: int = 0):
+        """Every run's stored curves as `(run_ids, rows)` lists of `runs` runs (default
+        `BATCH_RUNS`), in run order: bounded memory for huge studies."""
+        return self._curve_batches("r.study_id = ?", (study_id,), runs or BATCH_RUNS)
+
+    def _curve_batches(self, where: str, params: tuple, runs: int):
+        """`_curve_rows` as `(run_ids, rows)` lists of at most `runs` runs (always one, even empty)."""
+        ids, rows, yielded = [], [], False
+        for run_id, *row in self._curve_rows(where, params):
+            ids.append(run_id)
+            rows.append(tuple(row))
+            if len(ids) == runs:
+                yield ids, rows
+                ids, rows, yielded = [], [], True
+        if ids or not yielded:
+            yield ids, rows
 
     def curves_frame(self, study_id: int) -> pd.DataFrame:
         """Every run's per-epoch curves, one column per History name (large: prefer

@@ -101,8 +101,11 @@ Progress = Callable[[str, int, int], None]
 
 
 def versions() -> dict:
+    """The versions a study ran with; Keras' from its package metadata (importing Keras is
+    the writer's business, when it saves a source model)."""
+    from importlib.metadata import version
+
     import jax
-    import keras
 
     from transferlab._version import __version__
 
@@ -111,7 +114,7 @@ def versions() -> dict:
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "jax": jax.__version__,
-        "keras": keras.__version__,
+        "keras": version("keras"),
     }
 
 
@@ -169,15 +172,17 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
             trained += len(pending)
             skipped += len(runs) - len(pending) - reused
             stage = label + ("" if direction.name == "forward" else "reverse: ")
+            targets = [run for run in pending if run.role == "target"]
+            jobs = _target_jobs(plan, direction, targets, shard_size)
             trained_sources = {}
             if direction.trains_sources:
                 sources = [run for run in pending if run.role == "source"]
+                if sources and jobs and hasattr(executor, "prepare"):  # compile the targets' programs meanwhile
+                    executor.prepare(list({job.arch: job for job in reversed(jobs)}.values()))
                 trained_sources = _train_sources(writer, study_id, folder, plan, direction, sources, shard_size,
                                                  stored, executor, progress, stage, point)
             elif not store.source_models(study_id):
                 store.record_source_model(_given_source_record(plan, study_id, direction))
-            targets = [run for run in pending if run.role == "target"]
-            jobs = _target_jobs(plan, direction, targets, shard_size)
             if jobs:
                 _attach_source_weights(jobs, store, writer, study_id, direction, trained_sources)
                 _train_targets(writer, jobs, stored, executor, progress, stage + "target runs", len(targets))
