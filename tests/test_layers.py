@@ -266,6 +266,8 @@ def test_importing_changes_nothing_and_configure_does_it_once(tmp_path):
         "print(jax.config.jax_compilation_cache_dir.endswith('xla'))\n"
     )
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))  # the compile cache goes here, not the user's
+    for inherited in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "TRANSFERLAB_CACHE_DIR"):
+        env.pop(inherited, None)  # this process's configure() set them; the child starts unconfigured
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "transferlab" / "xla").is_dir()
