@@ -46,15 +46,17 @@ def _fresh(arch):
 
 
 def test_a_measured_speed_times_the_same_plan_as_it_ran(tmp_path, plan):
+    fixed = throughput.FIXED_SECONDS
     first = throughput.estimate_duration([plan], "local", cache=tmp_path)
-    assert not first.measured and "a first guess" in first.describe()
+    assert not first.measured and first.describe().endswith("(first guess)")
     throughput.record_rate("local", [plan], 0.5, 30.0, cache=tmp_path)  # half the runs in 30 s
-    again = throughput.estimate_duration([plan], "local", cache=tmp_path)
-    assert again.measured and again.seconds == pytest.approx(60.0) and again.describe() == "about 60 s"
-    assert throughput.estimate_duration([plan], "local", 0.1, cache=tmp_path).seconds == pytest.approx(6.0)
+    again = throughput.estimate_duration([plan], "local", 0.5, cache=tmp_path)
+    assert again.measured and again.seconds == pytest.approx(30.0) and again.describe() == "about 30 s"
+    whole = throughput.estimate_duration([plan], "local", cache=tmp_path).seconds
+    assert whole == pytest.approx(fixed + 2 * (30.0 - fixed))  # the fixed start once, the work twice
     assert not throughput.estimate_duration([plan], "ray", cache=tmp_path).measured  # per executor
-    throughput.record_rate("local", [plan], 1.0, 0.5, cache=tmp_path)  # start-up, not a speed: ignored
-    assert throughput.estimate_duration([plan], "local", cache=tmp_path).seconds == pytest.approx(60.0)
+    throughput.record_rate("local", [plan], 1.0, fixed + 0.5, cache=tmp_path)  # mostly start-up: not a speed
+    assert throughput.estimate_duration([plan], "local", cache=tmp_path).seconds == pytest.approx(whole)
 
 
 def test_the_speed_of_the_nearest_model_size_is_used(tmp_path, plan):
@@ -62,7 +64,8 @@ def test_the_speed_of_the_nearest_model_size_is_used(tmp_path, plan):
     bucket = round(__import__("math").log2(size))
     (tmp_path / throughput.SPEED_FILE).write_text(json.dumps({"local": {str(bucket + 9): 1.0, str(bucket - 1): 1e6}}))
     units, _ = throughput.work([plan])
-    assert throughput.estimate_duration([plan], "local", cache=tmp_path).seconds == pytest.approx(units / 1e6)
+    assert throughput.estimate_duration([plan], "local", cache=tmp_path).seconds == pytest.approx(
+        throughput.FIXED_SECONDS + units / 1e6)
 
 
 @pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"local": 3}', '{"local": {"x": "fast"}}',
@@ -72,6 +75,7 @@ def test_a_damaged_speed_file_is_as_if_nothing_was_measured(tmp_path, plan, cont
     assert not throughput.estimate_duration([plan], "local", cache=tmp_path).measured
     throughput.record_rate("local", [plan], 1.0, 10.0, cache=tmp_path)  # and it is rewritten whole
     assert throughput.estimate_duration([plan], "local", cache=tmp_path).seconds == pytest.approx(10.0)
+    assert json.loads((tmp_path / throughput.SPEED_FILE).read_text()).keys() == {"local"}
 
 
 @pytest.mark.parametrize("seconds, text", [(0.2, "1 s"), (40.4, "40 s"), (89, "89 s"), (95, "2 min"),

@@ -70,7 +70,7 @@ def _enable_compilation_cache() -> None:
         os.makedirs(cache, exist_ok=True)
     except OSError:
         return  # read-only home: run without the cache
-    settings = {"jax_compilation_cache_dir": cache, "jax_persistent_cache_min_compile_time_secs": 0.5}
+    settings = {"jax_compilation_cache_dir": cache, "jax_persistent_cache_min_compile_time_secs": 0.1}
     if "jax" in sys.modules:
         for name, value in settings.items():
             sys.modules["jax"].config.update(name, value)

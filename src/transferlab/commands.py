@@ -269,8 +269,9 @@ def _run_and_report(config, out: Path, quiet: bool, force: bool, ray: str | None
     if not quiet:
         console.print(f"[bold]{escape(config.name)}[/]: {escape(_describe(config))} → {escape(str(out))}/",
                       highlight=False)
-        console.print(f"plan: {work.describe(available)}, shards of {shard_size:,} runs, "
-                      f"{timing.duration.describe()}", highlight=False)
+        console.print(f"plan: {count(work.runs, 'run')}, {count(work.model_epochs, 'model-epoch')}, shards of "
+                      f"{shard_size:,} runs; {work.memory(available)}; {timing.duration.describe()}", highlight=False)
+        timing.explain(lambda line: console.print(f"[cyan]note:[/] {escape(line)}", highlight=False))
     if available and work.peak_bytes > available and not force:
         _fail(
             f"{config.name}: the estimated peak memory ({work.describe(available)}) exceeds what this machine has "
@@ -302,9 +303,9 @@ def _run_sweep_and_report(sweep, out: Path, quiet: bool, force: bool, ray: str |
     if not quiet:
         console.print(f"[bold]{escape(sweep.name)}[/]: {escape(shape)}; each "
                       f"{escape(_describe(sweep.points[0].config))} → {escape(str(out))}/", highlight=False)
-        console.print(f"plan: {runs:,} runs, {sum(w.model_epochs for w in works):,} model-epochs, estimated peak "
-                      f"memory {peak / 2**30:.1f} GiB (the largest point), {timing.duration.describe()}",
-                      highlight=False)
+        console.print(f"plan: {runs:,} runs, {sum(w.model_epochs for w in works):,} model-epochs; peak memory "
+                      f"{peak / 2**30:.1f} GiB (the largest point); {timing.duration.describe()}", highlight=False)
+        timing.explain(lambda line: console.print(f"[cyan]note:[/] {escape(line)}", highlight=False))
     if available and peak > available and not force:
         _fail(f"{sweep.name}: the estimated peak memory of a point exceeds what this machine has available; "
               "lower repeats, epochs or layer widths, or pass --force to start anyway")
@@ -324,6 +325,12 @@ class _Timing:
         self.plans, self.key = plans, "local" if executor == "local" else "ray"
         self.total = sum(sum(plan.count_runs().values()) for plan in plans)
         self.duration = estimate_duration(plans, self.key, _still_to_train(out, self.total))
+
+    def explain(self, say) -> None:
+        """Say what a first guess is, the one time it is shown."""
+        if not self.duration.measured:
+            where = "on this machine" if self.key == "local" else "on a Ray cluster from this machine"
+            say(f"the run time is a first guess until a study has been timed {where}")
 
     def confirm(self, name: str, yes: bool) -> None:
         """Ask before a study estimated over an hour starts, at a terminal only (never in a script)."""

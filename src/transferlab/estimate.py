@@ -31,8 +31,16 @@ class Estimate:
     peak_bytes: int
 
     def describe(self, available: int | None) -> str:
-        text = f"{count(self.runs, 'run')}, {count(self.model_epochs, 'model-epoch')}, estimated peak memory {_gib(self.peak_bytes)}"
-        return text + (f" of {_gib(available)} available" if available else "")
+        return f"{count(self.runs, 'run')}, {count(self.model_epochs, 'model-epoch')}; {self.memory(available)}"
+
+    def memory(self, available: int | None) -> str:
+        """`peak memory 1.1 of 22.9 GiB`: the estimate, and what the machine has available."""
+        if not available:
+            return f"peak memory {_gib(self.peak_bytes)}"
+        peak, free = _gib(self.peak_bytes), _gib(available)
+        if peak.split()[1] == free.split()[1]:
+            peak = peak.split()[0]  # one unit for both
+        return f"peak memory {peak} of {free}"
 
 
 def estimate(plan, shard_size: int, runs: int | None = None, devices: int | None = None) -> Estimate:

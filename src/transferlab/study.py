@@ -482,19 +482,23 @@ def _model_weights(result, index: int) -> models.Weights:
 
 def _save_source_models(folder: Path, study_id: int, runs: list[RunSpec], result, direction: Direction,
                         point=None) -> list[dict]:
-    """On the writer's thread: each source model of a shard as a `.keras` file, and its record."""
-    return [_save_source_model(folder, study_id, run, result, index, direction, point)
+    """On the writer's thread: each source model of a shard as a `.keras` file, and its record
+    (one Keras model is built per shard, and given each model's weights in turn)."""
+    keras_model = models.build_keras_model(direction.source_arch)
+    return [_save_source_model(folder, study_id, run, result, index, direction, point, keras_model)
             for index, run in enumerate(runs)]
 
 
 def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index: int, direction: Direction,
-                       point=None) -> dict:
+                       point=None, keras_model=None) -> dict:
     weights = _model_weights(result, index)
     prefix = "" if direction.name == "forward" else "reverse_"
     sources = folder / SOURCE_DIR if point is None else folder / SOURCE_DIR / f"point_{point.index:03d}"
     path = sources / f"{prefix}source_{run.source_index:03d}.keras"
+    keras_model = keras_model or models.build_keras_model(direction.source_arch)
+    models.set_keras_weights(keras_model, weights)
     with atomic_path(path) as temporary:  # a reader never sees a half-written model file
-        models.save_model_file(models.build_keras_model(direction.source_arch, weights), temporary)
+        models.save_model_file(keras_model, temporary)
     return {
         "study_id": study_id,
         "direction": direction.name,

@@ -1,4 +1,5 @@
-"""How long a plan will take: its work, and the speed earlier studies measured here.
+"""How long a plan will take: a fixed start, its work, and the speed earlier studies
+measured here.
 
 Work is counted in weight-rows: each run trains its model's weights on every training row
 for every epoch (forward and backward, ×3) and evaluates it on both splits. Tiny models
@@ -17,10 +18,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-FIRST_GUESS = 2.0e9  # weight-rows per second: the tutorial's study on a 2-core machine (bench/RESULTS.md)
+FIRST_GUESS = 2.4e9  # weight-rows per second: the tutorial's study on a 2-core machine (bench/RESULTS.md)
+FIXED_SECONDS = 2.0  # a study's cost before its first epoch (starting JAX, tracing, loading compiled
+# programs), measured with the demo on a 2-core machine: not part of a speed
 SPEED_FILE = "speed.json"
 LONG_STUDY_SECONDS = 3600  # a study estimated longer asks before it starts (from a terminal)
-MIN_MEASURED_SECONDS = 2.0  # shorter runs are mostly start-up: not a speed
+MIN_MEASURED_SECONDS = 1.0  # a study whose training (beyond the fixed cost) was shorter: not a speed
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Duration:
 
     def describe(self) -> str:
         text = f"about {format_seconds(self.seconds)}"
-        return text if self.measured else text + " (a first guess: no study has been timed here yet)"
+        return text if self.measured else text + " (first guess)"
 
 
 def work(plans: list, fraction: float = 1.0) -> tuple[float, int]:
@@ -55,7 +58,7 @@ def work(plans: list, fraction: float = 1.0) -> tuple[float, int]:
 def estimate_duration(plans: list, executor_key: str, fraction: float = 1.0, cache: Path | None = None) -> Duration:
     units, size = work(plans, fraction)
     rate = measured_rate(executor_key, size, cache)
-    return Duration(units / (rate or FIRST_GUESS), rate is not None)
+    return Duration(FIXED_SECONDS + units / (rate or FIRST_GUESS), rate is not None)
 
 
 def measured_rate(executor_key: str, size: int, cache: Path | None = None) -> float | None:
@@ -70,6 +73,7 @@ def record_rate(executor_key: str, plans: list, fraction: float, seconds: float,
     """Remember the speed of a study (or sweep) that just trained the share `fraction` of the
     runs of `plans` in `seconds`. Quietly does nothing where the cache cannot be written."""
     path = _path(cache)
+    seconds -= FIXED_SECONDS
     if path is None or seconds < MIN_MEASURED_SECONDS or fraction <= 0:
         return
     units, size = work(plans, fraction)
