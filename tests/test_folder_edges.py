@@ -156,3 +156,86 @@ def test_a_refused_run_removes_only_a_lock_file_it_created(tmp_path):
         with FolderLock(tmp_path):
             raise StoreError("refused")
     assert (tmp_path / LOCK_NAME).exists()  # there before this run: left as it was
+
+
+def _read_only(path: Path) -> None:
+    """Make `path` read-only even for root (the immutable attribute), else skip."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        return
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a file read-only for root here ({done.stderr.strip() or 'no chattr'})")
+
+
+def _writable(path: Path) -> None:
+    if os.geteuid() != 0:
+        path.chmod(0o644)
+    else:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_read_only_database_is_one_line_and_nothing_changes(finished):
+    folder = finished / "read-only"
+    shutil.copytree(finished / "whole", folder)
+    with Store.in_folder(folder, readonly=True) as store:  # a run into it adds a shard: make it half-finished
+        study_id = store.stored_plan()[0]
+    import sqlite3
+
+    db = sqlite3.connect(folder / "results.sqlite")
+    db.execute("UPDATE runs SET status = 'planned' WHERE id IN (SELECT id FROM runs WHERE role = 'target' LIMIT 4)")
+    db.execute("DELETE FROM curves WHERE run_id IN (SELECT id FROM runs WHERE status = 'planned')")
+    db.execute("DELETE FROM final_metrics WHERE run_id IN (SELECT id FROM runs WHERE status = 'planned')")
+    db.commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    for extra in folder.glob("results.sqlite-*"):
+        extra.unlink()
+    database = folder / "results.sqlite"
+    before = database.read_bytes()
+    _read_only(database)
+    try:
+        done = _cli("run", "study.toml", "--out", "read-only", "--quiet", cwd=finished)
+        line = done.stderr.strip()
+        assert done.returncode == 2 and "\n" not in line, line
+        assert line.startswith("error: read-only/results.sqlite: the results database is read-only"), line
+        assert "nothing stored was changed" in line
+        assert database.read_bytes() == before
+    finally:
+        _writable(database)
+    again = _cli("run", "study.toml", "--out", "read-only", "--quiet", cwd=finished)
+    assert again.returncode == 0, again.stderr
+    assert _digest(folder) == _digest(finished / "whole") and study_id == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of a few hundred KiB mounted at a fresh folder (root only), and a way to grow it."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def mounted(size: str):
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()})")
+        return mount
+
+    yield mounted
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("size", ["300k", "600k"])
+def test_a_real_disk_that_fills_is_one_line_for_any_file_and_the_rerun_finishes(finished, small_disk, size):
+    """A real full file system (not SQLite's page limit): whichever write meets it (the
+    database, a source model's `.keras` file, a figure of the report) says so in one line."""
+    disk = small_disk(size)
+    done = _cli("run", str(finished / "study.toml"), "--out", str(disk / "out"), "--quiet", cwd=finished)
+    line = done.stderr.strip()
+    assert done.returncode in (0, 2), line
+    if done.returncode == 2:
+        assert "\n" not in line and ": the disk is full (" in line and "nothing stored was lost" in line, line
+        assert "rerun the same command to finish" in line
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    study.run_study(load_study(finished / "study.toml"), disk / "out")
+    assert _digest(disk / "out") == _digest(finished / "whole")

@@ -9,6 +9,7 @@ so a reader (a concurrent `report`, a resumed run) never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -139,9 +140,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, path)
+    except Exception as error:
+        problem = _unwritable(path, error)
+        if problem is None:
+            raise
+        raise problem from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def _unwritable(path: Path, error: BaseException) -> FolderError | None:
+    """The one line for a file that could not be written because the disk is full or the
+    place is read-only (however deep in a writer, e.g. Keras' or h5py's, the OSError was),
+    or None for any other error."""
+    while error is not None:
+        number = getattr(error, "errno", None)
+        if number in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error):
+            return FolderError(f"{path}: the disk is full (No space left on device); nothing stored was lost (this "
+                               "file was not written, every shard committed before is kept); free some space and "
+                               "rerun the same command to finish")
+        if number in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return FolderError(f"{path}: cannot write here ({os.strerror(number)}); make the folder writable or "
+                               "choose another --out (nothing stored was changed)")
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def write_text(path: str | Path, text: str) -> Path:
