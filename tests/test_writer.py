@@ -157,3 +157,27 @@ def test_kill_9_while_the_writer_is_inside_a_transaction_loses_and_duplicates_no
     assert resumed.skipped_runs == done
     study.run_study(config, tmp_path / "whole")
     assert _contents(out) == _contents(tmp_path / "whole")
+
+
+def test_ctrl_c_in_python_commits_what_was_handed_over_and_the_rerun_finishes(tmp_path, small_study_dict):
+    """In a notebook, Ctrl-C is a KeyboardInterrupt in the driver: the shards already handed
+    to the writer are committed (whole), the folder is released, and a rerun finishes it."""
+    from transferlab.executors import LocalExecutor
+
+    class StopsAfterTwoShards(LocalExecutor):
+        def map(self, jobs):
+            for count, (job, result) in enumerate(super().map(jobs)):
+                if count == 2:
+                    raise KeyboardInterrupt
+                yield job, result
+
+    small_study_dict["execution"] = {"shard_size": 2}
+    config = study_from_dict(small_study_dict)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(config, tmp_path / "out", executor=StopsAfterTwoShards())
+    done, curves, _ = _stored(tmp_path / "out" / "results.sqlite")
+    assert done == curves == 2 + 2 * 2  # the source shard and two target shards, each whole
+    resumed = study.run_study(config, tmp_path / "out")  # the lock was released
+    assert resumed.skipped_runs == done
+    study.run_study(config, tmp_path / "whole")
+    assert _contents(tmp_path / "out") == _contents(tmp_path / "whole")
