@@ -181,3 +181,23 @@ def test_ctrl_c_in_python_commits_what_was_handed_over_and_the_rerun_finishes(tm
     assert resumed.skipped_runs == done
     study.run_study(config, tmp_path / "whole")
     assert _contents(tmp_path / "out") == _contents(tmp_path / "whole")
+
+
+def test_a_shard_whose_work_fails_keeps_the_shards_before_it_in_its_batch(planned):
+    path, ids = planned
+    release = threading.Event()
+
+    def broken():
+        raise OSError("no space left for the source model file")
+
+    writer = ShardWriter(path)
+    writer.submit(ids[:1], _result(1, 0), lambda: release.wait(timeout=30) and [])
+    time.sleep(0.2)  # the writer is inside the first shard's work: the next three queue up
+    writer.submit(ids[1:3], _result(2, 1))
+    writer.submit(ids[3:5], _result(2, 2), broken)
+    writer.submit(ids[5:7], _result(2, 3))
+    release.set()
+    with pytest.raises(OSError, match="no space left"):
+        writer.flush()
+    writer.close()
+    assert _stored(path) == (3, 3, 12)  # the first shard, and the one before the failure in the batch

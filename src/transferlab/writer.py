@@ -84,17 +84,29 @@ class ShardWriter:
             stop = items[-1] is None
             shards = [item for item in items if item is not None]
             if shards and self._error is None:
-                try:
-                    self._diverged += store.finish_shards(
-                        [(ids, result, prepare() if prepare else None) for ids, result, prepare in shards])
-                except BaseException as error:  # noqa: BLE001 - handed to the driver's thread
-                    self._error = error
+                self._commit(store, shards)
             for _ in items:
                 self._queue.task_done()
             if stop:
                 break
         if store is not None:
             store.close()
+
+    def _commit(self, store: Store, shards: list) -> None:
+        """Each shard's own work, then one transaction for those whose work succeeded: a
+        failure (a full disk while saving a model file) keeps the shards before it."""
+        ready = []
+        for ids, result, prepare in shards:
+            try:
+                ready.append((ids, result, prepare() if prepare else None))
+            except BaseException as error:  # noqa: BLE001 - handed to the driver's thread
+                self._error = error
+                break
+        try:
+            if ready:
+                self._diverged += store.finish_shards(ready)
+        except BaseException as error:  # noqa: BLE001 - handed to the driver's thread
+            self._error = self._error or error
 
     def _take(self) -> list:
         """The next shard, and every shard already waiting behind it (up to `batch`)."""
