@@ -182,6 +182,7 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
                 trained_sources = _train_sources(writer, study_id, folder, plan, direction, sources, shard_size,
                                                  stored, executor, progress, stage, point)
             elif not store.source_models(study_id):
+                writer.flush()  # one writer at a time: the driver's own connection writes this record
                 store.record_source_model(_given_source_record(plan, study_id, direction))
             if jobs:
                 _attach_source_weights(jobs, store, writer, study_id, direction, trained_sources)
