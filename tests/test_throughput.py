@@ -59,6 +59,14 @@ def test_a_measured_speed_times_the_same_plan_as_it_ran(tmp_path, plan):
     assert throughput.estimate_duration([plan], "local", cache=tmp_path).seconds == pytest.approx(whole)
 
 
+def test_a_long_study_weighs_more_than_a_short_one_and_older_ones_fade(tmp_path, plan):
+    fixed, units = throughput.FIXED_SECONDS, throughput.work([plan])[0]
+    throughput.record_rate("local", [plan], 1.0, fixed + 10.0, cache=tmp_path)  # the whole plan in 10 s
+    throughput.record_rate("local", [plan], 0.01, fixed + 1.0, cache=tmp_path)  # a hundredth of it in 1 s
+    expected = (0.5 * units + 0.01 * units) / (0.5 * 10.0 + 1.0)  # the first halved, the second whole
+    assert throughput.measured_rate("local", throughput.work([plan])[1], tmp_path) == pytest.approx(expected)
+
+
 def test_the_speed_of_the_nearest_model_size_is_used(tmp_path, plan):
     _, size = throughput.work([plan])
     bucket = round(__import__("math").log2(size))

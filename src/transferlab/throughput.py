@@ -23,6 +23,7 @@ FIXED_SECONDS = 2.0  # a study's cost before its first epoch (starting JAX, trac
 # programs), measured with the demo on a 2-core machine: not part of a speed
 SPEED_FILE = "speed.json"
 LONG_STUDY_SECONDS = 3600  # a study estimated longer asks before it starts (from a terminal)
+DECAY = 0.5  # the weight of the studies timed before, at each new one
 MIN_MEASURED_SECONDS = 1.0  # a study whose training (beyond the fixed cost) was shorter: not a speed
 
 
@@ -66,20 +67,26 @@ def measured_rate(executor_key: str, size: int, cache: Path | None = None) -> fl
     speeds = _speeds(_read(cache), executor_key)
     if not speeds:
         return None
-    return speeds[min(speeds, key=lambda bucket: abs(bucket - _bucket(size)))]
+    units, seconds = speeds[min(speeds, key=lambda bucket: abs(bucket - _bucket(size)))]
+    return units / seconds
 
 
 def record_rate(executor_key: str, plans: list, fraction: float, seconds: float, cache: Path | None = None) -> None:
     """Remember the speed of a study (or sweep) that just trained the share `fraction` of the
-    runs of `plans` in `seconds`. Quietly does nothing where the cache cannot be written."""
+    runs of `plans` in `seconds`: per size bucket, the work and the seconds of the studies
+    timed so far, the older ones weighing half at each new study, so long studies (whose
+    speed is the one that matters) dominate and the file follows a machine that changes.
+    Quietly does nothing where the cache cannot be written."""
     path = _path(cache)
     seconds -= FIXED_SECONDS
     if path is None or seconds < MIN_MEASURED_SECONDS or fraction <= 0:
         return
     units, size = work(plans, fraction)
     speeds = _read(cache)
-    kept = {str(bucket): rate for bucket, rate in _speeds(speeds, executor_key).items()}
-    speeds[executor_key] = {**kept, str(_bucket(size)): units / seconds}
+    kept = {str(bucket): list(entry) for bucket, entry in _speeds(speeds, executor_key).items()}
+    before = kept.get(str(_bucket(size)), [0.0, 0.0])
+    kept[str(_bucket(size))] = [DECAY * before[0] + units, DECAY * before[1] + seconds]
+    speeds[executor_key] = kept
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
@@ -104,17 +111,19 @@ def _bucket(size: int) -> int:
     return round(math.log2(max(size, 1)))
 
 
-def _speeds(speeds: dict, executor_key: str) -> dict[int, float]:
-    """An executor's measured speeds by size bucket; entries a damaged file garbled are left out."""
+def _speeds(speeds: dict, executor_key: str) -> dict[int, tuple[float, float]]:
+    """An executor's `(work, seconds)` by size bucket (a bare number is a speed: one second's
+    work); entries a damaged file garbled are left out."""
     kept = {}
     entries = speeds.get(executor_key)
-    for bucket, rate in (entries.items() if isinstance(entries, dict) else ()):
+    for bucket, entry in (entries.items() if isinstance(entries, dict) else ()):
         try:
-            bucket, rate = int(bucket), float(rate)
+            units, seconds = (entry, 1.0) if isinstance(entry, (int, float)) else entry
+            bucket, units, seconds = int(bucket), float(units), float(seconds)
         except (TypeError, ValueError):
             continue
-        if math.isfinite(rate) and rate > 0:
-            kept[bucket] = rate
+        if all(math.isfinite(value) and value > 0 for value in (units, seconds)):
+            kept[bucket] = (units, seconds)
     return kept
 
 
