@@ -150,6 +150,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             temporary.unlink()
 
 
+def disk_full(path: Path, detail: str, kept: str) -> str:
+    """The one line for a write a full disk refused (the database's or a file's)."""
+    return (f"{path}: the disk is full ({detail}); nothing stored was lost ({kept}); free some space and rerun "
+            "the same command to finish")
+
+
 def _unwritable(path: Path, error: BaseException) -> FolderError | None:
     """The one line for a file that could not be written because the disk is full or the
     place is read-only (however deep in a writer, e.g. Keras' or h5py's, the OSError was),
@@ -157,9 +163,8 @@ def _unwritable(path: Path, error: BaseException) -> FolderError | None:
     while error is not None:
         number = getattr(error, "errno", None)
         if number in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error):
-            return FolderError(f"{path}: the disk is full (No space left on device); nothing stored was lost (this "
-                               "file was not written, every shard committed before is kept); free some space and "
-                               "rerun the same command to finish")
+            return FolderError(disk_full(path, "No space left on device",
+                                         "this file was not written, every shard committed before is kept"))
         if number in (errno.EROFS, errno.EACCES, errno.EPERM):
             return FolderError(f"{path}: cannot write here ({os.strerror(number)}); make the folder writable or "
                                "choose another --out (nothing stored was changed)")

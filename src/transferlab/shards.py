@@ -54,29 +54,13 @@ class ShardJob:
     def execute(self) -> engine.ShardResult:
         stacked, multipliers, recipes = self.initial_state()
         anchors = penalties = None
-        if self.penalised or any(recipe.penalties is not None for recipe in recipes):
+        if self._penalised(recipes):
             penalties = np.array(
                 [r.penalties if r.penalties is not None else (0.0,) * len(self.arch.layers) for r in recipes],
                 np.float32,
             )
             anchors = _anchors(self.arch, self.runs, recipes, self.source_weights)
-        return engine.train_models(
-            self.arch.layers,
-            stacked,
-            multipliers,
-            [run.seed for run in self.runs],
-            self.task.x_train,
-            self.task.y_train,
-            self.task.x_test,
-            self.task.y_test,
-            self.sgd,
-            anchors=anchors,
-            penalties=penalties,
-            loss=objectives.for_task(self.task.kind, self.arch.head).name,
-            bn_frozen=self.bn_frozen,
-            padding=self.padding,
-        )
-
+        return self._engine(engine.train_models, stacked, multipliers, anchors, penalties)
 
     def prepare(self) -> None:
         """Compile (or load from the disk cache) the program `execute` will run, without the
@@ -86,17 +70,25 @@ class ShardJob:
         shapes = [self.arch.weight_shapes(layer) for layer in range(len(self.arch.layers))]
         weights = [tuple(np.zeros((n, *shape), np.float32) for shape in layer) for layer in shapes]
         anchors = penalties = None
-        if self.penalised or any(recipe.penalties is not None for recipe in recipes):
+        if self._penalised(recipes):
             penalties = np.zeros((n, len(self.arch.layers)), np.float32)
             anchors = [None if spec.penalised_array is None else np.zeros((n, *shapes[layer][spec.penalised_array]),
                                                                             np.float32)
                        for layer, spec in enumerate(self.arch.layers)]
-        engine.prepare_program(
-            self.arch.layers, weights, np.stack([recipe.multipliers for recipe in recipes]),
-            [run.seed for run in self.runs], self.task.x_train, self.task.y_train, self.task.x_test,
-            self.task.y_test, self.sgd, anchors=anchors, penalties=penalties,
-            loss=objectives.for_task(self.task.kind, self.arch.head).name, bn_frozen=self.bn_frozen,
-            padding=self.padding)
+        multipliers = np.stack([recipe.multipliers for recipe in recipes])
+        self._engine(engine.prepare_program, weights, multipliers, anchors, penalties)
+
+    def _penalised(self, recipes: list[Recipe]) -> bool:
+        return self.penalised or any(recipe.penalties is not None for recipe in recipes)
+
+    def _engine(self, call, weights, multipliers, anchors, penalties):
+        """`engine.train_models` (or `prepare_program`) on this shard's task and settings."""
+        return call(
+            self.arch.layers, weights, multipliers, [run.seed for run in self.runs],
+            self.task.x_train, self.task.y_train, self.task.x_test, self.task.y_test, self.sgd,
+            anchors=anchors, penalties=penalties, loss=objectives.for_task(self.task.kind, self.arch.head).name,
+            bn_frozen=self.bn_frozen, padding=self.padding,
+        )
 
 
 def initial_weights(recipe: Recipe, run: RunSpec, source_weights: dict) -> models.Weights:

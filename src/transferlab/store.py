@@ -25,6 +25,7 @@ import pandas as pd
 from transferlab import curves as curve_arrays
 from transferlab import objectives
 from transferlab.errors import StoreError
+from transferlab.folder import disk_full
 from transferlab.models import check_file_sha256
 
 DATABASE_NAME = "results.sqlite"
@@ -736,8 +737,7 @@ def _unusable(path: Path, error: sqlite3.Error) -> StoreError | None:
     None for other errors."""
     text = str(error).lower()
     if "disk is full" in text or "database or disk is full" in text:
-        return StoreError(f"{path}: the disk is full (SQLite: {error}); nothing stored was lost (every shard "
-                          "committed before is kept); free some space and rerun the same command to finish")
+        return StoreError(disk_full(path, f"SQLite: {error}", "every shard committed before is kept"))
     if "readonly" in text or "read-only" in text:
         return StoreError(f"{path}: the results database is read-only ({error}); make it and its folder writable, "
                           "or copy the folder and use the copy (nothing stored was changed)")

@@ -391,9 +391,9 @@ def _train_sources(writer, study_id, folder, plan, direction, sources, shard_siz
     done, total, trained = 0, len(sources), {}
     progress(stage + "source models", done, total)
     for job, result in executor.map(jobs):
-        for index, run in enumerate(job.runs):
-            trained[run.source_index] = _model_weights(result, index)
-        save = functools.partial(_save_source_models, folder, study_id, job.runs, result, direction, point)
+        weights = [_model_weights(result, index) for index in range(len(job.runs))]
+        trained.update((run.source_index, arrays) for run, arrays in zip(job.runs, weights))
+        save = functools.partial(_save_source_models, folder, study_id, job.runs, weights, result, direction, point)
         writer.submit([stored[r.key].id for r in job.runs], result, save)
         done += len(job.runs)
         progress(stage + "source models", done, total)
@@ -481,22 +481,21 @@ def _model_weights(result, index: int) -> models.Weights:
     return [tuple(np.asarray(array[index], dtype=np.float32) for array in arrays) for arrays in result.weights]
 
 
-def _save_source_models(folder: Path, study_id: int, runs: list[RunSpec], result, direction: Direction,
-                        point=None) -> list[dict]:
-    """On the writer's thread: each source model of a shard as a `.keras` file, and its record
-    (one Keras model is built per shard, and given each model's weights in turn)."""
+def _save_source_models(folder: Path, study_id: int, runs: list[RunSpec], weights: list[models.Weights], result,
+                        direction: Direction, point=None) -> list[dict]:
+    """On the writer's thread: each source model of a shard (`weights[i]` of `runs[i]`) as a
+    `.keras` file, and its record (one Keras model is built per shard, and given each
+    model's weights in turn)."""
     keras_model = models.build_keras_model(direction.source_arch)
-    return [_save_source_model(folder, study_id, run, result, index, direction, point, keras_model)
+    return [_save_source_model(folder, study_id, run, weights[index], result, index, direction, point, keras_model)
             for index, run in enumerate(runs)]
 
 
-def _save_source_model(folder: Path, study_id: int, run: RunSpec, result, index: int, direction: Direction,
-                       point=None, keras_model=None) -> dict:
-    weights = _model_weights(result, index)
+def _save_source_model(folder: Path, study_id: int, run: RunSpec, weights: models.Weights, result, index: int,
+                       direction: Direction, point, keras_model) -> dict:
     prefix = "" if direction.name == "forward" else "reverse_"
     sources = folder / SOURCE_DIR if point is None else folder / SOURCE_DIR / f"point_{point.index:03d}"
     path = sources / f"{prefix}source_{run.source_index:03d}.keras"
-    keras_model = keras_model or models.build_keras_model(direction.source_arch)
     models.set_keras_weights(keras_model, weights)
     with atomic_path(path) as temporary:  # a reader never sees a half-written model file
         models.save_model_file(keras_model, temporary)
