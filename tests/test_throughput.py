@@ -72,8 +72,9 @@ def test_the_speed_of_the_nearest_model_size_is_used(tmp_path, plan):
     bucket = round(__import__("math").log2(size))
     (tmp_path / throughput.SPEED_FILE).write_text(json.dumps({"local": {str(bucket + 9): 1.0, str(bucket - 1): 1e6}}))
     units, _ = throughput.work([plan])
-    assert throughput.estimate_duration([plan], "local", cache=tmp_path).seconds == pytest.approx(
-        throughput.FIXED_SECONDS + units / 1e6)
+    estimate = throughput.estimate_duration([plan], "local", cache=tmp_path)
+    assert estimate.seconds == pytest.approx(throughput.FIXED_SECONDS + units / 1e6)
+    assert estimate.describe().endswith("(timed on models of another size)")  # it says what it assumed
 
 
 @pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"local": 3}', '{"local": {"x": "fast"}}',

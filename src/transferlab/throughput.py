@@ -31,10 +31,13 @@ MIN_MEASURED_SECONDS = 1.0  # a study whose training (beyond the fixed cost) was
 class Duration:
     seconds: float
     measured: bool  # False: no study has been timed with this executor here yet
+    same_size: bool = True  # False: timed only on models of another size (the nearest one's speed)
 
     def describe(self) -> str:
         text = f"about {format_seconds(self.seconds)}"
-        return text if self.measured else text + " (first guess)"
+        if not self.measured:
+            return text + " (first guess)"
+        return text if self.same_size else text + " (timed on models of another size)"
 
 
 def work(plans: list, fraction: float = 1.0) -> tuple[float, int]:
@@ -58,13 +61,17 @@ def work(plans: list, fraction: float = 1.0) -> tuple[float, int]:
 
 def estimate_duration(plans: list, executor_key: str, fraction: float = 1.0, cache: Path | None = None) -> Duration:
     units, size = work(plans, fraction)
-    rate = measured_rate(executor_key, size, cache)
-    return Duration(FIXED_SECONDS + units / (rate or FIRST_GUESS), rate is not None)
+    speeds = _speeds(_read(cache), executor_key)
+    rate = _nearest_rate(speeds, size)
+    return Duration(FIXED_SECONDS + units / (rate or FIRST_GUESS), rate is not None, _bucket(size) in speeds)
 
 
 def measured_rate(executor_key: str, size: int, cache: Path | None = None) -> float | None:
     """Weight-rows per second measured with this executor on the nearest model size, or None."""
-    speeds = _speeds(_read(cache), executor_key)
+    return _nearest_rate(_speeds(_read(cache), executor_key), size)
+
+
+def _nearest_rate(speeds: dict[int, tuple[float, float]], size: int) -> float | None:
     if not speeds:
         return None
     units, seconds = speeds[min(speeds, key=lambda bucket: abs(bucket - _bucket(size)))]
