@@ -135,7 +135,7 @@ def test_an_unsupported_layer_is_refused_naming_it_and_the_supported_kinds(tmp_p
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"type": "conv1d", "filters": 3}, r"layers\[0\].type: 'conv1d' is not a layer type; use one of dense"),
+    ({"type": "conv3d", "filters": 3}, r"layers\[0\].type: 'conv3d' is not a layer type; use one of dense"),
     ({"type": "dense"}, r"layers\[0\]: .*units"),
     ({"type": "dropout", "rate": 1.0}, r"layers\[0\]: dropout rate 1.0 must be at least 0 and below 1"),
     ({"type": "dense", "units": 3, "filters": 2}, r"layers\[0\].filters: dense takes activation"),

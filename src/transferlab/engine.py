@@ -251,13 +251,13 @@ class _Call:
         padding = padding or RowPadding(len(x_train), len(x_test))
         penalised = penalties is not None
         shape = ProgramShape.of(config)
-        blocks = _Blocks(plan, shape, models_per_block(plan, x_train.shape[1]), seeds,
+        blocks = _Blocks(plan, shape, models_per_block(plan, x_train.shape[1:]), seeds,
                          [[np.asarray(a, np.float32) for a in arrays] for arrays in weights],
                          np.asarray(multipliers, np.float32),
                          None if not penalised else [None if a is None else np.asarray(a, np.float32) for a in anchors],
                          None if not penalised else np.asarray(penalties, np.float32))
         shared = _shared_inputs(config, objective, x_train, y_train, x_test, y_test, bn_frozen, padding)
-        group_rows = batches_per_group(plan, x_train.shape[1], config.batch_size) * config.batch_size
+        group_rows = batches_per_group(plan, x_train.shape[1:], config.batch_size) * config.batch_size
         order_width = -(-padding.train // group_rows) * group_rows
         program = _compiled_program(plan, shape, penalised, loss)
         chunk = epoch_chunk(config.epochs, order_width, blocks.size)
@@ -509,7 +509,7 @@ def _compiled_program(plan: tuple, shape: ProgramShape, penalised: bool, loss: s
     settings = dict(plan=plan, shape=shape, penalised=penalised, loss=loss)
 
     def program(carry, inputs, chunk):
-        if per_model_layout(plan, inputs["x_train"].shape[1]):
+        if per_model_layout(plan, inputs["x_train"].shape[1:]):
             return _vectorised(functools.partial(_train_epochs, per_model=True, **settings))(carry, inputs, chunk)
         return _train_epochs(carry, inputs, chunk, **settings)
 
@@ -528,7 +528,7 @@ def compiled_programs() -> int:
 def batch_work(plan, n_inputs: int) -> int:
     """A rough count of the operations one training batch adds to the program (unrolled
     contractions count each term), for choosing how many batches one loop step unrolls."""
-    work, width = 0, n_inputs
+    work, width = 0, layer_types.as_shape(n_inputs)[-1]
     for spec in plan:
         out = spec.output_width(width)
         if spec.starts_block:
@@ -560,7 +560,10 @@ def per_model_layout(plan, n_inputs: int) -> bool:
     """Wide layers train fastest written for one model and `jax.vmap`-ped (XLA then keeps
     the model axis first and runs batched matrix products); narrow ones with the model
     axis last and unrolled multiply-adds. Per model once a Dense layer is wider than
-    `PER_MODEL_WIDTH` on either side (measured in bench/wide_layers.py)."""
+    `PER_MODEL_WIDTH` on either side (measured in bench/wide_layers.py), and always on
+    feature maps (convolutions and pooling are written for one model)."""
+    if len(layer_types.as_shape(n_inputs)) > 1 or not all(spec.models_last for spec in plan):
+        return True
     widths = layer_types.layer_widths(n_inputs, plan)
     return any(
         spec.starts_block and max(n_in, n_out) > PER_MODEL_WIDTH
@@ -622,7 +625,7 @@ class _Trainer:
         # number of rows up to its arrays' shapes, with the same arithmetic for each
         self.n_rows, self.n_test_rows = inputs["rows"][0], inputs["rows"][1]
         self.n_batches = (self.n_rows + self.batch - 1) // self.batch
-        self.group = batches_per_group(plan, self.x_train.shape[1], self.batch)
+        self.group = batches_per_group(plan, self.x_train.shape[1:], self.batch)
         self.group_rows = self.group * self.batch
         self.objective = objectives.get(loss)
         self.optimizer, self.hyper = shape.optimizer, inputs["hyper"]
@@ -758,7 +761,7 @@ def _evaluate(params, state, x, y, plan, objective, per_model: bool, real_rows) 
     padding rows count as exact zeros, so the numbers do not depend on how far the split
     is padded."""
     n_rows = x.shape[0]
-    n_models = models_per_block(plan, x.shape[1])
+    n_models = models_per_block(plan, x.shape[1:])
     ctx = Context(training=False)
     # one model's rows, or a Dense first layer that reads rows shared by all models as they are
     shared_input = per_model or plan[0].reads_shared_input
@@ -773,7 +776,7 @@ def _evaluate(params, state, x, y, plan, objective, per_model: bool, real_rows) 
         return loss_sum + loss, objective.update(sums, outputs, targets, real)
 
     carry = (jnp.zeros(params[-1][1].shape[1:], jnp.float32), objective.init(params[-1][1].shape))
-    size = evaluation_rows(plan, x.shape[1], n_models)
+    size = evaluation_rows(plan, x.shape[1:], n_models)
     if n_rows <= size:
         loss_sum, sums = chunk(carry, x, y, 0)
     else:
@@ -802,7 +805,7 @@ def padded_split_rows(rows: int) -> int:
 def evaluation_rows(plan, n_inputs: int, n_models: int) -> int:
     """Rows per evaluation chunk: the widest activation of a chunk stays near
     `EVALUATION_VALUES` floats; whole sum blocks, at least one, at most `EVALUATION_ROWS`."""
-    widest = max(layer_types.layer_widths(n_inputs, plan))
+    widest = max(layer_types.layer_sizes(n_inputs, plan))
     blocks = max(1, EVALUATION_VALUES // (widest * n_models) // objectives.SUM_BLOCK)
     return int(min(EVALUATION_ROWS, blocks * objectives.SUM_BLOCK))
 

@@ -71,8 +71,8 @@ def estimate(plan, shard_size: int, runs: int | None = None, devices: int | None
             block = engine.models_per_block(plan_, arch.n_inputs)
             chunk = engine.epoch_chunk(epochs, n_train, block)
             orders = 2 * block * chunk * n_train * 4
-            evaluation = engine.evaluation_rows(plan_, arch.n_inputs, block) * max(arch.widths) * block * 4 * 6
-            batch = block * plan.training.batch_size * max(arch.widths) * 4 * 4 * len(arch.layers)
+            evaluation = engine.evaluation_rows(plan_, arch.n_inputs, block) * max(arch.sizes) * block * 4 * 6
+            batch = block * plan.training.batch_size * _activations(arch) * 4 * 4
             slots = block * model_weights * 4 * 8  # weights, gradients, optimizer state, copies
             device_bytes = max(device_bytes, 2 * (orders + evaluation + batch + slots))
     shard = min(shard_size, max(pending, 1))
@@ -80,6 +80,14 @@ def estimate(plan, shard_size: int, runs: int | None = None, devices: int | None
     params = shard * weights * 4 * 4  # initial and trained weights on the host, with copies
     peak = BASELINE_BYTES + total * PLANNED_RUN_BYTES + data + curves + params + devices * device_bytes
     return Estimate(pending, pending * epochs, int(peak))
+
+
+def _activations(arch) -> int:
+    """Values one row leaves for the backward pass: every layer's output, feature maps
+    counted whole (a flat model's bound: its widest layer, per layer)."""
+    if len(arch.input_shape) == 1 and all(len(shape) == 1 for shape in arch.layer_shapes):
+        return max(arch.widths) * len(arch.layers)
+    return sum(arch.sizes)
 
 
 def budget_bytes(execution) -> int:

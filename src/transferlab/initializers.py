@@ -51,10 +51,7 @@ def sample(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.nd
     if name not in _VARIANCE_SCALING:
         raise ValueError(f"unknown initializer {name!r}; choose one of: {', '.join(INITIALIZERS)}")
     scale, mode, distribution = _VARIANCE_SCALING[name]
-    if len(shape) == 1:
-        fan_in = fan_out = shape[0]
-    else:
-        fan_in, fan_out = shape[0], shape[1]
+    fan_in, fan_out = fans(shape)
     n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
     variance = scale / max(1.0, n)
     if distribution == "uniform":
@@ -63,6 +60,15 @@ def sample(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.nd
     # Keras: truncated normal at two standard deviations, stddev corrected for the truncation
     stddev = math.sqrt(variance) / 0.87962566103423978
     return (_truncated_standard_normal(shape, rng) * stddev).astype(np.float32)
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Keras' `compute_fans`: a convolution kernel `(*window, in, out)` counts its window
+    (the receptive field) in both fans."""
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive_field = math.prod(shape[:-2])
+    return shape[-2] * receptive_field, shape[-1] * receptive_field
 
 
 def _truncated_standard_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

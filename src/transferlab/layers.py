@@ -6,10 +6,16 @@ statistics), its Keras round-trip and its output width. Nothing else in transfer
 switches on layer kinds: `Architecture`, the engine, the strategies and the store ask
 the layer.
 
-Forward passes work on the engine's layout: every per-model array keeps the model axis
-*last* (`x: (batch, features, models)`, `kernel: (in, out, models)`). Weights travel
-as one tuple per layer in Keras' `get_weights()` order; the first `n_trainable` arrays
-are trained, the rest are state (BatchNormalization's moving statistics).
+Forward passes work on the engine's layouts: flat models keep the model axis *last*
+(`x: (batch, features, models)`, `kernel: (in, out, models)`); wide models and models on
+feature maps are written for one model (`x: (batch, *shape)`, channels last, as Keras)
+and mapped over models. Weights travel as one tuple per layer in Keras' `get_weights()`
+order; the first `n_trainable` arrays are trained, the rest are state (BatchNormalization's
+moving statistics).
+
+Layers carry shapes: `output_shape` maps an input shape (without the batch axis) to the
+layer's output shape; weight shapes depend on the input's last axis (its features or
+channels) alone.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class Layer(abc.ABC):
     n_trainable: ClassVar[int] = 0
     penalised_array: ClassVar[int | None] = None  # which array an L2 anchor pulls (Dense: the kernel)
     reads_shared_input: ClassVar[bool] = False  # takes rows shared by all models as they are (Dense)
+    models_last: ClassVar[bool] = True  # its forward pass also runs with the model axis last (else one model at a time)
     CONTRACT: ClassVar[tuple[str, ...]] = ("fresh", "forward", "to_keras", "from_keras", "weight_shapes",
                                            "output_width")
 
@@ -97,7 +104,13 @@ class Layer(abc.ABC):
 
     @abc.abstractmethod
     def output_width(self, n_in: int) -> int:
-        """Its output width for an input `n_in` wide."""
+        """Its output width (last axis) for an input whose last axis is `n_in` wide."""
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Its output shape for an input of `in_shape` (no batch axis): by default it acts
+        on the last axis, as Keras' Dense and normalisation layers do. A `ModelFileError`
+        when the shape does not fit the layer."""
+        return tuple(in_shape[:-1]) + (self.output_width(in_shape[-1]),)
 
     @abc.abstractmethod
     def weight_shapes(self, n_in: int) -> list[tuple[int, ...]]:
@@ -242,7 +255,7 @@ class BatchNormalization(Layer):
         moving_mean, moving_variance = state
         if not ctx.training:
             return kernels.normalize(x, moving_mean[None], moving_variance[None], gamma, beta, self.epsilon), state
-        mean, variance = kernels.batch_moments(x, ctx)
+        mean, variance = kernels.batch_moments(x, ctx, per_model=gamma.ndim == 1)
         inference = ctx.inference_stats[index]  # (M,): frozen under bn_frozen = "inference"
         outputs = jnp.where(
             inference,
@@ -298,8 +311,9 @@ class LayerNormalization(Layer):
 
     def forward(self, params, state, x, ctx, index):
         gamma, beta = params
-        mean = jnp.mean(x, axis=1, keepdims=True)
-        variance = jnp.var(x, axis=1, keepdims=True)
+        axis = -1 if gamma.ndim == 1 else 1  # one model: the last (channel) axis; models last: the features
+        mean = jnp.mean(x, axis=axis, keepdims=True)
+        variance = jnp.var(x, axis=axis, keepdims=True)
         return kernels.normalize(x, mean, variance, gamma, beta, self.epsilon), state
 
     def to_keras(self, name: str):
@@ -343,10 +357,11 @@ class Dropout(WeightlessLayer):
         if not ctx.training or self.rate == 0:
             return x, state
         keep = 1.0 - self.rate
-        rows, units = x.shape[0], x.shape[1]
+        one_model = jnp.ndim(ctx.keys[index]) == 0  # mapped over models: every value of x is its own unit
+        rows, units = x.shape[0], (int(np.prod(x.shape[1:])) if one_model else x.shape[1])
         counter = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 0) * jnp.uint32(units) + (
             jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 1))
-        counter = counter.reshape((rows, units) + (1,) * (x.ndim - 2))
+        counter = counter.reshape(x.shape) if one_model else counter.reshape((rows, units) + (1,) * (x.ndim - 2))
         # each model's key ((models,) last, or one model's scalar), hashed with every unit's index
         bits = kernels.mix32(counter * jnp.uint32(0x9E3779B9) + ctx.keys[index])
         uniform = (bits >> 8).astype(jnp.float32) * (1.0 / (1 << 24))
@@ -400,7 +415,9 @@ class Activation(WeightlessLayer):
         return self.activation
 
 
-REGISTRY = registry.Registry("layer type", "transferlab.layers", Layer, key=lambda cls: cls.type)
+# convolutions, pooling and Flatten live in `transferlab.feature_maps`, registered on first use
+REGISTRY = registry.Registry("layer type", "transferlab.layers", Layer, key=lambda cls: cls.type,
+                             built_in_modules=("transferlab.feature_maps",))
 REGISTRY.register(Dense)
 REGISTRY.register(BatchNormalization, "batchnorm")
 REGISTRY.register(LayerNormalization, "layernorm")
@@ -468,6 +485,10 @@ def from_dict(data: dict, where: str = "layer") -> Layer:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ModelFileError(f"{where}.{unknown[0]}: {cls.type} takes {', '.join(sorted(names)) or 'no parameters'}")
+    required = [f.name for f in fields(cls) if f.name not in data and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    if required:
+        raise ModelFileError(f"{where}: {cls.type} needs {' and '.join(required)}")
     try:
         return cls(**data)
     except TypeError as error:
@@ -519,12 +540,28 @@ def _keras_activation(layer, source: str) -> str:
     return name
 
 
-def layer_widths(n_inputs: int, specs) -> list[int]:
-    """The input width, then the output width of each layer of a chain."""
-    widths = [n_inputs]
+def as_shape(inputs) -> tuple[int, ...]:
+    """An input shape from a width (`4` → `(4,)`) or a shape."""
+    return (int(inputs),) if np.ndim(inputs) == 0 else tuple(int(n) for n in inputs)
+
+
+def layer_shapes(inputs, specs) -> list[tuple[int, ...]]:
+    """The input shape, then the output shape of each layer of a chain (no batch axis)."""
+    shapes = [as_shape(inputs)]
     for spec in specs:
-        widths.append(spec.output_width(widths[-1]))
-    return widths
+        shapes.append(tuple(spec.output_shape(shapes[-1])))
+    return shapes
+
+
+def layer_widths(inputs, specs) -> list[int]:
+    """The input's last axis, then each layer's (a flat chain's widths; a convolutional
+    chain's channels)."""
+    return [shape[-1] for shape in layer_shapes(inputs, specs)]
+
+
+def layer_sizes(inputs, specs) -> list[int]:
+    """Values per row of the input and of each layer's output (feature maps counted whole)."""
+    return [int(np.prod(shape)) for shape in layer_shapes(inputs, specs)]
 
 
 def _check_feature_axis(layer, source: str) -> None:

@@ -1,7 +1,7 @@
 """Model architectures from layer types, their Keras 3 form, safe model files and fresh weights.
 
-An `Architecture` is a chain of layers (`transferlab.layers`) on `n_inputs` features,
-ending in a Dense output layer. It converts to and from a `keras.Sequential`, which is
+An `Architecture` is a chain of layers (`transferlab.layers`) on `n_inputs` features (or
+an input shape: images, sequences), ending in a Dense output layer. It converts to and from a `keras.Sequential`, which is
 also the file format (`.keras`, loaded with `safe_mode=True`). Weights travel as one
 tuple per layer in Keras' `get_weights()` order (an empty tuple for a layer without
 weights).
@@ -17,25 +17,38 @@ import numpy as np
 
 from transferlab import _backend, layers
 from transferlab.errors import ModelFileError
-from transferlab.layers import BatchNormalization, Dense, Dropout, Layer, layer_widths
+from transferlab.layers import BatchNormalization, Dense, Dropout, Layer, as_shape, layer_widths
 
 Weights = list[tuple[np.ndarray, ...]]
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A chain of layers on `n_inputs` features; the last layer is the Dense output layer."""
+    """A chain of layers on `n_inputs`: a width (flat rows, an `int`) or an input shape
+    without the batch axis (`(8, 8, 1)`: channels last); the last layer is the Dense output
+    layer, on a flat input."""
 
-    n_inputs: int
+    n_inputs: int | tuple[int, ...]
     layers: tuple[Layer, ...]
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "n_inputs", model_inputs(self.n_inputs))
         if not self.layers or not isinstance(self.layers[-1], Dense):
             last = self.layers[-1].describe() if self.layers else "nothing"
             raise ModelFileError(
                 f"the last layer of a model must be a Dense output layer, not {last} (give the output "
                 "layer its activation, e.g. Dense(3, activation='softmax'))"
             )
+        object.__setattr__(self, "_shapes", _checked_shapes(self.input_shape, self.layers))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return as_shape(self.n_inputs)
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, ...]]:
+        """The input shape, then each layer's output shape (no batch axis)."""
+        return list(self._shapes)
 
     @property
     def n_hidden(self) -> int:
@@ -52,8 +65,14 @@ class Architecture:
 
     @property
     def widths(self) -> list[int]:
-        """The input width, then the output width of every layer."""
-        return layer_widths(self.n_inputs, self.layers)
+        """The input width, then the output width of every layer (the last axis: a
+        convolution's channels)."""
+        return [shape[-1] for shape in self._shapes]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Values per row of the input and of each layer's output (feature maps whole)."""
+        return [int(np.prod(shape)) for shape in self._shapes]
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -88,14 +107,45 @@ class Architecture:
         return blocks
 
     def to_dict(self) -> dict:
-        return {"n_inputs": self.n_inputs, "layers": [spec.to_dict() for spec in self.layers]}
+        inputs = self.n_inputs if isinstance(self.n_inputs, int) else list(self.n_inputs)
+        return {"n_inputs": inputs, "layers": [spec.to_dict() for spec in self.layers]}
 
     @classmethod
     def from_dict(cls, data: dict) -> Architecture:
-        return cls(int(data["n_inputs"]), tuple(layers.from_dict(entry) for entry in data["layers"]))
+        return cls(model_inputs(data["n_inputs"]), tuple(layers.from_dict(entry) for entry in data["layers"]))
 
     def describe(self) -> str:
-        return " → ".join([str(self.n_inputs)] + [spec.short() for spec in self.layers])
+        return " → ".join([shape_text(self.n_inputs)] + [spec.short() for spec in self.layers])
+
+
+def model_inputs(inputs) -> int | tuple[int, ...]:
+    """A model's inputs as `Architecture` holds them: a width for flat rows (`4`, `[4]`),
+    else the input shape as a tuple (`[8, 8, 1]`)."""
+    shape = as_shape(inputs)
+    if not shape or min(shape) < 1:
+        raise ModelFileError(f"input shape {list(shape)} must be one or more positive sizes")
+    return shape[0] if len(shape) == 1 else shape
+
+
+def shape_text(inputs) -> str:
+    """`64`, or `8×8×1` for an input shape."""
+    return "×".join(str(n) for n in as_shape(inputs))
+
+
+def _checked_shapes(input_shape: tuple[int, ...], specs) -> tuple[tuple[int, ...], ...]:
+    """Every layer's output shape; a message naming the layer whose input does not fit, or
+    an output layer on an input that is not flat."""
+    shapes = [input_shape]
+    for index, spec in enumerate(specs):
+        try:
+            shapes.append(tuple(spec.output_shape(shapes[-1])))
+        except ModelFileError as error:
+            raise ModelFileError(f"layer {index} ({spec.describe()}): {error}") from None
+    if len(shapes[-2]) != 1:
+        raise ModelFileError(
+            f"layer {len(specs) - 1} ({specs[-1].describe()}), the output layer, gets feature maps of shape "
+            f"{shape_text(shapes[-2])}; put a flatten or global pooling layer before the dense layers")
+    return tuple(shapes)
 
 
 def mlp(
@@ -137,7 +187,7 @@ def build_keras_model(arch: Architecture, weights: Weights | None = None):
     import keras
 
     model = keras.Sequential(
-        [keras.Input((arch.n_inputs,))]
+        [keras.Input(arch.input_shape)]
         + [spec.to_keras(f"{spec.type}_{index}") for index, spec in enumerate(arch.layers)]
     )
     if weights is not None:
@@ -171,7 +221,10 @@ def architecture_of(model, source: str = "model") -> Architecture:
             f"{source}: layer {model_layers[-1].name!r}: the last layer must be a Dense output layer "
             "(give it the activation instead of a separate layer)"
         )
-    return Architecture(_input_width(model, model_layers, source), tuple(specs))
+    try:
+        return Architecture(_input_width(model, model_layers, source), tuple(specs))
+    except ModelFileError as error:
+        raise ModelFileError(f"{source}: {error}") from None
 
 
 def _check_chain(model, model_layers: list, source: str) -> None:
@@ -195,16 +248,18 @@ def _check_chain(model, model_layers: list, source: str) -> None:
         raise ModelFileError(f"{source}: the model's output is not its last layer's; transferlab trains chains of layers")
 
 
-def _input_width(model, model_layers: list, source: str) -> int:
-    """The number of input features: the model's input shape, else the first weight's rows."""
+def _input_width(model, model_layers: list, source: str) -> int | tuple[int, ...]:
+    """The number of input features (or the input shape): the model's input shape, else
+    the first weight's rows."""
     try:
         shape = tuple(model.inputs[0].shape)
     except (AttributeError, IndexError, TypeError, ValueError):
         shape = None
     if shape is not None:
-        if len(shape) != 2 or shape[-1] is None:
-            raise ModelFileError(f"{source}: the model takes inputs of shape {shape}; transferlab trains on flat feature vectors (None, n)")
-        return int(shape[-1])
+        if len(shape) < 2 or any(size is None for size in shape[1:]):
+            raise ModelFileError(f"{source}: the model takes inputs of shape {shape}; transferlab trains models "
+                                 "with a fixed input shape (build it with keras.Input((n,)) or keras.Input((h, w, c)))")
+        return model_inputs(shape[1:])
     first = next((layer for layer in model_layers if layer.get_weights()), None)
     if first is None:
         raise ModelFileError(f"{source}: the model is not built (no input shape); build it with keras.Input((n,))")

@@ -26,11 +26,15 @@ BUILT_IN = "transferlab"
 class Registry:
     """Names → classes of one extension point; `key(cls)` is a class's name."""
 
-    def __init__(self, kind: str, group: str, base: type, key: Callable[[type], str]) -> None:
+    def __init__(self, kind: str, group: str, base: type, key: Callable[[type], str],
+                 built_in_modules: tuple[str, ...] = ()) -> None:
         self.kind, self.group, self.base, self._key = kind, group, base, key
         self._classes: dict[str, type] = {}
         self._aliases: dict[str, str] = {}
         self._entry_points_read = False
+        # transferlab's own modules that register more classes here, imported on first use
+        # (they import the module that owns this registry, so it cannot import them)
+        self._built_in_modules = built_in_modules
         self.version = 0  # bumped on every change, so schemas built from the registry know when to rebuild
 
     def register(self, cls: type, *aliases: str) -> type:
@@ -81,7 +85,13 @@ class Registry:
         self._read_entry_points()
         return tuple(self._classes.values())
 
+    def _load_built_ins(self) -> None:
+        modules, self._built_in_modules = self._built_in_modules, ()
+        for module in modules:
+            importlib.import_module(module)
+
     def _read_entry_points(self) -> None:
+        self._load_built_ins()
         if self._entry_points_read:
             return
         self._entry_points_read = True

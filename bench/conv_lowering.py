@@ -1,0 +1,97 @@
+"""Benchmark: how to run one convolution for many models at once on this machine.
+
+The engine maps a model written for one model over the models of a block (`jax.vmap`).
+A convolution then lowers three ways, each timed here as one SGD step (forward and
+backward) of one convolution layer for MODELS models on a batch of 32 rows:
+
+- `direct`: `lax.conv_general_dilated` under `vmap` (XLA makes it a grouped convolution);
+- `patches`: `lax.conv_general_dilated_patches` times the kernel as a matrix (under `vmap`,
+  a batched matrix product);
+- `loop`: `lax.map` over the models, one plain convolution each.
+
+The shapes are the layers of the examples' CNNs (the digits CNN, 8×8×1, and the 32×32×3
+benchmark CNN). Results: bench/RESULTS.md, "Convolutions: which lowering".
+
+    python bench/conv_lowering.py [--models 64] [--repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+SHAPES = {  # name: (input (h, w, c), kernel (kh, kw), filters, strides, padding)
+    "digits conv1: 8×8×1 → 8@3×3": ((8, 8, 1), (3, 3), 8, 1, "valid"),
+    "digits conv2: 6×6×8 → 16@3×3 same": ((6, 6, 8), (3, 3), 16, 1, "same"),
+    "32×32×3 → 16@3×3 same": ((32, 32, 3), (3, 3), 16, 1, "same"),
+    "16×16×16 → 32@3×3 same": ((16, 16, 16), (3, 3), 32, 1, "same"),
+    "8×8×32 → 64@3×3 same": ((8, 8, 32), (3, 3), 64, 1, "same"),
+    "16×16×16 → 32@3×3 stride 2": ((16, 16, 16), (3, 3), 32, 2, "same"),
+}
+
+
+def _step(lowering: str, strides, padding: str):
+    import jax
+    import jax.numpy as jnp
+
+    from transferlab import kernels
+
+    def loss(kernel, x):
+        rank = kernel.ndim - 2
+        if lowering == "patches":
+            patches = jax.lax.conv_general_dilated_patches(x, kernel.shape[:rank], strides, padding.upper(),
+                                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            out = patches @ jnp.moveaxis(kernel, -2, 0).reshape(-1, kernel.shape[-1])
+        else:
+            out = jax.lax.conv_general_dilated(x, kernel, strides, padding.upper(),
+                                               dimension_numbers=kernels._CONV_DIMENSIONS[rank])
+        return jnp.sum(jnp.square(jax.nn.relu(out)))
+
+    def one(kernel, x):
+        return kernel - 0.01 * jax.grad(loss)(kernel, x)
+
+    if lowering == "loop":
+        return jax.jit(lambda k, x: jax.lax.map(lambda pair: one(*pair), (k, x)))
+    return jax.jit(jax.vmap(one))
+
+
+def measure(models: int, repeats: int) -> dict:
+    import jax
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    table = {}
+    for name, (shape, window, filters, stride, padding) in SHAPES.items():
+        x = rng.standard_normal((models, 32) + shape).astype(np.float32)
+        kernel = rng.standard_normal((models,) + window + (shape[-1], filters)).astype(np.float32) * 0.1
+        row = {}
+        for lowering in ("direct", "patches", "loop"):
+            step = _step(lowering, (stride, stride), padding)
+            jax.block_until_ready(step(kernel, x))
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = step(kernel, x)
+            jax.block_until_ready(out)
+            row[lowering] = (time.perf_counter() - start) / repeats * 1e3
+        table[name] = row
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    table = measure(args.models, args.repeats)
+    print(f"one SGD step of one convolution, {args.models} models, batch 32 (ms; lower is better)")
+    print(f"| layer | direct (grouped conv) | patches × matrix | loop over models | fastest |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, row in table.items():
+        best = min(row, key=row.get)
+        print(f"| {name} | {row['direct']:.2f} | {row['patches']:.2f} | {row['loop']:.2f} | {best} |")
+
+
+if __name__ == "__main__":
+    main()
