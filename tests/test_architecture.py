@@ -20,7 +20,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS = {
     0: ["errors", "words", "canonical", "_lazy", "_version", "_backend", "registry", "interrupts", "folder"],
     1: ["initializers", "layers", "feature_maps", "kernels", "objectives", "optimizers", "orders", "data.read",
-        "data.labels", "data.select", "data.split", "data.encode", "data.scale", "data.build", "tasks", "heads",
+        "data.labels", "data.images", "data.select", "data.split", "data.encode", "data.scale", "data.build", "tasks", "heads",
         "models", "strategies"],
     2: ["config"],
     3: ["datasets", "plan", "loading", "sweep"],

@@ -166,6 +166,44 @@ def _check_split(task):
     return task
 
 
+class ShapesTask(_Generated):
+    """Generated images of simple shapes (`transferlab.data.images.generated_shapes`), one
+    class per shape; the drawing parameters (outline or filled, thickness, noise, sizes,
+    jitter, colour) make two tasks differ. Standardised per channel by default."""
+
+    kind: Literal["shapes"]
+    seed: Seed
+    n_samples: Samples = 1000
+    n_train: PositiveInt = 500
+    image_size: Annotated[int, Field(ge=4, le=128)] = 16
+    n_classes: Annotated[int, Field(ge=2, le=5)] = 4
+    channels: Literal[1, 3] = 1
+    filled: bool = False
+    thickness: Annotated[Finite, Field(gt=0, le=16)] = 1.5
+    noise: Annotated[Finite, Field(ge=0, le=10)] = 0.1
+    size_min: Annotated[Finite, Field(gt=0, le=1)] = 0.4
+    size_max: Annotated[Finite, Field(gt=0, le=1)] = 0.8
+    jitter: Annotated[Finite, Field(ge=0, le=0.5)] = 0.1
+    GENERATOR_FIELDS: ClassVar[tuple] = ("seed", "n_samples", "n_train", "image_size", "n_classes", "channels",
+                                         "filled", "thickness", "noise", "size_min", "size_max", "jitter")
+    DEFAULT_STANDARDIZE: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if self.size_min > self.size_max:
+            raise ValueError(f"size_min ({self.size_min}) must not exceed size_max ({self.size_max})")
+        if self.n_samples * self.image_size ** 2 * self.channels > MAX_VALUES:
+            raise ValueError(f"n_samples × image_size² × channels is above {MAX_VALUES:,} values; use fewer or "
+                             "smaller images")
+        if self.n_train >= self.n_samples:
+            raise ValueError(f"n_train ({self.n_train}) must be smaller than n_samples ({self.n_samples}) "
+                             "to leave rows for the test split")
+        return self
+
+    def describe(self) -> str:
+        return f"shapes(seed={self.seed})"
+
+
 class _Dataset(_Preparation):
     """A task from data: which columns (`target`, `features` or `drop`), whether it is
     classification or regression (`task`; by default the target's type decides), the split
@@ -264,10 +302,12 @@ class NpzTask(_FileDataset):
 
 
 class SklearnTask(_Dataset):
-    """One of the datasets scikit-learn ships (no download)."""
+    """One of the datasets scikit-learn ships (no download); `shape = "image"` reads digits
+    as 8×8×1 images."""
 
     kind: Literal["sklearn"]
     dataset: Literal["iris", "digits", "wine", "breast_cancer", "diabetes", "linnerud"] | None = None
+    shape: Literal["table", "image"] = "table"
 
     @model_validator(mode="after")
     def _named(self):
@@ -279,6 +319,22 @@ class SklearnTask(_Dataset):
     def given(self) -> bool:
         return self.dataset is not None
 
+
+
+class ImagesTask(_FileDataset):
+    """A folder of images, one subfolder per class (`keras.utils.image_dataset_from_directory`'s
+    layout): `image_size = [height, width]` resizes every image (else they must share a
+    size), `color_mode` is grayscale, rgb (Keras' default) or rgba, `rescale` multiplies
+    the values (e.g. 1/255); then each channel is standardised by default."""
+
+    kind: Literal["images"]
+    image_size: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=2, max_length=2)] | None = None
+    color_mode: Literal["grayscale", "rgb", "rgba"] = "rgb"
+    rescale: Finite | None = None
+
+    def keys(self) -> dict:
+        return {"image_size": None if self.image_size is None else tuple(self.image_size),
+                "color_mode": self.color_mode, "rescale": self.rescale}
 
 
 class GivenTask(BaseModel):
@@ -318,8 +374,13 @@ class RegressionSource(_ModelFileSource, RegressionTask):
     seed: Seed | None = None
 
 
-TASK_KINDS = ("blobs", "regression", "csv", "parquet", "npz", "sklearn", "task")
-DATA_TASKS = {"csv": CsvTask, "parquet": ParquetTask, "npz": NpzTask, "sklearn": SklearnTask, "task": GivenTask}
+class ShapesSource(_ModelFileSource, ShapesTask):
+    seed: Seed | None = None
+
+
+TASK_KINDS = ("blobs", "regression", "shapes", "csv", "parquet", "npz", "sklearn", "images", "task")
+DATA_TASKS = {"csv": CsvTask, "parquet": ParquetTask, "npz": NpzTask, "sklearn": SklearnTask, "images": ImagesTask,
+              "task": GivenTask}
 
 
 def _task_kind(value) -> str:
@@ -328,8 +389,9 @@ def _task_kind(value) -> str:
     return value.get("kind", "blobs") if isinstance(value, dict) else getattr(value, "kind", "blobs")
 
 
-def _task_union(blobs: type, regression: type):
-    members = [Annotated[blobs, Tag("blobs")], Annotated[regression, Tag("regression")]]
+def _task_union(blobs: type, regression: type, shapes: type):
+    members = [Annotated[blobs, Tag("blobs")], Annotated[regression, Tag("regression")],
+               Annotated[shapes, Tag("shapes")]]
     members += [Annotated[cls, Tag(kind)] for kind, cls in DATA_TASKS.items()]
     return Annotated[
         Union[tuple(members)],
@@ -341,8 +403,8 @@ def _task_union(blobs: type, regression: type):
     ]
 
 
-TaskConfig = _task_union(BlobsTask, RegressionTask)
-SourceConfig = _task_union(BlobsSource, RegressionSource)
+TaskConfig = _task_union(BlobsTask, RegressionTask, ShapesTask)
+SourceConfig = _task_union(BlobsSource, RegressionSource, ShapesSource)
 
 
 _MLP_FIELDS = ("hidden", "activation", "kernel_initializer", "batch_norm", "dropout")
@@ -351,7 +413,8 @@ _MLP_FIELDS = ("hidden", "activation", "kernel_initializer", "batch_norm", "drop
 class ModelConfig(BaseModel):
     """The hidden layers, then an output layer sized to the task. Either the tutorial's MLP
     (`hidden` Dense layers, each optionally followed by BatchNormalization and Dropout) or
-    an explicit `layers` list of layer tables. The output layer: for two classes one
+    an explicit `layers` list of layer tables (convolutions and pooling on image tasks;
+    `input_shape`, when given, must be the task's row shape, e.g. `[8, 8, 1]`). The output layer: for two classes one
     sigmoid unit (binary cross-entropy, Keras' way), else softmax over the classes (or
     `output_activation`); one linear unit per target for regression."""
 
@@ -363,6 +426,7 @@ class ModelConfig(BaseModel):
     batch_norm: bool = False
     dropout: Annotated[Finite, Field(ge=0, lt=1)] = 0.0
     layers: Annotated[list[dict[str, Any]], Field(max_length=1000)] | None = None
+    input_shape: Annotated[list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]], Field(min_length=1, max_length=3)] | None = None
 
     @model_validator(mode="after")
     def _known_names(self):

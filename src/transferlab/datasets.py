@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transferlab import config as schema
 from transferlab import tasks
-from transferlab.data import build, read
+from transferlab.data import build, images, read
 from transferlab.data.encode import merge
 from transferlab.errors import DataError, StudyFileError
 
@@ -67,7 +67,12 @@ def task_of(table, role: str, source_scaler=None, categories: dict | None = None
 def _read(table) -> read.Table:
     """The rows a data table names: scikit-learn's bundled set, or the file(s)."""
     if isinstance(table, schema.SklearnTask):
-        return read.load_sklearn(table.dataset)
+        return read.load_sklearn(table.dataset, table.shape)
+    if isinstance(table, schema.ImagesTask):
+        if table.path is None:
+            raise DataError("an image folder is one path (one subfolder per class); the split is made from it",
+                            "train_path")
+        return images.read_folder(table.path, **table.keys())
     keys = table.keys()
     if table.kind == "csv":
         keys["csv_options"] = {"decimal": table.decimal, "thousands": table.thousands}

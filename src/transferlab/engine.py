@@ -641,7 +641,9 @@ class _Trainer:
         if self.penalised:
             for layer, anchor in self.inputs["anchors"].items():
                 kernel = params[int(layer)][self.plan[int(layer)].penalised_array]
-                pull = jnp.sum(jnp.square(kernel - anchor), axis=(0, 1))
+                # every axis of a model's kernel (a convolution's window too), not the models'
+                axes = tuple(range(kernel.ndim if self.per_model else kernel.ndim - 1))
+                pull = jnp.sum(jnp.square(kernel - anchor), axis=axes)
                 batch_loss = batch_loss + 0.5 * self.inputs["penalties"][int(layer)] * pull
         return jnp.sum(batch_loss), (batch_loss, outputs, new_state)
 

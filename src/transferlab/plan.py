@@ -19,7 +19,7 @@ import numpy as np
 
 from transferlab import datasets, layers, models, objectives, registry, strategies, tasks
 from transferlab.canonical import canonical_json
-from transferlab.errors import ExtensionError, StrategyError, StudyFileError
+from transferlab.errors import ExtensionError, ModelFileError, StrategyError, StudyFileError
 from transferlab.heads import Classes
 from transferlab.optimizers import TrainingSettings
 from transferlab.orders import RowPadding
@@ -477,13 +477,13 @@ def _direction(config, epochs: int, name: str, from_spec, to_spec, from_task, to
                title: str, given: bool) -> Direction:
     """One direction: the source architecture, each strategy's recipe (checked here, once)."""
     if source_arch is None:
-        source_arch = architecture(config, from_task.n_features, head_for(config, from_task))
+        source_arch = architecture(config, from_task.inputs, head_for(config, from_task))
     head = head_for(config, to_task, source_arch.head if given else None)
     features = (None if from_task is None else from_task.feature_names, to_task.feature_names)
     classes = class_pair(from_task, to_task)
     values = config.strategy_values()
     try:
-        recipes = check_strategies(values, source_arch, head, epochs, to_task.n_features, features, classes)
+        recipes = check_strategies(values, source_arch, head, epochs, to_task.inputs, features, classes)
     except StudyFileError as error:
         if not given:
             raise
@@ -497,11 +497,13 @@ def _direction(config, epochs: int, name: str, from_spec, to_spec, from_task, to
 
 def _check_described_source(config, source_task, arch: models.Architecture) -> None:
     """A described source task must have the given model file's input width."""
-    if source_task is not None and source_task.n_features != arch.n_inputs:
+    if source_task is not None and source_task.inputs != arch.n_inputs:
+        has = (count(source_task.n_features, 'feature') if isinstance(source_task.inputs, int)
+               else f"rows of shape {models.shape_text(source_task.inputs)}")
         raise StudyFileError(
-            f"source: the source task has {count(source_task.n_features, 'feature')} but "
-            f"{Path(config.source.model_file).name} takes {arch.n_inputs}; describe the task the model was trained "
-            "on, or leave only model_file in [source]")
+            f"source: the source task has {has} but {Path(config.source.model_file).name} takes "
+            f"{models.shape_text(arch.n_inputs)}; describe the task the model was trained on, or leave only "
+            "model_file in [source]")
 
 
 def check_strategies(values: list, source_arch: models.Architecture, head: layers.Dense, epochs: int,
@@ -546,11 +548,21 @@ def _width_problem(error: InputWidthError, features) -> str:
             "features) or standalone, or give both tasks the same features")
 
 
-def architecture(config, n_inputs: int, head: layers.Dense) -> models.Architecture:
-    """The `[model]` hidden layers on `n_inputs` features under the output layer `head`."""
+def architecture(config, n_inputs, head: layers.Dense) -> models.Architecture:
+    """The `[model]` hidden layers on `n_inputs` features (or an input shape) under the
+    output layer `head`; a declared `input_shape` must be the task's."""
+    declared = config.model.input_shape
+    if declared is not None and models.model_inputs(declared) != models.model_inputs(n_inputs):
+        raise StudyFileError(
+            f"model.input_shape: {list(declared)}, but the task's rows have shape {list(layers.as_shape(n_inputs))}; "
+            "give the task's shape (images come from an image task: shape = \"image\", kind = \"images\" or an "
+            ".npz of images)")
     if config.model.layers is not None:
         hidden = tuple(layers.from_dict(entry) for entry in config.model.layers)
-        return models.Architecture(n_inputs, hidden + (head,))
+        try:
+            return models.Architecture(n_inputs, hidden + (head,))
+        except ModelFileError as error:
+            raise StudyFileError(f"model.layers: {error}") from None
     body = models.mlp(n_inputs, tuple(config.model.hidden), 1, activation=config.model.activation,
                       kernel_initializer=config.model.kernel_initializer, batch_norm=config.model.batch_norm,
                       dropout=config.model.dropout)
@@ -593,7 +605,7 @@ def share_programs(plans: list[Plan]) -> list[Plan]:
     groups: dict[tuple, list[tuple[str, int, int]]] = {}
     for plan in plans:
         for fingerprint, task in plan.tasks().items():
-            key = (task.kind, task.n_features, task.y_train.shape[1:])
+            key = (task.kind, task.x_train.shape[1:], task.y_train.shape[1:])
             groups.setdefault(key, []).append((fingerprint, len(task.x_train), len(task.x_test)))
     padding = {}
     for members in groups.values():

@@ -30,11 +30,13 @@ SCATTER_POINTS = 4000  # at most this many points per task (a fixed random choic
 def tasks_scatter(tasks: dict[str, Task], path: Path) -> Path:
     """The tutorial's first figure: each problem's points coloured by class (or by target
     for regression), on its two features, or on its first two principal components when it
-    has more."""
+    has more. Image tasks are drawn as sample images per class instead (`task_images`)."""
+    if any(task.is_image for task in tasks.values()):
+        return task_images(tasks, path)
     fig = Figure(figsize=(5 * len(tasks), 4.2))
     axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, (title, task) in zip(axes[0], tasks.items()):
-        x = np.concatenate([task.x_train, task.x_test])
+        x = np.concatenate([task.x_train, task.x_test]).reshape(len(task.x_train) + len(task.x_test), -1)
         y = np.concatenate([task.y_train, task.y_test])
         if len(x) > SCATTER_POINTS:
             chosen = np.sort(np.random.default_rng(0).choice(len(x), SCATTER_POINTS, replace=False))
@@ -64,6 +66,46 @@ def tasks_scatter(tasks: dict[str, Task], path: Path) -> Path:
         ax.set_ylabel("class (jittered)" if points.shape[1] == 1 else y_label)
         ax.legend(fontsize=8, markerscale=1.5, ncols=1 + len(names) // 8)
     return _save(fig, path)
+
+
+IMAGES_PER_CLASS = 6
+IMAGE_CLASSES = 10  # at most this many classes (rows) per task
+
+
+def task_images(tasks: dict[str, Task], path: Path) -> Path:
+    """Each task's first training images of each class (a row per class; regression tasks
+    and tasks of another kind: the first images), each scaled to its own value range."""
+    most = max(len(_sample_rows(task)) for task in tasks.values())
+    fig = Figure(figsize=(1.0 + 1.1 * IMAGES_PER_CLASS * len(tasks), 0.7 + 1.1 * most))
+    panels = fig.subfigures(1, len(tasks), squeeze=False)[0]
+    for panel, (title, task) in zip(panels, tasks.items()):
+        rows = _sample_rows(task)
+        axes = panel.subplots(len(rows), IMAGES_PER_CLASS, squeeze=False)
+        panel.suptitle(title, fontsize=10)
+        for ax_row, (name, indices) in zip(axes, rows):
+            for column, ax in enumerate(ax_row):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_frame_on(False)
+                if column < len(indices):
+                    ax.imshow(_displayable(task.x_train[indices[column]]), cmap="gray", interpolation="nearest")
+            ax_row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    return _save(fig, path, tight=False)
+
+
+def _sample_rows(task: Task) -> list[tuple[str, np.ndarray]]:
+    if task.kind != "classification":
+        return [("", np.arange(min(IMAGES_PER_CLASS, len(task.x_train))))]
+    labels = task.labels_train
+    return [(str(name), np.flatnonzero(labels == label)[:IMAGES_PER_CLASS])
+            for label, name in enumerate(task.class_names[:IMAGE_CLASSES])]
+
+
+def _displayable(image: np.ndarray) -> np.ndarray:
+    """An image scaled to [0, 1] by its own range; one channel drawn in gray, RGBA as RGB."""
+    low, high = float(image.min()), float(image.max())
+    scaled = (image - low) / (high - low or 1.0)
+    return scaled[..., 0] if scaled.shape[-1] == 1 else scaled[..., :3]
 
 
 def _plane(x: np.ndarray, names) -> tuple[np.ndarray, tuple[str, str]]:
@@ -238,15 +280,16 @@ def per_source_heatmap(per_source: pd.DataFrame, path: Path, metric: str) -> Pat
     return _save(fig, path)
 
 
-def _save(fig, path: Path | None) -> Path | Figure:
+def _save(fig, path: Path | None, tight: bool = True) -> Path | Figure:
     """Write `fig` to `path` as PNG (atomically); with no path, the figure itself, so a
-    caller (or a test) can read what was drawn."""
-    if path is None:
+    caller (or a test) can read what was drawn. `tight`: lay out with `tight_layout`
+    (figures made of subfigures lay themselves out)."""
+    if tight:
         fig.tight_layout()
+    if path is None:
         return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     with atomic_path(path) as temporary:
         fig.savefig(temporary, dpi=_DPI, format="png")
     return path

@@ -37,8 +37,10 @@ FINGERPRINT_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 class Task:
     """Train/test arrays of one problem.
 
-    `x_*` is `(rows, features)` float32; `y_*` is `(rows, classes)` one-hot float32 for
-    `kind="classification"`, `(rows, targets)` float32 for `kind="regression"`.
+    `x_*` is `(rows, features)` float32, or `(rows, *input_shape)` for images and
+    sequences (`(rows, height, width, channels)`, `(rows, length, channels)`); `y_*` is
+    `(rows, classes)` one-hot float32 for `kind="classification"`, `(rows, targets)`
+    float32 for `kind="regression"`.
     """
 
     name: str
@@ -149,9 +151,10 @@ class Task:
 
     def __repr__(self) -> str:
         classes = f", classes {list(self.class_names)}" if self.kind == "classification" else ""
+        inputs = (f"{self.n_features} feature{'s' if self.n_features != 1 else ''}" if len(self.input_shape) == 1
+                  else "rows of shape " + "×".join(map(str, self.input_shape)))
         return (f"Task({self.provenance.get('name', self.name)!r}, {self.kind}, {len(self.x_train):,} train + "
-                f"{len(self.x_test):,} test rows, {self.n_features} feature{'s' if self.n_features != 1 else ''}"
-                f"{classes})")
+                f"{len(self.x_test):,} test rows, {inputs}{classes})")
 
     @property
     def notes(self) -> list[str]:
@@ -177,7 +180,25 @@ class Task:
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        """Values per row (an image's pixels × channels)."""
+        return int(np.prod(self.x_train.shape[1:]))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """A row's shape: `(features,)`, or `(height, width, channels)` for images."""
+        return tuple(int(n) for n in self.x_train.shape[1:])
+
+    @property
+    def inputs(self) -> int | tuple[int, ...]:
+        """What a model on this task takes (`Architecture.n_inputs`): the number of
+        features of a flat table, else the input shape."""
+        shape = self.input_shape
+        return shape[0] if len(shape) == 1 else shape
+
+    @property
+    def is_image(self) -> bool:
+        """Rows are images (height, width, channels)."""
+        return len(self.input_shape) == 3
 
     @property
     def n_outputs(self) -> int:
@@ -196,10 +217,10 @@ def check_task_arrays(task: Task) -> None:
     """Shapes, dtypes and finiteness, named by task and array, so the engine never sees bad data."""
     for split in ("train", "test"):
         x, y = getattr(task, f"x_{split}"), getattr(task, f"y_{split}")
-        if x.ndim != 2 or y.ndim != 2:
+        if x.ndim not in (2, 3, 4) or y.ndim != 2:
             raise TaskError(
-                f"task {task.name!r}: x_{split} and y_{split} must be 2-D (rows, columns); "
-                f"got shapes {x.shape} and {y.shape}"
+                f"task {task.name!r}: x_{split} must be (rows, features), (rows, length, channels) or (rows, "
+                f"height, width, channels) and y_{split} 2-D (rows, columns); got shapes {x.shape} and {y.shape}"
             )
         if x.shape[0] != y.shape[0]:
             raise TaskError(
@@ -216,10 +237,10 @@ def check_task_arrays(task: Task) -> None:
                     f"task {task.name!r}: {label} has a NaN or infinite value in row {row}; "
                     "clean or impute the data first"
                 )
-    if task.x_train.shape[1] != task.x_test.shape[1]:
+    if task.x_train.shape[1:] != task.x_test.shape[1:]:
         raise TaskError(
-            f"task {task.name!r}: train has {task.x_train.shape[1]} features, test has "
-            f"{task.x_test.shape[1]}"
+            f"task {task.name!r}: train rows have shape {task.x_train.shape[1:]}, test rows "
+            f"{task.x_test.shape[1:]}"
         )
     if task.y_train.shape[1] != task.y_test.shape[1]:
         raise TaskError(
@@ -266,19 +287,19 @@ def regression(
     return generate("regression", params, name or f"regression(seed={seed})")
 
 
-GENERATORS = ("blobs", "regression")
+GENERATORS = ("blobs", "regression", "shapes")
 
 
 def generate(kind: str, params: dict, name: str, source_scaler: Scaler | None = None, **options) -> Task:
     """A generated task by its kind (`blobs`, `regression`) and the generator's arguments;
     `options` are dataset options (`transferlab.data.build.Options`), by default the
     tutorial's: the first `n_train` rows train, features as generated."""
-    from transferlab.data import build, read
+    from transferlab.data import build, images, read
 
     options = {"split": "first", "standardize": False, **options}
     if options.get("test_fraction") is None:
         options.setdefault("n_train", params["n_train"])
-    task = Task(**build.task_parts(read.generated(kind, params), build.Options.of(**options), name, source_scaler,
-                                   description=name))
+    table = images.generated_shapes(params) if kind == "shapes" else read.generated(kind, params)
+    task = Task(**build.task_parts(table, build.Options.of(**options), name, source_scaler, description=name))
     object.__setattr__(task, "params", dict(params))
     return task

@@ -76,6 +76,7 @@ def task_parts(table: Table, options: Options, role: str, source_scaler: Scaler 
                description: str | None = None) -> dict:
     """The fields of the `Task` `options` make of `table` (`Task(**parts)`). `source_scaler` serves `standardize = "source"`."""
     _check_options(options)
+    _check_image_options(table, options)
     table = read.prepare(table, options.na_values, options.parse_dates)
     targets = select.target_columns(table, options.target)
     features = select.feature_columns(table, targets, options.features, options.drop, options.split_column)
@@ -84,6 +85,7 @@ def task_parts(table: Table, options: Options, role: str, source_scaler: Scaler 
         raise DataError(f"column {options.split_column!r} is not in {table.name} "
                         f"(its columns: {select.listing(table.frame.columns)})", "split_column")
     kind, notes = _kind(table, targets, options.task)
+    notes = list(table.origin.get("notes") or ()) + notes  # what reading decided (an image folder's left-out files)
     if kind == "regression" and options.classes is not None:
         raise DataError("classes selects labels of a classification task; this task is regression", "classes")
     rows_read = len(table.frame)
@@ -109,6 +111,16 @@ def _check_options(options: Options) -> None:
         raise DataError(f"{options.task!r} is not a task kind; use \"classification\" or \"regression\"", "task")
     if options.split not in METHODS:
         raise DataError(f"{options.split!r} is not a split; use one of {', '.join(METHODS)}", "split")
+
+
+def _check_image_options(table: Table, options: Options) -> None:
+    """An image's pixels are one feature: they are not chosen, dropped or encoded one by one."""
+    if table.sample_shape is None:
+        return
+    for name in ("features", "drop", "categorical"):
+        if getattr(options, name):
+            raise DataError(f"{table.name}'s rows are images ({'×'.join(map(str, table.sample_shape))}); "
+                            f"{name} chooses table columns: leave it out", name)
 
 
 def _kind(table: Table, targets: tuple[str, ...], task: str | None) -> tuple[str, list[str]]:
@@ -155,9 +167,12 @@ def _arrays(table: Table, options: Options, role: str, description, targets, fea
         y = (y - mean) / np.where(std > 0, std, 1.0)
         target_scaling = {"mean": mean.tolist(), "std": std.tolist()}
     one_hot_columns = np.array([name not in features for name in feature_names])
-    scaler, scaling = _scaler(options.standardize, x[split.train], source_scaler, one_hot_columns)
+    scaler, scaling = _scaler(options.standardize, x[split.train], source_scaler, one_hot_columns, table.sample_shape)
     if scaler is not None:
         x = scaler.apply(x)
+    if table.sample_shape is not None:
+        x = x.reshape((len(x),) + tuple(table.sample_shape))
+        recorded["input_shape"] = list(table.sample_shape)
     name = options.name or description or _describe(table.name, options, targets if table.target not in (None, targets) else None)
     provenance = {
         "name": name, "origin": table.origin, "target": list(targets), "features": list(features), "task": kind,
@@ -219,9 +234,12 @@ def _parts(table: Table, options: Options) -> np.ndarray | None:
 
 
 def _scaler(standardize, x_train: np.ndarray, source_scaler: Scaler | None,
-            one_hot_columns: np.ndarray) -> tuple[Scaler | None, str]:
+            one_hot_columns: np.ndarray, sample_shape: tuple[int, ...] | None = None) -> tuple[Scaler | None, str]:
     if isinstance(standardize, Scaler):
         return standardize, "features by a given scaler"
+    if standardize is True and sample_shape is not None:
+        return (Scaler.fit_channels(x_train, sample_shape[-1]),
+                "each channel by the task's own training rows (its mean and standard deviation over every pixel)")
     if standardize is True:
         scaler = Scaler.fit(x_train)
         if not one_hot_columns.any():

@@ -47,11 +47,12 @@ class Table:
     origin: dict = field(default_factory=dict)
     files: tuple[Part, ...] = ()
     parts: pd.Series | None = None
+    sample_shape: tuple[int, ...] | None = None  # images: the shape of a row's features (their columns, in C order)
 
     def rows(self, index) -> Table:
         """The table restricted to `index` (labels of `frame.index`), in that order."""
         parts = None if self.parts is None else self.parts.loc[index]
-        return Table(self.frame.loc[index], self.name, self.target, self.origin, self.files, parts)
+        return Table(self.frame.loc[index], self.name, self.target, self.origin, self.files, parts, self.sample_shape)
 
     def where(self, index) -> str:
         """A row named as the user would find it: `line 7 of data.csv`, or `row 12 of digits`."""
@@ -97,6 +98,7 @@ def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str 
     except (OSError, ValueError, ImportError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise DataError(f"{path}: cannot read it as {kind} ({reason}); check the file and its kind", field_name) from None
+    shape = frame.attrs.get("sample_shape")
     if frame.empty or not len(frame.columns):
         raise DataError(f"{path}: the file holds no data rows; give a file with a header and rows", field_name)
     frame = frame.reset_index(drop=True)
@@ -109,7 +111,18 @@ def read_file(kind: str, path: str | Path, field_name: str = "path", x_key: str 
     target = None
     if kind == "npz":  # its label is `y`, or its targets `y0`, `y1`, ...
         target = ("y",) if "y" in frame.columns else tuple(c for c in frame.columns if c[:1] == "y" and c[1:].isdigit())
-    return Table(frame, path.name, target, origin, (Part(path.name, 0, len(frame), header),))
+        origin.update({"sample_shape": list(shape)} if shape else {})
+    return Table(frame, path.name, target, origin, (Part(path.name, 0, len(frame), header),), sample_shape=shape)
+
+
+def pixel_frame(x: np.ndarray) -> pd.DataFrame:
+    """Rows of features as columns `x0`, `x1`, ...: an image's or a sequence's values in C
+    order (channels last), its shape kept in `frame.attrs["sample_shape"]`."""
+    flat = x.reshape(len(x), -1)
+    frame = pd.DataFrame(flat, columns=[f"x{i}" for i in range(flat.shape[1])])
+    if x.ndim > 2:
+        frame.attrs["sample_shape"] = tuple(int(n) for n in x.shape[1:])
+    return frame
 
 
 SEPARATORS = (";", "\t", "|")  # tried when a comma finds only one column
@@ -178,12 +191,17 @@ def _read_npz(path: Path, x_key: str, y_key: str) -> pd.DataFrame:
             x, y = archive[x_key], archive[y_key]
         except ValueError:
             raise DataError(f"{path}: holds a pickled object array; save plain numeric or string arrays", "path") from None
-    if x.ndim != 2:
-        raise DataError(f"{path}: array {x_key!r} has shape {x.shape}; it must be (rows, features)", "x_key")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(f"{path}: array {x_key!r} has shape {x.shape}; it must be (rows, features), (rows, length, "
+                        "channels) or (rows, height, width, channels) (give a grayscale image a channel axis of 1)",
+                        "x_key")
     if y.ndim not in (1, 2) or len(y) != len(x):
         raise DataError(f"{path}: array {y_key!r} has shape {y.shape}; give one label (or target row) per row "
                         f"of {x_key!r} ({count(len(x), 'row')})", "y_key")
-    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])])
+    if x.ndim > 2 and not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: array {x_key!r} holds {x.dtype} values; images and sequences must be numbers",
+                        "x_key")
+    frame = pixel_frame(x)
     if y.ndim == 1:
         frame["y"] = y
     else:
@@ -207,13 +225,23 @@ def read_pair(kind: str, train_path: Path, test_path: Path, **keys) -> Table:
     parts = pd.Series(["train"] * len(train.frame) + ["test"] * len(test.frame), index=frame.index)
     first = train.files[0]
     files = (first, Part(test.files[0].name, len(train.frame), len(test.frame), test.files[0].header_lines))
+    if train.sample_shape != test.sample_shape:
+        raise DataError(f"{test_path}: its rows have shape {test.sample_shape or (len(test.frame.columns),)}, "
+                        f"{train_path.name}'s {train.sample_shape}; give both files rows of one shape", "test_path")
     origin = {"kind": kind, "train": train.origin, "test": test.origin, "rows": len(frame), "columns": len(frame.columns)}
-    return Table(frame, f"{train.name} + {test.name}", train.target, origin, files, parts)
+    return Table(frame, f"{train.name} + {test.name}", train.target, origin, files, parts, train.sample_shape)
 
 
-def load_sklearn(name: str) -> Table:
+IMAGE_DATASETS = {"digits": (8, 8, 1)}  # bundled sets whose rows are images, and their shape
+
+
+def load_sklearn(name: str, shape: str = "table") -> Table:
     """One of the datasets scikit-learn ships (no download). Classification labels keep
-    scikit-learn's names and order (`setosa`, ...) as an ordered categorical column."""
+    scikit-learn's names and order (`setosa`, ...) as an ordered categorical column.
+    `shape = "image"` reads digits' 64 pixels as 8×8×1 images."""
+    if shape == "image" and name not in IMAGE_DATASETS:
+        raise DataError(f"{name}'s rows are not images; shape = \"image\" works with "
+                        f"{', '.join(IMAGE_DATASETS)}", "shape")
     from sklearn import datasets
 
     if name not in SKLEARN_DATASETS:
@@ -228,7 +256,10 @@ def load_sklearn(name: str) -> Table:
         frame[target_columns[0]] = pd.Categorical.from_codes(codes, categories=names, ordered=True)
     origin = {"kind": "sklearn", "dataset": name, "loader": f"sklearn.datasets.load_{name}",
               "rows": len(frame), "columns": len(frame.columns)}
-    return Table(frame, name, tuple(target_columns), origin, (Part(name, 0, len(frame), 0),))
+    sample_shape = IMAGE_DATASETS[name] if shape == "image" else None
+    if sample_shape:
+        origin["sample_shape"] = list(sample_shape)
+    return Table(frame, name, tuple(target_columns), origin, (Part(name, 0, len(frame), 0),), sample_shape=sample_shape)
 
 
 def prepare(table: Table, na_values=None, parse_dates=None) -> Table:
@@ -255,7 +286,7 @@ def prepare(table: Table, na_values=None, parse_dates=None) -> Table:
         except (ValueError, TypeError) as error:
             raise DataError(f"column {column!r} does not parse as dates ({' '.join(str(error).split())}); "
                             "fix the file or leave the column out of parse_dates", "parse_dates") from None
-    return Table(frame, table.name, table.target, table.origin, table.files, table.parts)
+    return Table(frame, table.name, table.target, table.origin, table.files, table.parts, table.sample_shape)
 
 
 def _placeholders(values: pd.Series, na_values) -> pd.Series:

@@ -24,6 +24,16 @@ class Scaler:
         scale = np.where(scale < 10 * np.finfo(np.float64).eps, 1.0, scale)
         return cls(x.mean(axis=0), scale)
 
+    @classmethod
+    def fit_channels(cls, x: np.ndarray, channels: int) -> Scaler:
+        """Per-channel standardisation of images or sequences given as flat rows (channels
+        last): each channel's mean and population standard deviation over every row and
+        position, repeated for each position so `apply` works on the flat rows."""
+        values = np.asarray(x, np.float64).reshape(-1, channels)
+        per_channel = cls.fit(values)
+        positions = x.shape[1] // channels
+        return cls(np.tile(per_channel.mean, positions), np.tile(per_channel.scale, positions))
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         if np.shape(x)[1] != len(self.mean):
             raise DataError(
