@@ -540,6 +540,8 @@ def _width_problem(error: InputWidthError, features) -> str:
     """`reuses the source's first layer, which takes 4 features (a, b, c, d), but the target has 3 (a, b, e)`."""
     from transferlab.data.select import listing
 
+    if not (isinstance(error.source_width, int) and isinstance(error.target_width, int)):
+        return str(error)
     source_names, target_names = features or (None, None)
     source_list = f" ({listing(source_names)})" if source_names else ""
     target_list = f" ({listing(target_names)})" if target_names else ""

@@ -33,10 +33,10 @@ import numpy as np
 from pydantic import ConfigDict, Discriminator, Field, Tag, create_model
 
 from transferlab import registry
-from transferlab.errors import ExtensionError, StrategyError
+from transferlab.errors import ExtensionError, ModelFileError, StrategyError
 from transferlab.heads import BY_NAME, BY_POSITION, HEAD_MODES, Classes, match_head
-from transferlab.layers import ACTIVATIONS, Dense, layer_widths
-from transferlab.models import Architecture
+from transferlab.layers import ACTIVATIONS, Dense, as_shape, layer_widths
+from transferlab.models import Architecture, model_inputs, shape_text
 from transferlab.words import count
 
 FRESH = None
@@ -48,10 +48,14 @@ class InputWidthError(StrategyError):
     """The strategy reuses the source's first layer, which takes another number of features
     than the target has; the study names both feature lists."""
 
-    def __init__(self, source_width: int, target_width: int):
+    def __init__(self, source_width, target_width):
+        if isinstance(source_width, int) and isinstance(target_width, int):
+            takes, has = f"{source_width} features", f"{target_width}"
+        else:
+            takes, has = f"inputs of shape {shape_text(source_width)}", f"rows of shape {shape_text(target_width)}"
         super().__init__(
-            f"reuses the source's first layer, which takes {source_width} features, but the target has "
-            f"{target_width}; use new_input (re-initialises the first layer) or standalone", "input")
+            f"reuses the source's first layer, which takes {takes}, but the target has {has}; use new_input "
+            "(re-initialises the first layer) or standalone", "input")
         self.source_width, self.target_width = source_width, target_width
 
 
@@ -188,7 +192,7 @@ class Strategy(abc.ABC):
 class _Layout:
     """A target model under construction: layers, their origins and notes, block by block."""
 
-    n_inputs: int
+    n_inputs: int | tuple[int, ...]
     layers: list = None
     origins: list = None
     notes: list = None
@@ -196,6 +200,7 @@ class _Layout:
     head_units: tuple | None = None
     head_negated: bool = False
     head_notice: str | None = None
+    source: Architecture | None = None  # whose layers it reuses (checked to fit: `_check_reused`)
 
     def __post_init__(self):
         self.layers, self.origins, self.notes, self.blocks = [], [], [], []
@@ -246,13 +251,38 @@ def _width(layout: _Layout) -> int:
     return layer_widths(layout.n_inputs, layout.layers)[-1]
 
 
-def _start(source: Architecture, n_inputs: int | None, reuses_first: bool = True) -> _Layout:
-    """An empty target model on the target's features (the source's when not given); a
-    strategy that reuses the source's first layer needs the same number of them."""
-    n_inputs = source.n_inputs if n_inputs is None else n_inputs
-    if reuses_first and n_inputs != source.n_inputs:
+def _start(source: Architecture, n_inputs, reuses_first: bool = True) -> _Layout:
+    """An empty target model on the target's features or input shape (the source's when
+    not given); a strategy that reuses the source's first layer needs the same number of
+    features, or images (sequences) with the same channels: a convolution's weights do not
+    depend on the image size (`_check_reused` checks the layers after it)."""
+    n_inputs = source.n_inputs if n_inputs is None else model_inputs(n_inputs)
+    target, own = as_shape(n_inputs), source.input_shape
+    fits = target == own or (len(own) > 1 and len(target) == len(own) and target[-1] == own[-1])
+    if reuses_first and not fits:
         raise InputWidthError(source.n_inputs, n_inputs)
-    return _Layout(n_inputs)
+    return _Layout(n_inputs, source=source)
+
+
+def _check_reused(layout: _Layout, source: Architecture) -> None:
+    """Every layer reused from the source gets inputs as wide as it had there (its weights'
+    shape), on the target's input shape; else a message naming the layer."""
+    try:
+        widths = layer_widths(layout.n_inputs, layout.layers)
+    except ModelFileError as error:
+        raise StrategyError(f"on the target's inputs ({shape_text(layout.n_inputs)}): {error}", "input") from None
+    for index, (spec, origin) in enumerate(zip(layout.layers, layout.origins)):
+        if origin == FRESH or not spec.weight_shapes(widths[index]):
+            continue
+        if widths[index] != source.widths[origin]:
+            raise StrategyError(
+                f"layer {index} ({spec.describe()}) is reused from the source, where it takes {source.widths[origin]} "
+                f"values, but on the target's inputs ({shape_text(layout.n_inputs)}) it gets {widths[index]}; use "
+                "global pooling instead of flatten (any image size), new_input, or standalone", "input")
+
+
+def _inputs_text(n_inputs) -> str:
+    return f"{n_inputs} input features" if isinstance(n_inputs, int) else f"{shape_text(n_inputs)} inputs"
 
 
 def _reuse_all(source: Architecture, head: Dense, n_inputs: int | None, reuse_head: bool = True,
@@ -282,6 +312,8 @@ def _freeze_first(layout: _Layout, k: int, epochs: int) -> np.ndarray:
 
 
 def _recipe(layout: _Layout, multipliers: np.ndarray, penalties=None) -> Recipe:
+    if layout.source is not None:
+        _check_reused(layout, layout.source)
     return Recipe(layout.arch(), tuple(layout.origins), multipliers, penalties, tuple(layout.notes),
                   layout.head_units, layout.head_negated, layout.head_notice)
 
@@ -521,7 +553,7 @@ class NewInput(Strategy):
         layout = _start(source, n_inputs, reuses_first=False)
         first, *later = source.blocks[:-1]
         _source_block(layout, source, first,
-                      fresh_note=f"re-initialised for the target's {layout.n_inputs} input features (new_input)")
+                      fresh_note=f"re-initialised for the target's {_inputs_text(layout.n_inputs)} (new_input)")
         for block in later:
             _source_block(layout, source, block)
         _add_head(layout, source, head, reuse=True, classes=classes, mode=self.head)
