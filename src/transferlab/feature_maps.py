@@ -57,7 +57,7 @@ def _windowed_shape(layer: Layer, in_shape, window, strides, dilation, padding, 
     spatial = tuple(_spatial_output(n, k, s, d, padding)
                     for n, k, s, d in zip(in_shape[:-1], window, strides, dilation))
     if min(spatial) < 1:
-        raise ModelFileError(f"{layer.describe()}: its input {tuple(in_shape)} is smaller than its window "
+        raise ModelFileError(f"its input {tuple(in_shape)} is smaller than its window "
                              f"{'×'.join(map(str, window))} (use padding = \"same\" or a smaller window)")
     return spatial + (channels,)
 
