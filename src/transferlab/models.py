@@ -170,7 +170,7 @@ def mlp(
         if dropout:
             hidden_layers.append(Dropout(float(dropout)))
     output = Dense(int(n_outputs), output_activation)
-    return Architecture(int(n_inputs), tuple(hidden_layers) + (output,))
+    return Architecture(model_inputs(n_inputs), tuple(hidden_layers) + (output,))
 
 
 def output_layer(n_outputs: int, activation: str) -> Dense:

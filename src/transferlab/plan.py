@@ -559,16 +559,19 @@ def architecture(config, n_inputs, head: layers.Dense) -> models.Architecture:
             f"model.input_shape: {list(declared)}, but the task's rows have shape {list(layers.as_shape(n_inputs))}; "
             "give the task's shape (images come from an image task: shape = \"image\", kind = \"images\" or an "
             ".npz of images)")
-    if config.model.layers is not None:
-        hidden = tuple(layers.from_dict(entry) for entry in config.model.layers)
-        try:
+    try:
+        if config.model.layers is not None:
+            hidden = tuple(layers.from_dict(entry) for entry in config.model.layers)
             return models.Architecture(n_inputs, hidden + (head,))
-        except ModelFileError as error:
-            raise StudyFileError(f"model.layers: {error}") from None
-    body = models.mlp(n_inputs, tuple(config.model.hidden), 1, activation=config.model.activation,
-                      kernel_initializer=config.model.kernel_initializer, batch_norm=config.model.batch_norm,
-                      dropout=config.model.dropout)
-    return models.Architecture(n_inputs, body.layers[:-1] + (head,))
+        body = models.mlp(n_inputs, tuple(config.model.hidden), 1, activation=config.model.activation,
+                          kernel_initializer=config.model.kernel_initializer, batch_norm=config.model.batch_norm,
+                          dropout=config.model.dropout)
+        return models.Architecture(n_inputs, body.layers[:-1] + (head,))
+    except ModelFileError as error:
+        hint = "" if config.model.layers is not None else (
+            " (the [model] MLP takes flat rows: give layers = [...] with convolutions and a flatten or global "
+            "pooling layer for images)")
+        raise StudyFileError(f"model.{'layers' if config.model.layers is not None else 'hidden'}: {error}{hint}") from None
 
 
 def head_for(config, task: tasks.Task, source_head: layers.Dense | None = None) -> layers.Dense:

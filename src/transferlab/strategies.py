@@ -227,23 +227,30 @@ def _source_block(layout: _Layout, source: Architecture, block: list[int], fresh
 def _add_head(layout: _Layout, source: Architecture, head: Dense, reuse: bool, fresh_reason: str = "fresh",
               classes: Classes | None = None, mode: str = BY_NAME) -> None:
     """The output layer: the source's, its units matched to the target's classes by name
-    (`heads.match_head`), when `reuse` and it fits; else a fresh one of the target's size."""
-    source_head = source.blocks[-1]
+    (`heads.match_head`), when `reuse` and it fits; else a fresh one of the target's size.
+    Weightless layers right before it with no hidden layer between (a model that is only
+    `flatten` and its output layer) come with it, from the source."""
+    head_index = len(source.layers) - 1
+    leading = [i for i in source.blocks[-1] if i != head_index]
+    specs, origins = [source.layers[i] for i in leading], list(leading)
+    notes = [f"from source layer {i}" for i in leading]
     if not reuse:
-        layout.add_block([head], [FRESH], [fresh_reason])
+        layout.add_block(specs + [head], origins + [FRESH], notes + [fresh_reason])
         return
-    if _width(layout) != source.shapes[source_head[0]][0]:
-        layout.add_block([head], [FRESH], [f"fresh: its input width changed to {_width(layout)}"])
+    width = layer_widths(layout.n_inputs, layout.layers + specs)[-1]
+    if width != source.widths[head_index]:
+        layout.add_block(specs + [head], origins + [FRESH], notes + [f"fresh: its input width changed to {width}"])
         return
-    match = match_head(source.head, head, classes, mode, source_head[0])
+    match = match_head(source.head, head, classes, mode, head_index)
     layout.head_notice = match.note if match.notable else None
     if match.reuse == "whole":
-        layout.add_block([source.layers[i] for i in source_head], list(source_head), [match.note] * len(source_head))
+        layout.add_block(specs + [source.head], origins + [head_index], notes + [match.note])
     elif match.reuse == "mapped":
-        layout.add_block([dataclasses.replace(source.head, units=head.units)], [source_head[0]], [match.note])
+        layout.add_block(specs + [dataclasses.replace(source.head, units=head.units)], origins + [head_index],
+                         notes + [match.note])
         layout.head_units, layout.head_negated = match.units, match.negated
     else:
-        layout.add_block([head], [FRESH], [match.note])
+        layout.add_block(specs + [head], origins + [FRESH], notes + [match.note])
 
 
 def _width(layout: _Layout) -> int:
@@ -375,7 +382,8 @@ class Standalone(Strategy):
         layout = _start(source, n_inputs, reuses_first=False)
         for block in source.blocks[:-1]:
             _source_block(layout, source, block, fresh_note="fresh")
-        layout.add_block([head], [FRESH], ["fresh"])
+        leading = [source.layers[i] for i in source.blocks[-1][:-1]]  # weightless layers before the output layer
+        layout.add_block(leading + [head], [FRESH] * (len(leading) + 1), ["fresh"] * (len(leading) + 1))
         return _recipe(layout, np.ones((epochs, len(layout.layers)), np.float32))
 
 
