@@ -121,8 +121,8 @@ def test_model_layers_dropout_and_output_rules(tmp_path):
     from transferlab import tasks
     from transferlab.plan import architecture, head_for
 
-    message = _error(tmp_path, TUTORIAL + '[model]\nlayers = [{ type = "conv1d", filters = 3 }]\n')
-    assert "study.toml: model: layers[0].type: 'conv1d' is not a layer type; use one of dense" in message
+    message = _error(tmp_path, TUTORIAL + '[model]\nlayers = [{ type = "conv3d", filters = 3 }]\n')
+    assert "study.toml: model: layers[0].type: 'conv3d' is not a layer type; use one of dense" in message
     message = _error(tmp_path, TUTORIAL + '[model]\nhidden = [4]\nlayers = [{ type = "dense", units = 3 }]\n')
     assert "give either layers or hidden" in message
     message = _error(tmp_path, TUTORIAL + "[model]\ndropout = 1.0\n")

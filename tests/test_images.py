@@ -66,7 +66,7 @@ def _write_folder(root, sizes=None, mode="RGB"):
             pixels = rng.integers(0, 256, shape, dtype=np.uint8)
             suffix = (".png", ".bmp", ".png", ".gif")[index]
             path = root / label / f"{index:02d}{suffix}"
-            Image.fromarray(pixels, mode=mode).save(path)
+            Image.fromarray(pixels).save(path)
             written[path] = label
     return written
 
