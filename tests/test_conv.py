@@ -109,14 +109,35 @@ def test_conv1d_pooling_and_a_frozen_batch_norm_on_sequences_equal_keras_fit(seq
         assert np.array_equal(got[0], start)  # a frozen BatchNormalization runs on its moving statistics
 
 
-def test_both_lowerings_of_a_convolution_give_keras_numbers(images, monkeypatch):
-    x = images[0][:5]
-    kernel = np.random.default_rng(0).normal(size=(3, 3, 1, 4)).astype(np.float32)
-    reference = keras.ops.conv(x, kernel, strides=2, padding="same")
+@pytest.mark.parametrize("shape, window, strides, padding, dilation", [
+    ((7, 9, 3), (3, 2), (2, 1), "same", (1, 1)), ((8, 8, 2), (3, 3), (1, 1), "valid", (2, 2)),
+    ((8, 8, 2), (2, 2), (3, 3), "valid", (1, 1)), ((11, 2), (3,), (2,), "same", (1,)), ((11, 2), (2,), (1,), "same", (3,)),
+])
+def test_both_lowerings_and_their_gradients_give_keras_numbers(shape, window, strides, padding, dilation, monkeypatch):
+    """Patches × matrix (with its own backward pass) and XLA's convolution, each against
+    Keras' `ops.conv`; the gradients of x and the kernel against JAX's own of Keras' op."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4,) + shape).astype(np.float32)
+    kernel = rng.normal(size=window + (shape[-1], 3)).astype(np.float32)
+    upstream = None
+
+    def keras_loss(x, kernel):
+        out = keras.ops.conv(x, kernel, strides=strides, padding=padding, dilation_rate=dilation)
+        return (out * upstream).sum()
+
+    reference = np.asarray(keras.ops.conv(x, kernel, strides=strides, padding=padding, dilation_rate=dilation))
+    upstream = rng.normal(size=reference.shape).astype(np.float32)
+    want = jax.grad(keras_loss, argnums=(0, 1))(x, kernel)
     for threshold in (0, 10**9):  # patches × matrix, then XLA's convolution
         monkeypatch.setattr(kernels, "PATCHES_ABOVE", threshold)
-        got = kernels.convolve(x, kernel, (2, 2), "same", (1, 1))
-        np.testing.assert_allclose(np.asarray(got), np.asarray(reference), atol=1e-5)
+        got = kernels.convolve(x, kernel, strides, padding, dilation)
+        np.testing.assert_allclose(np.asarray(got), reference, atol=1e-4)
+        grads = jax.grad(lambda a, b: (kernels.convolve(a, b, strides, padding, dilation) * upstream).sum(),
+                         argnums=(0, 1))(x, kernel)
+        for mine, theirs in zip(grads, want):
+            np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), atol=1e-4, rtol=1e-5)
 
 
 def test_a_conv_kernel_is_initialised_with_keras_fans():

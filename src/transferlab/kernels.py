@@ -122,11 +122,12 @@ def activate(name: str, x, axis: int = 1):
 
 _CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 # Above this many input channels × window positions a convolution runs as image patches
-# times a matrix (a batched matrix product across models); at or below it, as XLA's own
-# convolution (a grouped convolution across models). On CPU patches measured 1.1–3.5×
-# faster than the grouped convolution and 2–7× faster than a loop over models for every
-# layer of the examples' CNNs (bench/conv_lowering.py; bench/RESULTS.md), so every kernel
-# takes patches; the direct lowering stays for the measurement and the parity tests.
+# times a matrix (forward and kernel gradient: batched matrix products across models; the
+# input gradient put back window position by window position); at or below it, as XLA's
+# own convolution (a grouped convolution across models). Measured in bench/conv_lowering.py
+# (bench/RESULTS.md, "Convolutions: which lowering"): patches won for every layer of the
+# examples' CNNs, so every kernel takes them; the direct lowering stays for the
+# measurement and the parity tests.
 PATCHES_ABOVE = 0
 
 
@@ -134,20 +135,86 @@ def convolve(x, kernel, strides, padding: str, dilation):
     """One model's convolution, as Keras' JAX backend computes it (`lax.conv_general_dilated`,
     channels last): `x (batch, *spatial, in)`, `kernel (*window, in, out)`. Lowered as
     patches × matrix or as XLA's convolution by the kernel's size (`PATCHES_ABOVE`)."""
-    rank = kernel.ndim - 2
-    dimensions = _CONV_DIMENSIONS[rank]
+    strides, dilation = tuple(int(s) for s in strides), tuple(int(d) for d in dilation)
     if conv_lowering(kernel.shape) == "patches":
-        patches = jax.lax.conv_general_dilated_patches(
-            x, kernel.shape[:rank], strides, padding.upper(), rhs_dilation=dilation, dimension_numbers=dimensions)
-        # a patch's values run channel-major: (in, *window)
-        return patches @ jnp.moveaxis(kernel, -2, 0).reshape(-1, kernel.shape[-1])
-    return jax.lax.conv_general_dilated(x, kernel, strides, padding.upper(), rhs_dilation=dilation,
-                                        dimension_numbers=dimensions)
+        return _patches_convolve(x, kernel, strides, padding, dilation)
+    return _direct_convolve(x, kernel, strides, padding, dilation)
 
 
 def conv_lowering(kernel_shape) -> str:
     """`"patches"` or `"direct"` for a kernel `(*window, in, out)` (see `PATCHES_ABOVE`)."""
     return "patches" if int(np.prod(kernel_shape[:-1])) > PATCHES_ABOVE else "direct"
+
+
+def _direct_convolve(x, kernel, strides, padding, dilation):
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding.upper(), rhs_dilation=dilation,
+                                        dimension_numbers=_CONV_DIMENSIONS[kernel.ndim - 2])
+
+
+def _patches(x, kernel, strides, padding, dilation):
+    """`(batch, *out, in · window)`: each output position's window of `x`, channel-major."""
+    rank = kernel.ndim - 2
+    return jax.lax.conv_general_dilated_patches(x, kernel.shape[:rank], strides, padding.upper(),
+                                                rhs_dilation=dilation, dimension_numbers=_CONV_DIMENSIONS[rank])
+
+
+def _kernel_matrix(kernel):
+    """`(in · window, out)`, rows in the patches' (channel-major) order."""
+    return jnp.moveaxis(kernel, -2, 0).reshape(-1, kernel.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _patches_convolve(x, kernel, strides, padding, dilation):
+    return _patches(x, kernel, strides, padding, dilation) @ _kernel_matrix(kernel)
+
+
+def _patches_forward(x, kernel, strides, padding, dilation):
+    patches = _patches(x, kernel, strides, padding, dilation)
+    return patches @ _kernel_matrix(kernel), (patches, kernel, x)
+
+
+def _patches_backward(strides, padding, dilation, residuals, upstream):
+    """The kernel's gradient as patchesᵀ × upstream; the input's as upstream × kernelᵀ put
+    back where each window position read it (`_put_back`), not as the transpose of the
+    patches operation (a convolution with an identity kernel, far slower on a CPU)."""
+    patches, kernel, x = residuals
+    rank, channels, filters = kernel.ndim - 2, kernel.shape[-2], kernel.shape[-1]
+    window = kernel.shape[:rank]
+    d_matrix = patches.reshape(-1, patches.shape[-1]).T @ upstream.reshape(-1, filters)
+    d_kernel = jnp.moveaxis(d_matrix.reshape((channels,) + window + (filters,)), 0, -2)
+    d_patches = upstream @ _kernel_matrix(kernel).T
+    d_patches = d_patches.reshape(d_patches.shape[:-1] + (channels,) + window)
+    return _put_back(d_patches, x.shape, window, strides, padding, dilation), d_kernel
+
+
+_patches_convolve.defvjp(_patches_forward, _patches_backward)
+
+
+def _put_back(d_patches, x_shape, window, strides, padding, dilation):
+    """`(batch, *out, in, *window)` → `(batch, *spatial, in)`: every window position's values
+    added to the input positions it read (strided, dilated, inside the padding)."""
+    spatial, out = x_shape[1:-1], d_patches.shape[1:1 + len(window)]
+    pads = [_same_padding(n, k, s, d) if padding == "same" else (0, 0)
+            for n, k, s, d in zip(spatial, window, strides, dilation)]
+    total = None
+    for position in np.ndindex(*window):
+        piece = d_patches[(Ellipsis, *position)]  # (batch, *out, in)
+        config = [(0, 0, 0)]
+        for n, (low, high), o, p, s, d in zip(spatial, pads, out, position, strides, dilation):
+            start = p * d
+            config.append((start, n + low + high - start - ((o - 1) * s + 1), s - 1))
+        placed = jax.lax.pad(piece, jnp.zeros((), piece.dtype), config + [(0, 0, 0)])
+        total = placed if total is None else total + placed
+    crop = tuple(slice(low, low + n) for (low, _), n in zip(pads, spatial))
+    return total[(slice(None), *crop, slice(None))]
+
+
+def _same_padding(size: int, window: int, stride: int, dilation: int) -> tuple[int, int]:
+    """XLA's "SAME" padding along one axis: the output keeps ceil(size / stride) positions;
+    the odd one goes at the end."""
+    out = -(-size // stride)
+    needed = max(0, (out - 1) * stride + dilation * (window - 1) + 1 - size)
+    return needed // 2, needed - needed // 2
 
 
 def pool(x, reduction: str, window, strides, padding: str):
