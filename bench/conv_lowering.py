@@ -2,11 +2,12 @@
 
 The engine maps a model written for one model over the models of a block (`jax.vmap`).
 A convolution then lowers three ways, each timed here as one SGD step (forward and
-backward) of one convolution layer for MODELS models on a batch of 32 rows:
+backward) of one convolution layer for MODELS models on a batch of 32 rows, as a first
+layer (kernel gradient only) and as a later layer (the input's gradient too):
 
 - `direct`: `lax.conv_general_dilated` under `vmap` (XLA makes it a grouped convolution);
 - `patches`: `lax.conv_general_dilated_patches` times the kernel as a matrix (under `vmap`,
-  a batched matrix product);
+  a batched matrix product), with transferlab's backward pass (`kernels._patches_convolve`);
 - `loop`: `lax.map` over the models, one plain convolution each.
 
 The shapes are the layers of the examples' CNNs (the digits CNN, 8×8×1, and the 32×32×3
@@ -33,29 +34,26 @@ SHAPES = {  # name: (input (h, w, c), kernel (kh, kw), filters, strides, padding
 }
 
 
-LOWERINGS = ("direct", "patches", "shifts", "loop")
+LOWERINGS = ("direct", "patches", "loop")
 
 
-def _step(lowering: str, strides, padding: str):
+def _step(lowering: str, strides, padding: str, input_gradient: bool):
+    """One SGD step's work for one layer: forward, kernel gradient and (for a layer after the
+    first) the input's gradient, for every model."""
     import jax
     import jax.numpy as jnp
 
     from transferlab import kernels
 
+    convolve = kernels._patches_convolve if lowering == "patches" else kernels._direct_convolve
+
     def loss(kernel, x):
-        rank = kernel.ndim - 2
-        if lowering == "shifts":
-            out = kernels.convolve_by_shifts(x, kernel, strides, padding, (1, 1))
-        elif lowering == "patches":
-            patches = jax.lax.conv_general_dilated_patches(x, kernel.shape[:rank], strides, padding.upper(),
-                                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            out = patches @ jnp.moveaxis(kernel, -2, 0).reshape(-1, kernel.shape[-1])
-        else:
-            out = jax.lax.conv_general_dilated(x, kernel, strides, padding.upper(),
-                                               dimension_numbers=kernels._CONV_DIMENSIONS[rank])
-        return jnp.sum(jnp.square(jax.nn.relu(out)))
+        return jnp.sum(jnp.square(jax.nn.relu(convolve(x, kernel, strides, padding, (1, 1)))))
 
     def one(kernel, x):
+        if input_gradient:
+            d_kernel, d_x = jax.grad(loss, argnums=(0, 1))(kernel, x)
+            return kernel - 0.01 * d_kernel, x - 0.01 * d_x
         return kernel - 0.01 * jax.grad(loss)(kernel, x)
 
     if lowering == "loop":
@@ -72,16 +70,17 @@ def measure(models: int, repeats: int) -> dict:
     for name, (shape, window, filters, stride, padding) in SHAPES.items():
         x = rng.standard_normal((models, 32) + shape).astype(np.float32)
         kernel = rng.standard_normal((models,) + window + (shape[-1], filters)).astype(np.float32) * 0.1
-        row = {}
-        for lowering in LOWERINGS:
-            step = _step(lowering, (stride, stride), padding)
-            jax.block_until_ready(step(kernel, x))
-            start = time.perf_counter()
-            for _ in range(repeats):
-                out = step(kernel, x)
-            jax.block_until_ready(out)
-            row[lowering] = (time.perf_counter() - start) / repeats * 1e3
-        table[name] = row
+        for input_gradient in (False, True):
+            row = {}
+            for lowering in LOWERINGS:
+                step = _step(lowering, (stride, stride), padding, input_gradient)
+                jax.block_until_ready(step(kernel, x))
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    out = step(kernel, x)
+                jax.block_until_ready(out)
+                row[lowering] = (time.perf_counter() - start) / repeats * 1e3
+            table[(name, "with input gradient" if input_gradient else "first layer")] = row
     return table
 
 
@@ -93,11 +92,11 @@ def main() -> None:
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     table = measure(args.models, args.repeats)
     print(f"one SGD step of one convolution, {args.models} models, batch 32 (ms; lower is better)")
-    print("| layer | direct (grouped conv) | patches × matrix | shifted windows | loop over models | fastest |")
+    print("| layer | gradients | direct (grouped conv) | patches × matrix | loop over models | fastest |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, row in table.items():
+    for (name, kind), row in table.items():
         best = min(row, key=row.get)
-        print(f"| {name} | " + " | ".join(f"{row[k]:.2f}" for k in LOWERINGS) + f" | {best} |")
+        print(f"| {name} | {kind} | " + " | ".join(f"{row[k]:.2f}" for k in LOWERINGS) + f" | {best} |")
 
 
 if __name__ == "__main__":

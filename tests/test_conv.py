@@ -252,3 +252,22 @@ def test_model_input_shape_must_be_the_tasks(tmp_path):
     assert result.exit_code == 2
     assert "model.input_shape: [8, 8, 1], but the task's rows have shape [64]" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("shape, window, strides, padding", [
+    ((3, 8, 8, 2), (2, 2), (2, 2), "valid"), ((3, 7, 9, 2), (3, 2), (2, 1), "same"), ((3, 9, 2), (3,), (2,), "same"),
+    ((3, 6, 6, 1), (3, 3), (1, 1), "valid"),
+])
+def test_max_pooling_backward_equals_jaxs_select_and_scatter_with_ties(shape, window, strides, padding):
+    import jax
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, shape).astype(np.float32)  # many ties: the first maximum of a window takes it
+    dims, steps = (1, *window, 1), (1, *strides, 1)
+    pooled = jax.lax.reduce_window(x, -np.inf, jax.lax.max, dims, steps, padding.upper())
+    upstream = rng.normal(size=pooled.shape).astype(np.float32)
+    want = jax.grad(lambda a: (jax.lax.reduce_window(a, -np.inf, jax.lax.max, dims, steps, padding.upper())
+                               * upstream).sum())(x)
+    got = jax.grad(lambda a: (kernels.pool(a, "max", window, strides, padding) * upstream).sum())(x)
+    np.testing.assert_array_equal(np.asarray(kernels.pool(x, "max", window, strides, padding)), np.asarray(pooled))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)  # overlapping windows: sums reordered

@@ -219,13 +219,50 @@ def _same_padding(size: int, window: int, stride: int, dilation: int) -> tuple[i
 
 def pool(x, reduction: str, window, strides, padding: str):
     """One model's max or average pooling, as Keras' JAX backend computes it
-    (`lax.reduce_window`); an average with `same` padding divides by the values inside."""
+    (`lax.reduce_window`); an average with `same` padding divides by the values inside. Max
+    pooling has its own backward pass (`_max_pool`)."""
     dims, steps, padding_name = (1, *window, 1), (1, *strides, 1), padding.upper()
     if reduction == "max":
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, steps, padding_name)
+        return _max_pool(x, tuple(int(w) for w in window), tuple(int(s) for s in strides), padding)
     pooled = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, steps, padding_name)
     if padding == "valid":
         return pooled / float(np.prod(window))
     shape = [(size if size_of_window != 1 else 1) for size, size_of_window in zip(x.shape, dims)]
     counts = jax.lax.reduce_window(jnp.ones(shape, x.dtype), 0.0, jax.lax.add, dims, steps, padding_name)
     return pooled / counts
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, padding):
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1), padding.upper())
+
+
+def _max_pool_forward(x, window, strides, padding):
+    pooled = _max_pool(x, window, strides, padding)
+    return pooled, (x, pooled)
+
+
+def _max_pool_backward(window, strides, padding, residuals, upstream):
+    """The gradient JAX derives (`select_and_scatter_add`: each window's upstream value to its
+    first maximal input, in row-major window order), computed window position by window
+    position with elementwise masks: XLA's select-and-scatter is slow on a CPU under vmap."""
+    x, pooled = residuals
+    spatial, out = x.shape[1:-1], pooled.shape[1:-1]
+    pads = [_same_padding(n, k, s, 1) if padding == "same" else (0, 0)
+            for n, k, s in zip(spatial, window, strides)]
+    padded = jnp.pad(x, [(0, 0)] + pads + [(0, 0)], constant_values=-jnp.inf)
+    claimed, total = jnp.zeros(pooled.shape, bool), None
+    for position in np.ndindex(*window):
+        limits = [p + (o - 1) * s + 1 for p, o, s in zip(position, out, strides)]
+        piece = jax.lax.slice(padded, (0, *position, 0), (x.shape[0], *limits, x.shape[-1]), (1, *strides, 1))
+        hit = (piece == pooled) & ~claimed
+        claimed = claimed | hit
+        config = [(0, 0, 0)] + [(p, n + low + high - p - ((o - 1) * s + 1), s - 1)
+                                for n, (low, high), o, p, s in zip(spatial, pads, out, position, strides)]
+        placed = jax.lax.pad(jnp.where(hit, upstream, 0.0), jnp.zeros((), upstream.dtype), config + [(0, 0, 0)])
+        total = placed if total is None else total + placed
+    crop = tuple(slice(low, low + n) for (low, _), n in zip(pads, spatial))
+    return (total[(slice(None), *crop, slice(None))],)
+
+
+_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
