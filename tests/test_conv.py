@@ -271,3 +271,46 @@ def test_max_pooling_backward_equals_jaxs_select_and_scatter_with_ties(shape, wi
     got = jax.grad(lambda a: (kernels.pool(a, "max", window, strides, padding) * upstream).sum())(x)
     np.testing.assert_array_equal(np.asarray(kernels.pool(x, "max", window, strides, padding)), np.asarray(pooled))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)  # overlapping windows: sums reordered
+
+
+def _cnn(inputs=(8, 8, 1), pooling="flatten"):
+    return models.Architecture(inputs, (
+        L(type="conv2d", filters=4, kernel_size=3, padding="same", activation="relu"), L(type="max_pooling2d"),
+        L(type="conv2d", filters=6, kernel_size=3, padding="same", activation="relu"), L(type="dropout", rate=0.1),
+        L(type="global_average_pooling2d") if pooling == "global" else L(type="flatten"),
+        layers.Dense(8, "relu"), layers.Dense(3, "softmax")))
+
+
+def test_strategies_count_weight_layers_and_weightless_ones_follow_them():
+    from transferlab import strategies
+
+    source = _cnn()
+    assert source.blocks == [[0, 1], [2, 3, 4], [5], [6]] and source.n_hidden == 3
+    recipe = strategies.Transfer(freeze=2).recipe(source, source.head, 3)
+    assert recipe.multipliers[0].tolist() == [0, 0, 0, 0, 0, 1, 1]  # both convolutions and what follows them
+    recipe = strategies.GradualUnfreeze(every=1).recipe(source, source.head, 4)
+    assert recipe.multipliers[:, 0].tolist() == [0, 0, 0, 1]  # the first convolution (and its pooling) thaw last
+    assert recipe.multipliers[:, 1].tolist() == [0, 0, 0, 1] and recipe.multipliers[:, 2].tolist() == [0, 0, 1, 1]
+    head = layers.Dense(5, "softmax")
+    for name, strategy in [("new_head", strategies.NewHead()), ("l2sp", strategies.L2SP()),
+                           ("reinit", strategies.Reinit(keep=1)), ("insert", strategies.InsertLayer(after=1, units=4)),
+                           ("two_stage", strategies.TwoStage(head_epochs=1)), ("finetune", strategies.Finetune())]:
+        recipe = strategy.recipe(source, head, 3)
+        assert recipe.arch.layer_shapes[-1] == (5,), name
+
+
+def test_a_source_cnn_is_reused_on_other_image_sizes_where_its_weights_fit():
+    from transferlab import strategies
+
+    with_global = _cnn(pooling="global")
+    recipe = strategies.Transfer(freeze=1).recipe(with_global, with_global.head, 2, n_inputs=(20, 12, 1))
+    assert recipe.arch.input_shape == (20, 12, 1) and recipe.origins[:3] == (0, 1, 2)
+    flat = _cnn()
+    with pytest.raises(transferlab.errors.StrategyError, match=r"layer 5 \(Dense\(8, relu\)\) is reused from the "
+                       r"source, where it takes 96 values, but on the target's inputs \(20×12×1\) it gets 360"):
+        strategies.Transfer().recipe(flat, flat.head, 2, n_inputs=(20, 12, 1))
+    with pytest.raises(transferlab.errors.StrategyError, match=r"takes inputs of shape 8×8×1, but the target has rows "
+                       r"of shape 8×8×3; use new_input"):
+        strategies.Transfer().recipe(flat, flat.head, 2, n_inputs=(8, 8, 3))
+    recipe = strategies.NewInput().recipe(flat, flat.head, 2, n_inputs=(8, 8, 3))
+    assert recipe.origins[0] == strategies.FRESH and recipe.arch.weight_shapes(0)[0] == (3, 3, 3, 4)
