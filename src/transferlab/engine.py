@@ -52,6 +52,10 @@ PER_MODEL_WIDTH = 16
 # number. 64 measured best for small studies (both cores busy from 65 models) and within
 # 20% of the best block size for large ones (bench/RESULTS.md).
 MODELS_PER_BLOCK = 64
+# Models on feature maps (convolutions) train in blocks of 8: their steps cost as much per
+# model at 8 as at 64 (the digits CNN of bench/cnn_speed.py: 26.0 s for 240 models at 8,
+# 29.5 s at 64), and a small cohort (a study's 5 source models) pads to few copies.
+FEATURE_MAP_MODELS_PER_BLOCK = 8
 # Large models train in smaller blocks, so a block's weights stay near this many values
 # (and a single retrained run pads to few copies). The block size depends on the
 # architecture alone, never on how many runs a call trains.
@@ -99,13 +103,13 @@ def diverged_epoch(loss_curves: np.ndarray, final: dict[str, np.ndarray]) -> np.
 
 
 def models_per_block(plan, n_inputs: int) -> int:
-    """Models per compiled block: `MODELS_PER_BLOCK`, halved until a block's weights fit
-    `BLOCK_WEIGHTS`."""
+    """Models per compiled block: `MODELS_PER_BLOCK` (`FEATURE_MAP_MODELS_PER_BLOCK` for
+    models on feature maps), halved until a block's weights fit `BLOCK_WEIGHTS`."""
     widths = layer_types.layer_widths(n_inputs, plan)
     weights = sum(
         sum(int(np.prod(shape)) for shape in spec.weight_shapes(n_in)) for spec, n_in in zip(plan, widths[:-1])
     )
-    block = MODELS_PER_BLOCK
+    block = FEATURE_MAP_MODELS_PER_BLOCK if _on_feature_maps(plan, n_inputs) else MODELS_PER_BLOCK
     while block > 1 and block * weights > BLOCK_WEIGHTS:
         block //= 2
     return block
@@ -562,13 +566,18 @@ def per_model_layout(plan, n_inputs: int) -> bool:
     axis last and unrolled multiply-adds. Per model once a Dense layer is wider than
     `PER_MODEL_WIDTH` on either side (measured in bench/wide_layers.py), and always on
     feature maps (convolutions and pooling are written for one model)."""
-    if len(layer_types.as_shape(n_inputs)) > 1 or not all(spec.models_last for spec in plan):
+    if _on_feature_maps(plan, n_inputs):
         return True
     widths = layer_types.layer_widths(n_inputs, plan)
     return any(
         spec.starts_block and max(n_in, n_out) > PER_MODEL_WIDTH
         for spec, n_in, n_out in zip(plan, widths[:-1], widths[1:])
     )
+
+
+def _on_feature_maps(plan, n_inputs) -> bool:
+    """Does the model take images or sequences, or have a layer written for one model?"""
+    return len(layer_types.as_shape(n_inputs)) > 1 or not all(spec.models_last for spec in plan)
 
 
 def _vectorised(function, per_model_inputs=_PER_MODEL_INPUTS, batched_chunk=("multipliers", "orders")):
