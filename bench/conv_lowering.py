@@ -8,7 +8,12 @@ layer (kernel gradient only) and as a later layer (the input's gradient too):
 - `direct`: `lax.conv_general_dilated` under `vmap` (XLA makes it a grouped convolution);
 - `patches`: `lax.conv_general_dilated_patches` times the kernel as a matrix (under `vmap`,
   a batched matrix product), with transferlab's backward pass (`kernels._patches_convolve`);
+- `matrix`: the convolution's dense equivalent (input values × output values, the kernel's
+  entries placed where they act) as one matrix (`kernels._matrix_convolve`);
 - `loop`: `lax.map` over the models, one plain convolution each.
+
+The entries of the dense equivalent are printed beside each layer: the engine takes
+`matrix` up to `kernels.MATRIX_ENTRIES` of them and `patches` above.
 
 The shapes are the layers of the examples' CNNs (the digits CNN, 8×8×1, and the 32×32×3
 benchmark CNN). Results: bench/RESULTS.md, "Convolutions: which lowering".
@@ -22,6 +27,8 @@ import argparse
 import os
 import time
 
+import numpy as np
+
 SHAPES = {  # name: (input (h, w, c), kernel (kh, kw), filters, strides, padding)
     "shapes conv1: 16×16×1 → 8@3×3 same": ((16, 16, 1), (3, 3), 8, 1, "same"),
     "shapes conv2: 8×8×8 → 16@3×3 same": ((8, 8, 8), (3, 3), 16, 1, "same"),
@@ -34,7 +41,7 @@ SHAPES = {  # name: (input (h, w, c), kernel (kh, kw), filters, strides, padding
 }
 
 
-LOWERINGS = ("direct", "patches", "loop")
+LOWERINGS = ("direct", "patches", "matrix", "loop")
 
 
 def _step(lowering: str, strides, padding: str, input_gradient: bool):
@@ -45,7 +52,8 @@ def _step(lowering: str, strides, padding: str, input_gradient: bool):
 
     from transferlab import kernels
 
-    convolve = kernels._patches_convolve if lowering == "patches" else kernels._direct_convolve
+    convolve = {"patches": kernels._patches_convolve, "matrix": kernels._matrix_convolve}.get(
+        lowering, kernels._direct_convolve)
 
     def loss(kernel, x):
         return jnp.sum(jnp.square(jax.nn.relu(convolve(x, kernel, strides, padding, (1, 1)))))
@@ -73,6 +81,9 @@ def measure(models: int, repeats: int) -> dict:
         for input_gradient in (False, True):
             row = {}
             for lowering in LOWERINGS:
+                if lowering == "matrix" and _entries(name) > MATRIX_LIMIT:
+                    row[lowering] = float("nan")  # its matrices would not fit in memory for all models
+                    continue
                 step = _step(lowering, (stride, stride), padding, input_gradient)
                 jax.block_until_ready(step(kernel, x))
                 start = time.perf_counter()
@@ -84,6 +95,17 @@ def measure(models: int, repeats: int) -> dict:
     return table
 
 
+MATRIX_LIMIT = 1 << 22  # dense equivalents above this many entries are not timed (64 copies would not fit)
+
+
+def _entries(name: str) -> int:
+    from transferlab import kernels
+
+    shape, window, filters, stride, padding = SHAPES[name]
+    out = kernels._output_size(shape[:-1], window, (stride, stride), padding, (1, 1))
+    return int(np.prod(shape)) * int(np.prod(out)) * filters
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=64)
@@ -92,11 +114,13 @@ def main() -> None:
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     table = measure(args.models, args.repeats)
     print(f"one SGD step of one convolution, {args.models} models, batch 32 (ms; lower is better)")
-    print("| layer | gradients | direct (grouped conv) | patches × matrix | loop over models | fastest |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| layer | dense entries | gradients | direct (grouped conv) | patches × matrix | dense matrix | "
+          "loop over models | fastest |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for (name, kind), row in table.items():
-        best = min(row, key=row.get)
-        print(f"| {name} | {kind} | " + " | ".join(f"{row[k]:.2f}" for k in LOWERINGS) + f" | {best} |")
+        best = min((k for k in row if row[k] == row[k]), key=row.get)
+        print(f"| {name} | {_entries(name):,} | {kind} | " + " | ".join(f"{row[k]:.2f}" for k in LOWERINGS)
+              + f" | {best} |")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,8 @@ def test_conv1d_pooling_and_a_frozen_batch_norm_on_sequences_equal_keras_fit(seq
     ((8, 8, 2), (2, 2), (3, 3), "valid", (1, 1)), ((11, 2), (3,), (2,), "same", (1,)), ((11, 2), (2,), (1,), "same", (3,)),
 ])
 def test_both_lowerings_and_their_gradients_give_keras_numbers(shape, window, strides, padding, dilation, monkeypatch):
-    """Patches × matrix (with its own backward pass) and XLA's convolution, each against
+    """The dense-equivalent matrix, patches × matrix (with its own backward pass) and XLA's
+    convolution, each against
     Keras' `ops.conv`; the gradients of x and the kernel against JAX's own of Keras' op."""
     import jax
 
@@ -130,8 +131,8 @@ def test_both_lowerings_and_their_gradients_give_keras_numbers(shape, window, st
     reference = np.asarray(keras.ops.conv(x, kernel, strides=strides, padding=padding, dilation_rate=dilation))
     upstream = rng.normal(size=reference.shape).astype(np.float32)
     want = jax.grad(keras_loss, argnums=(0, 1))(x, kernel)
-    for threshold in (0, 10**9):  # patches × matrix, then XLA's convolution
-        monkeypatch.setattr(kernels, "PATCHES_ABOVE", threshold)
+    for lowering in ("matrix", "patches", "direct"):
+        monkeypatch.setattr(kernels, "LOWERING", lowering)
         got = kernels.convolve(x, kernel, strides, padding, dilation)
         np.testing.assert_allclose(np.asarray(got), reference, atol=1e-4)
         grads = jax.grad(lambda a, b: (kernels.convolve(a, b, strides, padding, dilation) * upstream).sum(),

@@ -121,29 +121,78 @@ def activate(name: str, x, axis: int = 1):
 
 
 _CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
-# Above this many input channels × window positions a convolution runs as image patches
-# times a matrix (forward and kernel gradient: batched matrix products across models; the
-# input gradient put back window position by window position); at or below it, as XLA's
-# own convolution (a grouped convolution across models). Measured in bench/conv_lowering.py
-# (bench/RESULTS.md, "Convolutions: which lowering"): patches won for every layer of the
-# examples' CNNs, so every kernel takes them; the direct lowering stays for the
-# measurement and the parity tests.
-PATCHES_ABOVE = 0
+# How a convolution runs for many models at once on a CPU, chosen by its shapes from
+# measurements (bench/conv_lowering.py; bench/RESULTS.md, "Convolutions: which lowering"):
+# while its dense equivalent (a matrix of input values × output values, the kernel's
+# entries placed where they act) has at most `MATRIX_ENTRIES` entries, as one matrix
+# product with it; above, as image patches times the kernel as a matrix, with the input's
+# gradient put back window position by window position. XLA's own convolution (a grouped
+# convolution under `vmap`) measured slowest for every layer of the examples' CNNs; it
+# stays for the measurement and the parity tests (`LOWERING` forces one).
+MATRIX_ENTRIES = 1 << 16
+LOWERING: str | None = None
 
 
 def convolve(x, kernel, strides, padding: str, dilation):
     """One model's convolution, as Keras' JAX backend computes it (`lax.conv_general_dilated`,
-    channels last): `x (batch, *spatial, in)`, `kernel (*window, in, out)`. Lowered as
-    patches × matrix or as XLA's convolution by the kernel's size (`PATCHES_ABOVE`)."""
+    channels last): `x (batch, *spatial, in)`, `kernel (*window, in, out)`, lowered by
+    `conv_lowering`."""
     strides, dilation = tuple(int(s) for s in strides), tuple(int(d) for d in dilation)
-    if conv_lowering(kernel.shape) == "patches":
+    lowering = conv_lowering(x.shape[1:], kernel.shape, strides, padding, dilation)
+    if lowering == "matrix":
+        return _matrix_convolve(x, kernel, strides, padding, dilation)
+    if lowering == "patches":
         return _patches_convolve(x, kernel, strides, padding, dilation)
     return _direct_convolve(x, kernel, strides, padding, dilation)
 
 
-def conv_lowering(kernel_shape) -> str:
-    """`"patches"` or `"direct"` for a kernel `(*window, in, out)` (see `PATCHES_ABOVE`)."""
-    return "patches" if int(np.prod(kernel_shape[:-1])) > PATCHES_ABOVE else "direct"
+def conv_lowering(in_shape, kernel_shape, strides, padding: str, dilation) -> str:
+    """`"matrix"`, `"patches"` or `"direct"` for one input `(*spatial, in)` and kernel."""
+    if LOWERING is not None:
+        return LOWERING
+    rank = len(kernel_shape) - 2
+    out = _output_size(in_shape[:-1], kernel_shape[:rank], strides, padding, dilation)
+    entries = int(np.prod(in_shape)) * int(np.prod(out)) * int(kernel_shape[-1])
+    return "matrix" if entries <= MATRIX_ENTRIES else "patches"
+
+
+def _output_size(spatial, window, strides, padding, dilation) -> tuple[int, ...]:
+    if padding == "same":
+        return tuple(-(-n // s) for n, s in zip(spatial, strides))
+    return tuple((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, window, strides, dilation))
+
+
+def _matrix_convolve(x, kernel, strides, padding, dilation):
+    """The convolution as one matrix product: `x` flat `(batch, values)` times its dense
+    equivalent `(input values, output values)`, built by placing the kernel's entries
+    where they act (differentiable: the kernel's gradient gathers them back)."""
+    rank = kernel.ndim - 2
+    spatial, window, (channels, filters) = x.shape[1:-1], kernel.shape[:rank], kernel.shape[-2:]
+    inputs, outputs, positions = _matrix_places(spatial, window, strides, padding, dilation)
+    out = _output_size(spatial, window, strides, padding, dilation)
+    n_in, n_out = int(np.prod(spatial)), int(np.prod(out))
+    matrix = jnp.zeros((n_in, channels, n_out, filters), kernel.dtype)
+    matrix = matrix.at[inputs, :, outputs, :].set(kernel.reshape(-1, channels, filters)[positions])
+    flat = x.reshape(x.shape[0], -1) @ matrix.reshape(n_in * channels, n_out * filters)
+    return flat.reshape((x.shape[0],) + out + (filters,))
+
+
+@functools.lru_cache(maxsize=256)
+def _matrix_places(spatial, window, strides, padding, dilation):
+    """For each (output position, window position) that reads inside the input: the input
+    position, the output position and the window position, as flat indices."""
+    pads = [_same_padding(n, k, s, d) if padding == "same" else (0, 0)
+            for n, k, s, d in zip(spatial, window, strides, dilation)]
+    out = _output_size(spatial, window, strides, padding, dilation)
+    inputs, outputs, positions = [], [], []
+    for output, place in enumerate(np.ndindex(*out)):
+        for position, offset in enumerate(np.ndindex(*window)):
+            read = [o * s + w * d - low for o, w, s, d, (low, _) in zip(place, offset, strides, dilation, pads)]
+            if all(0 <= r < n for r, n in zip(read, spatial)):
+                inputs.append(int(np.ravel_multi_index(read, spatial)))
+                outputs.append(output)
+                positions.append(position)
+    return np.asarray(inputs), np.asarray(outputs), np.asarray(positions)
 
 
 def _direct_convolve(x, kernel, strides, padding, dilation):
