@@ -315,3 +315,27 @@ def test_a_source_cnn_is_reused_on_other_image_sizes_where_its_weights_fit():
         strategies.Transfer().recipe(flat, flat.head, 2, n_inputs=(8, 8, 3))
     recipe = strategies.NewInput().recipe(flat, flat.head, 2, n_inputs=(8, 8, 3))
     assert recipe.origins[0] == strategies.FRESH and recipe.arch.weight_shapes(0)[0] == (3, 3, 3, 4)
+
+
+def test_a_cnn_on_padded_rows_equals_it_unpadded_bit_for_bit(images):
+    """Sweeps pad splits to share programs: masked rows (BatchNormalization on feature maps
+    included) must change no bit."""
+    from transferlab.orders import RowPadding
+
+    x_train, y_train, x_test, y_test = images
+    arch = models.Architecture((8, 8, 1), (
+        L(type="conv2d", filters=3, kernel_size=3, activation="relu"), L(type="batch_normalization"),
+        L(type="max_pooling2d"), L(type="flatten"), layers.Dense(10, "softmax")))
+    weights = [tuple(a[None] for a in layer) for layer in models.fresh_weights(arch, np.random.default_rng(2))]
+    args = (arch.layers, weights, np.ones((1, EPOCHS, len(arch.layers)), np.float32), [7],
+            x_train[:70], y_train[:70], x_test[:30], y_test[:30], engine.TrainingSettings(epochs=EPOCHS))
+    plain = engine.train_models(*args)
+    padded = engine.train_models(*args, padding=RowPadding(300, 200))
+    for a, b in zip(jax_leaves(plain), jax_leaves(padded)):
+        assert np.array_equal(a, b)
+
+
+def jax_leaves(result):
+    import jax
+
+    return jax.tree.leaves((result.weights, result.curves, result.final))
