@@ -339,3 +339,13 @@ def jax_leaves(result):
     import jax
 
     return jax.tree.leaves((result.weights, result.curves, result.final))
+
+
+def test_the_memory_estimate_counts_feature_maps():
+    from transferlab import estimate
+
+    arch = _cnn((32, 32, 3))
+    assert arch.sizes[:4] == [3072, 4096, 1024, 1536]
+    assert estimate._activations(arch) == sum(arch.sizes)  # every layer's whole feature map per row
+    flat = models.mlp(4, (16, 8), 3)
+    assert estimate._activations(flat) == max(flat.widths) * len(flat.layers)  # flat models: as before
