@@ -178,7 +178,8 @@ def test_bad_conv_tables_get_one_line(entry, message):
 def test_keras_files_of_cnns_round_trip_and_refuse_what_cannot_train(tmp_path):
     arch = models.Architecture((10, 10, 3), (
         L(type="conv2d", filters=4, kernel_size=[3, 2], strides=[2, 1], padding="same", activation="relu"),
-        L(type="average_pooling2d", pool_size=2), L(type="dropout", rate=0.2),
+        L(type="average_pooling2d", pool_size=2), L(type="dropout", rate=0.2), L(type="batch_normalization"),
+        L(type="layer_normalization"),
         L(type="conv2d", filters=2, kernel_size=2, use_bias=False), L(type="flatten"),
         layers.Dense(3, "softmax")))
     weights = models.fresh_weights(arch, np.random.default_rng(1))
@@ -198,6 +199,7 @@ def test_keras_files_of_cnns_round_trip_and_refuse_what_cannot_train(tmp_path):
         (keras.layers.Conv1D(2, 3, padding="causal"), (10, 3), "padding='causal'"),
         (keras.layers.GlobalAveragePooling2D(keepdims=True), (10, 10, 3), "keepdims=True"),
         (keras.layers.Conv2D(4, 3, groups=2), (10, 10, 4), "groups=2"),
+        (keras.layers.BatchNormalization(axis=1), (10, 10, 3), "over the feature axis"),  # a height axis
     ]
     for layer, shape, message in refused:
         model = keras.Sequential([keras.Input(shape), layer, keras.layers.Flatten(), keras.layers.Dense(2)])

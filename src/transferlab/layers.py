@@ -565,8 +565,13 @@ def layer_sizes(inputs, specs) -> list[int]:
 
 
 def _check_feature_axis(layer, source: str) -> None:
+    """Normalisation over the last axis only (the features, or a feature map's channels)."""
     axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
-    if axis not in (-1, 1, (-1,), (1,)) or not (layer.center and layer.scale):
+    try:
+        last = len(layer.input.shape) - 1  # Keras stores a built layer's axis as a positive index
+    except (AttributeError, ValueError, TypeError):
+        last = 1
+    if axis not in (-1, last, (-1,), (last,)) or not (layer.center and layer.scale):
         raise ModelFileError(
             f"{source}: layer {layer.name!r}: transferlab supports {type(layer).__name__} over the feature "
             "axis with center=True and scale=True (Keras' defaults)"
