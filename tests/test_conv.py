@@ -88,7 +88,7 @@ def test_dilation_layer_norm_global_max_and_a_frozen_conv_equal_keras_fit(images
         L(type="conv2d", filters=4, kernel_size=2, dilation_rate=2, activation="tanh", kernel_initializer="he_normal"),
         L(type="layer_normalization"),
         L(type="conv2d", filters=5, kernel_size=3, padding="same", activation="elu"),
-        L(type="activation", activation="relu"),
+        L(type="activation", activation="softmax"),  # over each position's channels, as Keras
         L(type="global_max_pooling2d"), layers.Dense(10, "softmax")))
     result, initial = _train_and_compare(arch, images, frozen=(0,), seed=3)
     for got, start in zip(result.weights[0], initial[0][0]):

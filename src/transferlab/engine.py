@@ -668,7 +668,8 @@ class _Trainer:
         bit-identical and its optimizer state not advanced)."""
         params, state, slots, step = carry
         frozen = [multipliers[layer] == 0 for layer in range(len(self.plan))]  # (M,) each
-        ctx = Context(True, [f & self.inputs["bn_inference"] for f in frozen], self._step_keys(global_step), real, count)
+        ctx = Context(True, [f & self.inputs["bn_inference"] for f in frozen], self._step_keys(global_step), real, count,
+                      models_last=not self.per_model)
         grads, (batch_loss, outputs, new_state) = self.gradient(params, state, xb, yb, ctx)
         if self.optimizer.counts_steps:
             step = step + 1.0  # Keras' `iterations + 1` of this step
@@ -773,7 +774,7 @@ def _evaluate(params, state, x, y, plan, objective, per_model: bool, real_rows) 
     is padded."""
     n_rows = x.shape[0]
     n_models = models_per_block(plan, x.shape[1:])
-    ctx = Context(training=False)
+    ctx = Context(training=False, models_last=not per_model)
     # one model's rows, or a Dense first layer that reads rows shared by all models as they are
     shared_input = per_model or plan[0].reads_shared_input
 

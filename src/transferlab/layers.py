@@ -49,13 +49,21 @@ class Context:
     moving statistics even in training (frozen, `bn_frozen = "inference"`).
     `keys`: per layer, `(models,)` uint32 random keys for this step (dropout masks).
     `rows`: in a batch padded to its full size, the `(batch,)` mask of its real rows and
-    `row_count` their number; batch statistics then come from those rows alone."""
+    `row_count` their number; batch statistics then come from those rows alone.
+    `models_last`: arrays carry the model axis last (else the pass is one model's, mapped
+    over models): a softmax then runs over axis 1, else over the last axis (a feature
+    map's channels)."""
 
     training: bool
     inference_stats: list | None = None
     keys: list | None = None
     rows: Any = None
     row_count: Any = None
+    models_last: bool = True
+
+    @property
+    def feature_axis(self) -> int:
+        return 1 if self.models_last else -1
 
 
 class Layer(abc.ABC):
@@ -197,8 +205,8 @@ class Dense(Layer):
     def forward(self, params, state, x, ctx, index):
         kernel, bias = params
         if kernel.ndim == 2:  # one model (the engine maps it over models): a matrix product
-            return kernels.ACTIVATION_FUNCTIONS[self.activation](x @ kernel + bias), state
-        return kernels.ACTIVATION_FUNCTIONS[self.activation](kernels.dense(x, kernel, bias)), state
+            return kernels.activate(self.activation, x @ kernel + bias, axis=-1), state
+        return kernels.activate(self.activation, kernels.dense(x, kernel, bias), axis=1), state
 
     def to_keras(self, name: str):
         import keras
@@ -397,7 +405,7 @@ class Activation(WeightlessLayer):
         _check_activation(self.activation)
 
     def forward(self, params, state, x, ctx, index):
-        return kernels.ACTIVATION_FUNCTIONS[self.activation](x), state
+        return kernels.activate(self.activation, x, axis=ctx.feature_axis), state
 
     def to_keras(self, name: str):
         import keras
