@@ -136,3 +136,16 @@ def test_generated_shapes_are_seeded_and_their_parameters_differ():
     assert outline.min() >= 0 and outline.max() <= 1  # no noise: ink in [0, 1]
     coloured = images.generated_shapes({**params, "channels": 3})
     assert coloured.sample_shape == (24, 24, 3)
+
+
+def test_a_task_from_image_arrays_in_python_keeps_their_shape():
+    from transferlab import Task
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(2.0, 3.0, (40, 5, 4, 2)).astype(np.float32)
+    task = Task.from_arrays(x, np.arange(40) % 2, split="first", n_train=30)
+    assert task.input_shape == (5, 4, 2) and task.x_test.shape == (10, 5, 4, 2)
+    flat = x[:30].reshape(-1, 2).astype(np.float64)
+    np.testing.assert_allclose(task.x_train, (x[:30] - flat.mean(0)) / flat.std(0), atol=1e-5)
+    with pytest.raises(Exception, match="feature_names: images and sequences have no feature names"):
+        Task.from_arrays(x, np.arange(40) % 2, feature_names=["a"])

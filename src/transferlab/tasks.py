@@ -110,7 +110,8 @@ class Task:
         Parameters
         ----------
         x : ndarray
-            `(rows, features)`.
+            `(rows, features)`, or images `(rows, height, width, channels)` or sequences
+            `(rows, length, channels)` (standardised per channel by default).
         y : ndarray
             One label per row, or `(rows, targets)` for regression.
         feature_names : list of str, optional

@@ -272,15 +272,16 @@ def _describe(base: str, options: Options, chosen_target: tuple[str, ...] | None
 # --- the Python API ----------------------------------------------------------------------
 
 
-def task_from_frame(frame: pd.DataFrame, target, **options) -> dict:
-    """The fields of `Task.from_frame`'s task: errors say which option is at fault (`query: ...`)."""
+def task_from_frame(frame: pd.DataFrame, target, sample_shape: tuple[int, ...] | None = None, **options) -> dict:
+    """The fields of `Task.from_frame`'s task: errors say which option is at fault (`query: ...`).
+    `sample_shape`: the feature columns are images or sequences of this shape (C order)."""
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}", "frame")
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c) for c in frame.columns]
     name = options.get("name") or "DataFrame"
     origin = {"kind": "frame", "rows": len(frame), "columns": len(frame.columns)}
-    table = Table(frame, name, None, origin, (Part(name, 0, len(frame), 0),))
+    table = Table(frame, name, None, origin, (Part(name, 0, len(frame), 0),), sample_shape=sample_shape)
     try:
         return task_parts(table, Options.of(target=target, **options), name)
     except DataError as error:
@@ -294,14 +295,20 @@ def task_from_arrays(x, y, feature_names=None, **options) -> dict:
     """The fields of `Task.from_arrays`'s task: the arrays as a frame (features `x0`, ... unless named; the label
     `y`, or targets `y0`, ...), then `task_from_frame`."""
     x, y = np.asarray(x), np.asarray(y)
-    if x.ndim != 2:
-        raise DataError(f"x: shape {x.shape}; give (rows, features)", "x")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(f"x: shape {x.shape}; give (rows, features), (rows, length, channels) or (rows, height, "
+                        "width, channels)", "x")
     if y.ndim not in (1, 2) or len(y) != len(x):
         raise DataError(f"y: shape {y.shape}; give one label (or row of targets) per row of x ({len(x)})", "y")
-    names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(x.shape[1])]
-    if len(names) != x.shape[1]:
-        raise DataError(f"feature_names: {len(names)} names for {x.shape[1]} features", "feature_names")
-    frame = pd.DataFrame(x, columns=names)
+    if x.ndim > 2:  # images or sequences: their values are the features, in C order
+        if feature_names is not None:
+            raise DataError("feature_names: images and sequences have no feature names; leave it out", "feature_names")
+        frame, sample_shape = read.pixel_frame(x), tuple(int(n) for n in x.shape[1:])
+    else:
+        names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(x.shape[1])]
+        if len(names) != x.shape[1]:
+            raise DataError(f"feature_names: {len(names)} names for {x.shape[1]} features", "feature_names")
+        frame, sample_shape = pd.DataFrame(x, columns=names), None
     target = ["y"] if y.ndim == 1 else [f"y{i}" for i in range(y.shape[1])]
     if y.ndim == 1:
         frame["y"] = y
@@ -309,4 +316,4 @@ def task_from_arrays(x, y, feature_names=None, **options) -> dict:
         for index, column in enumerate(target):
             frame[column] = y[:, index]
     options.setdefault("name", "arrays")
-    return task_from_frame(frame, target[0] if len(target) == 1 else target, **options)
+    return task_from_frame(frame, target[0] if len(target) == 1 else target, sample_shape=sample_shape, **options)
