@@ -162,10 +162,6 @@ class _Convolution(Layer, abstract=True):
                    kernel_initializer=initializers.initializer_name(layer.kernel_initializer),
                    bias_initializer=initializers.initializer_name(layer.bias_initializer))
 
-    def to_dict(self) -> dict:
-        data = super().to_dict()
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
-
     def describe(self) -> str:
         window = "×".join(map(str, self.kernel_size))
         extras = "".join([f", strides {'×'.join(map(str, self.strides))}" if max(self.strides) > 1 else "",
@@ -227,10 +223,6 @@ class _Pooling(WeightlessLayer, abstract=True):
     def from_keras(cls, layer, source: str) -> _Pooling:
         _check_channels_last(layer, source)
         return cls(pool_size=tuple(layer.pool_size), strides=tuple(layer.strides), padding=layer.padding)
-
-    def to_dict(self) -> dict:
-        data = super().to_dict()
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
 
     def describe(self) -> str:
         extras = "" if self.strides == self.pool_size else f", strides {'×'.join(map(str, self.strides))}"

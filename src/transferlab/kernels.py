@@ -181,8 +181,7 @@ def _matrix_convolve(x, kernel, strides, padding, dilation):
 def _matrix_places(spatial, window, strides, padding, dilation):
     """For each (output position, window position) that reads inside the input: the input
     position, the output position and the window position, as flat indices."""
-    pads = [_same_padding(n, k, s, d) if padding == "same" else (0, 0)
-            for n, k, s, d in zip(spatial, window, strides, dilation)]
+    pads = _padding_amounts(spatial, window, strides, dilation, padding)
     out = _output_size(spatial, window, strides, padding, dilation)
     inputs, outputs, positions = [], [], []
     for output, place in enumerate(np.ndindex(*out)):
@@ -242,16 +241,25 @@ _patches_convolve.defvjp(_patches_forward, _patches_backward)
 def _put_back(d_patches, x_shape, window, strides, padding, dilation):
     """`(batch, *out, in, *window)` → `(batch, *spatial, in)`: every window position's values
     added to the input positions it read (strided, dilated, inside the padding)."""
-    spatial, out = x_shape[1:-1], d_patches.shape[1:1 + len(window)]
-    pads = [_same_padding(n, k, s, d) if padding == "same" else (0, 0)
+    spatial = x_shape[1:-1]
+    pieces = ((position, d_patches[(Ellipsis, *position)]) for position in np.ndindex(*window))
+    return _add_back(pieces, spatial, _padding_amounts(spatial, window, strides, dilation, padding), strides, dilation)
+
+
+def _padding_amounts(spatial, window, strides, dilation, padding: str) -> list[tuple[int, int]]:
+    return [_same_padding(n, k, s, d) if padding == "same" else (0, 0)
             for n, k, s, d in zip(spatial, window, strides, dilation)]
+
+
+def _add_back(pieces, spatial, pads, strides, dilation):
+    """The sum of `(window position, values (batch, *out, channels))` pairs, each added to the
+    input positions that window position read, cropped to the input `spatial`: how the
+    input's gradient of a windowed operation (a convolution, max pooling) is put together."""
     total = None
-    for position in np.ndindex(*window):
-        piece = d_patches[(Ellipsis, *position)]  # (batch, *out, in)
+    for position, piece in pieces:
         config = [(0, 0, 0)]
-        for n, (low, high), o, p, s, d in zip(spatial, pads, out, position, strides, dilation):
-            start = p * d
-            config.append((start, n + low + high - start - ((o - 1) * s + 1), s - 1))
+        for n, (low, high), o, p, s, d in zip(spatial, pads, piece.shape[1:-1], position, strides, dilation):
+            config.append((p * d, n + low + high - p * d - ((o - 1) * s + 1), s - 1))
         placed = jax.lax.pad(piece, jnp.zeros((), piece.dtype), config + [(0, 0, 0)])
         total = placed if total is None else total + placed
     crop = tuple(slice(low, low + n) for (low, _), n in zip(pads, spatial))
@@ -296,22 +304,20 @@ def _max_pool_backward(window, strides, padding, residuals, upstream):
     first maximal input, in row-major window order), computed window position by window
     position with elementwise masks: XLA's select-and-scatter is slow on a CPU under vmap."""
     x, pooled = residuals
-    spatial, out = x.shape[1:-1], pooled.shape[1:-1]
-    pads = [_same_padding(n, k, s, 1) if padding == "same" else (0, 0)
-            for n, k, s in zip(spatial, window, strides)]
+    spatial, out, ones = x.shape[1:-1], pooled.shape[1:-1], (1,) * len(window)
+    pads = _padding_amounts(spatial, window, strides, ones, padding)
     padded = jnp.pad(x, [(0, 0)] + pads + [(0, 0)], constant_values=-jnp.inf)
-    claimed, total = jnp.zeros(pooled.shape, bool), None
-    for position in np.ndindex(*window):
-        limits = [p + (o - 1) * s + 1 for p, o, s in zip(position, out, strides)]
-        piece = jax.lax.slice(padded, (0, *position, 0), (x.shape[0], *limits, x.shape[-1]), (1, *strides, 1))
-        hit = (piece == pooled) & ~claimed
-        claimed = claimed | hit
-        config = [(0, 0, 0)] + [(p, n + low + high - p - ((o - 1) * s + 1), s - 1)
-                                for n, (low, high), o, p, s in zip(spatial, pads, out, position, strides)]
-        placed = jax.lax.pad(jnp.where(hit, upstream, 0.0), jnp.zeros((), upstream.dtype), config + [(0, 0, 0)])
-        total = placed if total is None else total + placed
-    crop = tuple(slice(low, low + n) for (low, _), n in zip(pads, spatial))
-    return (total[(slice(None), *crop, slice(None))],)
+
+    def pieces():
+        claimed = jnp.zeros(pooled.shape, bool)
+        for position in np.ndindex(*window):
+            limits = [p + (o - 1) * s + 1 for p, o, s in zip(position, out, strides)]
+            read = jax.lax.slice(padded, (0, *position, 0), (x.shape[0], *limits, x.shape[-1]), (1, *strides, 1))
+            hit = (read == pooled) & ~claimed
+            claimed = claimed | hit
+            yield position, jnp.where(hit, upstream, 0.0)
+
+    return (_add_back(pieces(), spatial, pads, strides, ones),)
 
 
 _max_pool.defvjp(_max_pool_forward, _max_pool_backward)

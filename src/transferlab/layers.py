@@ -151,7 +151,8 @@ class Layer(abc.ABC):
         return self.describe()
 
     def to_dict(self) -> dict:
-        return {"type": self.type, **asdict(self)}
+        """Its study-file form (windows and strides as lists, as TOML and JSON write them)."""
+        return {"type": self.type, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
 
 
 class WeightlessLayer(Layer, abstract=True):
