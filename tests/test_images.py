@@ -81,6 +81,8 @@ def test_an_image_folder_reads_as_pillow_and_numpy_read_it(tmp_path):
     np.testing.assert_array_equal(np.concatenate([task.x_train, task.x_test]), expected)
     assert task.class_names == ("cat", "dog") and task.input_shape == (6, 5, 3)
     assert any("left out 1 file(s) beside the class folders: README.txt" in note for note in task.notes)
+    assert any(note.startswith("7 images read as rgb (3 channels, the default), 6×5 pixels, values × 0.00392157; "
+                               "classes are the subfolders in sorted order (cat, dog)") for note in task.notes)
     gray = _target({"kind": "images", "path": "pics", "color_mode": "grayscale", "image_size": [3, 4],
                     "standardize": False, "split": "first", "n_train": 5}, tmp_path)
     first = sorted(written)[0]

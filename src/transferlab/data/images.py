@@ -56,11 +56,17 @@ def read_folder(path: str | Path, image_size: tuple[int, int] | None = None, col
     frame = pixel_frame(images)
     frame["label"] = pd.Categorical(labels, categories=classes, ordered=True)
     ignored = sorted(entry.name for entry in root.iterdir() if entry.is_file() and not entry.name.startswith("."))
+    size = "×".join(map(str, images.shape[1:3]))
+    read_as = (f"{len(files)} images read as {color_mode} ({images.shape[-1]} channel{'s' if images.shape[-1] > 1 else ''}"
+               f"{', the default' if color_mode == 'rgb' else ''}), {size} pixels"
+               f"{' after resizing (bilinear)' if image_size is not None else ''}"
+               f"{f', values × {rescale:g}' if rescale is not None else ''}; classes are the subfolders in sorted order "
+               f"({', '.join(classes[:5])}{' …' if len(classes) > 5 else ''})")
     origin = {"kind": "images", "path": str(root.resolve()), "files": len(files), "classes": classes,
               "sha256": _folder_digest(root, files), "image_size": list(images.shape[1:3]), "color_mode": color_mode,
               "rescale": rescale, "sample_shape": list(images.shape[1:]),
-              "notes": [f"left out {len(ignored)} file(s) beside the class folders: {', '.join(ignored[:3])}"
-                        + (" …" if len(ignored) > 3 else "")] if ignored else []}
+              "notes": [read_as] + ([f"left out {len(ignored)} file(s) beside the class folders: "
+                                     f"{', '.join(ignored[:3])}" + (" …" if len(ignored) > 3 else "")] if ignored else [])}
     return Table(frame, root.name, ("label",), origin, (Part(root.name, 0, len(frame), 0),),
                  sample_shape=tuple(images.shape[1:]))
 
