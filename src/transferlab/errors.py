@@ -83,3 +83,11 @@ class ClusterError(TransferlabError, RuntimeError):
 
 class BackendError(TransferlabError, RuntimeError):
     """Keras is forced onto a backend transferlab cannot train with."""
+
+
+class ScoreInputError(TransferlabError, ValueError):
+    """Arrays a transferability score cannot score (`transferlab.scores`).
+
+    The message names the argument (`features`, `labels`, `source_probs`), the row or
+    class at fault, and what to give instead.
+    """
