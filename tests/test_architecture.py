@@ -19,12 +19,12 @@ MAX_FUNCTION_LINES = 80
 # report → the runner → the API and the CLI).
 LAYERS = {
     0: ["errors", "words", "canonical", "_lazy", "_version", "_backend", "registry", "interrupts", "folder"],
-    1: ["initializers", "layers", "feature_maps", "kernels", "objectives", "optimizers", "orders", "data.read",
+    1: ["scores", "initializers", "layers", "feature_maps", "kernels", "objectives", "optimizers", "orders", "data.read",
         "data.labels", "data.images", "data.select", "data.split", "data.encode", "data.scale", "data.build", "tasks", "heads",
         "models", "strategies"],
     2: ["config"],
     3: ["datasets", "plan", "loading", "sweep"],
-    4: ["engine", "shards", "executors", "estimate", "throughput"],
+    4: ["engine", "transferability", "shards", "executors", "estimate", "throughput"],
     5: ["curves", "store", "migrate", "writer"],
     6: ["stats", "speed", "verdict", "plots", "curve_table", "frames", "matrix_report"],
     7: ["reports", "sweep_report", "compare"],

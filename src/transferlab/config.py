@@ -551,6 +551,16 @@ class ReportConfig(BaseModel):
     threshold: Finite | None = None  # time to threshold: default 95% of standalone's final mean
 
 
+class ScoresConfig(BaseModel):
+    """Which features the transferability scores read (`transferlab.scores`): the output of
+    hidden layer `layer` of the source model, counted as strategies count layers; default
+    the last hidden layer (the output layer's input). Never part of the study's identity:
+    the next `transferlab run` recomputes the scores when it changes."""
+
+    model_config = _STRICT
+    layer: Annotated[int, Field(ge=1)] | None = None
+
+
 class StudyConfig(BaseModel):
     """A whole study: tasks, model, training, strategies and repeats.
 
@@ -575,6 +585,7 @@ class StudyConfig(BaseModel):
     strategies: Annotated[list[Any], Field(min_length=1)]  # entries: `study_schema()` types them
     execution: ExecutionConfig = ExecutionConfig()
     report: ReportConfig = ReportConfig()
+    scores: ScoresConfig = ScoresConfig()
     _strategies: list = PrivateAttr(default_factory=list)
     _plan: tuple | None = PrivateAttr(default=None)  # (the config it was built for, the plan): `plan.plan_of`
 

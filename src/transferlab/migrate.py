@@ -22,7 +22,7 @@ from transferlab import curves as curve_arrays
 from transferlab import objectives
 from transferlab.errors import StoreError
 from transferlab.folder import FolderLock
-from transferlab.store import DATABASE_NAME, SCHEMA_VERSION, Store
+from transferlab.store import DATABASE_NAME, SCHEMA_VERSION, SCORES_TABLE, Store, numbers_digest
 
 _RUN_KEY = "s.plan_sha256, r.direction, r.role, r.strategy_json, r.source_index, r.repeat"
 
@@ -141,5 +141,14 @@ def _encoded(run_id: int, values: dict[str, list[float]]) -> tuple:
     return (run_id, *curve_arrays.encode({name: np.asarray([values[name]]) for name in names}, 0))
 
 
-STEPS = {5: _schema5_to_6}  # schema → the step that converts it to the next
-DIGESTS = {5: _digest_schema5}  # schema → numbers_digest() as that schema computed it
+def _schema6_to_7(db: sqlite3.Connection) -> int:
+    """A `scores` table (empty: the next `transferlab run` of the study computes them)."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(SCORES_TABLE)
+    db.execute("PRAGMA user_version = 7")
+    db.execute("COMMIT")
+    return 7
+
+
+STEPS = {5: _schema5_to_6, 6: _schema6_to_7}  # schema → the step that converts it to the next
+DIGESTS = {5: _digest_schema5, 6: numbers_digest}  # schema → numbers_digest() as that schema computed it

@@ -118,6 +118,21 @@ class Architecture:
         return " → ".join([shape_text(self.n_inputs)] + [spec.short() for spec in self.layers])
 
 
+def feature_layer(arch: Architecture, layer: int | None) -> int:
+    """The hidden layer whose output transferability scores read, as strategies count
+    layers (1 = the first Dense or convolution with the weightless layers after it);
+    default the last one, whose output is the output layer's input (0: a model with no
+    hidden layer, whose input is read)."""
+    if layer is None:
+        return arch.n_hidden
+    if not 1 <= layer <= arch.n_hidden:
+        raise ModelFileError(f"layer {layer} is not a hidden layer of the source model ({arch.describe()}: "
+                             f"give 1 to {arch.n_hidden})" if arch.n_hidden else
+                             f"layer {layer}: the source model ({arch.describe()}) has no hidden layer; leave "
+                             "layer out to score its inputs")
+    return layer
+
+
 def model_inputs(inputs) -> int | tuple[int, ...]:
     """A model's inputs as `Architecture` holds them: a width for flat rows (`4`, `[4]`),
     else the input shape as a tuple (`[8, 8, 1]`)."""

@@ -433,6 +433,11 @@ def build_plan(config, given_model=None) -> Plan:
             pairs.append(("reverse", target_spec, source_spec, target_task, source_task, None, True,
                           target_spec.description))
     directions = [_direction(config, sgd.epochs, *pair, given=given_model is not None) for pair in pairs]
+    for direction in directions:
+        try:
+            models.feature_layer(direction.source_arch, config.scores.layer)
+        except ModelFileError as error:
+            raise StudyFileError(f"scores.{error}", "scores.layer") from None
     return Plan(
         name=config.name,
         seed=config.seed,

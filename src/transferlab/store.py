@@ -30,8 +30,8 @@ from transferlab.models import check_file_sha256
 
 DATABASE_NAME = "results.sqlite"
 
-SCHEMA_VERSION = 6  # 6: curves as one array per run (5: one row per value; `transferlab migrate`)
-MIGRATABLE = (5,)  # older schemas `transferlab migrate` converts (transferlab.migrate)
+SCHEMA_VERSION = 7  # 7: transferability scores; 6: curves as one array per run (5: one row per value)
+MIGRATABLE = (5, 6)  # older schemas `transferlab migrate` converts (transferlab.migrate)
 STATUSES = ("planned", "done", "diverged")
 SPLITS = ("train", "test")
 # the final metrics every study table shows, in the objectives' order
@@ -105,8 +105,21 @@ CREATE TABLE IF NOT EXISTS curves (  -- per epoch, as Keras' History: train = ru
     epochs INTEGER NOT NULL,
     "values" BLOB NOT NULL           -- float32 little-endian (names, epochs); NaN: not finite (transferlab.curves)
 );
+CREATE TABLE IF NOT EXISTS scores (  -- transferability scores of each source model on the target's training rows
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    direction TEXT NOT NULL,
+    source_index INTEGER NOT NULL,
+    score TEXT NOT NULL,             -- 'leep', 'nce', 'logme', ... (transferlab.scores)
+    layer INTEGER NOT NULL,          -- the hidden layer whose output the feature scores read
+    value REAL,                      -- NULL: the score does not apply (the note says why)
+    note TEXT NOT NULL,
+    seconds REAL NOT NULL,           -- time to compute it, its share of the forward pass included
+    PRIMARY KEY (study_id, direction, source_index, score)
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+
+SCORES_TABLE = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS scores"):SCHEMA.index("PRAGMA user_version")]
 
 
 
@@ -520,34 +533,27 @@ class Store:
             check_file_sha256(record["file"], record["file_sha256"])
 
     def numbers_digest(self) -> str:
-        """SHA-256 of every number this folder's studies hold: each run's identity, seed,
-        status and diverged epoch, every final metric and curve value (floats by their exact
-        `repr`), each source model's weights hash and metrics. Clock times, paths and ids
-        are left out, so two runs of the same study (or the same study before and after a
-        change that promises to change no bit) give the same digest."""
-        digest = hashlib.sha256()
-        run_key = "s.plan_sha256, r.direction, r.role, r.strategy_json, r.source_index, r.repeat"
-        for query in (
-            f"SELECT {run_key}, r.seed, r.status, r.diverged_epoch FROM runs r "
-            f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}",
-            f"SELECT {run_key}, f.split, f.name, f.value FROM final_metrics f JOIN runs r ON r.id = f.run_id "
-            f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}, f.split, f.name",
-        ):
-            for row in self._db.execute(query):
-                digest.update(repr(tuple(row)).encode())
-        # the curves, value by value in (run, split, metric, epoch) order: the digest is over
-        # numbers, not rows, so it is what it was when each value was a row of its own
-        for *key, names, epochs, blob in self._db.execute(
-                f'SELECT {run_key}, c.names, c.epochs, c."values" FROM curves c JOIN runs r ON r.id = c.run_id '
-                f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}"):
-            for row in curve_arrays.digest_rows(tuple(key), names, epochs, blob):
-                digest.update(repr(row).encode())
-        for row in self._db.execute(
-                "SELECT s.plan_sha256, m.direction, m.source_index, m.weights_sha256, m.metrics_json "
-                "FROM source_models m JOIN studies s ON s.id = m.study_id "
-                "ORDER BY s.plan_sha256, m.direction, m.source_index"):
-            digest.update(repr(tuple(row)).encode())
-        return digest.hexdigest()
+        """SHA-256 of every number this folder's studies trained (`numbers_digest`)."""
+        return numbers_digest(self._db)
+
+    # --- transferability scores ----------------------------------------------------------
+
+    def record_scores(self, study_id: int, direction: str, rows) -> None:
+        """One direction's scores (`transferability.ScoreRow`s), replacing any stored before."""
+        with self._transaction():
+            self._db.execute("DELETE FROM scores WHERE study_id = ? AND direction = ?", (study_id, direction))
+            self._db.executemany(
+                "INSERT INTO scores (study_id, direction, source_index, score, layer, value, note, seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(study_id, direction, r.source_index, r.score, r.layer, _finite(r.value), r.note, r.seconds)
+                 for r in rows])
+
+    def scores_frame(self, study_id: int) -> pd.DataFrame:
+        """One row per source model and score: direction, source_index, score, layer, value
+        (NaN where it does not apply), note, seconds."""
+        return pd.read_sql_query(
+            "SELECT direction, source_index, score, layer, value, note, seconds FROM scores WHERE study_id = ? "
+            "ORDER BY direction, source_index, score", self._db, params=(study_id,)).astype({"value": float})
 
     def runs_frame(self, study_id: int) -> pd.DataFrame:
         """One row per run: its identity, status and final metrics as `{split}_{name}` columns."""
@@ -647,6 +653,39 @@ class Store:
         for run_id, names_json, epochs, blob in self._curve_rows(where, (study_id,)):
             means.add_deviations(groups[run_id], curve_arrays.decode(names_json, epochs, blob)[1])
         return means.frame()
+
+
+def numbers_digest(db: sqlite3.Connection) -> str:
+    """SHA-256 of every number this folder's studies hold: each run's identity, seed,
+    status and diverged epoch, every final metric and curve value (floats by their exact
+    `repr`), each source model's weights hash and metrics. Clock times, paths and ids
+    are left out, so two runs of the same study (or the same study before and after a
+    change that promises to change no bit) give the same digest. Transferability scores
+    are left out: they are computed from what it covers (schema 7 added them and kept
+    schema 6's digest)."""
+    digest = hashlib.sha256()
+    run_key = "s.plan_sha256, r.direction, r.role, r.strategy_json, r.source_index, r.repeat"
+    for query in (
+        f"SELECT {run_key}, r.seed, r.status, r.diverged_epoch FROM runs r "
+        f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}",
+        f"SELECT {run_key}, f.split, f.name, f.value FROM final_metrics f JOIN runs r ON r.id = f.run_id "
+        f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}, f.split, f.name",
+    ):
+        for row in db.execute(query):
+            digest.update(repr(tuple(row)).encode())
+    # the curves, value by value in (run, split, metric, epoch) order: the digest is over
+    # numbers, not rows, so it is what it was when each value was a row of its own
+    for *key, names, epochs, blob in db.execute(
+            f'SELECT {run_key}, c.names, c.epochs, c."values" FROM curves c JOIN runs r ON r.id = c.run_id '
+            f"JOIN studies s ON s.id = r.study_id ORDER BY {run_key}"):
+        for row in curve_arrays.digest_rows(tuple(key), names, epochs, blob):
+            digest.update(repr(row).encode())
+    for row in db.execute(
+            "SELECT s.plan_sha256, m.direction, m.source_index, m.weights_sha256, m.metrics_json "
+            "FROM source_models m JOIN studies s ON s.id = m.study_id "
+            "ORDER BY s.plan_sha256, m.direction, m.source_index"):
+        digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()
 
 
 def finished_runs(folder: str | Path) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab import models, objectives
+from transferlab import models, objectives, transferability
 from transferlab._backend import configure
 from transferlab.config import ExecutionConfig, StudyConfig
 from transferlab.errors import ModelFileError, StoreError, StudyFileError
@@ -163,6 +163,7 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
     stored = {(r.direction, r.role, r.strategy_json, r.source_index, r.repeat): r for r in store.runs(study_id)}
     planned_ids = [r.id for r in stored.values() if r.status == "planned"]
     adopted = store.adopt_runs(study_id, planned_ids) if point is not None else set()
+    trained_by_direction: dict[str, dict[int, models.Weights]] = {}
     with ShardWriter(store.path) as writer:
         for direction in plan.directions:
             runs = planned[direction.name]
@@ -175,11 +176,12 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
             targets = [run for run in pending if run.role == "target"]
             jobs = _target_jobs(plan, direction, targets, shard_size)
             trained_sources = {}
+            trained_by_direction[direction.name] = trained_sources
             if direction.trains_sources:
                 sources = [run for run in pending if run.role == "source"]
                 if sources and jobs and hasattr(executor, "prepare"):  # compile the targets' programs meanwhile
                     executor.prepare(list({job.arch: job for job in reversed(jobs)}.values()))
-                trained_sources = _train_sources(writer, study_id, folder, plan, direction, sources, shard_size,
+                trained_sources = trained_by_direction[direction.name] = _train_sources(writer, study_id, folder, plan, direction, sources, shard_size,
                                                  stored, executor, progress, stage, point)
             elif not store.source_models(study_id):
                 writer.flush()  # one writer at a time: the driver's own connection writes this record
@@ -188,8 +190,32 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
                 _attach_source_weights(jobs, store, writer, study_id, direction, trained_sources)
                 _train_targets(writer, jobs, stored, executor, progress, stage + "target runs", len(targets))
         diverged = writer.flush()
+    score_sources(store, study_id, plan, trained_by_direction)
     return StudyOutcome(study_id, folder, trained, skipped, [d.notice for d in plan.directions if d.notice], diverged,
                         len(adopted))
+
+
+def score_sources(store: Store, study_id: int, plan: Plan,
+                  trained: dict[str, dict[int, models.Weights]] | None = None) -> None:
+    """Each direction's transferability scores (`transferlab.transferability`), once its
+    source models are all recorded: computed when missing or when `[scores] layer` changed,
+    from the arrays trained in this process or else the source model files."""
+    layer = (plan.study.get("scores") or {}).get("layer")
+    stored = store.scores_frame(study_id)
+    for direction in plan.directions:
+        records = store.source_models(study_id, direction.name)
+        if direction.target_task is None or not records:
+            continue
+        have = stored[stored["direction"] == direction.name]
+        indices = {record["source_index"] for record in records}
+        if set(have["source_index"]) == indices and (have["layer"] == models.feature_layer(
+                direction.source_arch, layer)).all():
+            continue
+        weights = {index: arrays for index, arrays in (trained or {}).get(direction.name, {}).items()
+                   if index in indices}
+        if indices - set(weights):
+            weights.update(load_source_weights(store, study_id, direction, indices - set(weights)))
+        store.record_scores(study_id, direction.name, transferability.score_direction(direction, weights, layer))
 
 
 def _target_jobs(plan: Plan, direction: Direction, targets: list[RunSpec], shard_size: int) -> list[ShardJob]:
@@ -356,7 +382,7 @@ def _same_settings(stored_plan: dict, plan: Plan) -> bool:
     from transferlab.plan import _without
 
     def settings(study: dict) -> str:
-        return canonical_json(_without(study, frozenset({"task"})))
+        return canonical_json(_without(study, frozenset({"task", "scores"})))
 
     return settings(stored_plan.get("study", {})) == settings(plan.to_dict()["study"])
 
