@@ -280,6 +280,35 @@ def per_source_heatmap(per_source: pd.DataFrame, path: Path, metric: str) -> Pat
     return _save(fig, path)
 
 
+def score_scatter(wide_scores: pd.DataFrame, outcomes: pd.DataFrame, path: Path | None, metric: str) -> Path | Figure:
+    """One panel per transferability score: each source model's score (x) against each
+    transfer strategy's measured mean on it (y), a colour per strategy — does the score
+    order the source models as training did? `wide_scores`: one row per source model,
+    one column per score; `outcomes`: strategy, source_index, mean."""
+    names = [name for name in wide_scores.columns if wide_scores[name].notna().any()]
+    columns = min(4, max(1, len(names)))
+    rows = -(-max(1, len(names)) // columns)
+    fig = Figure(figsize=(3.1 * columns, 2.7 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    strategies = list(dict.fromkeys(outcomes["strategy"]))
+    colours = {strategy: f"C{index % 10}" for index, strategy in enumerate(strategies)}
+    for ax, name in zip(axes, names):
+        for strategy in strategies:
+            measured = outcomes[outcomes["strategy"] == strategy].set_index("source_index")["mean"]
+            both = wide_scores.index.intersection(measured.index)
+            ax.scatter(wide_scores.loc[both, name], measured.loc[both], s=18, color=colours[strategy], label=strategy)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("score", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    if names:
+        axes[0].set_ylabel(f"mean {metric_name(metric)}", fontsize=8)
+        axes[0].legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
 def _save(fig, path: Path | None, tight: bool = True) -> Path | Figure:
     """Write `fig` to `path` as PNG (atomically); with no path, the figure itself, so a
     caller (or a test) can read what was drawn. `tight`: lay out with `tight_layout`

@@ -13,7 +13,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from transferlab import objectives, plots, speed, stats, verdict
+from transferlab import objectives, plots, predictability, speed, stats, verdict
 from transferlab._backend import configure
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, check_writable, write_text
@@ -42,6 +42,8 @@ class DirectionReport:
     findings: list = field(default_factory=list)  # `verdict.Finding`s, best first
     verdict: str = ""
     warnings: list[str] = field(default_factory=list)
+    scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # each source model's transferability scores
+    agreement: pd.DataFrame = field(default_factory=pd.DataFrame)  # each score against the measured outcome
 
     @property
     def diverged(self) -> int:
@@ -123,6 +125,9 @@ def build_report(folder: str | Path, threshold: float | None = None) -> Outputs:
         "summary.csv": pd.concat([d.summary.assign(direction=d.name, metric=d.metric) for d in directions],
                                  ignore_index=True),
         "per_source.csv": pd.concat([d.per_source.assign(direction=d.name) for d in directions], ignore_index=True),
+        "scores.csv": pd.concat([d.scores for d in directions], ignore_index=True),
+        "score_agreement.csv": pd.concat([d.agreement.assign(direction=d.name) for d in directions],
+                                         ignore_index=True),
         "learning_speed.csv": pd.concat(speeds, ignore_index=True) if speeds else pd.DataFrame(columns=["measure"]),
         "runs.csv": read.runs,
         "curves_mean.csv": read.mean_curves,
@@ -151,6 +156,7 @@ class _StudyRead:
     summaries: dict[str, pd.DataFrame]
     thresholds: dict[str, tuple]
     measures: dict[str, pd.DataFrame]
+    scores: pd.DataFrame
 
 
 def _read_study(store: Store, threshold: float | None) -> _StudyRead:
@@ -166,7 +172,7 @@ def _read_study(store: Store, threshold: float | None) -> _StudyRead:
         measures[direction.name] = store.learning_measures(
             study_id, direction.name, speed.curve_metric(direction.score), thresholds[direction.name][0])
     return _StudyRead(study, plan, runs, store.mean_curves(study_id), store.source_models(study_id),
-                      store.layer_records(study_id), summaries, thresholds, measures)
+                      store.layer_records(study_id), summaries, thresholds, measures, store.scores_frame(study_id))
 
 
 def _direction_report(read: _StudyRead, direction, folder: Path, files: dict[str, Path]) -> DirectionReport:
@@ -191,6 +197,11 @@ def _direction_report(read: _StudyRead, direction, folder: Path, files: dict[str
     report.warnings = verdict.warnings_for(report.summary, _source_scores(sources, direction),
                                            stats.metric_bounds(direction.score))
     report.threshold, report.threshold_source = read.thresholds[name]
+    report.scores = read.scores[read.scores["direction"] == name].reset_index(drop=True)
+    if not report.scores.empty:
+        outcomes = predictability.source_outcomes(chosen, direction.score)
+        report.agreement = predictability.agreement_table(report.scores, outcomes,
+                                                          direction.objective.higher_is_better)
     if report.runs_done:
         report.speed = speed.tables_for(chosen, read.measures[name], read.plan.training.epochs, direction.score,
                                         report.threshold)
@@ -211,6 +222,10 @@ def _direction_figures(report: DirectionReport, direction, chosen: pd.DataFrame,
     if not report.per_source.empty and report.per_source["source_index"].nunique() > 1:
         figures["per_source"] = ("per_source",
                                  lambda path: plots.per_source_heatmap(report.per_source, path, direction.score))
+    if not report.agreement.empty and report.agreement["tau_w"].notna().any():
+        wide = predictability.score_columns(report.scores)
+        outcomes = predictability.source_outcomes(chosen, direction.score)
+        figures["scores"] = ("scores", lambda path: plots.score_scatter(wide, outcomes, path, direction.score))
     if report.runs_done:  # finished runs, diverged ones included: the plot counts those
         figures["boxplot"] = ("boxplot", lambda path: plots.score_boxplot(chosen, path, direction.score))
     for key, (stem, draw) in figures.items():
@@ -308,6 +323,7 @@ def render_html(outputs: Outputs, plan) -> str:
                 "table": table.to_dict("records"),
                 "columns": list(table.columns),
                 "per_source": per_source.to_dict("records"),
+                "predicted": _predicted_part(direction),
                 "speed": [_speed_part(measure, summary) for measure, summary in direction.speed.items()],
                 "notice": getattr(plan.direction(direction.name), "notice", None),
             }
@@ -341,6 +357,32 @@ def render_html(outputs: Outputs, plan) -> str:
         source_repeats=plan.source_repeats,
         config_toml=html.escape(as_toml(outputs.study["config"])),
     )
+
+
+def _predicted_part(direction: DirectionReport) -> dict | None:
+    """The "could it have been predicted?" section: each score against the measured outcome
+    per strategy, the scores per source model, and why a score has no value."""
+    if direction.scores.empty:
+        return None
+    wide = predictability.score_columns(direction.scores)
+    values = [{"source": int(index), **{name: _fmt(value) for name, value in row.items()}}
+              for index, row in wide.iterrows()]
+    rows = [{"strategy": row.strategy, "score": row.score,
+             "tau": _with_interval(row.tau_w, row.tau_low, row.tau_high),
+             "r": _with_interval(row.r, row.r_low, row.r_high),
+             "top": "–" if pd.isna(row.top_source) else f"{int(row.top_source)} → best {int(row.best_source)}",
+             "hit": "" if row.hit is None or pd.isna(row.hit) else ("yes" if row.hit else "no"),
+             "note": row.note} for row in direction.agreement.itertuples(index=False)]
+    notes = sorted({f"{row.score}: {row.note}" for row in direction.scores.itertuples(index=False) if row.note})
+    return {"rows": rows, "values": values, "names": list(wide.columns), "notes": notes,
+            "layer": int(direction.scores["layer"].iloc[0]), "sources": len(wide)}
+
+
+def _with_interval(value, low, high) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    interval = "" if pd.isna(low) else f" [{low:+.2f}, {high:+.2f}]"
+    return f"{value:+.2f}{interval}"
 
 
 def data_provenance(plan) -> dict:
