@@ -154,6 +154,11 @@ class Results(Mapping):
         Every run's per-epoch metrics, long (`split`, `name`, `epoch`, `value`).
     learning_speed : DataFrame
         Jumpstart, area under the curve, time to threshold and final score statistics.
+    scores : DataFrame
+        Each source model's transferability scores on the target's training rows.
+    score_agreement : DataFrame
+        Each score against the measured outcome (weighted τ, Pearson r, top-1 hit); for a
+        matrix, the source tasks ranked per target.
     points : DataFrame
         A sweep's or matrix's points (empty for a plain study).
     """
@@ -164,6 +169,8 @@ class Results(Mapping):
     runs: pd.DataFrame
     curves: pd.DataFrame
     learning_speed: pd.DataFrame
+    scores: pd.DataFrame
+    score_agreement: pd.DataFrame
     points: pd.DataFrame
 
     def __getitem__(self, name: str) -> pd.DataFrame:
@@ -198,7 +205,8 @@ def results(folder: str | Path) -> Results:
     Returns
     -------
     Results
-        `summary`, `verdict`, `runs`, `curves`, `learning_speed` and `points`.
+        `summary`, `verdict`, `runs`, `curves`, `learning_speed`, `scores`,
+        `score_agreement` and `points`.
 
     Raises
     ------

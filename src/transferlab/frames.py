@@ -14,6 +14,12 @@ or matrix, the point (`point` and one column per swept value, or `source_task` a
 - `verdict`: per direction (and point), each strategy against standalone: the outcome
   (better, worse, no detectable difference, not tested), the difference with its 95%
   interval and Holm-corrected p, and the smallest difference detectable at 80% power;
+- `scores`: each source model's transferability scores on the target's training rows
+  (`score`, `layer`, `value`, and a `note` where a score does not apply);
+- `score_agreement`: each score against the measured outcome — per direction, strategy and
+  score: weighted τ and Pearson r with bootstrap 95% intervals over source models and the
+  top-1 hit; for a matrix, per target, strategy and score: the source tasks ranked (τ_w,
+  top-1 hit);
 - `points`: a sweep's or matrix's points (empty for a plain study).
 """
 
@@ -23,11 +29,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from transferlab import curve_table, speed, stats, verdict
+from transferlab import curve_table, predictability, speed, stats, verdict
 from transferlab._backend import configure
 from transferlab.store import Store
 
-TABLES = ("runs", "curves", "summary", "verdict", "learning_speed", "points")
+TABLES = ("runs", "curves", "summary", "verdict", "learning_speed", "scores", "score_agreement", "points")
 FORMATS = ("parquet", "csv")
 
 
@@ -48,9 +54,17 @@ def results(folder: str | Path, with_curves: bool = True) -> dict[str, pd.DataFr
             if with_curves:
                 whole = curve_table.batches(store, study_id, _labelled(runs), extra, batch_runs=len(runs) + 1)
                 frames["curves"].append(next(whole).frame())
+            scores = store.scores_frame(study_id)
+            frames["scores"].append(scores.assign(**extra))
             for direction in plan.directions:
                 chosen = runs[runs["direction"] == direction.name]
                 summary = stats.summary_table(chosen, direction.score)
+                on_direction = scores[scores["direction"] == direction.name]
+                if not on_direction.empty and (sweep is None or sweep["spec"]["mode"] != "matrix"):
+                    outcomes = predictability.source_outcomes(chosen, direction.score)
+                    agreement = predictability.agreement_table(on_direction, outcomes,
+                                                               direction.objective.higher_is_better)
+                    frames["score_agreement"].append(agreement.assign(direction=direction.name, **extra))
                 frames["summary"].append(summary.assign(direction=direction.name, metric=direction.score, **extra))
                 frames["verdict"].append(_verdict_frame(summary, direction).assign(**extra))
                 tables, threshold, _ = speed.for_direction(store, study_id, plan, direction, runs, summary, config)
@@ -58,7 +72,20 @@ def results(folder: str | Path, with_curves: bool = True) -> dict[str, pd.DataFr
                     frames["learning_speed"].append(speed.long_table(tables, direction.name, threshold).assign(**extra))
             if point["index"] is not None:
                 frames["points"].append(pd.DataFrame([{"study_id": study_id, **extra}]))
-    return {name: _concat(parts) for name, parts in frames.items()}
+            higher_is_better = plan.directions[0].objective.higher_is_better
+    tables = {name: _concat(parts) for name, parts in frames.items()}
+    if sweep is not None and sweep["spec"]["mode"] == "matrix" and not tables["scores"].empty:
+        tables["score_agreement"] = matrix_ranking(tables["scores"], tables["summary"], higher_is_better)
+    return tables
+
+
+def matrix_ranking(scores: pd.DataFrame, summary: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
+    """A matrix's source tasks ranked per target by each score against the measured means
+    (`predictability.ranking_table`), with `target_task` named as in the other tables."""
+    renamed = {"source_task": "source", "target_task": "target"}
+    ranking = predictability.ranking_table(scores.rename(columns=renamed), summary.rename(columns=renamed),
+                                           higher_is_better)
+    return ranking.rename(columns={"target": "target_task"})
 
 
 def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:

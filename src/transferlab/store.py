@@ -27,6 +27,7 @@ from transferlab import objectives
 from transferlab.errors import StoreError
 from transferlab.folder import disk_full
 from transferlab.models import check_file_sha256
+from transferlab.scores import SCORES
 
 DATABASE_NAME = "results.sqlite"
 
@@ -551,9 +552,12 @@ class Store:
     def scores_frame(self, study_id: int) -> pd.DataFrame:
         """One row per source model and score: direction, source_index, score, layer, value
         (NaN where it does not apply), note, seconds."""
-        return pd.read_sql_query(
-            "SELECT direction, source_index, score, layer, value, note, seconds FROM scores WHERE study_id = ? "
-            "ORDER BY direction, source_index, score", self._db, params=(study_id,)).astype({"value": float})
+        frame = pd.read_sql_query(
+            "SELECT direction, source_index, score, layer, value, note, seconds FROM scores WHERE study_id = ?",
+            self._db, params=(study_id,)).astype({"value": float})
+        order = {name: position for position, name in enumerate(SCORES)}
+        return frame.sort_values(["direction", "source_index", "score"], key=lambda column: column.map(order)
+                                 if column.name == "score" else column).reset_index(drop=True)
 
     def runs_frame(self, study_id: int) -> pd.DataFrame:
         """One row per run: its identity, status and final metrics as `{split}_{name}` columns."""

@@ -15,7 +15,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from transferlab import matrix_report, objectives, plots, speed, stats
+from transferlab import matrix_report, objectives, plots, predictability, speed, stats
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, write_text
 from transferlab.store import Store
@@ -36,6 +36,8 @@ class SweepOutputs:
     mode: str = "grid"
     labels: list[str] = field(default_factory=list)  # a matrix's tasks
     speed: dict[int, pd.DataFrame] = field(default_factory=dict)  # per point: learning speed, one row per strategy
+    score_ranking: pd.DataFrame = field(default_factory=pd.DataFrame)  # a matrix: per target, each score's ranking
+    score_summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # … summarised over targets
 
     @property
     def is_matrix(self) -> bool:
@@ -61,11 +63,14 @@ def build_sweep_report(folder: str | Path) -> SweepOutputs:
     with Store.in_folder(folder, readonly=True) as store, store.snapshot():
         sweep = store.sweep()
         points = store.points()
-        rows, pending, config, speeds, long = [], [], {}, {}, []
+        rows, pending, config, speeds, long, scores = [], [], {}, {}, [], []
         metric = objectives.for_kind("classification").score_column  # until a point says otherwise
+        higher_is_better = True
         for point in points:
             read = _read_point(store, point, with_speed=sweep["spec"]["mode"] != "matrix")
             rows += read["rows"]
+            scores.append(read["scores"].assign(**point["values"]))
+            higher_is_better = read["higher_is_better"]
             pending += read["pending"]
             metric, config = read["metric"], read["config"]
             if read["speed"]:
@@ -79,7 +84,8 @@ def build_sweep_report(folder: str | Path) -> SweepOutputs:
     table = pd.DataFrame(rows)
     mode = sweep["spec"]["mode"]
     if mode == "matrix":
-        return _matrix_outputs(folder, sweep, table, metric, pending, config)
+        scored = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame()
+        return _matrix_outputs(folder, sweep, table, metric, pending, config, scored, higher_is_better)
     outputs = SweepOutputs(folder, sweep["name"], axes, table, metric, headline(table, axes), pending, config=config,
                            speed=speeds)
     csvs = {"sweep_summary.csv": table,
@@ -112,7 +118,8 @@ def _read_point(store: Store, point: dict, with_speed: bool) -> dict:
     done = int(targets["status"].isin(stats.FINISHED).sum())
     read = {"rows": [{"point": point["index"], **point["values"], **row} for row in summary.to_dict("records")],
             "pending": [f"{_label(point['values'])}: {done} of {len(targets)} target runs"] if done < len(targets) else [],
-            "metric": direction.score, "config": plan.study, "speed": {}, "threshold": None}
+            "metric": direction.score, "config": plan.study, "speed": {}, "threshold": None,
+            "scores": store.scores_frame(study_id), "higher_is_better": direction.objective.higher_is_better}
     if with_speed:  # a matrix shows its grids, not each pair's learning speed
         read["speed"], read["threshold"], _ = speed.for_direction(store, study_id, plan, direction, runs, summary,
                                                                   store.study(study_id)["config"])
@@ -120,14 +127,18 @@ def _read_point(store: Store, point: dict, with_speed: bool) -> dict:
 
 
 def _matrix_outputs(folder: Path, sweep: dict, table: pd.DataFrame, metric: str, pending: list[str],
-                    config: dict) -> SweepOutputs:
+                    config: dict, scores: pd.DataFrame, higher_is_better: bool) -> SweepOutputs:
     labels = list(sweep["spec"]["axes"]["matrix.tasks"])
     table = matrix_report.with_matrix_holm(table)
     best = matrix_report.best_per_target(table, labels) if not table.empty else pd.DataFrame()
     outputs = SweepOutputs(folder, sweep["name"], {"source": labels, "target": labels}, table, metric,
                            matrix_report.best_lines(best), pending, config=config, mode="matrix", labels=labels)
+    if not scores.empty and not table.empty:
+        outputs.score_ranking = predictability.ranking_table(scores, table, higher_is_better)
+        outputs.score_summary = predictability.ranking_summary(outputs.score_ranking)
     files = {"matrix_summary.csv": table, "matrix_best.csv": best,
-             "matrix_asymmetry.csv": matrix_report.asymmetry(table, labels) if not table.empty else pd.DataFrame()}
+             "matrix_asymmetry.csv": matrix_report.asymmetry(table, labels) if not table.empty else pd.DataFrame(),
+             "matrix_score_ranking.csv": outputs.score_ranking, "matrix_score_summary.csv": outputs.score_summary}
     for name, frame in files.items():
         outputs.files[name] = folder / name
         with atomic_path(outputs.files[name]) as temporary:
@@ -227,5 +238,22 @@ def render_html(outputs: SweepOutputs) -> str:
     return environment.get_template("sweep.html.j2").render(
         outputs=outputs, figure=figure, pivot_columns=list(pivot.columns), pivot=pivot.to_dict("records"),
         points=points, config_toml=html.escape(as_toml(outputs.config)),
-        grids=grids, asymmetry=_asymmetry_rows(outputs), dimensions=dimensions,
+        grids=grids, asymmetry=_asymmetry_rows(outputs), dimensions=dimensions, predicted=_predicted_rows(outputs),
     )
+
+
+def _predicted_rows(outputs: SweepOutputs) -> dict | None:
+    """A matrix's "could it have been predicted?": per strategy and score, the mean τ_w over
+    targets with its interval and the top-1 hits; and the per-target rankings."""
+    if outputs.score_summary.empty:
+        return None
+    summary = [{"strategy": row.strategy, "score": row.score,
+                "tau": "–" if pd.isna(row.mean_tau_w) else f"{row.mean_tau_w:+.2f}" + (
+                    "" if pd.isna(row.tau_low) else f" [{row.tau_low:+.2f}, {row.tau_high:+.2f}]"),
+                "hits": f"{row.hits} of {row.targets}"} for row in outputs.score_summary.itertuples(index=False)]
+    per_target = [{"target": row.target, "strategy": row.strategy, "score": row.score,
+                   "tau": "–" if pd.isna(row.tau_w) else f"{row.tau_w:+.2f}",
+                   "top": "–" if pd.isna(row.top_source) else f"{row.top_source} → best {row.best_source}",
+                   "hit": "" if row.hit is None or pd.isna(row.hit) else ("yes" if row.hit else "no"), "note": row.note}
+                  for row in outputs.score_ranking.itertuples(index=False)]
+    return {"summary": summary, "per_target": per_target}
