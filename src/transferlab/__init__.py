@@ -5,7 +5,7 @@ imported on first use (so Ctrl-C while the command starts is still one line). Ev
 point configures the process on first use (Keras on the JAX backend, one XLA CPU device
 per core, the persistent compile cache); `transferlab.configure()` does it explicitly.
 
-The public API: `load_study`, `run`, `report`, `results` (and `Results`), `Task` for your
+The public API: `load_study`, `run`, `report`, `results` (and `Results`), `score_models`, `Task` for your
 own data, the extension points `Strategy`, `Recipe`, `Layer`, `register_strategy`,
 `register_layer`, `load_extension`, and the error family in `transferlab.errors`.
 """
@@ -23,6 +23,7 @@ _EXPORTS = {  # public name → (module, attribute)
     "report": ("transferlab.api", "build"),
     "results": ("transferlab.api", "results"),
     "run": ("transferlab.api", "run"),
+    "score_models": ("transferlab.api", "score_models"),
     "TransferlabError": ("transferlab.errors", "TransferlabError"),
     "Layer": ("transferlab.layers", "Layer"),
     "register_layer": ("transferlab.layers", "register_layer"),

@@ -221,3 +221,68 @@ def results(folder: str | Path) -> Results:
     from transferlab.frames import results as read
 
     return Results(Path(folder), **read(folder))
+
+
+def score_models(target, model_files, *, layer: int | None = None) -> pd.DataFrame:
+    """Rank candidate source models for a target without training: every transferability
+    score (`transferlab.scores`) of each model file on the target's training rows.
+
+    Parameters
+    ----------
+    target : Task, str, Path, dict or StudyConfig
+        A `Task`; a study (file, dict or loaded) whose target task is scored, prepared as
+        the study prepares it; or a `[target]` table as a dict (`{"kind": "blobs", "seed": 2}`).
+    model_files : list of str or Path
+        Keras model files (`.keras`), read with `safe_mode=True`.
+    layer : int, optional
+        The hidden layer whose output the feature scores read (default: the last).
+
+    Returns
+    -------
+    DataFrame
+        One row per model file: `file`, `layer`, one column per score (NaN where it does
+        not apply) and `notes` (why not).
+
+    Raises
+    ------
+    TransferlabError
+        A target, model file or layer that cannot be scored, in one line.
+
+    Examples
+    --------
+    >>> transferlab.score_models({"kind": "blobs", "seed": 2}, ["a.keras", "b.keras"])  # doctest: +SKIP
+    """
+    from transferlab._backend import configure
+    from transferlab.transferability import score_model_files, wide_scores
+
+    configure()
+    files = [Path(path) for path in model_files]
+    if not files:
+        from transferlab.errors import ModelFileError
+
+        raise ModelFileError("give at least one model file (.keras) to score")
+    return wide_scores(score_model_files(scoring_target(target), files, layer))
+
+
+def scoring_target(target, base_dir: Path | None = None):
+    """The target task to score on: a `Task` as it is, a study's target (as its plan makes
+    it), or a `[target]` table made on its own (paths relative to `base_dir`)."""
+    from transferlab.tasks import Task
+
+    if isinstance(target, Task):
+        return target
+    if isinstance(target, dict) and "target" not in target:  # a [target] table
+        from transferlab.datasets import make
+        from transferlab.loading import validate
+
+        raw = {"name": "score", "source": target, "target": target, "strategies": [{"name": "standalone"}]}
+        return make(validate(raw, "target", base_dir).target, "target")
+    loaded = target if isinstance(target, (StudyConfig, Sweep)) else load_study(target)
+    if isinstance(loaded, Sweep):
+        from transferlab.errors import StudyFileError
+
+        raise StudyFileError(f"{target}: a sweep or matrix has many targets; run it (its report ranks the sources "
+                             "per target), or score against one [target] table")
+    from transferlab.plan import plan_of
+
+    return plan_of(loaded).directions[0].target_task

@@ -158,6 +158,97 @@ def export(
 
 
 @app.command()
+def score(
+    files: list[Path] = typer.Argument(..., help="a study file and/or .keras model files (with --target: model files)"),
+    target: str = typer.Option(None, "--target", "-t", metavar="TARGET_SPEC",
+                               help='the target as a [target] table in TOML, e.g. \'kind = "blobs", seed = 2\''),
+    layer: int = typer.Option(None, "--layer", help="the hidden layer the feature scores read (default: the last)"),
+    folder: Path = typer.Option(None, "--folder", help="where the study's trained source models are "
+                                "(default: ./NAME from the study)"),
+    out: Path = typer.Option(Path("scores.csv"), "--out", "-o", help="the CSV to write"),
+) -> None:
+    """Rank source models for a target without training: every transferability score of each model."""
+    started = time.perf_counter()
+
+    def compute():
+        from transferlab.folder import prepare_output_path
+        from transferlab.transferability import score_model_files
+
+        prepare_output_path(out, folder=False)  # before the work: an unwritable --out is one line
+        task, paths = _scoring_inputs(files, target, folder)
+        return task, score_model_files(task, paths, layer)
+
+    task, long = _guard(compute)
+    from transferlab.folder import atomic_path
+    from transferlab.transferability import notes_by_reason, wide_scores
+
+    wide = wide_scores(long)
+    shown = wide.drop(columns=["notes"]).assign(file=[Path(name).name for name in wide["file"]])
+    shown = shown.assign(**{name: [f"{value:.3f}" if value == value else "–" for value in shown[name]]
+                            for name in shown.columns[2:]})
+    _print_frame(shown, f"transferability scores on the target's {len(task.x_train):,} training rows "
+                        "(higher: expected to transfer better)")
+    for line in notes_by_reason(long):
+        console.print(f"[yellow]note:[/] {escape(line)}", highlight=False)
+    seconds = time.perf_counter() - started
+    console.print(escape(f"{count(len(wide), 'model')} scored in {seconds:.2f} s ({long['seconds'].sum():.2f} s "
+                         "the forward passes and scores, the rest reading the files and the target)"), highlight=False)
+    with atomic_path(out) as temporary:
+        wide.to_csv(temporary, index=False)
+    console.print(f"wrote {escape(str(out))}", highlight=False)
+
+
+def _scoring_inputs(files: list[Path], target: str | None, folder: Path | None):
+    """The target task and the model files `transferlab score` reads: with `--target`, the
+    files are models; else the first file is a study, whose target is scored against its
+    model file, its trained source models (in `folder`) and any further files."""
+    from transferlab.api import scoring_target
+    from transferlab.errors import ModelFileError, StudyFileError
+
+    if target is not None:
+        return scoring_target(_target_table(target), Path.cwd()), files
+    study, models = files[0], files[1:]
+    if study.suffix.lower() != ".toml":
+        raise StudyFileError(f"{study}: give a study file (.toml) first, or the target with --target TARGET_SPEC")
+    config = _load(study)
+    task = scoring_target(config)
+    given = [Path(config.source.model_file)] if config.source.model_file else []
+    trained = _trained_sources(folder or Path(config.name))
+    if not (given or trained or models):
+        raise ModelFileError(f"{study}: no source model to score: the study trains its source models; run it first "
+                             "(transferlab run), give --folder, or list .keras files after the study file")
+    return task, given + trained + list(models)
+
+
+def _trained_sources(folder: Path) -> list[Path]:
+    """The forward source model files a study's output folder holds (none when it has none)."""
+    from transferlab.store import DATABASE_NAME, Store
+
+    if not (folder / DATABASE_NAME).is_file():
+        return []
+    with Store.in_folder(folder, readonly=True) as store:
+        if not store.has_study() or store.sweep() is not None:
+            return []
+        study_id = store.study()["id"]
+        return [Path(record["file"]) for record in store.source_models(study_id, "forward") if record["trained_here"]]
+
+
+def _target_table(spec: str) -> dict:
+    """`--target`'s TOML: a table's fields (`kind = "blobs", seed = 2`), braces optional."""
+    import tomllib
+
+    from transferlab.errors import StudyFileError
+
+    text = spec.strip()
+    text = text if text.startswith("{") else "{ " + text + " }"
+    try:
+        return tomllib.loads(f"target = {text}")["target"]
+    except tomllib.TOMLDecodeError as error:
+        raise StudyFileError(f"--target {spec!r}: not a TOML table ({error}); write it as in a study file's "
+                             "[target], e.g. 'kind = \"blobs\", seed = 2'") from None
+
+
+@app.command()
 def migrate(folder: Path = typer.Argument(..., help="an output folder written by an earlier transferlab")) -> None:
     """Convert FOLDER's results database to this version's schema, in place and atomically (its numbers checked)."""
 

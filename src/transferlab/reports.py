@@ -18,6 +18,7 @@ from transferlab._backend import configure
 from transferlab.config import as_toml
 from transferlab.folder import atomic_path, check_writable, write_text
 from transferlab.store import Store
+from transferlab.transferability import notes_by_reason
 from transferlab.words import count
 
 
@@ -373,7 +374,7 @@ def _predicted_part(direction: DirectionReport) -> dict | None:
              "top": "–" if pd.isna(row.top_source) else f"{int(row.top_source)} → best {int(row.best_source)}",
              "hit": "" if row.hit is None or pd.isna(row.hit) else ("yes" if row.hit else "no"),
              "note": row.note} for row in direction.agreement.itertuples(index=False)]
-    notes = sorted({f"{row.score}: {row.note}" for row in direction.scores.itertuples(index=False) if row.note})
+    notes = notes_by_reason(direction.scores)
     return {"rows": rows, "values": values, "names": list(wide.columns), "notes": notes,
             "layer": int(direction.scores["layer"].iloc[0]), "sources": len(wide)}
 

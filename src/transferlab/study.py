@@ -215,7 +215,8 @@ def score_sources(store: Store, study_id: int, plan: Plan,
                    if index in indices}
         if indices - set(weights):
             weights.update(load_source_weights(store, study_id, direction, indices - set(weights)))
-        store.record_scores(study_id, direction.name, transferability.score_direction(direction, weights, layer))
+        store.record_scores(study_id, direction.name, transferability.score_on_task(
+            direction.source_arch, weights, direction.target_task, layer))
 
 
 def _target_jobs(plan: Plan, direction: Direction, targets: list[RunSpec], shard_size: int) -> list[ShardJob]:

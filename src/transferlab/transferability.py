@@ -10,6 +10,7 @@ is stored as missing with the reason, never as a number.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from transferlab import scores
-from transferlab.errors import ScoreInputError
+from transferlab.errors import ModelFileError, ScoreInputError
 from transferlab.layers import Context
-from transferlab.models import Architecture, Weights, feature_layer
+from transferlab.models import Architecture, Weights, architecture_of, feature_layer, keras_weights, load_model_file
 
 # rows per forward call: the features of a block of models stay near this many values
 FORWARD_VALUES = 1 << 24
@@ -117,7 +119,7 @@ def score_source_models(arch: Architecture, weights: dict[int, Weights], x: np.n
 
 def _not_applicable(name: str, target_kind: str, no_probabilities: str) -> str:
     if target_kind == "regression" and name not in scores.REGRESSION_SCORES:
-        return f"{name} scores classes; the target is a regression task (LogME alone applies)"
+        return "the target is a regression task; of these scores only LogME scores regression targets"
     if name in scores.FROM_PROBABILITIES and no_probabilities:
         return no_probabilities
     return ""
@@ -137,10 +139,9 @@ def _one_score(name: str, index: int, reads: np.ndarray, labels: np.ndarray, tar
     return ScoreRow(index, name, float(value), layer, "", seconds)
 
 
-def score_direction(direction, weights: dict[int, Weights], layer: int | None) -> list[ScoreRow]:
-    """A plan direction's scores: its source models on its target's training rows. Source
-    models that cannot read the target's rows (another input shape) get rows that say so."""
-    arch, task = direction.source_arch, direction.target_task
+def score_on_task(arch: Architecture, weights: dict[int, Weights], task, layer: int | None) -> list[ScoreRow]:
+    """Source models of one architecture (by index) scored on `task`'s training rows. Models
+    that cannot read the task's rows (another input shape) get rows that say so."""
     chosen = feature_layer(arch, layer)
     if arch.input_shape != task.input_shape:
         note = (f"the source model reads rows of shape {arch.input_shape}, the target's have shape "
@@ -148,3 +149,39 @@ def score_direction(direction, weights: dict[int, Weights], layer: int | None) -
         return [ScoreRow(index, name, None, chosen, note) for index in sorted(weights) for name in scores.SCORES]
     labels = task.y_train if task.kind == "regression" else task.labels_train
     return score_source_models(arch, weights, task.x_train, task.kind, labels, layer)
+
+
+def score_model_files(task, paths: list, layer: int | None = None) -> pd.DataFrame:
+    """Every score of each model file (read with `safe_mode`) on `task`'s training rows, one
+    row per file and score (`file`, `source_index` = its position in `paths`); models of
+    one architecture share one forward pass."""
+    groups: dict[Architecture, dict[int, Weights]] = {}
+    for position, path in enumerate(paths):
+        model = load_model_file(path)
+        arch = architecture_of(model, source=str(path))
+        try:
+            feature_layer(arch, layer)
+        except ModelFileError as error:
+            raise ModelFileError(f"{path}: {error}") from None
+        groups.setdefault(arch, {})[position] = keras_weights(model)
+    rows = [row for arch, weights in groups.items() for row in score_on_task(arch, weights, task, layer)]
+    frame = pd.DataFrame([dataclasses.asdict(row) for row in rows],
+                         columns=[field.name for field in dataclasses.fields(ScoreRow)])
+    frame.insert(0, "file", [str(paths[index]) for index in frame["source_index"]])
+    return frame.sort_values(["source_index"], kind="stable").reset_index(drop=True)
+
+
+def wide_scores(long: pd.DataFrame) -> pd.DataFrame:
+    """Scores one row per model (`file`, `layer`, one column per score, `notes`)."""
+    wide = long.set_index(["source_index", "file", "layer", "score"])["value"].unstack("score")
+    wide = wide.reindex(columns=list(scores.SCORES)).reset_index()
+    wide.columns.name = None
+    wide["notes"] = ["; ".join(notes_by_reason(long[long["source_index"] == index])) for index in wide["source_index"]]
+    return wide.drop(columns="source_index")
+
+
+def notes_by_reason(long: pd.DataFrame) -> list[str]:
+    """Why scores have no value, one line per reason naming the scores it concerns."""
+    found = long[long["note"] != ""]
+    names = found.groupby("note", sort=False)["score"].agg(lambda column: ", ".join(dict.fromkeys(column)))
+    return [f"{scored}: {note}" for note, scored in names.items()]
