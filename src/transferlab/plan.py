@@ -437,7 +437,7 @@ def build_plan(config, given_model=None) -> Plan:
         try:
             models.feature_layer(direction.source_arch, config.scores.layer)
         except ModelFileError as error:
-            raise StudyFileError(f"scores.{error}", "scores.layer") from None
+            raise StudyFileError(f"scores.layer: {error}", "scores.layer") from None
     return Plan(
         name=config.name,
         seed=config.seed,

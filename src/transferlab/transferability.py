@@ -90,7 +90,7 @@ def class_probabilities(arch: Architecture, outputs: np.ndarray) -> tuple[np.nda
     head = arch.head
     if head.activation == "softmax" or (head.activation == "sigmoid" and head.units == 1):
         return outputs, ""
-    return None, (f"the source head ({head.short()}) gives no class probabilities; LEEP and NCE need a softmax or "
+    return None, (f"the source head ({head.describe()}) gives no class probabilities; LEEP and NCE need a softmax or "
                   "one-sigmoid output layer")
 
 
