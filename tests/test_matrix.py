@@ -126,3 +126,16 @@ def test_the_matrix_holds_exactly_the_planned_runs_and_each_cell_is_the_differen
         cell = table[(table.source == values["source"]) & (table.target == values["target"])
                      & (table.strategy == "transfer freeze=1")]["diff"].item()
         assert cell == pytest.approx(units.mean() - base.mean())
+
+
+def test_a_matrix_scores_every_pairs_source_models(ran):
+    import transferlab
+
+    root, _ = ran
+    tables = transferlab.results(root / "out")
+    assert len(tables.scores) == 6 * 2 * 7  # pairs × source models × scores
+    assert set(tables.scores["layer"]) == {2} and tables.scores["value"].notna().all()
+    ranking = tables.score_agreement
+    assert set(ranking["target_task"]) == {"blobs(seed=1)", "blobs(seed=2)", "blobs(seed=3)"}
+    assert (ranking["note"] == "2 source tasks with a score; a ranking needs 3").all()  # two sources per target
+    assert "Could it have been predicted?" in (root / "out" / "report.html").read_text()

@@ -192,3 +192,28 @@ def test_a_schema_6_folder_migrates_and_gets_its_scores_on_the_next_run(scored, 
     assert code == 0, err
     pd.testing.assert_frame_equal(transferlab.results(old).scores.drop(columns="seconds"),
                                   results.scores.drop(columns="seconds"))
+
+
+def test_a_matrix_ranks_source_tasks_per_target_as_scipy_does():
+    rng = np.random.default_rng(2)
+    tasks = ["a", "b", "c", "d", "e"]
+    pairs = [(s, t) for s in tasks for t in tasks if s != t]
+    summary = pd.DataFrame([{"source": s, "target": t, "strategy": name, "mean": rng.uniform(0.5, 0.9),
+                             "ci_low": 0.0, "ci_high": 1.0} for s, t in pairs for name in ("standalone", "transfer")])
+    long = pd.DataFrame([{"source": s, "target": t, "source_index": i, "score": name, "value": rng.normal()}
+                         for s, t in pairs for i in range(2) for name in ("logme", "gbc")])
+    ranking = predictability.ranking_table(long, summary, higher_is_better=True)
+    assert set(ranking["strategy"]) == {"transfer"} and len(ranking) == 5 * 2
+    for row in ranking.itertuples(index=False):
+        on_target = long[(long["target"] == row.target) & (long["score"] == row.score)]
+        x = on_target.groupby("source")["value"].mean()
+        measured = summary[(summary["target"] == row.target) & (summary["strategy"] == "transfer")].set_index("source")
+        y = measured.loc[x.index, "mean"]
+        assert row.tau_w == pytest.approx(scipy_stats.weightedtau(x, y).statistic, abs=1e-12)
+        assert (row.top_source, row.best_source) == (x.idxmax(), y.idxmax())
+    summary_rows = predictability.ranking_summary(ranking).set_index("score")
+    for name in ("logme", "gbc"):
+        taus = ranking.loc[ranking["score"] == name, "tau_w"]
+        assert summary_rows.loc[name, "mean_tau_w"] == pytest.approx(taus.mean())
+        assert summary_rows.loc[name, "tau_low"] <= taus.mean() <= summary_rows.loc[name, "tau_high"]
+        assert summary_rows.loc[name, "hits"] == ranking.loc[ranking["score"] == name, "hit"].sum()
