@@ -26,7 +26,7 @@ LAYERS = {
     3: ["datasets", "plan", "loading", "sweep"],
     4: ["engine", "transferability", "shards", "executors", "estimate", "throughput"],
     5: ["curves", "store", "migrate", "writer"],
-    6: ["stats", "speed", "verdict", "plots", "curve_table", "frames", "matrix_report"],
+    6: ["stats", "predictability", "speed", "verdict", "plots", "curve_table", "frames", "matrix_report"],
     7: ["reports", "sweep_report", "compare"],
     8: ["study"],
     9: ["api", "", "commands", "cli"],

@@ -11,7 +11,7 @@ study needs no JAX and loads none. Refusals raise `transferlab.errors.Transferla
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from transferlab.sweep import Sweep, matrix_from_dict, sweep_from_dict
 if TYPE_CHECKING:  # the report's modules load matplotlib: imported when a report is written
     from transferlab.reports import Outputs
     from transferlab.sweep_report import SweepOutputs
+    from transferlab.tasks import Task
 
 
 def load_study(study: str | Path | dict) -> StudyConfig | Sweep:
@@ -223,9 +224,12 @@ def results(folder: str | Path) -> Results:
     return Results(Path(folder), **read(folder))
 
 
-def score_models(target, model_files, *, layer: int | None = None) -> pd.DataFrame:
-    """Rank candidate source models for a target without training: every transferability
-    score (`transferlab.scores`) of each model file on the target's training rows.
+def score_models(target: Task | str | Path | dict | StudyConfig, model_files: Sequence[str | Path], *,
+                 layer: int | None = None) -> pd.DataFrame:
+    """Rank candidate source models for a target without training.
+
+    Every transferability score (`transferlab.scores`) of each model file on the target's
+    training rows, from one forward pass per architecture.
 
     Parameters
     ----------
@@ -264,9 +268,12 @@ def score_models(target, model_files, *, layer: int | None = None) -> pd.DataFra
     return wide_scores(score_model_files(scoring_target(target), files, layer))
 
 
-def scoring_target(target, base_dir: Path | None = None):
-    """The target task to score on: a `Task` as it is, a study's target (as its plan makes
-    it), or a `[target]` table made on its own (paths relative to `base_dir`)."""
+def scoring_target(target: Task | str | Path | dict | StudyConfig, base_dir: Path | None = None) -> Task:
+    """The target task `score_models` scores on.
+
+    A `Task` as it is, a study's target (as its plan makes it), or a `[target]` table made
+    on its own (paths relative to `base_dir`).
+    """
     from transferlab.tasks import Task
 
     if isinstance(target, Task):

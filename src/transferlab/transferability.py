@@ -15,12 +15,11 @@ import functools
 import time
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from transferlab import scores
+from transferlab._lazy import jax, jnp  # imported on first use: reading stored scores needs no JAX
 from transferlab.errors import ModelFileError, ScoreInputError
 from transferlab.layers import Context
 from transferlab.models import Architecture, Weights, architecture_of, feature_layer, keras_weights, load_model_file
