@@ -312,7 +312,7 @@ def test_an_old_schema_database_is_refused(tmp_path, finished):
     old.close()
     _refused_unchanged(out, ("run", study_file, "--out", out),
                        f"error: {out}/results.sqlite: written by another version of transferlab (database "
-                       "schema 2, this version uses 6); choose a new --out folder (nothing here was changed)")
+                       "schema 2, this version uses 7); choose a new --out folder (nothing here was changed)")
 
 
 def test_a_folder_given_as_study_file(tmp_path):

@@ -302,7 +302,7 @@ def test_a_database_from_another_schema_is_refused_and_left_alone(tmp_path):
     old.commit()
     old.close()
     before = path.read_bytes()
-    with pytest.raises(StoreError, match="database schema 0, this version uses 6"):
+    with pytest.raises(StoreError, match="database schema 0, this version uses 7"):
         Store.in_folder(tmp_path)
     assert path.read_bytes() == before
 

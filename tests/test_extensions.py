@@ -157,7 +157,7 @@ def test_the_python_api_runs_a_registered_strategy_value(tmp_path):
     results = transferlab.run(raw, tmp_path / "out", report=False)
     assert set(results.runs.strategy) == {"source model", "standalone", "shrink_perturb shrink=0.3 perturb=0.05"}
     assert list(results.verdict.strategy) == ["shrink_perturb shrink=0.3 perturb=0.05"]
-    assert results["summary"] is results.summary and len(results) == 6
+    assert results["summary"] is results.summary and len(results) == 8
 
 
 def test_shrink_and_perturb_starts_from_shrunk_source_weights_plus_fresh_ones():

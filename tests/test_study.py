@@ -19,7 +19,7 @@ from transferlab.executors import LocalExecutor
 from transferlab.store import Store
 from transferlab.shards import ShardJob
 
-VOLATILE = {"created_at", "finished_at", "file", "file_sha256"}  # clock time and paths; a .keras file holds its save date
+VOLATILE = {"created_at", "finished_at", "file", "file_sha256", "seconds"}  # clock times, paths (a .keras file holds its save date)
 
 
 def _contents(folder):

@@ -178,7 +178,8 @@ def test_results_and_export_read_every_table_of_a_sweep(swept, tmp_path):
 
     root, _, _ = swept
     tables = transferlab.results(root / "out")
-    assert set(tables) == {"runs", "curves", "summary", "verdict", "learning_speed", "points"}
+    assert set(tables) == {"runs", "curves", "summary", "verdict", "learning_speed", "scores", "score_agreement",
+                           "points"}
     assert sorted(tables["points"]["target.n_train"]) == [20, 40, 80]
     summary = tables["summary"]
     reported = pd.read_csv(root / "out" / "sweep_summary.csv")
@@ -191,6 +192,9 @@ def test_results_and_export_read_every_table_of_a_sweep(swept, tmp_path):
     assert code == 0, stderr
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "export" / "points.csv"),
                                   tables["points"], check_dtype=False)
+    exported = pd.read_csv(tmp_path / "export" / "scores.csv")
+    assert len(exported) == 3 * 2 * 7 and "target.n_train" in exported  # points × source models × scores
+    np.testing.assert_allclose(exported["value"], tables["scores"]["value"])
     code, _, _ = invoke("export", root / "out", "--out", tmp_path / "parquet")
     assert code == 0 and len(pd.read_parquet(tmp_path / "parquet" / "runs.parquet")) == len(runs)
 

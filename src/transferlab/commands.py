@@ -518,10 +518,15 @@ def _print_quietly(outputs) -> None:
 
 
 def _print_matrix(outputs) -> None:
+    from transferlab.predictability import ranking_grid
+
     for strategy, grid in outputs.grids().items():
         _print_frame(grid, f"{strategy}: Δ vs standalone (* Holm p < 0.05, whole matrix)")
     for line in outputs.headline:
         console.print(escape(line), highlight=False)
+    if not outputs.score_summary.empty and outputs.score_summary["mean_tau_w"].notna().any():
+        _print_frame(ranking_grid(outputs.score_summary), "could it have been predicted? each score's ranking of the "
+                     "source tasks against the measured one: mean weighted τ over targets [95% CI], top-1 hits")
 
 
 def _print_sweep(outputs) -> None:
@@ -578,6 +583,11 @@ def _print_outputs(outputs) -> None:
             for column in wide.columns[1:]:
                 wide[column] = [f"{v:.3f}" for v in wide[column]]
             _print_frame(wide, f"mean {direction.metric_label} per source model")
+        if not direction.agreement.empty and direction.agreement["tau_w"].notna().any():
+            from transferlab.predictability import agreement_grid
+
+            _print_frame(agreement_grid(direction.agreement), "could it have been predicted? each score against the "
+                         f"measured mean {direction.metric_label} per source model: weighted τ [95% CI], top-1")
         if direction.speed:
             title = f"learning speed, {direction.metric_label}: mean (Δ vs standalone, * Holm p < 0.05)"
             _print_frame(speed.compact_table(direction.speed), title)

@@ -180,3 +180,37 @@ def _mean_interval(values: np.ndarray) -> tuple[float, float]:
     means = values[rng.integers(0, len(values), size=(RESAMPLES, len(values)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
+
+
+# --- as printed ------------------------------------------------------------------------
+
+
+def agreement_grid(agreement: pd.DataFrame) -> pd.DataFrame:
+    """One row per score, one column per strategy: `τ_w [95% CI]` and whether its top
+    source model was the best (`top-1 ✓` / `✗`); `–` where there is no correlation."""
+    return _grid(agreement, lambda row: "–" if pd.isna(row.tau_w) else (
+        f"{_signed(row.tau_w)} {_interval(row.tau_low, row.tau_high)} top-1 {'✓' if row.hit else '✗'}"))
+
+
+def ranking_grid(summary: pd.DataFrame) -> pd.DataFrame:
+    """A matrix's summary as printed: mean τ_w over targets [95% CI] and top-1 hits."""
+    return _grid(summary, lambda row: "–" if pd.isna(row.mean_tau_w) else (
+        f"{_signed(row.mean_tau_w)} {_interval(row.tau_low, row.tau_high)} top-1 {row.hits}/{row.targets}"))
+
+
+def _grid(table: pd.DataFrame, cell) -> pd.DataFrame:
+    strategies = list(dict.fromkeys(table["strategy"]))
+    rows = []
+    for name in dict.fromkeys(table["score"]):
+        chosen = table[table["score"] == name].set_index("strategy")
+        rows.append({"score": name, **{strategy: cell(next(chosen.loc[[strategy]].itertuples()))
+                                       for strategy in strategies if strategy in chosen.index}})
+    return pd.DataFrame(rows)
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def _interval(low: float, high: float) -> str:
+    return "" if pd.isna(low) else f"[{low:+.2f}, {high:+.2f}]"

@@ -546,7 +546,8 @@ class Store:
             self._db.executemany(
                 "INSERT INTO scores (study_id, direction, source_index, score, layer, value, note, seconds) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(study_id, direction, r.source_index, r.score, r.layer, _finite(r.value), r.note, r.seconds)
+                [(study_id, direction, r.source_index, r.score, r.layer,
+                  None if r.value is None else _finite(r.value), r.note, r.seconds)
                  for r in rows])
 
     def scores_frame(self, study_id: int) -> pd.DataFrame:
