@@ -187,6 +187,8 @@ def test_a_schema_6_folder_migrates_and_gets_its_scores_on_the_next_run(scored, 
     migration = migrate_folder(old)
     assert (migration.before, migration.after) == (6, 7)
     assert transferlab.results(old).scores.empty
+    transferlab.report(old)
+    assert "No transferability scores are stored" in (old / "report.html").read_text()
     study_file = _write(tmp_path, STUDY)
     code, out, err = invoke("run", study_file, "--out", old, "--quiet")
     assert code == 0, err
@@ -217,3 +219,15 @@ def test_a_matrix_ranks_source_tasks_per_target_as_scipy_does():
         assert summary_rows.loc[name, "mean_tau_w"] == pytest.approx(taus.mean())
         assert summary_rows.loc[name, "tau_low"] <= taus.mean() <= summary_rows.loc[name, "tau_high"]
         assert summary_rows.loc[name, "hits"] == ranking.loc[ranking["score"] == name, "hit"].sum()
+
+
+def test_the_bootstraps_weighted_tau_is_scipys_on_ties_and_duplicates():
+    rng = np.random.default_rng(7)
+    n = 9
+    x = np.where(rng.random((400, n)) < 0.5, rng.integers(0, 4, (400, n)), rng.normal(size=(400, n)))
+    y = np.where(rng.random((400, n)) < 0.5, rng.integers(0, 4, (400, n)), rng.normal(size=(400, n)))
+    picks = rng.integers(0, n, (400, n))  # resamples repeat units, as the bootstrap's do
+    x[200:], y[200:] = np.take_along_axis(x[200:], picks[200:], 1), np.take_along_axis(y[200:], picks[200:], 1)
+    got = predictability.weighted_tau_rows(x, y)
+    expected = np.array([scipy_stats.weightedtau(a, b).statistic for a, b in zip(x, y)])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)

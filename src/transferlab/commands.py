@@ -525,8 +525,8 @@ def _print_matrix(outputs) -> None:
     for line in outputs.headline:
         console.print(escape(line), highlight=False)
     if not outputs.score_summary.empty and outputs.score_summary["mean_tau_w"].notna().any():
-        _print_frame(ranking_grid(outputs.score_summary), "could it have been predicted? each score's ranking of the "
-                     "source tasks against the measured one: mean weighted τ over targets [95% CI], top-1 hits")
+        _print_frame(ranking_grid(outputs.score_summary), "could it have been predicted? each score's ranking of "
+                     "the sources against the measured one: mean weighted τ over targets [95% CI], top-1")
 
 
 def _print_sweep(outputs) -> None:
@@ -587,7 +587,7 @@ def _print_outputs(outputs) -> None:
             from transferlab.predictability import agreement_grid
 
             _print_frame(agreement_grid(direction.agreement), "could it have been predicted? each score against the "
-                         f"measured mean {direction.metric_label} per source model: weighted τ [95% CI], top-1")
+                         "measured mean per source model: weighted τ [95% CI], top-1")
         if direction.speed:
             title = f"learning speed, {direction.metric_label}: mean (Δ vs standalone, * Holm p < 0.05)"
             _print_frame(speed.compact_table(direction.speed), title)

@@ -364,7 +364,8 @@ def _predicted_part(direction: DirectionReport) -> dict | None:
     """The "could it have been predicted?" section: each score against the measured outcome
     per strategy, the scores per source model, and why a score has no value."""
     if direction.scores.empty:
-        return None
+        return {"missing": True} if direction.sources_done and direction.sources_done == direction.sources_planned \
+            else None
     wide = predictability.score_columns(direction.scores)
     values = [{"source": int(index), **{name: _fmt(value) for name, value in row.items()}}
               for index, row in wide.iterrows()]
