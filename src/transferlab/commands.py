@@ -526,7 +526,7 @@ def _print_matrix(outputs) -> None:
         console.print(escape(line), highlight=False)
     if not outputs.score_summary.empty and outputs.score_summary["mean_tau_w"].notna().any():
         _print_frame(ranking_grid(outputs.score_summary), "could it have been predicted? each score's ranking of "
-                     "the sources against the measured one: mean weighted τ over targets [95% CI], top-1")
+                     "the sources against the measured one: mean weighted τ over targets [95% CI], top-1 hits")
 
 
 def _print_sweep(outputs) -> None:
@@ -584,10 +584,12 @@ def _print_outputs(outputs) -> None:
                 wide[column] = [f"{v:.3f}" for v in wide[column]]
             _print_frame(wide, f"mean {direction.metric_label} per source model")
         if not direction.agreement.empty and direction.agreement["tau_w"].notna().any():
-            from transferlab.predictability import agreement_grid
+            from transferlab.predictability import GRID_STRATEGIES, agreement_grid
 
+            many = direction.agreement["strategy"].nunique() > GRID_STRATEGIES
             _print_frame(agreement_grid(direction.agreement), "could it have been predicted? each score against the "
-                         "measured mean per source model: weighted τ [95% CI], top-1")
+                         "measured mean per source model: weighted τ" + (", top-1 (intervals: report.html)" if many
+                                                                         else " [95% CI], top-1"))
         if direction.speed:
             title = f"learning speed, {direction.metric_label}: mean (Δ vs standalone, * Holm p < 0.05)"
             _print_frame(speed.compact_table(direction.speed), title)

@@ -26,6 +26,7 @@ from transferlab.scores import SCORES
 RESAMPLES = 1000  # bootstrap resamples of the source models (or targets)
 BOOTSTRAP_SEED = 0  # fixed: the same stored numbers give the same intervals
 MIN_UNITS = 3  # fewer source models (or source tasks) than this: no correlation is reported
+GRID_STRATEGIES = 3  # the printed grid shows intervals up to this many strategies
 
 AGREEMENT_COLUMNS = ["strategy", "score", "sources", "tau_w", "tau_low", "tau_high", "r", "r_low", "r_high",
                      "top_source", "best_source", "hit", "note"]
@@ -217,15 +218,26 @@ def _mean_interval(values: np.ndarray) -> tuple[float, float]:
 
 def agreement_grid(agreement: pd.DataFrame) -> pd.DataFrame:
     """One row per score, one column per strategy: `τ_w [95% CI]` and whether its top
-    source model was the best (`top-1 ✓` / `✗`); `–` where there is no correlation."""
-    return _grid(agreement, lambda row: "–" if pd.isna(row.tau_w) else (
-        f"{_signed(row.tau_w)} {_interval(row.tau_low, row.tau_high)} top-1 {'✓' if row.hit else '✗'}"))
+    source model was the best (`top-1 ✓` / `✗`); `–` where there is no correlation. With
+    more than `GRID_STRATEGIES` strategies, one row per strategy and column per score,
+    `τ_w ✓/✗` only (the intervals are in the report and `score_agreement.csv`)."""
+    if agreement["strategy"].nunique() <= GRID_STRATEGIES:
+        return _grid(agreement, lambda row: "–" if pd.isna(row.tau_w) else (
+            f"{_signed(row.tau_w)} {_interval(row.tau_low, row.tau_high)} top-1 {'✓' if row.hit else '✗'}"))
+    cells = agreement.assign(cell=["–" if pd.isna(row.tau_w) else f"{_signed(row.tau_w)} {'✓' if row.hit else '✗'}"
+                                   for row in agreement.itertuples(index=False)])
+    wide = cells.pivot(index="strategy", columns="score", values="cell")
+    wide = wide.reindex(index=list(dict.fromkeys(agreement["strategy"])),
+                        columns=list(dict.fromkeys(agreement["score"]))).reset_index()
+    wide.columns.name = None
+    return wide
 
 
 def ranking_grid(summary: pd.DataFrame) -> pd.DataFrame:
-    """A matrix's summary as printed: mean τ_w over targets [95% CI] and top-1 hits."""
+    """A matrix's summary as printed: mean τ_w over targets [95% CI] and top-1 hits (`4/6`:
+    the score's top source was the best, or within its interval, for 4 of 6 targets)."""
     return _grid(summary, lambda row: "–" if pd.isna(row.mean_tau_w) else (
-        f"{_signed(row.mean_tau_w)} {_interval(row.tau_low, row.tau_high)} top-1 {row.hits}/{row.targets}"))
+        f"{_signed(row.mean_tau_w)} {_interval(row.tau_low, row.tau_high)} {row.hits}/{row.targets}"))
 
 
 def _grid(table: pd.DataFrame, cell) -> pd.DataFrame:
