@@ -306,7 +306,9 @@ def score_scatter(wide_scores: pd.DataFrame, outcomes: pd.DataFrame, path: Path 
     if names:
         axes[0].set_ylabel(f"mean {metric_name(metric)}", fontsize=8)
         axes[0].legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    # a fixed layout: `tight_layout` over 8 panels cost a third of the figure's time
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.09 / rows, top=1 - 0.07 / rows, wspace=0.28, hspace=0.45)
+    return _save(fig, path, tight=False)
 
 
 def _save(fig, path: Path | None, tight: bool = True) -> Path | Figure:

@@ -164,6 +164,7 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
     planned_ids = [r.id for r in stored.values() if r.status == "planned"]
     adopted = store.adopt_runs(study_id, planned_ids) if point is not None else set()
     trained_by_direction: dict[str, dict[int, models.Weights]] = {}
+    warming = _warm_up_scoring(store, study_id, plan)
     with ShardWriter(store.path) as writer:
         for direction in plan.directions:
             runs = planned[direction.name]
@@ -190,9 +191,25 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
                 _attach_source_weights(jobs, store, writer, study_id, direction, trained_sources)
                 _train_targets(writer, jobs, stored, executor, progress, stage + "target runs", len(targets))
         diverged = writer.flush()
+    for thread in warming:
+        thread.join()
     score_sources(store, study_id, plan, trained_by_direction)
     return StudyOutcome(study_id, folder, trained, skipped, [d.notice for d in plan.directions if d.notice], diverged,
                         len(adopted))
+
+
+def _warm_up_scoring(store: Store, study_id: int, plan: Plan) -> list:
+    """Threads compiling the scoring's forward pass for each direction still to be scored."""
+    layer = (plan.study.get("scores") or {}).get("layer")
+    stored = store.scores_frame(study_id)
+    threads = []
+    for direction in plan.directions:
+        task, arch = direction.target_task, direction.source_arch
+        if task is None or arch.input_shape != task.input_shape or not stored[stored["direction"] == direction.name].empty:
+            continue
+        n_models = plan.source_repeats if direction.trains_sources else 1
+        threads.append(transferability.warm_up(arch, n_models, task.x_train, layer))
+    return threads
 
 
 def score_sources(store: Store, study_id: int, plan: Plan,

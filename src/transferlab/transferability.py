@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import time
 from dataclasses import dataclass
 
@@ -56,6 +57,23 @@ def forward_source_models(arch: Architecture, weights: list[Weights], x: np.ndar
         features.append(np.asarray(hidden, np.float64))
         outputs.append(np.asarray(out, np.float64))
     return np.concatenate(features, axis=1), np.concatenate(outputs, axis=1)
+
+
+def warm_up(arch: Architecture, n_models: int, x: np.ndarray, layer: int | None) -> threading.Thread:
+    """Compile the forward pass of `n_models` source models on rows like `x`, on a thread of
+    its own while the study trains (a small program compiles in about 60 ms, more than
+    scoring a model takes); a failure is left for the real call, which meets it."""
+    def compile_program():
+        try:
+            zeros = [tuple(np.zeros(shape, np.float32) for shape in arch.weight_shapes(index))
+                     for index in range(len(arch.layers))]
+            forward_source_models(arch, [zeros] * n_models, x, feature_layer(arch, layer))
+        except Exception:  # noqa: BLE001 - the scoring itself raises it where it belongs
+            return
+
+    thread = threading.Thread(target=compile_program, name="transferlab-score-compile", daemon=True)
+    thread.start()
+    return thread
 
 
 def _stop_index(arch: Architecture, layer: int) -> int:
