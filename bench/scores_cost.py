@@ -27,26 +27,24 @@ from transferlab.store import Store
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+def _timed(function, spent: dict, key: str):
+    """`function`, adding the seconds of each call to `spent[key]`."""
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[key] += time.perf_counter() - started
+
+    return wrapper
+
+
 def timed_run(name: str, folder: Path) -> dict:
     """The study's wall time, its target shards' time and its scoring time."""
     spent = {"targets": 0.0, "scores": 0.0}
     train_targets, score_sources = study._train_targets, study.score_sources
-
-    def targets(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return train_targets(*args, **kwargs)
-        finally:
-            spent["targets"] += time.perf_counter() - started
-
-    def scoring(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return score_sources(*args, **kwargs)
-        finally:
-            spent["scores"] += time.perf_counter() - started
-
-    study._train_targets, study.score_sources = targets, scoring
+    study._train_targets = _timed(train_targets, spent, "targets")
+    study.score_sources = _timed(score_sources, spent, "scores")
     try:
         started = time.perf_counter()
         study.run_study(transferlab.load_study(EXAMPLES / f"{name}.toml"), folder)
