@@ -125,6 +125,10 @@ def test_score_reads_a_studys_trained_sources_and_refuses_when_there_are_none(sc
     written = pd.read_csv(tmp_path / "s.csv")
     stored = results.scores.pivot(index="source_index", columns="score", values="value")
     np.testing.assert_allclose(written["logme"], stored["logme"], rtol=1e-12)
+    layer_file = _write(tmp_path, dict(STUDY, scores={"layer": 1}), name="layer.toml")
+    code, _, err = invoke("score", layer_file, "--folder", folder, "--out", tmp_path / "s1.csv")
+    assert code == 0, err
+    assert set(pd.read_csv(tmp_path / "s1.csv")["layer"]) == {1}  # the study's [scores] layer
     code, _, err = invoke("score", study_file, "--out", tmp_path / "s.csv")
     assert code == 2 and "no source model to score: the study trains its source models" in err
     code, _, err = invoke("score", "--target", 'kind = "blobs", seed =', tmp_path / "s.csv")
