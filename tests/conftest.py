@@ -1,3 +1,4 @@
+import copy
 import os
 from pathlib import Path
 
@@ -13,23 +14,26 @@ import transferlab
 transferlab.configure()  # Keras on JAX, one XLA device per core, before any test imports keras
 
 
+SMALL_STUDY = {  # a study small enough to train in a second: blobs with 200 rows, 4 epochs
+    "name": "small",
+    "seed": 3,
+    "repeats": 3,
+    "source_repeats": 2,
+    "source": {"kind": "blobs", "seed": 1, "n_samples": 200, "n_train": 100},
+    "target": {"kind": "blobs", "seed": 2, "n_samples": 200, "n_train": 100},
+    "training": {"epochs": 4},
+    "strategies": [
+        {"name": "standalone"},
+        {"name": "transfer", "freeze": 0},
+        {"name": "transfer", "freeze": 2},
+    ],
+}
+
+
 @pytest.fixture
 def small_study_dict():
-    """A study small enough to train in a second: blobs with 200 rows, 4 epochs."""
-    return {
-        "name": "small",
-        "seed": 3,
-        "repeats": 3,
-        "source_repeats": 2,
-        "source": {"kind": "blobs", "seed": 1, "n_samples": 200, "n_train": 100},
-        "target": {"kind": "blobs", "seed": 2, "n_samples": 200, "n_train": 100},
-        "training": {"epochs": 4},
-        "strategies": [
-            {"name": "standalone"},
-            {"name": "transfer", "freeze": 0},
-            {"name": "transfer", "freeze": 2},
-        ],
-    }
+    """`SMALL_STUDY`, a copy each test may change."""
+    return copy.deepcopy(SMALL_STUDY)
 
 
 def keras_fit_in_order(model, x, y, orders, x_val, y_val, batch_size=32):

@@ -15,6 +15,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 import transferlab
+from conftest import SMALL_STUDY
 from test_bad_input import _write, invoke
 from transferlab import predictability, scores
 from transferlab.errors import StoreError, StudyFileError
@@ -23,13 +24,7 @@ from transferlab.models import Architecture, architecture_of, keras_weights
 from transferlab.store import Store
 from transferlab.transferability import forward_source_models
 
-STUDY = {  # conftest's small study with four source models: its compiled programs are shared
-    "name": "scored", "seed": 4, "repeats": 2, "source_repeats": 4,
-    "source": {"kind": "blobs", "seed": 1, "n_samples": 200, "n_train": 100},
-    "target": {"kind": "blobs", "seed": 2, "n_samples": 200, "n_train": 100},
-    "training": {"epochs": 4},
-    "strategies": [{"name": "standalone"}, {"name": "transfer", "freeze": 0}, {"name": "transfer", "freeze": 2}],
-}
+STUDY = dict(SMALL_STUDY, name="scored", seed=4, repeats=2, source_repeats=4)  # its compiled programs are shared
 
 
 @pytest.fixture(scope="module")
