@@ -228,6 +228,7 @@ def test_better_separated_features_score_higher():
      "features: row 4 is not finite"),
     (lambda f, y, p: scores.gbc(f, y[:-1]), "labels: give one class label per row"),
     (lambda f, y, p: scores.transrate(f, y, eps=0), "eps: 0"),
+    (lambda f, y, p: scores.h_score(f, np.eye(3)[y]), "labels: an (120, 3) array holds regression targets or one-hot"),
 ])
 def test_bad_input_is_one_line_naming_the_argument(call, words):
     f, labels, probs = PROBLEMS[0]

@@ -57,6 +57,10 @@ def class_codes(labels, n_rows: int) -> tuple[np.ndarray, int]:
     """`labels` as codes 0 … C−1 (in sorted order of the distinct labels) and C; refused when
     there is one class, a label is not a whole number, or there are no more rows than classes."""
     labels = np.asarray(labels)
+    if labels.ndim == 2 and len(labels) == n_rows and labels.shape[1] > 1:
+        raise ScoreInputError(f"labels: an {labels.shape} array holds regression targets or one-hot rows; give one "
+                              "class index per row (np.argmax of one-hot rows), or for regression targets use "
+                              "logme(features, targets, regression=True)", "labels")
     if labels.ndim != 1 or len(labels) != n_rows:
         raise ScoreInputError(f"labels: give one class label per row ({n_rows} rows), got shape {labels.shape}",
                               "labels")
