@@ -82,10 +82,7 @@ def per_score(folder: Path) -> dict:
         for _ in range(3):
             started = time.perf_counter()
             for position in range(len(indices)):
-                if name == "logme":
-                    scores.logme(reads[position], labels, regression=regression)
-                else:
-                    scores.FUNCTIONS[name](reads[position], labels)
+                scores.score(name, reads[position], labels, regression)
             best[name] = min(best.get(name, np.inf), (time.perf_counter() - started) / len(indices))
     best["models"] = len(indices)
     best["rows"], best["features"] = len(task.x_train), features.shape[-1]

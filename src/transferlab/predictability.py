@@ -71,7 +71,7 @@ def _agreement(score: pd.Series, measured: pd.DataFrame, higher_is_better: bool)
         return {"sources": len(both), "note": reason, "hit": None}
     x = score.loc[both].to_numpy(float)
     y = _oriented(measured.loc[both, "mean"].to_numpy(float), higher_is_better)
-    tau, r = _tau(x, y), _pearson(x, y)
+    tau, r = _tau(x, y), float(_pearson_rows(x[None], y[None])[0])
     tau_low, tau_high, r_low, r_high = _bootstrap(x, y)
     top, best = both[int(np.argmax(x))], both[int(np.argmax(y))]
     return {"sources": len(both), "tau_w": tau, "tau_low": tau_low, "tau_high": tau_high, "r": r, "r_low": r_low,
@@ -97,12 +97,6 @@ def _tau(x: np.ndarray, y: np.ndarray) -> float:
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(scipy_stats.weightedtau(x, y).statistic)
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def _bootstrap(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
@@ -223,8 +217,8 @@ def agreement_grid(agreement: pd.DataFrame) -> pd.DataFrame:
     `τ_w ✓/✗` only (the intervals are in the report and `score_agreement.csv`)."""
     if agreement["strategy"].nunique() <= GRID_STRATEGIES:
         return _grid(agreement, lambda row: "–" if pd.isna(row.tau_w) else (
-            f"{_signed(row.tau_w)} {_interval(row.tau_low, row.tau_high)} top-1 {'✓' if row.hit else '✗'}"))
-    cells = agreement.assign(cell=["–" if pd.isna(row.tau_w) else f"{_signed(row.tau_w)} {'✓' if row.hit else '✗'}"
+            f"{with_interval(row.tau_w, row.tau_low, row.tau_high)} top-1 {'✓' if row.hit else '✗'}"))
+    cells = agreement.assign(cell=["–" if pd.isna(row.tau_w) else f"{row.tau_w:+.2f} {'✓' if row.hit else '✗'}"
                                    for row in agreement.itertuples(index=False)])
     wide = cells.pivot(index="strategy", columns="score", values="cell")
     wide = wide.reindex(index=list(dict.fromkeys(agreement["strategy"])),
@@ -237,7 +231,7 @@ def ranking_grid(summary: pd.DataFrame) -> pd.DataFrame:
     """A matrix's summary as printed: mean τ_w over targets [95% CI] and top-1 hits (`4/6`:
     the score's top source was the best, or within its interval, for 4 of 6 targets)."""
     return _grid(summary, lambda row: "–" if pd.isna(row.mean_tau_w) else (
-        f"{_signed(row.mean_tau_w)} {_interval(row.tau_low, row.tau_high)} {row.hits}/{row.targets}"))
+        f"{with_interval(row.mean_tau_w, row.tau_low, row.tau_high)} {row.hits}/{row.targets}"))
 
 
 def _grid(table: pd.DataFrame, cell) -> pd.DataFrame:
@@ -250,9 +244,13 @@ def _grid(table: pd.DataFrame, cell) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _signed(value: float) -> str:
-    return f"{value:+.2f}"
+def with_interval(value: float, low: float, high: float) -> str:
+    """`+0.52 [-0.10, +0.90]` (the interval left out where there is none; `–` for no value)."""
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:+.2f}" + ("" if pd.isna(low) else f" [{low:+.2f}, {high:+.2f}]")
 
 
-def _interval(low: float, high: float) -> str:
-    return "" if pd.isna(low) else f"[{low:+.2f}, {high:+.2f}]"
+def hit_text(hit) -> str:
+    """A top-1 hit as the report's tables write it: yes, no, or nothing where not decided."""
+    return "" if hit is None or pd.isna(hit) else ("yes" if hit else "no")

@@ -45,6 +45,7 @@ class DirectionReport:
     warnings: list[str] = field(default_factory=list)
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # each source model's transferability scores
     agreement: pd.DataFrame = field(default_factory=pd.DataFrame)  # each score against the measured outcome
+    outcomes: pd.DataFrame = field(default_factory=pd.DataFrame)  # each strategy's mean per source model
 
     @property
     def diverged(self) -> int:
@@ -200,8 +201,8 @@ def _direction_report(read: _StudyRead, direction, folder: Path, files: dict[str
     report.threshold, report.threshold_source = read.thresholds[name]
     report.scores = read.scores[read.scores["direction"] == name].reset_index(drop=True)
     if not report.scores.empty:
-        outcomes = predictability.source_outcomes(chosen, direction.score)
-        report.agreement = predictability.agreement_table(report.scores, outcomes,
+        report.outcomes = predictability.source_outcomes(chosen, direction.score)
+        report.agreement = predictability.agreement_table(report.scores, report.outcomes,
                                                           direction.objective.higher_is_better)
     if report.runs_done:
         report.speed = speed.tables_for(chosen, read.measures[name], read.plan.training.epochs, direction.score,
@@ -225,8 +226,7 @@ def _direction_figures(report: DirectionReport, direction, chosen: pd.DataFrame,
                                  lambda path: plots.per_source_heatmap(report.per_source, path, direction.score))
     if not report.agreement.empty and report.agreement["tau_w"].notna().any():
         wide = predictability.score_columns(report.scores)
-        outcomes = predictability.source_outcomes(chosen, direction.score)
-        figures["scores"] = ("scores", lambda path: plots.score_scatter(wide, outcomes, path, direction.score))
+        figures["scores"] = ("scores", lambda path: plots.score_scatter(wide, report.outcomes, path, direction.score))
     if report.runs_done:  # finished runs, diverged ones included: the plot counts those
         figures["boxplot"] = ("boxplot", lambda path: plots.score_boxplot(chosen, path, direction.score))
     for key, (stem, draw) in figures.items():
@@ -370,21 +370,14 @@ def _predicted_part(direction: DirectionReport) -> dict | None:
     values = [{"source": int(index), **{name: _fmt(value) for name, value in row.items()}}
               for index, row in wide.iterrows()]
     rows = [{"strategy": row.strategy, "score": row.score,
-             "tau": _with_interval(row.tau_w, row.tau_low, row.tau_high),
-             "r": _with_interval(row.r, row.r_low, row.r_high),
+             "tau": predictability.with_interval(row.tau_w, row.tau_low, row.tau_high),
+             "r": predictability.with_interval(row.r, row.r_low, row.r_high),
              "top": "–" if pd.isna(row.top_source) else f"{int(row.top_source)} → best {int(row.best_source)}",
-             "hit": "" if row.hit is None or pd.isna(row.hit) else ("yes" if row.hit else "no"),
+             "hit": predictability.hit_text(row.hit),
              "note": row.note} for row in direction.agreement.itertuples(index=False)]
     notes = notes_by_reason(direction.scores)
     return {"rows": rows, "values": values, "names": list(wide.columns), "notes": notes,
             "layer": int(direction.scores["layer"].iloc[0]), "sources": len(wide)}
-
-
-def _with_interval(value, low, high) -> str:
-    if value is None or pd.isna(value):
-        return "–"
-    interval = "" if pd.isna(low) else f" [{low:+.2f}, {high:+.2f}]"
-    return f"{value:+.2f}{interval}"
 
 
 def data_provenance(plan) -> dict:

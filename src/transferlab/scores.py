@@ -329,5 +329,15 @@ def _covariance(f: np.ndarray) -> np.ndarray:
     return np.atleast_2d(np.cov(f, rowvar=False))
 
 
+def score(name: str, reads, labels, regression: bool = False) -> float:
+    """Score `name` of `reads` (source probabilities for LEEP and NCE, else features);
+    `regression`: `labels` are regression targets (LogME alone scores them)."""
+    if name == "logme":
+        return logme(reads, labels, regression=regression)
+    if regression:
+        raise ScoreInputError(f"{name}: scores classes; for regression targets only logme applies", "labels")
+    return FUNCTIONS[name](reads, labels)
+
+
 FUNCTIONS = {"leep": leep, "nce": nce, "logme": logme, "h_score": h_score,
              "regularized_h_score": regularized_h_score, "gbc": gbc, "transrate": transrate}

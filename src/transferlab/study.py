@@ -177,16 +177,16 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
             targets = [run for run in pending if run.role == "target"]
             jobs = _target_jobs(plan, direction, targets, shard_size)
             trained_sources = {}
-            trained_by_direction[direction.name] = trained_sources
             if direction.trains_sources:
                 sources = [run for run in pending if run.role == "source"]
                 if sources and jobs and hasattr(executor, "prepare"):  # compile the targets' programs meanwhile
                     executor.prepare(list({job.arch: job for job in reversed(jobs)}.values()))
-                trained_sources = trained_by_direction[direction.name] = _train_sources(writer, study_id, folder, plan, direction, sources, shard_size,
+                trained_sources = _train_sources(writer, study_id, folder, plan, direction, sources, shard_size,
                                                  stored, executor, progress, stage, point)
             elif not store.source_models(study_id):
                 writer.flush()  # one writer at a time: the driver's own connection writes this record
                 store.record_source_model(_given_source_record(plan, study_id, direction))
+            trained_by_direction[direction.name] = trained_sources
             if jobs:
                 _attach_source_weights(jobs, store, writer, study_id, direction, trained_sources)
                 _train_targets(writer, jobs, stored, executor, progress, stage + "target runs", len(targets))
@@ -200,12 +200,12 @@ def _train_plan(store: Store, folder: Path, plan: Plan, executor, progress: Prog
 
 def _warm_up_scoring(store: Store, study_id: int, plan: Plan) -> list:
     """Threads compiling the scoring's forward pass for each direction still to be scored."""
-    layer = (plan.study.get("scores") or {}).get("layer")
+    layer = _scores_layer(plan)
     stored = store.scores_frame(study_id)
     threads = []
     for direction in plan.directions:
         task, arch = direction.target_task, direction.source_arch
-        if task is None or arch.input_shape != task.input_shape or not stored[stored["direction"] == direction.name].empty:
+        if task is None or arch.input_shape != task.input_shape or _scored(stored, direction, layer):
             continue
         n_models = plan.source_repeats if direction.trains_sources else 1
         threads.append(transferability.warm_up(arch, n_models, task.x_train, layer))
@@ -217,16 +217,12 @@ def score_sources(store: Store, study_id: int, plan: Plan,
     """Each direction's transferability scores (`transferlab.transferability`), once its
     source models are all recorded: computed when missing or when `[scores] layer` changed,
     from the arrays trained in this process or else the source model files."""
-    layer = (plan.study.get("scores") or {}).get("layer")
+    layer = _scores_layer(plan)
     stored = store.scores_frame(study_id)
     for direction in plan.directions:
         records = store.source_models(study_id, direction.name)
-        if direction.target_task is None or not records:
-            continue
-        have = stored[stored["direction"] == direction.name]
         indices = {record["source_index"] for record in records}
-        if set(have["source_index"]) == indices and (have["layer"] == models.feature_layer(
-                direction.source_arch, layer)).all():
+        if direction.target_task is None or not records or _scored(stored, direction, layer, indices):
             continue
         weights = {index: arrays for index, arrays in (trained or {}).get(direction.name, {}).items()
                    if index in indices}
@@ -234,6 +230,19 @@ def score_sources(store: Store, study_id: int, plan: Plan,
             weights.update(load_source_weights(store, study_id, direction, indices - set(weights)))
         store.record_scores(study_id, direction.name, transferability.score_on_task(
             direction.source_arch, weights, direction.target_task, layer))
+
+
+def _scores_layer(plan: Plan) -> int | None:
+    """The study's `[scores] layer` (None: the default, the last hidden layer)."""
+    return (plan.study.get("scores") or {}).get("layer")
+
+
+def _scored(stored, direction: Direction, layer: int | None, indices: set | None = None) -> bool:
+    """Does the store hold this direction's scores at this layer (for these source models)?"""
+    have = stored[stored["direction"] == direction.name]
+    if have.empty or (indices is not None and set(have["source_index"]) != indices):
+        return False
+    return bool((have["layer"] == models.feature_layer(direction.source_arch, layer)).all())
 
 
 def _target_jobs(plan: Plan, direction: Direction, targets: list[RunSpec], shard_size: int) -> list[ShardJob]:

@@ -248,12 +248,11 @@ def _predicted_rows(outputs: SweepOutputs) -> dict | None:
     if outputs.score_summary.empty:
         return None
     summary = [{"strategy": row.strategy, "score": row.score,
-                "tau": "–" if pd.isna(row.mean_tau_w) else f"{row.mean_tau_w:+.2f}" + (
-                    "" if pd.isna(row.tau_low) else f" [{row.tau_low:+.2f}, {row.tau_high:+.2f}]"),
+                "tau": predictability.with_interval(row.mean_tau_w, row.tau_low, row.tau_high),
                 "hits": f"{row.hits} of {row.targets}"} for row in outputs.score_summary.itertuples(index=False)]
     per_target = [{"target": row.target, "strategy": row.strategy, "score": row.score,
-                   "tau": "–" if pd.isna(row.tau_w) else f"{row.tau_w:+.2f}",
+                   "tau": predictability.with_interval(row.tau_w, float("nan"), float("nan")),
                    "top": "–" if pd.isna(row.top_source) else f"{row.top_source} → best {row.best_source}",
-                   "hit": "" if row.hit is None or pd.isna(row.hit) else ("yes" if row.hit else "no"), "note": row.note}
+                   "hit": predictability.hit_text(row.hit), "note": row.note}
                   for row in outputs.score_ranking.itertuples(index=False)]
     return {"summary": summary, "per_target": per_target}

@@ -146,10 +146,7 @@ def _one_score(name: str, index: int, reads: np.ndarray, labels: np.ndarray, tar
                forward_seconds: float) -> ScoreRow:
     started = time.perf_counter()
     try:
-        if name == "logme":
-            value = scores.logme(reads, labels, regression=target_kind == "regression")
-        else:
-            value = scores.FUNCTIONS[name](reads, labels)
+        value = scores.score(name, reads, labels, regression=target_kind == "regression")
     except ScoreInputError as error:
         return ScoreRow(index, name, None, layer, str(error))
     seconds = time.perf_counter() - started + (forward_seconds / len(scores.SCORES))
