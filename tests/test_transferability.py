@@ -104,7 +104,7 @@ def test_a_new_layer_is_scored_on_the_next_run_and_equals_transferlab_score(scor
     code, out, err = invoke("score", "--target", 'kind = "blobs", seed = 2, n_samples = 200, n_train = 100',
                             *files, "--layer", "1", "--out", cli_csv)
     assert code == 0, err
-    assert "4 models scored" in out
+    assert "4 models scored" in out and "note: target: 3 classes (train/test rows)" in out
     from_cli = pd.read_csv(cli_csv)
     stored = again.pivot(index="source_index", columns="score", values="value")
     for name in scores.SCORES:
@@ -127,6 +127,8 @@ def test_score_reads_a_studys_trained_sources_and_refuses_when_there_are_none(sc
     assert code == 2 and "no source model to score: the study trains its source models" in err
     code, _, err = invoke("score", "--target", 'kind = "blobs", seed =', tmp_path / "s.csv")
     assert code == 2 and "--target 'kind = \"blobs\", seed =': not a TOML table" in " ".join(err.split())
+    code, _, err = invoke("score", "--target", 'kind = "blobs", seed = 2, standardize = "source"', tmp_path / "s.csv")
+    assert code == 2 and 'target.standardize: "source" applies a source task\'s scaler' in " ".join(err.split())
 
 
 def test_a_layer_the_source_model_lacks_is_refused_naming_the_field():

@@ -280,8 +280,13 @@ def scoring_target(target: Task | str | Path | dict | StudyConfig, base_dir: Pat
         return target
     if isinstance(target, dict) and "target" not in target:  # a [target] table
         from transferlab.datasets import make
+        from transferlab.errors import StudyFileError
         from transferlab.loading import validate
 
+        if target.get("standardize") == "source":
+            raise StudyFileError('target.standardize: "source" applies a source task\'s scaler, and a target scored '
+                                 "on its own has none; give the study file instead (its target is prepared as the "
+                                 "study prepares it), or standardize = true or false", "target.standardize")
         raw = {"name": "score", "source": target, "target": target, "strategies": [{"name": "standalone"}]}
         return make(validate(raw, "target", base_dir).target, "target")
     loaded = target if isinstance(target, (StudyConfig, Sweep)) else load_study(target)

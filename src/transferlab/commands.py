@@ -183,6 +183,8 @@ def score(
     from transferlab.transferability import notes_by_reason, wide_scores
 
     wide = wide_scores(long)
+    for note in task.notes:
+        console.print(f"note: target: {escape(note)}", highlight=False)
     shown = wide.drop(columns=["notes"]).assign(file=[Path(name).name for name in wide["file"]])
     shown = shown.assign(**{name: [f"{value:.3f}" if value == value else "–" for value in shown[name]]
                             for name in shown.columns[2:]})
