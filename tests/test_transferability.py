@@ -112,7 +112,7 @@ def test_a_new_layer_is_scored_on_the_next_run_and_equals_transferlab_score(scor
 
 
 def test_score_reads_a_studys_trained_sources_and_refuses_when_there_are_none(scored, tmp_path):
-    folder, results, _, _ = scored
+    folder, results, _, files = scored
     study_file = _write(tmp_path, STUDY)
     code, _, err = invoke("score", study_file, "--folder", folder, "--out", tmp_path / "s.csv")
     assert code == 0, err
@@ -123,6 +123,7 @@ def test_score_reads_a_studys_trained_sources_and_refuses_when_there_are_none(sc
     code, _, err = invoke("score", layer_file, "--folder", folder, "--out", tmp_path / "s1.csv")
     assert code == 0, err
     assert set(pd.read_csv(tmp_path / "s1.csv")["layer"]) == {1}  # the study's [scores] layer
+    assert set(transferlab.score_models(layer_file, files)["layer"]) == {1}  # in Python too
     code, _, err = invoke("score", study_file, "--out", tmp_path / "s.csv")
     assert code == 2 and "no source model to score: the study trains its source models" in err
     code, _, err = invoke("score", "--target", 'kind = "blobs", seed =', tmp_path / "s.csv")

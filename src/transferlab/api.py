@@ -239,7 +239,8 @@ def score_models(target: Task | str | Path | dict | StudyConfig, model_files: Se
     model_files : list of str or Path
         Keras model files (`.keras`), read with `safe_mode=True`.
     layer : int, optional
-        The hidden layer whose output the feature scores read (default: the last).
+        The hidden layer whose output the feature scores read (default: a study's
+        `[scores] layer`, else the last).
 
     Returns
     -------
@@ -265,19 +266,22 @@ def score_models(target: Task | str | Path | dict | StudyConfig, model_files: Se
         from transferlab.errors import ModelFileError
 
         raise ModelFileError("give at least one model file (.keras) to score")
-    return wide_scores(score_model_files(scoring_target(target), files, layer))
+    task, study_layer = scoring_target(target)
+    return wide_scores(score_model_files(task, files, layer if layer is not None else study_layer))
 
 
-def scoring_target(target: Task | str | Path | dict | StudyConfig, base_dir: Path | None = None) -> Task:
-    """The target task `score_models` scores on.
+def scoring_target(target: Task | str | Path | dict | StudyConfig,
+                   base_dir: Path | None = None) -> tuple[Task, int | None]:
+    """The target task `score_models` scores on, and the study's `[scores] layer`.
 
-    A `Task` as it is, a study's target (as its plan makes it), or a `[target]` table made
-    on its own (paths relative to `base_dir`).
+    A `Task` as it is, a study's target (as its plan makes it) with the layer the study
+    names, or a `[target]` table made on its own (paths relative to `base_dir`); the layer
+    is None where no study names one.
     """
     from transferlab.tasks import Task
 
     if isinstance(target, Task):
-        return target
+        return target, None
     if isinstance(target, dict) and "target" not in target:  # a [target] table
         from transferlab.datasets import make
         from transferlab.errors import StudyFileError
@@ -288,7 +292,7 @@ def scoring_target(target: Task | str | Path | dict | StudyConfig, base_dir: Pat
                                  "on its own has none; give the study file instead (its target is prepared as the "
                                  "study prepares it), or standardize = true or false", "target.standardize")
         raw = {"name": "score", "source": target, "target": target, "strategies": [{"name": "standalone"}]}
-        return make(validate(raw, "target", base_dir).target, "target")
+        return make(validate(raw, "target", base_dir).target, "target"), None
     loaded = target if isinstance(target, (StudyConfig, Sweep)) else load_study(target)
     if isinstance(loaded, Sweep):
         from transferlab.errors import StudyFileError
@@ -297,4 +301,4 @@ def scoring_target(target: Task | str | Path | dict | StudyConfig, base_dir: Pat
                              "per target), or score against one [target] table")
     from transferlab.plan import plan_of
 
-    return plan_of(loaded).directions[0].target_task
+    return plan_of(loaded).directions[0].target_task, loaded.scores.layer

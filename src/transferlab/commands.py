@@ -175,7 +175,7 @@ def score(
         from transferlab.transferability import score_model_files
 
         prepare_output_path(out, folder=False)  # before the work: an unwritable --out is one line
-        task, paths, study_layer = _scoring_inputs(files, target, folder)
+        task, study_layer, paths = _scoring_inputs(files, target, folder)
         return task, score_model_files(task, paths, layer if layer is not None else study_layer)
 
     task, long = _guard(compute)
@@ -201,26 +201,26 @@ def score(
 
 
 def _scoring_inputs(files: list[Path], target: str | None, folder: Path | None):
-    """The target task, the model files `transferlab score` reads and the layer the study
-    names (`[scores] layer`, None without a study): with `--target`, the files are models;
+    """The target task, the layer the study names (`[scores] layer`, None without a study)
+    and the model files `transferlab score` reads: with `--target`, the files are models;
     else the first file is a study, whose target is scored against its model file, its
     trained source models (in `folder`) and any further files."""
     from transferlab.api import scoring_target
     from transferlab.errors import ModelFileError, StudyFileError
 
     if target is not None:
-        return scoring_target(_target_table(target), Path.cwd()), files, None
+        return (*scoring_target(_target_table(target), Path.cwd()), files)
     study, models = files[0], files[1:]
     if study.suffix.lower() != ".toml":
         raise StudyFileError(f"{study}: give a study file (.toml) first, or the target with --target TARGET_SPEC")
     config = _load(study)
-    task = scoring_target(config)
+    task, study_layer = scoring_target(config)
     given = [Path(config.source.model_file)] if config.source.model_file else []
     trained = _trained_sources(folder or Path(config.name))
     if not (given or trained or models):
         raise ModelFileError(f"{study}: no source model to score: the study trains its source models; run it first "
                              "(transferlab run), give --folder, or list .keras files after the study file")
-    return task, given + trained + list(models), config.scores.layer
+    return task, study_layer, given + trained + list(models)
 
 
 def _trained_sources(folder: Path) -> list[Path]:
