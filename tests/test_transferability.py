@@ -126,6 +126,9 @@ def test_score_reads_a_studys_trained_sources_and_refuses_when_there_are_none(sc
     assert set(transferlab.score_models(layer_file, files)["layer"]) == {1}  # in Python too
     code, _, err = invoke("score", study_file, "--out", tmp_path / "s.csv")
     assert code == 2 and "no source model to score: the study trains its source models" in err
+    other = _write(tmp_path, dict(STUDY, seed=5), name="other.toml")  # same name, other settings
+    code, _, err = invoke("score", other, "--folder", folder, "--out", tmp_path / "s.csv")
+    assert code == 2 and "holds another study than 'scored'" in " ".join(err.split())
     code, _, err = invoke("score", "--target", 'kind = "blobs", seed =', tmp_path / "s.csv")
     assert code == 2 and "--target 'kind = \"blobs\", seed =': not a TOML table" in " ".join(err.split())
     code, _, err = invoke("score", "--target", 'kind = "blobs", seed = 2, standardize = "source"', tmp_path / "s.csv")

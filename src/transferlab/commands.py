@@ -216,24 +216,30 @@ def _scoring_inputs(files: list[Path], target: str | None, folder: Path | None):
     config = _load(study)
     task, study_layer = scoring_target(config)
     given = [Path(config.source.model_file)] if config.source.model_file else []
-    trained = _trained_sources(folder or Path(config.name))
+    trained = _trained_sources(folder or Path(config.name), config)
     if not (given or trained or models):
         raise ModelFileError(f"{study}: no source model to score: the study trains its source models; run it first "
                              "(transferlab run), give --folder, or list .keras files after the study file")
     return task, study_layer, given + trained + list(models)
 
 
-def _trained_sources(folder: Path) -> list[Path]:
-    """The forward source model files a study's output folder holds (none when it has none)."""
+def _trained_sources(folder: Path, config) -> list[Path]:
+    """The forward source model files the study's output folder holds (none when it has
+    none); a folder holding another study is refused, never read as this one's."""
+    from transferlab.errors import StoreError
+    from transferlab.plan import plan_of
     from transferlab.store import DATABASE_NAME, Store
 
     if not (folder / DATABASE_NAME).is_file():
         return []
     with Store.in_folder(folder, readonly=True) as store:
-        if not store.has_study() or store.sweep() is not None:
+        if not store.has_study():
             return []
-        study_id = store.study()["id"]
-        return [Path(record["file"]) for record in store.source_models(study_id, "forward") if record["trained_here"]]
+        held = store.study()
+        if store.sweep() is not None or held["plan_sha256"] != plan_of(config).sha256():
+            raise StoreError(f"{folder}: holds another study than {config.name!r} (its settings or data differ); "
+                             "give --folder with this study's output folder, or list the model files to score")
+        return [Path(record["file"]) for record in store.source_models(held["id"], "forward") if record["trained_here"]]
 
 
 def _target_table(spec: str) -> dict:
